@@ -1,0 +1,79 @@
+# calmcue — everything a fresh machine needs is installed from here (pip into .venv, apt-get for
+# system packages). Only Python 3.11, pip and root are assumed.
+
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+STAMP  := $(VENV)/.stamp
+
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: run test bench lint model firmware clean system-run system-test mpy-lib help
+
+help:
+	@echo "make run    - start the demo: embedded broker, companion, simulated device (http://127.0.0.1:8000)"
+	@echo "make test   - install what the tests need, then run them (pytest + MicroPython tests)"
+	@echo "make bench  - benchmarks: features, model, policy, agent, companion ingest"
+	@echo "make lint   - ruff, mypy on the CPython packages, firmware against micropython-esp32-stubs"
+	@echo "make model  - train, evaluate and export the stress model from RAVDESS"
+	@echo "make firmware - compile the ESP32 bundle with mpy-cross and write its manifest"
+
+# ---- environments ------------------------------------------------------------------------------
+
+$(VENV)/bin/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+$(STAMP)-run: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -e .
+	@touch $@
+
+$(STAMP)-test: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -e '.[test,model,pi,device,postgres,lint]'
+	@touch $@ $(STAMP)-run
+
+$(STAMP)-bench: pyproject.toml $(STAMP)-test
+	$(PIP) install -e '.[bench]'
+	@touch $@
+
+# System packages (mosquitto; for tests also postgresql and chromium), installed only when missing.
+system-run:
+	@bash scripts/system-deps.sh run
+
+system-test:
+	@bash scripts/system-deps.sh test
+
+# micropython-lib modules for the unix port and the device bundle (umqtt.simple from PyPI).
+mpy-lib: $(STAMP)-run
+	@$(PY) -m firmware.tools.fetch_mpy_lib
+
+# ---- the two commands --------------------------------------------------------------------------
+
+run: system-run $(STAMP)-run mpy-lib
+	$(VENV)/bin/calmcue run
+
+test: system-test $(STAMP)-test mpy-lib
+	$(PY) -m pytest -q -p no:cacheprovider
+
+# ---- the rest ----------------------------------------------------------------------------------
+
+bench: system-test $(STAMP)-bench mpy-lib
+	$(PY) -m calmcue.bench
+
+lint: $(STAMP)-test
+	$(VENV)/bin/ruff check calmcue companion firmware models tests
+	$(VENV)/bin/mypy calmcue companion models firmware/pi firmware/tools
+	$(PY) -m firmware.tools.lint_device
+
+model: $(STAMP)-test
+	$(VENV)/bin/calmcue model train
+	$(VENV)/bin/calmcue model evaluate
+	$(VENV)/bin/calmcue model export
+
+firmware: $(STAMP)-test mpy-lib
+	$(PY) -m firmware.tools.bundle
+
+clean:
+	rm -rf $(VENV) var build dist *.egg-info

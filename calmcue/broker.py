@@ -1,0 +1,112 @@
+"""A private Mosquitto broker owned by this process: the embedded broker of `calmcue run`, and
+the real peer the tests and benchmarks start on a free port (and can stop and restart)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def find_mosquitto() -> str:
+    for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"):
+        if candidate and Path(candidate).exists():
+            return candidate
+    raise BrokerError(
+        "mosquitto is not installed. Install it with 'apt-get install mosquitto' "
+        "(make run and make test do this), or point calmcue at a broker with --mqtt URL."
+    )
+
+
+class Mosquitto:
+    """Run `mosquitto -c <conf>` listening on 127.0.0.1:<port>.
+
+    `extra_conf` lines are appended (password_file, acl_file, ...). The port stays the same
+    across restart() so clients can reconnect to it.
+    """
+
+    def __init__(self, port: int | None = None, extra_conf: str = "", workdir: Path | None = None):
+        self.port = port or free_port()
+        self.extra_conf = extra_conf
+        self._own_dir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="calmcue-mqtt-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def _write_conf(self) -> Path:
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "persistence false\n"
+            "log_dest stderr\n"
+            "log_type error\n"
+            "log_type warning\n"
+            "max_queued_messages 100000\n"
+            "max_inflight_messages 0\n"
+            + ("allow_anonymous true\n" if "allow_anonymous" not in self.extra_conf else "")
+            + self.extra_conf
+            + "\n"
+        )
+        return conf
+
+    def start(self, timeout: float = 10.0) -> Mosquitto:
+        if self.proc and self.proc.poll() is None:
+            return self
+        conf = self._write_conf()
+        log = open(self.workdir / "mosquitto.log", "ab")
+        self.proc = subprocess.Popen([find_mosquitto(), "-c", str(conf)], stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BrokerError(
+                    f"mosquitto exited with code {self.proc.returncode}; "
+                    f"see {self.workdir / 'mosquitto.log'}"
+                )
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise BrokerError(f"mosquitto did not listen on port {self.port} within {timeout} s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Mosquitto:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

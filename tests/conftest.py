@@ -1,0 +1,59 @@
+"""Shared fixtures: real peers, started privately per test run.
+
+- `mosquitto`: a private Mosquitto on a free port; `.stop()`, `.start()`, `.restart()`.
+- `mpy`: run code under the real MicroPython unix port, `mpy(code, heapsize="64K")`.
+- `pg_url`: a private PostgreSQL server (session-scoped), SQLAlchemy URL.
+- `ravdess`: the shared RAVDESS folder; tests that need it skip with the reason when absent.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from calmcue import mpy as mpy_runner
+from calmcue.broker import Mosquitto
+
+REPO = Path(__file__).resolve().parent.parent
+RAVDESS = Path(os.environ.get("CALMCUE_RAVDESS", REPO.parent / "shared" / "data" / "ravdess"))
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    broker = Mosquitto(workdir=tmp_path / "mqtt")
+    broker.workdir.mkdir()
+    broker.start()
+    yield broker
+    broker.close()
+
+
+@pytest.fixture
+def mpy():
+    """Call as mpy(code, heapsize="64K", ...) -> CompletedProcess; see calmcue.mpy.run."""
+    return mpy_runner.run
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    url = os.environ.get("CALMCUE_TEST_PG_URL")
+    if url:
+        yield url
+        return
+    from harness_pg import PrivatePostgres
+
+    server = PrivatePostgres().start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def ravdess() -> Path:
+    manifest = RAVDESS / "manifest.csv"
+    if not manifest.exists():
+        pytest.skip(f"RAVDESS not found at {RAVDESS} (set CALMCUE_RAVDESS); it is read, never copied")
+    return RAVDESS
