@@ -173,3 +173,41 @@ def topic(site, device, leaf):
 
 def event_topic(event):
     return topic(event["site"], event["device"], "evt/" + event["type"])
+
+
+class Stamper:
+    """Adds the common fields to every event a device sends: schema version, site, device, the
+    boot counter and a sequence number that counts up from 0 each boot (gaps and reboots show at
+    the companion), milliseconds since boot and, once the clock is known, Unix time."""
+
+    def __init__(self, site, device, boot, seq=0):
+        self.site = site
+        self.device = device
+        self.boot = boot
+        self.seq = seq
+
+    def stamp(self, etype, fields, up_ms, ts=None):
+        event = {
+            "v": SCHEMA_VERSION,
+            "type": etype,
+            "site": self.site,
+            "device": self.device,
+            "boot": self.boot,
+            "seq": self.seq,
+            "up_ms": up_ms,
+        }
+        if ts is not None:
+            event["ts"] = ts
+        for k in fields:
+            event[k] = fields[k]
+        errs = problems(event)
+        if errs:
+            raise EventError("; ".join(errs))
+        self.seq += 1
+        return event
+
+
+def new_conversation_id(rand_bytes):
+    """A random 8-hex-digit id, short-lived: a new one every conversation. `rand_bytes` is
+    os.urandom (CPython, MicroPython unix) or the device's equivalent, passed in."""
+    return "".join("%02x" % b for b in rand_bytes(4))

@@ -96,3 +96,18 @@ def test_micropython_encoder_agrees(mpy):
     # and an ESP32. (MicroPython's json.dumps uses the same separators as CPython's.)
     for line, ev in zip(out, VECTORS["valid"]):
         assert int(line.split()[1]) == len(events.encode(ev))
+
+
+def test_stamper_counts_and_validates():
+    st = events.Stamper("store-001", "counter-2", boot=4)
+    a = st.stamp("button", {"action": "ack"}, up_ms=10)
+    b = st.stamp("button", {"action": "mute"}, up_ms=20, ts=1795000000.0)
+    assert (a["seq"], b["seq"], b["boot"]) == (0, 1, 4)
+    assert "ts" not in a and b["ts"] == 1795000000.0
+    with pytest.raises(events.EventError, match="transcript"):
+        st.stamp("button", {"action": "ack", "transcript": "x"}, up_ms=30)
+    assert st.seq == 2  # a refused event does not consume a sequence number
+    import os
+
+    conv = events.new_conversation_id(os.urandom)
+    assert len(conv) == 8 and int(conv, 16) >= 0
