@@ -1,0 +1,121 @@
+"""ONNX export, the ONNX -> compact converter and firmware/nnrt.py, against onnxruntime."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from firmware import nnrt
+from models.export import ConvertError, Network, to_compact, to_onnx
+
+
+def _net(
+    n_in: int = 20, hidden: tuple[int, ...] = (16, 8), activation: str = "relu", seed: int = 0
+):
+    rng = np.random.default_rng(seed)
+    sizes = [n_in, *hidden, 1]
+    ws = [rng.normal(size=(o, i)) / np.sqrt(i) for i, o in zip(sizes, sizes[1:], strict=False)]
+    bs = [rng.normal(size=o) * 0.1 for o in sizes[1:]]
+    return Network(rng.normal(size=n_in), 1 / rng.uniform(0.5, 2, n_in), ws, bs, activation)
+
+
+def _ort(model, x: np.ndarray) -> np.ndarray:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"features": x.astype(np.float32)})[0][:, 0]
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_export_and_compact_match_onnxruntime(activation: str):
+    net = _net(activation=activation)
+    model = to_onnx(net)
+    assert model.opset_import[0].version == 13
+    assert {n.op_type for n in model.graph.node} <= {
+        "Sub",
+        "Mul",
+        "Gemm",
+        "Relu",
+        "Tanh",
+        "Sigmoid",
+    }
+    x = np.random.default_rng(1).normal(size=(300, 20)) * 2
+    ref = _ort(model, x)
+    assert np.abs(ref - net.predict(x)).max() < 1e-5
+    dev = nnrt.Model(to_compact(model))
+    got = np.array([dev.score(list(map(float, row))) for row in x.astype(np.float32)])
+    assert np.abs(got - ref).max() < 1e-5
+
+
+def test_converter_folds_matmul_add_and_div():
+    rng = np.random.default_rng(2)
+    w = rng.normal(size=(6, 3)).astype(np.float32)
+    b = rng.normal(size=3).astype(np.float32)
+    d = rng.uniform(1, 2, 6).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Div", ["x", "d"], ["a"]),
+            helper.make_node("MatMul", ["a", "w"], ["m"]),
+            helper.make_node("Add", ["m", "b"], ["z"]),
+            helper.make_node("Tanh", ["z"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(v, n) for v, n in ((w, "w"), (b, "b"), (d, "d"))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    x = rng.normal(size=(50, 6)).astype(np.float32)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref = sess.run(None, {"x": x})[0]
+    dev = nnrt.Model(to_compact(model))
+    got = np.array([list(dev.run(list(map(float, row)))) for row in x])
+    assert np.abs(got - ref).max() < 1e-5
+
+
+def test_converter_refuses_unsupported_operator():
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+    )
+    with pytest.raises(ConvertError, match="operator Softmax is not supported"):
+        to_compact(helper.make_model(graph))
+
+
+def test_runtime_rejects_bad_files_and_inputs():
+    with pytest.raises(nnrt.ModelError, match="CCM1"):
+        nnrt.Model(b"ONNX....")
+    blob = to_compact(to_onnx(_net()))
+    with pytest.raises(nnrt.ModelError, match="truncated"):
+        nnrt.Model(blob[:-4])
+    with pytest.raises(nnrt.ModelError, match="needs 20 features, got 3"):
+        nnrt.Model(blob).score([1.0, 2.0, 3.0])
+
+
+def test_micropython_matches_onnxruntime_and_is_fast(mpy, tmp_path):
+    net = _net(n_in=40, hidden=(32, 16))
+    model = to_onnx(net)
+    (tmp_path / "m.ccm").write_bytes(to_compact(model))
+    x = (np.random.default_rng(5).normal(size=(100, 40)) * 2).astype(np.float32)
+    (tmp_path / "x.json").write_text(json.dumps(x.tolist()))
+    code = f"""
+import json, time
+from firmware import nnrt
+m = nnrt.load({str(tmp_path / "m.ccm")!r})
+rows = json.load(open({str(tmp_path / "x.json")!r}))
+out = []
+t0 = time.ticks_us()
+for r in rows:
+    out.append(m.score(r))
+us = time.ticks_diff(time.ticks_us(), t0) / len(rows)
+print(json.dumps({{"us": us, "scores": out}}))
+"""
+    res = json.loads(mpy(code, heapsize="512K").stdout)
+    assert np.abs(np.array(res["scores"]) - _ort(model, x)).max() < 1e-5
+    assert res["us"] < 1000, f"{res['us']:.0f} us per window in MicroPython (budget 1000 us)"
+    assert net.n_params > 1800
