@@ -1,0 +1,438 @@
+"""Prosody feature front end, numpy reference (spec: docs/features.md).
+
+Vectorised over frames and windows; used for training and on the Raspberry Pi. The MicroPython
+extractor in firmware/features.py implements the same integer recurrences per frame, so both
+produce the same numbers (tests/test_features_parity.py).
+
+    fx = FeatureExtractor()
+    for rec in fx.process(int16_chunk):     # any chunk size, same result
+        rec.features                         # float32 vector, order = FEATURE_NAMES
+    fx.new_conversation()                    # baseline restarts, noise floor kept
+    fx.reset()                               # a new stream
+
+    X, records = extract(samples, sr=16000)  # whole clip -> (n_windows, N_FEATURES)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+SAMPLE_RATE = 16000
+FRAME = 400  # samples, 25 ms, frames do not overlap
+WINDOW_FRAMES = 40  # 1.0 s
+HOP_FRAMES = 10  # 0.25 s
+DECIM = 4  # pitch path runs at 4 kHz
+SUB = FRAME // DECIM  # decimated samples per frame
+BOX = 8  # boxcar length of the decimating low-pass (nulls at multiples of 2 kHz)
+LAG_MIN = 8  # 500 Hz at 4 kHz
+LAG_MAX = 50  # 80 Hz
+N_LAGS = LAG_MAX - LAG_MIN + 1
+
+# Activity gate on the frame level A = sum |x - frame mean| (integers, see spec).
+FLOOR_INIT_MAX = 1311  # first-frame floor is capped at about -80 dB re full scale
+ABS_MIN = 7370  # about -65 dBFS: never speech below this
+FLOOR_RISE_SHIFT = 8  # floor creeps up by 1/256 per frame (~1.4 dB/s) when not undercut
+ACT_NUM, ACT_DEN = 5, 2  # active when A * 2 > floor * 5 (8 dB over the floor)
+VOICE_NUM, VOICE_DEN = 2, 5  # voiced when AMDF min < 0.4 * AMDF max
+PICK_DEN = 4  # first local AMDF minimum in the lowest quarter of the AMDF's range
+ONSET_NUM, ONSET_DEN = 3, 2  # low-band level up 3.5 dB over two frames
+
+# Per-conversation baseline: cumulative mean over the first windows, then a slow running mean.
+BASE_WARM = 12
+BASE_SLOW = 240
+BASE_MIN_ACTIVE = 10  # window needs >= 10 active frames to update the level/tilt baseline
+BASE_MIN_VOICED = 5
+
+DB = 8.685889638065037  # 20 / ln 10
+ST = 17.312340490667562  # 12 / ln 2
+LEVEL_REF = FRAME * 32768.0
+SINE_CORR_DB = 0.9121785  # mean-abs -> rms for a sine, so a full-scale sine reads -3.01 dBFS
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "speech",
+    "voiced",
+    "level_sd_db",
+    "level_range_db",
+    "level_rel_db",
+    "f0_st",
+    "f0_rel_st",
+    "f0_range_st",
+    "f0_sd_st",
+    "f0_delta_st",
+    "hf_db",
+    "hf2_db",
+    "lf_db",
+    "hf_rel_db",
+    "rate",
+    "pause",
+    "aperiodicity",
+)
+N_FEATURES = len(FEATURE_NAMES)
+
+IntArray = NDArray[np.int64]
+FloatArray = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class WindowRecord:
+    """One 1 s window; `t` is the window end in seconds since the stream started."""
+
+    t: float
+    speech: float
+    level_db: float
+    f0_hz: float
+    rate: float
+    features: NDArray[np.float32] = field(repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "t": self.t,
+            "speech": self.speech,
+            "level_db": self.level_db,
+            "f0_hz": self.f0_hz,
+            "rate": self.rate,
+            "features": [float(v) for v in self.features],
+        }
+
+
+class _Baseline:
+    """Running per-conversation mean: cumulative for BASE_WARM updates, then 1/BASE_SLOW."""
+
+    __slots__ = ("n", "value")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.value = 0.0
+
+    def relative(self, x: float) -> float:
+        return x - self.value if self.n else 0.0
+
+    def update(self, x: float) -> None:
+        if self.n < BASE_WARM:
+            self.n += 1
+            self.value += (x - self.value) / self.n
+        else:
+            self.value += (x - self.value) / BASE_SLOW
+
+
+def _as_int16(samples: Any) -> NDArray[np.int16]:
+    if isinstance(samples, (bytes, bytearray, memoryview)):
+        return np.frombuffer(samples, dtype="<i2")
+    a = np.asarray(samples)
+    if a.ndim != 1:
+        raise ValueError(f"expected mono samples (1-D), got shape {a.shape}; mix down first")
+    if a.dtype == np.int16:
+        return a
+    if np.issubdtype(a.dtype, np.floating):
+        a = np.nan_to_num(a, nan=0.0, posinf=1.0, neginf=-1.0)
+        return np.clip(np.round(a * 32768.0), -32768, 32767).astype(np.int16)
+    if np.issubdtype(a.dtype, np.integer):
+        return np.clip(a, -32768, 32767).astype(np.int16)
+    raise ValueError(f"expected int16 PCM or float samples in [-1, 1], got dtype {a.dtype}")
+
+
+def _log(x: FloatArray) -> FloatArray:
+    return np.log(x)
+
+
+class FeatureExtractor:
+    """Streaming extractor: `process(chunk)` -> window records, `reset()`, `new_conversation()`."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    # -- state -------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget everything: a new audio stream."""
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._xtail = np.zeros(BOX, dtype=np.int64)  # last samples before the next frame
+        self._ytail = np.zeros(LAG_MAX, dtype=np.int64)  # last decimated samples
+        self._floor = -1  # noise floor of A; -1 = not yet set
+        self._ltail = [0, 0]  # low-band level of the two previous frames
+        self._ctail = False  # onset condition of the previous frame
+        self._frames = 0
+        self._hist: dict[str, np.ndarray] = {}
+        self.new_conversation()
+
+    def new_conversation(self) -> None:
+        """Restart the per-conversation baseline; the noise floor and audio history stay."""
+        self._base_level = _Baseline()
+        self._base_f0 = _Baseline()
+        self._base_hf = _Baseline()
+
+    # -- processing --------------------------------------------------------------------------
+    def process(self, samples: Any) -> list[WindowRecord]:
+        """Feed int16 PCM (array or little-endian bytes); returns the windows completed."""
+        x = _as_int16(samples)
+        buf = np.concatenate([self._pending, x]) if self._pending.size else x
+        nf = buf.size // FRAME
+        self._pending = buf[nf * FRAME :].copy()
+        if nf == 0:
+            return []
+        frames = self._frame_stats(buf[: nf * FRAME].astype(np.int64))
+        first = self._frames
+        self._frames += nf
+        self._append_history(frames)
+        return self._windows(first, nf)
+
+    def _frame_stats(self, x: IntArray) -> dict[str, np.ndarray]:
+        nf = x.size // FRAME
+        ext = np.concatenate([self._xtail, x])  # BOX samples of history in front
+        self._xtail = ext[-BOX:].copy()
+        X = x.reshape(nf, FRAME)
+        s = X.sum(axis=1)
+        m = s // FRAME
+        A = np.abs(X - m[:, None]).sum(axis=1)
+        d1 = ext[BOX:] - ext[BOX - 1 : -1]
+        D1 = np.abs(d1).reshape(nf, FRAME).sum(axis=1)
+        d2 = d1 - (ext[BOX - 1 : -1] - ext[BOX - 2 : -2])
+        D2 = np.abs(d2).reshape(nf, FRAME).sum(axis=1)
+        # y[j] = sum of x[4j-4 .. 4j+3]: boxcar-8 low-pass, every 4th sample.
+        c = np.concatenate([[0], np.cumsum(ext)])
+        j = np.arange(nf * SUB)
+        y = c[DECIM * j + BOX + DECIM] - c[DECIM * j + DECIM]
+        Y = y.reshape(nf, SUB)
+        my = Y.sum(axis=1) // SUB
+        L = np.abs(Y - my[:, None]).sum(axis=1)
+
+        # Sequential integer gate (cheap scalar loop, identical to the device).
+        active = np.zeros(nf, dtype=bool)
+        floors = np.empty(nf, dtype=np.int64)
+        floor = self._floor
+        for k, a in enumerate(A.tolist()):
+            if floor < 0:
+                floor = min(a, FLOOR_INIT_MAX)
+            elif a < floor:
+                floor = a
+            else:
+                floor += (floor >> FLOOR_RISE_SHIFT) + 1
+            floors[k] = floor
+            active[k] = a > ABS_MIN and a * ACT_DEN > floor * ACT_NUM
+        self._floor = floor
+
+        # AMDF pitch on active frames: a[lag] = sum_j |y[j] - y[j - lag]|.
+        ypad = np.concatenate([self._ytail, y])
+        self._ytail = ypad[-LAG_MAX:].copy()
+        lag = np.zeros(nf, dtype=np.int64)
+        num = np.zeros(nf, dtype=np.int64)
+        den = np.zeros(nf, dtype=np.int64)
+        amin = np.zeros(nf, dtype=np.int64)
+        amax = np.zeros(nf, dtype=np.int64)
+        voiced = np.zeros(nf, dtype=bool)
+        idx = np.flatnonzero(active)
+        if idx.size:
+            win = np.lib.stride_tricks.sliding_window_view(ypad, LAG_MAX + SUB)[idx * SUB]
+            cur = win[:, LAG_MAX:]
+            amdf = np.empty((idx.size, N_LAGS), dtype=np.int64)
+            for i, lg in enumerate(range(LAG_MIN, LAG_MAX + 1)):
+                amdf[:, i] = np.abs(cur - win[:, LAG_MAX - lg : LAG_MAX + SUB - lg]).sum(axis=1)
+            gmin = amdf.min(axis=1)
+            gmax = amdf.max(axis=1)
+            inner = amdf[:, 1:-1]
+            cand = (
+                (inner <= amdf[:, :-2])
+                & (inner <= amdf[:, 2:])
+                & ((inner - gmin[:, None]) * PICK_DEN <= (gmax - gmin)[:, None])
+            )
+            has = cand.any(axis=1)
+            pick = np.argmax(cand, axis=1) + 1  # index into amdf
+            rows = np.arange(idx.size)
+            a0 = amdf[rows, pick - 1]
+            a1 = amdf[rows, pick]
+            a2 = amdf[rows, pick + 1]
+            v = has & (a1 * VOICE_DEN < gmax * VOICE_NUM)
+            lag[idx] = pick + LAG_MIN
+            num[idx] = a0 - a2
+            den[idx] = 2 * (a0 - 2 * a1 + a2)
+            amin[idx] = gmin
+            amax[idx] = gmax
+            voiced[idx] = v
+
+        # Syllable-like onsets: active and low band up 3.5 dB over two frames, rising edge.
+        Lp = np.concatenate([np.asarray(self._ltail, dtype=np.int64), L])
+        cond = active & (L * ONSET_DEN >= Lp[:-2] * ONSET_NUM)
+        prev = np.concatenate([[self._ctail], cond[:-1]])
+        onset = cond & ~prev
+        self._ltail = [int(Lp[-2]), int(Lp[-1])]
+        self._ctail = bool(cond[-1])
+
+        # Per-frame floats (same formulas as the device).
+        one = np.maximum
+        lv = DB * _log(one(A, 1) / LEVEL_REF) + SINE_CORR_DB
+        hf = DB * _log(one(D1, 1) / one(A, 1))
+        hf2 = DB * _log(one(D2, 1) / one(D1, 1))
+        lf = DB * _log(one(L, 1) / (2.0 * one(A, 1)))
+        frac = np.zeros(nf)
+        ok = den > 0
+        frac[ok] = num[ok] / den[ok]
+        frac = np.clip(frac, -0.5, 0.5)
+        st = np.full(nf, np.nan)
+        st[voiced] = ST * _log(40.0 / (lag[voiced] + frac[voiced]))
+        dip = np.zeros(nf)
+        okm = amax > 0
+        dip[okm] = amin[okm] / amax[okm]
+        return {
+            "active": active,
+            "voiced": voiced,
+            "onset": onset,
+            "lv": lv,
+            "hf": hf,
+            "hf2": hf2,
+            "lf": lf,
+            "st": st,
+            "dip": dip,
+        }
+
+    def _append_history(self, frames: dict[str, np.ndarray]) -> None:
+        keep = WINDOW_FRAMES - 1
+        if not self._hist:
+            self._hist = frames
+        else:
+            self._hist = {k: np.concatenate([self._hist[k][-keep:], v]) for k, v in frames.items()}
+
+    def _windows(self, first: int, nf: int) -> list[WindowRecord]:
+        """Windows ending in frames first..first+nf-1 (history holds up to 39 earlier frames)."""
+        h = self._hist
+        n_hist = h["active"].size
+        base = first + nf - n_hist  # absolute index of h[...][0]
+        ends = [
+            e
+            for e in range(first, first + nf)
+            if e + 1 >= WINDOW_FRAMES and (e + 1 - WINDOW_FRAMES) % HOP_FRAMES == 0
+        ]
+        if not ends:
+            self._trim()
+            return []
+        starts = np.asarray(ends) - base - WINDOW_FRAMES + 1
+        rows = starts[:, None] + np.arange(WINDOW_FRAMES)[None, :]  # (nw, 40) into history
+        act = h["active"][rows]
+        voi = h["voiced"][rows]
+        n_act = act.sum(axis=1)
+        n_voi = voi.sum(axis=1)
+        safe_act = np.maximum(n_act, 1)
+
+        def amean(v: FloatArray) -> FloatArray:
+            return np.where(act, v[rows], 0.0).sum(axis=1) / safe_act
+
+        lv = h["lv"][rows]
+        lv_act = np.where(act, lv, 0.0)
+        lmean = lv_act.sum(axis=1) / safe_act
+        lvar = (lv_act * lv_act).sum(axis=1) / safe_act - lmean * lmean
+        level_sd = np.where(n_act >= 2, np.sqrt(np.maximum(lvar, 0.0)), 0.0)
+        level_db = np.where(n_act > 0, lmean, lv.sum(axis=1) / WINDOW_FRAMES)
+        hf = amean(h["hf"])
+        hf2 = amean(h["hf2"])
+        lf = amean(h["lf"])
+        dip = amean(h["dip"])
+
+        st = h["st"][rows]
+        srt = np.sort(st, axis=1)  # NaN (unvoiced) sort last
+        nv = n_voi
+        r = np.arange(len(ends))
+        lo_i = np.maximum((nv - 1) // 2, 0)
+        hi_i = np.minimum(nv // 2, WINDOW_FRAMES - 1)
+        med = (srt[r, lo_i] + srt[r, hi_i]) / 2.0
+        f0_st = np.where(nv > 0, med, 0.0)
+        p_lo = srt[r, np.minimum(nv // 10, WINDOW_FRAMES - 1)]
+        p_hi = srt[r, np.clip(nv - 1 - nv // 10, 0, WINDOW_FRAMES - 1)]
+        f0_range = np.where(nv >= 2, p_hi - p_lo, 0.0)
+        st0 = np.where(voi, st, 0.0)
+        safe_v = np.maximum(nv, 1)
+        smean = st0.sum(axis=1) / safe_v
+        svar = (st0 * st0).sum(axis=1) / safe_v - smean * smean
+        f0_sd = np.where(nv >= 2, np.sqrt(np.maximum(svar, 0.0)), 0.0)
+        pair = voi[:, 1:] & voi[:, :-1]
+        dst = np.where(pair, np.abs(np.nan_to_num(st[:, 1:] - st[:, :-1])), 0.0)
+        npair = pair.sum(axis=1)
+        f0_delta = np.where(npair > 0, dst.sum(axis=1) / np.maximum(npair, 1), 0.0)
+
+        rate = h["onset"][rows].sum(axis=1) * (SAMPLE_RATE / (FRAME * WINDOW_FRAMES))
+        first_a = np.argmax(act, axis=1)
+        last_a = WINDOW_FRAMES - 1 - np.argmax(act[:, ::-1], axis=1)
+        pause = np.where(n_act > 0, (last_a - first_a + 1 - n_act) / WINDOW_FRAMES, 0.0)
+        speech = n_act / WINDOW_FRAMES
+        voiced = np.where(n_act > 0, n_voi / safe_act, 0.0)
+        has_act = n_act > 0
+        slv = np.sort(np.where(act, lv, 1e9), axis=1)  # inactive sort last
+        l_lo = slv[r, np.minimum(n_act // 10, WINDOW_FRAMES - 1)]
+        l_hi = slv[r, np.clip(n_act - 1 - n_act // 10, 0, WINDOW_FRAMES - 1)]
+        level_range = np.where(n_act >= 2, l_hi - l_lo, 0.0)
+        hf = np.where(has_act, hf, 0.0)
+        hf2 = np.where(has_act, hf2, 0.0)
+        lf = np.where(has_act, lf, 0.0)
+        dip = np.where(has_act, dip, 0.0)
+
+        out: list[WindowRecord] = []
+        for i, e in enumerate(ends):
+            # Relative features use the baseline from before this window, then update it.
+            rel_level = self._base_level.relative(float(lmean[i])) if has_act[i] else 0.0
+            rel_hf = self._base_hf.relative(float(hf[i])) if has_act[i] else 0.0
+            rel_f0 = self._base_f0.relative(float(f0_st[i])) if nv[i] > 0 else 0.0
+            if n_act[i] >= BASE_MIN_ACTIVE:
+                self._base_level.update(float(lmean[i]))
+                self._base_hf.update(float(hf[i]))
+            if nv[i] >= BASE_MIN_VOICED:
+                self._base_f0.update(float(f0_st[i]))
+            vec = np.array(
+                [
+                    speech[i],
+                    voiced[i],
+                    level_sd[i],
+                    level_range[i],
+                    rel_level,
+                    f0_st[i],
+                    rel_f0,
+                    f0_range[i],
+                    f0_sd[i],
+                    f0_delta[i],
+                    hf[i],
+                    hf2[i],
+                    lf[i],
+                    rel_hf,
+                    rate[i],
+                    pause[i],
+                    dip[i],
+                ],
+                dtype=np.float32,
+            )
+            out.append(
+                WindowRecord(
+                    t=(e + 1) * FRAME / SAMPLE_RATE,
+                    speech=float(speech[i]),
+                    level_db=float(level_db[i]),
+                    f0_hz=float(100.0 * np.exp(f0_st[i] / ST)) if nv[i] > 0 else 0.0,
+                    rate=float(rate[i]),
+                    features=vec,
+                )
+            )
+        self._trim()
+        return out
+
+    def _trim(self) -> None:
+        keep = WINDOW_FRAMES - 1
+        if self._hist and self._hist["active"].size > keep:
+            self._hist = {k: v[-keep:] for k, v in self._hist.items()}
+
+
+def extract(samples: Any, sr: int = SAMPLE_RATE) -> tuple[NDArray[np.float32], list[WindowRecord]]:
+    """Whole clip -> (features (n_windows, N_FEATURES) float32, window records).
+
+    Float input is taken as [-1, 1]; other sample rates are resampled to 16 kHz. Clips shorter
+    than one window give zero rows.
+    """
+    x = np.asarray(samples) if not isinstance(samples, (bytes, bytearray)) else samples
+    if sr != SAMPLE_RATE:
+        from scipy.signal import resample_poly
+
+        xf = _as_int16(x).astype(np.float64)
+        g = np.gcd(int(sr), SAMPLE_RATE)
+        xf = resample_poly(xf, SAMPLE_RATE // g, int(sr) // g)
+        x = np.clip(np.round(xf), -32768, 32767).astype(np.int16)
+    records = FeatureExtractor().process(x)
+    if not records:
+        return np.zeros((0, N_FEATURES), dtype=np.float32), records
+    return np.stack([r.features for r in records]), records
