@@ -1,0 +1,197 @@
+"""Storage: SQLAlchemy 2 tables, the engine, and Alembic migrations run on start.
+
+SQLite file by default, PostgreSQL by URL. Times are Unix seconds (float) so both databases
+store and compare them the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+
+metadata = MetaData()
+
+# BigInteger autoincrement ids on PostgreSQL, plain INTEGER PRIMARY KEY (rowid) on SQLite.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("site", String(32), nullable=False),
+    Column("device", String(32), nullable=False),
+    Column("boot", BigInteger, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("up_ms", BigInteger, nullable=False),
+    Column("ts", Float),
+    Column("received_at", Float, nullable=False),
+    Column("conv", String(16)),
+    Column("cue", String(16)),
+    Column("level", Integer),
+    Column("score", Float),
+    Column("conv_s", Float),
+    Column("stress_s", Float),
+    Column("ttd_s", Float),
+    Column("reason", String(32)),
+    Column("phase", String(8)),
+    Column("cues", Integer),
+    Column("peak", Float),
+    Column("action", String(8)),
+    # idempotent ingest: a redelivered or replayed event is stored once
+    UniqueConstraint("site", "device", "boot", "seq", name="uq_events_origin"),
+    Index("ix_events_site_id", "site", "id"),
+    Index("ix_events_received_at", "received_at"),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("topic", String(256), nullable=False),
+    Column("payload", LargeBinary, nullable=False),  # capped at Settings.dead_letter_max_bytes
+    Column("size", Integer, nullable=False),  # the original payload size
+    Column("reason", Text, nullable=False),
+    Column("received_at", Float, nullable=False),
+    Index("ix_dead_letters_received_at", "received_at"),
+)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("site", String(32), primary_key=True),
+    Column("device", String(32), primary_key=True),
+    Column("status", String(8), nullable=False, default="unknown"),  # online/offline/unknown
+    Column("first_seen", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("status_at", Float),
+    Column("tele", Text),  # last telemetry JSON as sent
+    Column("tele_at", Float),
+    Column("firmware", String(64)),
+    Column("model", String(64)),
+    Column("config", Text),  # per-device configuration JSON (published retained)
+    Column("silent", Boolean, nullable=False, default=False),
+)
+
+# ---- phase 2: alerts, audit, users, sites ------------------------------------------------------
+
+sites = Table(
+    "sites",
+    metadata,
+    Column("site", String(32), primary_key=True),
+    Column("name", String(128)),
+    Column("first_contact", String(128)),
+    Column("second_contact", String(128)),
+    Column("config", Text),  # per-site configuration JSON (published retained)
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("site", String(32), nullable=False),
+    Column("device", String(32), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("state", String(16), nullable=False),  # open / acknowledged / resolved
+    Column("event_id", BigInteger),
+    Column("conv", String(16)),
+    Column("opened_at", Float, nullable=False),
+    Column("acked_at", Float),
+    Column("acked_by", String(64)),
+    Column("resolved_at", Float),
+    Column("resolved_by", String(64)),
+    Column("notified_at", Float, nullable=False),
+    Column("notify_count", Integer, nullable=False, default=1),
+    Column("escalated_at", Float),
+    Index("ix_alerts_site_state", "site", "state"),
+)
+
+alert_audit = Table(
+    "alert_audit",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("alert_id", BigInteger, ForeignKey("alerts.id", ondelete="CASCADE"), nullable=False),
+    Column("at", Float, nullable=False),
+    # opened / renotified / escalated / acknowledged / resolved
+    Column("action", String(16), nullable=False),
+    Column("actor", String(64), nullable=False),  # "system", "mqtt:<device>", "user:<name>"
+    Column("state", String(16), nullable=False),  # state after the change
+    Column("detail", Text),
+    Index("ix_alert_audit_alert", "alert_id"),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("password_hash", String(256), nullable=False),
+    Column("role", String(16), nullable=False),  # admin / it / manager
+    Column("sites", Text, nullable=False, default=""),  # comma-separated, managers only
+    Column("created_at", Float, nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),  # sha256 hex of the token
+    Column("name", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def make_engine(url: str) -> Engine:
+    """Engine for `url`; a SQLite file's folder is created, and SQLite runs in WAL mode so the
+    ingest writer and the API readers do not block each other."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest migration (run on every start; a no-op when current)."""
+    from alembic import command
+    from alembic.config import Config
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")

@@ -1,0 +1,100 @@
+"""Run the companion: `serve(settings)` blocks (the CLI); `start(settings)` runs it on a
+background thread and returns a handle (the demo, tests, benchmarks)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import uvicorn
+
+from calmcue.broker import Mosquitto, free_port
+from companion.app import create_app
+from companion.config import Settings
+
+log = logging.getLogger("calmcue.companion")
+
+
+def _resolve_embedded(settings: Settings) -> tuple[Settings, Mosquitto | None]:
+    """`mqtt_url="embedded"` starts a private Mosquitto on a free port for this process."""
+    if settings.mqtt_url != "embedded":
+        return settings, None
+    broker = Mosquitto().start()
+    log.info("embedded MQTT broker on %s", broker.url)
+    return settings.model_copy(update={"mqtt_url": broker.url}), broker
+
+
+def _config(settings: Settings) -> uvicorn.Config:
+    return uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=2,  # live feeds are long requests; do not wait on them
+        lifespan="on",
+    )
+
+
+def serve(settings: Settings) -> None:
+    """Serve the API and dashboard on settings.host:port until interrupted."""
+    settings, broker = _resolve_embedded(settings)
+    try:
+        log.info("dashboard on http://%s:%d/", settings.host, settings.port)
+        uvicorn.Server(_config(settings)).run()
+    finally:
+        if broker:
+            broker.close()
+
+
+@dataclass
+class RunningCompanion:
+    settings: Settings
+    server: uvicorn.Server
+    thread: threading.Thread
+    broker: Mosquitto | None = None
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.port}"
+
+    @property
+    def app(self):  # type: ignore[no-untyped-def]
+        return self.server.config.loaded_app
+
+    @property
+    def ingest(self):  # type: ignore[no-untyped-def]
+        return self.server.config.app.state.ingest
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self.server.should_exit = True
+        self.thread.join(15)
+        if self.broker:
+            self.broker.close()
+
+
+def start(settings: Settings, timeout: float = 20.0) -> RunningCompanion:
+    """Start on a background thread and return once it answers (port 0 picks a free port)."""
+    if settings.port == 0:
+        settings = settings.model_copy(update={"port": free_port()})
+    settings, broker = _resolve_embedded(settings)
+    server = uvicorn.Server(_config(settings))
+    thread = threading.Thread(target=server.run, name="calmcue-companion", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            if broker:
+                broker.close()
+            raise RuntimeError(
+                f"the companion did not start on {settings.host}:{settings.port}; see the log above"
+            )
+        time.sleep(0.02)
+    return RunningCompanion(settings=settings, server=server, thread=thread, broker=broker)

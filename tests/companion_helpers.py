@@ -1,0 +1,109 @@
+"""Helpers shared by the companion tests: a running companion against the test's Mosquitto, a
+device-like publisher, and event builders."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from companion.config import Settings
+from companion.server import RunningCompanion, start
+
+
+def cue(
+    site: str = "store-1",
+    device: str = "counter-2",
+    seq: int = 0,
+    boot: int = 1,
+    cue_name: str = "empathize",
+    level: int = 2,
+    score: float = 0.8,
+    **extra: Any,
+) -> dict[str, Any]:
+    ev = {
+        "v": 1,
+        "type": "cue",
+        "site": site,
+        "device": device,
+        "boot": boot,
+        "seq": seq,
+        "up_ms": 1000 + seq,
+        "conv": "3fa9c2d1",
+        "cue": cue_name,
+        "level": level,
+        "score": score,
+        "conv_s": 12.5,
+    }
+    ev.update(extra)
+    return ev
+
+
+def topic_of(ev: dict[str, Any]) -> str:
+    return f"calmcue/v1/{ev['site']}/{ev['device']}/evt/{ev['type']}"
+
+
+class Publisher:
+    """A plain MQTT client standing in for devices (QoS 1, waits for the broker's ack)."""
+
+    def __init__(self, port: int):
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{time.monotonic_ns()}"
+        )
+        self.client.max_inflight_messages_set(1000)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def send(self, topic: str, payload: bytes | str | dict[str, Any], retain: bool = False) -> None:
+        if isinstance(payload, dict):
+            payload = json.dumps(payload)
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+
+    def event(self, ev: dict[str, Any]) -> None:
+        self.send(topic_of(ev), ev)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def wait_until(pred: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+@contextmanager
+def running_companion(
+    db_url: str, mqtt_url: str | None, **overrides: Any
+) -> Iterator[RunningCompanion]:
+    fields: dict[str, Any] = {
+        "env": "demo",
+        "db_url": db_url,
+        "mqtt_url": mqtt_url,
+        "port": 0,
+        "ingest_batch_ms": 20,
+        "mqtt_client_id": f"companion-{time.monotonic_ns()}",
+    }
+    fields.update(overrides)
+    comp = start(Settings(**fields))
+    try:
+        if mqtt_url:
+            wait_until(lambda: comp.ingest.counters().subscribed, 10, "the ingest to subscribe")
+        yield comp
+    finally:
+        comp.stop()
+
+
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'companion.db'}"
