@@ -2,9 +2,61 @@
 
 from __future__ import annotations
 
-from calmcue._pending import pending
+import argparse
+import signal
+import sys
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    import threading
+
+    from firmware.pi.agent import Agent
+    from firmware.pi.config import ConfigError, load, parse_source
+
+    try:
+        cfg = load(args.config)
+        if args.source:
+            parse_source(args.source)
+    except (ConfigError, ValueError) as exc:
+        print(f"calmcue agent: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    # systemd stops us with SIGTERM: finish the chunk, say offline, close the queue cleanly.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    agent = Agent(cfg, source=args.source, realtime=args.realtime)
+    return agent.run(stop)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("agent", help="the Raspberry Pi edge agent")
-    p.set_defaults(func=pending("agent", 6))
+    p = sub.add_parser(
+        "agent",
+        help="the Raspberry Pi edge agent",
+        description="Listen (ALSA microphone or a WAV/FLAC replay), score vocal stress on the "
+        "device, drive the LED/motor and send cue events over MQTT with store-and-forward.",
+    )
+    p.add_argument(
+        "--config",
+        required=True,
+        metavar="FILE",
+        help="agent settings, TOML or JSON (see firmware/pi/agent.example.toml)",
+    )
+    p.add_argument(
+        "--source",
+        metavar="SOURCE",
+        help="alsa, alsa:DEVICE (e.g. alsa:hw:1,0) or file:PATH; overrides audio.source",
+    )
+    p.add_argument(
+        "--realtime",
+        dest="realtime",
+        action="store_true",
+        default=None,
+        help="replay a file at the speed it was recorded (default for files)",
+    )
+    p.add_argument(
+        "--fast",
+        dest="realtime",
+        action="store_false",
+        help="replay a file as fast as the pipeline runs",
+    )
+    p.set_defaults(func=run_agent)

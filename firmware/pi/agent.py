@@ -1,0 +1,333 @@
+"""The Raspberry Pi edge agent: microphone → features → stress model → cue policy → LED, motor
+and events, with store-and-forward MQTT, telemetry, live config and commands.
+
+    agent = Agent(config.load("/etc/calmcue/agent.toml"))
+    agent.run(stop_event)          # returns when stop_event is set (or a file source ends)
+
+Threads: the caller's thread runs capture and the pipeline; `Link` owns MQTT; `Outputs` plays
+patterns. Audio only ever lives in the chunk being processed and the front end's window buffer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from calmcue import __version__
+from firmware import events
+from firmware.pi import config as cfgmod
+from firmware.pi.audio import MicError, open_source
+from firmware.pi.config import AgentConfig, ConfigError
+from firmware.pi.cues import PlaceholderPolicy
+from firmware.pi.scoring import LevelFrontEnd, LevelVariationScorer, make_front_end, make_scorer
+from firmware.pi.store import EventQueue
+
+log = logging.getLogger("calmcue.agent")
+CHUNK = 4000  # 0.25 s at 16 kHz: one hop
+
+
+class Pipeline:
+    """Pure processing: PCM chunk in, (event type, fields) and cue names out. No I/O."""
+
+    def __init__(self, cfg: AgentConfig):
+        self.scorer = make_scorer(cfg.model.path)
+        if isinstance(self.scorer, LevelVariationScorer):
+            self.front_end: Any = LevelFrontEnd()
+            self.front_end_name = "placeholder-level"
+        else:
+            self.front_end, self.front_end_name = make_front_end()
+        self.policy = PlaceholderPolicy(cfg.policy, cfg.model.threshold, cfg.sensitivity)
+        self.windows = 0
+
+    def configure(self, cfg: AgentConfig) -> None:
+        self.policy.set(cfg.policy, cfg.model.threshold, cfg.sensitivity)
+
+    def process(self, chunk: np.ndarray) -> list[tuple[str, dict[str, Any]]]:
+        out: list[tuple[str, dict[str, Any]]] = []
+        for w in self.front_end.process(chunk):
+            self.windows += 1
+            score = self.scorer.score(w["features"])
+            out += self.policy.process(float(w["t"]), score, float(w["speech"]))
+        return out
+
+    def reset(self) -> None:
+        self.front_end.reset()
+        self.policy.reset()
+
+
+class _CpuMeter:
+    """Process CPU use between two telemetry reports, from os.times() (no psutil needed)."""
+
+    def __init__(self) -> None:
+        self._last = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float]:
+        t = os.times()
+        return t.user + t.system, time.monotonic()
+
+    def percent(self) -> float:
+        now = self._sample()
+        cpu = now[0] - self._last[0]
+        wall = now[1] - self._last[1]
+        self._last = now
+        return round(100.0 * cpu / wall, 1) if wall > 0 else 0.0
+
+
+def _rss_kb() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") // 1024
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+class Agent:
+    def __init__(
+        self,
+        cfg: AgentConfig | dict[str, Any] | str | os.PathLike[str],
+        source: str | None = None,
+        realtime: bool | None = None,
+        outputs: Any = None,
+        pin_factory: Any = None,
+    ):
+        if isinstance(cfg, dict):
+            cfg = cfgmod.build(cfg)
+        elif not isinstance(cfg, AgentConfig):
+            cfg = cfgmod.load(cfg)
+        if source is not None or realtime is not None:
+            audio = cfg.audio
+            if source is not None:
+                cfgmod.parse_source(source)  # fail early with the fix-it message
+                audio = dataclasses.replace(audio, source=source)
+            if realtime is not None:
+                audio = dataclasses.replace(audio, realtime=realtime)
+            cfg = dataclasses.replace(cfg, audio=audio)
+        self.cfg = cfg
+        self.queue = EventQueue(cfg.queue_path, cfg.queue.max_events)
+        self.boot = self.queue.next_boot()
+        self.stamper = events.Stamper(cfg.site, cfg.device, self.boot)
+        self.pipeline = Pipeline(cfg)
+        self.started = time.monotonic()
+        self.mic_ok = False
+        self.mic_error: str | None = None
+        self.muted = False
+        self.overruns = 0
+        self.audio_s = 0.0
+        self.busy_s = 0.0
+        self._cpu = _CpuMeter()
+        self._lock = threading.Lock()  # stamping: pipeline thread, button thread, MQTT thread
+        self.outputs = outputs
+        if self.outputs is None and cfg.outputs.enabled:
+            self.outputs = self._make_outputs(pin_factory)
+        elif self.outputs is not None:
+            self.outputs.on_ack = self._on_ack
+            self.outputs.on_mute = self._on_mute
+        from firmware.pi.link import Link
+
+        self.link = Link(
+            cfg.mqtt,
+            cfg.site,
+            cfg.device,
+            self.queue,
+            self.telemetry,
+            self._on_config,
+            self._on_command,
+        )
+        log.info(
+            "agent %s boot %d: site %s device %s, source %s, model %s (%s), front end %s",
+            __version__,
+            self.boot,
+            cfg.site,
+            cfg.device,
+            cfg.audio.source,
+            self.pipeline.scorer.model_id,
+            self.pipeline.scorer.model_hash,
+            self.pipeline.front_end_name,
+        )
+
+    def _make_outputs(self, pin_factory: Any) -> Any:
+        from firmware.pi.outputs import Outputs
+
+        try:
+            return Outputs.from_settings(
+                self.cfg.outputs,
+                pin_factory=pin_factory,
+                on_ack=self._on_ack,
+                on_mute=self._on_mute,
+            )
+        except Exception as exc:  # no GPIO here (a laptop, a container): run without outputs
+            log.warning(
+                "LED/motor/button unavailable (%s); running without outputs "
+                "(set outputs.enabled = false to silence this)",
+                exc,
+            )
+            return None
+
+    # --- events --------------------------------------------------------------------------------
+
+    def up_ms(self) -> int:
+        return int((time.monotonic() - self.started) * 1000)
+
+    def emit(self, etype: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Stamp, validate and queue one event; the link delivers it."""
+        with self._lock:
+            event = self.stamper.stamp(etype, fields, self.up_ms(), ts=round(time.time(), 3))
+            payload = events.encode(event)
+            self.queue.put(events.event_topic(event), payload)
+        self.link.kick()
+        return event
+
+    def _on_ack(self) -> None:
+        self.emit("button", {"action": "ack"})
+
+    def _on_mute(self, muted: bool) -> None:
+        self.muted = muted
+        self.emit("button", {"action": "mute" if muted else "unmute"})
+        self.link.request_telemetry()
+
+    # --- remote control -------------------------------------------------------------------------
+
+    def _apply(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.pipeline.configure(cfg)
+        self.link.settings = cfg.mqtt
+        if self.outputs is not None:
+            self.outputs.update(cfg.outputs)
+
+    def _on_config(self, payload: Any) -> dict[str, Any]:
+        try:
+            cfg = cfgmod.live_update(self.cfg, payload)
+        except ConfigError as exc:
+            log.warning("remote config refused: %s", exc)
+            return {"ok": False, "errors": exc.problems}
+        self._apply(cfg)
+        log.info("remote config applied: %s", sorted(payload))
+        return {"ok": True}
+
+    def _on_command(self, name: str, payload: Any) -> dict[str, Any]:
+        value = payload.get("value") if isinstance(payload, dict) else payload
+        if name == "mute":
+            if isinstance(value, str) and value.lower() in ("on", "off", "true", "false"):
+                value = value.lower() in ("on", "true")
+            if value is None:
+                value = True
+            if not isinstance(value, bool):
+                return {"ok": False, "error": 'mute takes true or false (or "on"/"off")'}
+            if self.outputs is not None:
+                self.outputs.set_muted(value)
+            if value != self.muted:
+                self._on_mute(value)
+            return {"ok": True, "muted": value}
+        updates = {
+            "sensitivity": lambda v: {"sensitivity": v},
+            "led_brightness": lambda v: {"outputs": {"brightness": v}},
+            "haptic_strength": lambda v: {"outputs": {"haptic_strength": v}},
+        }
+        if name not in updates:
+            return {
+                "ok": False,
+                "error": f"unknown command {name!r}; use one of mute, " + ", ".join(updates),
+            }
+        result = self._on_config(updates[name](value))
+        if result["ok"]:
+            result["value"] = value
+        return result
+
+    def telemetry(self) -> dict[str, Any]:
+        scorer = self.pipeline.scorer
+        return {
+            "agent": __version__,
+            "boot": self.boot,
+            "model": scorer.model_id,
+            "model_hash": scorer.model_hash,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "cpu_pct": self._cpu.percent(),
+            "mem_kb": _rss_kb(),
+            "mic_ok": self.mic_ok,
+            "mic_error": self.mic_error,
+            "muted": self.muted,
+            "queue": self.queue.depth(),
+            "dropped": self.queue.dropped,
+            "overruns": self.overruns,
+            "rtf": round(self.busy_s / self.audio_s, 4) if self.audio_s else None,
+            "source": self.cfg.audio.source,
+        }
+
+    # --- the main loop --------------------------------------------------------------------------
+
+    def process(self, chunk: np.ndarray) -> list[dict[str, Any]]:
+        """Run one chunk through the pipeline, drive the outputs, queue the events."""
+        t0 = time.perf_counter()
+        decided = self.pipeline.process(chunk)
+        sent = []
+        for etype, fields in decided:
+            sent.append(self.emit(etype, fields))
+            if etype == "cue" and self.outputs is not None:
+                self.outputs.show(fields["cue"])
+        took = time.perf_counter() - t0
+        budget = len(chunk) / 16000.0
+        self.busy_s += took
+        self.audio_s += budget
+        if took > budget:
+            self.overruns += 1
+            log.warning("processing overrun: %.1f ms for a %.0f ms chunk", took * 1e3, budget * 1e3)
+        return sent
+
+    def _set_mic(self, ok: bool, error: str | None = None) -> None:
+        if ok != self.mic_ok or error != self.mic_error:
+            self.mic_ok, self.mic_error = ok, error
+            if self.outputs is not None:
+                self.outputs.set_fault(not ok)
+            self.link.request_telemetry()
+
+    def run(self, stop: threading.Event | None = None, drain_s: float = 10.0) -> int:
+        """Capture and process until `stop` is set; a file source without `loop` ends the run
+        once its events are delivered (or `drain_s` passes). Returns an exit code."""
+        stop = stop or threading.Event()
+        self.link.start()
+        a = self.cfg.audio
+        backoff = a.retry_min_s
+        try:
+            while not stop.is_set():
+                source = open_source(a.source, CHUNK, realtime=a.realtime, loop=a.loop)
+                try:
+                    for chunk in source.chunks():
+                        if not self.mic_ok:
+                            log.info("microphone %s ok", source.name)
+                            self._set_mic(True)
+                            backoff = a.retry_min_s
+                        self.process(chunk)
+                        if stop.is_set():
+                            break
+                    else:
+                        if a.source.startswith("file:"):
+                            log.info("end of %s", source.name)
+                            self.link.wait_drained(drain_s)
+                            return 0
+                except MicError as exc:
+                    self._set_mic(False, str(exc))
+                    self.pipeline.reset()
+                    log.error("%s; retrying in %.1f s", exc, backoff)
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, a.retry_max_s)
+                finally:
+                    source.close()
+            return 0
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.link.stop()
+        if self.outputs is not None:
+            self.outputs.close()
+        self.queue.close()

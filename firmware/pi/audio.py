@@ -1,0 +1,219 @@
+"""Audio sources: 16 kHz mono int16 chunks, held in RAM only.
+
+- `ArecordSource`: ALSA capture through an `arecord` child process writing raw PCM to a pipe.
+- `SounddeviceSource`: ALSA capture through PortAudio (`sounddevice`), when installed.
+- `FileSource`: replays a WAV/FLAC recording, paced in real time or as fast as possible.
+
+Privacy: no source ever opens a file for writing; the capture paths hand their samples from the
+sound card to the pipeline through a pipe or a callback buffer, never through storage.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from firmware.pi.config import parse_source
+
+RATE = 16000
+log = logging.getLogger("calmcue.agent.audio")
+
+
+class MicError(RuntimeError):
+    """The microphone is missing, unplugged or stopped delivering audio."""
+
+
+class AudioSource(Protocol):
+    name: str
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        """Yield int16 arrays of `chunk` samples until the source ends; raise MicError on loss."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ArecordSource:
+    """`arecord -t raw` on a pipe: available on every Raspberry Pi OS image, nothing to install."""
+
+    def __init__(self, device: str = "default", chunk: int = 4000, exe: str = "arecord"):
+        self.name = f"alsa:{device}"
+        self.device = device
+        self.chunk = chunk
+        self.exe = exe
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def argv(self) -> list[str]:
+        # No file argument: arecord writes to stdout, which is our pipe.
+        return [
+            self.exe,
+            "-q",
+            "-D",
+            self.device,
+            "-f",
+            "S16_LE",
+            "-r",
+            str(RATE),
+            "-c",
+            "1",
+            "-t",
+            "raw",
+        ]
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        exe = shutil.which(self.exe)
+        if exe is None:
+            raise MicError(
+                f"{self.exe} not found; install it with 'apt-get install alsa-utils' "
+                "(or install the sounddevice package)"
+            )
+        self._proc = subprocess.Popen(
+            self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert self._proc.stdout is not None
+        need = self.chunk * 2
+        try:
+            while True:
+                data = self._proc.stdout.read(need)
+                if len(data) < need:
+                    self._proc.wait(2)
+                    err = (
+                        self._proc.stderr.read().decode(errors="replace").strip()
+                        if self._proc.stderr
+                        else ""
+                    )
+                    raise MicError(
+                        f"{self.name} stopped (arecord exit code {self._proc.returncode}): "
+                        f"{err or 'no audio'}; check the microphone is plugged in (arecord -l)"
+                    )
+                yield np.frombuffer(data, dtype="<i2").astype(np.int16)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(2)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(2)
+
+
+class SounddeviceSource:
+    """PortAudio capture; blocking reads from a RawInputStream (RAM buffer only)."""
+
+    def __init__(self, device: str = "default", chunk: int = 4000):
+        self.name = f"alsa:{device}"
+        self.device = None if device == "default" else device
+        self.chunk = chunk
+        self._stream = None
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        import sounddevice as sd
+
+        try:
+            self._stream = sd.RawInputStream(
+                samplerate=RATE, channels=1, dtype="int16", device=self.device, blocksize=self.chunk
+            )
+            self._stream.start()
+        except Exception as exc:  # PortAudioError or ValueError for an unknown device
+            raise MicError(f"{self.name}: cannot open the microphone: {exc}") from exc
+        try:
+            while True:
+                try:
+                    data, _overflowed = self._stream.read(self.chunk)
+                except Exception as exc:
+                    raise MicError(f"{self.name}: capture stopped: {exc}") from exc
+                yield np.frombuffer(bytes(data), dtype="<i2").astype(np.int16)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.stop()
+                stream.close()
+            except Exception:  # already gone with the device
+                pass
+
+
+def read_audio(path: str | Path) -> np.ndarray:
+    """A WAV/FLAC file as 16 kHz mono int16, resampled and mixed down in RAM as needed."""
+    import soundfile as sf
+
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, sf.LibsndfileError) as exc:
+        raise MicError(f"cannot read {path}: {exc}; give a WAV or FLAC file") from exc
+    mono = data.mean(axis=1)
+    if rate != RATE:
+        import soxr
+
+        mono = soxr.resample(mono, rate, RATE)
+    return (np.clip(mono, -1.0, 1.0) * 32767.0).round().astype(np.int16)
+
+
+class FileSource:
+    """Replays a recording as if it were the microphone (the demo's simulated counter)."""
+
+    def __init__(
+        self, path: str | Path, chunk: int = 4000, realtime: bool = True, loop: bool = False
+    ):
+        self.name = f"file:{path}"
+        self.path = Path(path)
+        self.chunk = chunk
+        self.realtime = realtime
+        self.loop = loop
+        self._closed = False
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        if not self.path.is_file():
+            raise MicError(f"{self.path} does not exist; give a WAV or FLAC file after file:")
+        pcm = read_audio(self.path)
+        n = len(pcm) // self.chunk * self.chunk
+        if n == 0:
+            return
+        start = time.monotonic()
+        sent = 0
+        while not self._closed:
+            for i in range(0, n, self.chunk):
+                if self._closed:
+                    return
+                if self.realtime:
+                    due = start + sent / RATE
+                    delay = due - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                sent += self.chunk
+                # a copy: the pipeline may keep it, the file buffer stays read-only
+                yield pcm[i : i + self.chunk].copy()
+            if not self.loop:
+                return
+
+    def close(self) -> None:
+        self._closed = True
+
+
+def open_source(
+    spec: str, chunk: int = 4000, realtime: bool = True, loop: bool = False
+) -> AudioSource:
+    kind, detail = parse_source(spec)
+    if kind == "file":
+        return FileSource(detail, chunk=chunk, realtime=realtime, loop=loop)
+    if shutil.which("arecord"):
+        return ArecordSource(detail, chunk=chunk)
+    try:
+        import sounddevice  # noqa: F401
+    except (ImportError, OSError):
+        return ArecordSource(detail, chunk=chunk)  # raises MicError with the install hint
+    return SounddeviceSource(detail, chunk=chunk)

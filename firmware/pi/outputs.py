@@ -1,0 +1,277 @@
+"""What the staff member sees and feels: RGB LED and vibration motor patterns, and the button.
+
+Patterns are data (a timeline of LED levels and motor strengths per cue), played by one
+background thread, so the tests can read the exact sequence off gpiozero's mock PWM pins:
+
+| cue           | LED                                   | motor                         |
+| ------------- | ------------------------------------- | ----------------------------- |
+| slow_down     | amber, two slow pulses (1 s up, 1 s down) | one long buzz (0.6 s)     |
+| empathize     | blue, double blink (0.15 s)           | two short (0.15 s)            |
+| call_manager  | red, three blinks then a pause, repeating until acknowledged | three short, repeating |
+| settled       | green, one soft 0.5 s glow            | none                          |
+| fault (mic)   | magenta, 0.1 s blink every 2 s while the microphone is missing | none  |
+| mute / unmute | white, one 0.3 s blink at half level  | none                          |
+
+Brightness and haptic strength scale every level. Button: a short press acknowledges (stops a
+repeating pattern), a long press (outputs.long_press_s) toggles mute. Muted: cues are not shown
+or felt (events are still sent, the manager still needs them); the fault pattern still shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from firmware.pi.config import OutputSettings
+
+log = logging.getLogger("calmcue.agent.outputs")
+
+Color = tuple[float, float, float]
+AMBER: Color = (1.0, 0.5, 0.0)
+BLUE: Color = (0.0, 0.0, 1.0)
+RED: Color = (1.0, 0.0, 0.0)
+GREEN: Color = (0.0, 1.0, 0.0)
+MAGENTA: Color = (1.0, 0.0, 1.0)
+WHITE: Color = (1.0, 1.0, 1.0)
+
+_PULSE_STEPS = 10  # LED levels per pulse ramp: smooth enough to read as a pulse, few writes
+
+
+def _ramp(up_s: float, down_s: float) -> list[tuple[float, float]]:
+    up = [((i + 1) / _PULSE_STEPS, up_s / _PULSE_STEPS) for i in range(_PULSE_STEPS)]
+    down = [
+        ((_PULSE_STEPS - 1 - i) / _PULSE_STEPS, down_s / _PULSE_STEPS) for i in range(_PULSE_STEPS)
+    ]
+    return up + down
+
+
+@dataclass(frozen=True)
+class Pattern:
+    color: Color
+    led: tuple[tuple[float, float], ...]  # (level 0..1, seconds) steps
+    motor: tuple[tuple[float, float], ...] = ()  # (strength 0..1, seconds) steps
+    repeat: bool = False  # until acknowledged (cues) or cleared (fault)
+    haptic: bool = True  # False: LED only
+
+
+PATTERNS: dict[str, Pattern] = {
+    "slow_down": Pattern(AMBER, tuple(_ramp(1.0, 1.0) * 2), ((1.0, 0.6), (0.0, 0.0))),
+    "empathize": Pattern(
+        BLUE,
+        ((1.0, 0.15), (0.0, 0.15), (1.0, 0.15), (0.0, 0.15)),
+        ((1.0, 0.15), (0.0, 0.15), (1.0, 0.15), (0.0, 0.0)),
+    ),
+    "call_manager": Pattern(
+        RED,
+        ((1.0, 0.3), (0.0, 0.3), (1.0, 0.3), (0.0, 0.3), (1.0, 0.3), (0.0, 1.5)),
+        ((1.0, 0.12), (0.0, 0.12), (1.0, 0.12), (0.0, 0.12), (1.0, 0.12), (0.0, 0.0)),
+        repeat=True,
+    ),
+    "settled": Pattern(GREEN, ((0.5, 0.5), (0.0, 0.0)), haptic=False),
+    "fault": Pattern(MAGENTA, ((1.0, 0.1), (0.0, 1.9)), repeat=True, haptic=False),
+    "mute": Pattern(WHITE, ((0.5, 0.3), (0.0, 0.0)), haptic=False),
+    "unmute": Pattern(WHITE, ((0.5, 0.3), (0.0, 0.0)), haptic=False),
+}
+
+
+def timeline(pattern: Pattern) -> list[tuple[float, str, float]]:
+    """One pass of a pattern as (at_s, 'led'|'motor', level), in time order."""
+    out: list[tuple[float, str, float]] = []
+    for target, steps in (("led", pattern.led), ("motor", pattern.motor if pattern.haptic else ())):
+        at = 0.0
+        for level, dur in steps:
+            out.append((at, target, level))
+            at += dur
+    out.sort(key=lambda e: (e[0], e[1]))
+    return out
+
+
+def _length(pattern: Pattern) -> float:
+    return max(sum(d for _, d in pattern.led), sum(d for _, d in pattern.motor))
+
+
+class Outputs:
+    """Plays patterns on an RGBLED and a PWM motor (gpiozero devices, passed in or built from
+    settings), and turns button presses into `on_ack()` / `on_mute(muted)` calls."""
+
+    def __init__(
+        self,
+        settings: OutputSettings,
+        led: Any = None,
+        motor: Any = None,
+        button: Any = None,
+        on_ack: Callable[[], None] | None = None,
+        on_mute: Callable[[bool], None] | None = None,
+        speed: float = 1.0,
+    ):
+        self.settings = settings
+        self.led = led
+        self.motor = motor
+        self.button = button
+        self.on_ack = on_ack
+        self.on_mute = on_mute
+        self.speed = speed  # tests play patterns faster; the sequence is the same
+        self.muted = False
+        self.fault = False
+        self.playing: str | None = None
+        self._request: str | None = None
+        self._wake = threading.Event()
+        self._closed = False
+        self._held = False
+        if button is not None:
+            button.hold_time = settings.long_press_s
+            button.when_held = self._held_cb
+            button.when_released = self._released_cb
+        self._thread = threading.Thread(target=self._run, name="calmcue-outputs", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_settings(cls, settings: OutputSettings, pin_factory: Any = None, **kw: Any) -> Outputs:
+        from gpiozero import RGBLED, Button, PWMOutputDevice
+
+        r, g, b = settings.led_pins
+        led = RGBLED(
+            r, g, b, active_high=settings.led_active_high, pwm=True, pin_factory=pin_factory
+        )
+        motor = (
+            PWMOutputDevice(settings.motor_pin, pin_factory=pin_factory)
+            if settings.motor_pin is not None
+            else None
+        )
+        button = (
+            Button(
+                settings.button_pin,
+                pull_up=True,
+                hold_time=settings.long_press_s,
+                pin_factory=pin_factory,
+            )
+            if settings.button_pin is not None
+            else None
+        )
+        return cls(settings, led, motor, button, **kw)
+
+    # --- what the agent calls ----------------------------------------------------------------
+
+    def show(self, name: str) -> None:
+        """Play the pattern for a cue (or 'fault', 'mute', 'unmute'); a new one interrupts."""
+        if name not in PATTERNS:
+            raise ValueError(f"no pattern for {name!r}")
+        if self.muted and name in ("slow_down", "empathize", "call_manager", "settled"):
+            return
+        self._request = name
+        self._wake.set()
+
+    def ack(self) -> None:
+        """Stop a repeating cue pattern (the button does this)."""
+        if self.playing in ("call_manager",) or self._request == "call_manager":
+            self._request = "fault" if self.fault else None
+            self._wake.set()
+
+    def set_fault(self, fault: bool) -> None:
+        if fault == self.fault:
+            return
+        self.fault = fault
+        if fault and self.playing is None:
+            self.show("fault")
+        elif not fault and (self.playing == "fault" or self._request == "fault"):
+            self._request = None
+            self._wake.set()
+
+    def set_muted(self, muted: bool) -> None:
+        if muted == self.muted:
+            return
+        self.muted = muted
+        self._request = "mute" if muted else "unmute"
+        self._wake.set()
+
+    def update(self, settings: OutputSettings) -> None:
+        self.settings = settings
+
+    def idle(self, timeout: float = 5.0) -> bool:
+        """Wait until no pattern is playing (tests)."""
+        step = 0.005
+        waited = 0.0
+        while waited < timeout:
+            if self.playing is None and self._request is None and not self._wake.is_set():
+                return True
+            threading.Event().wait(step)
+            waited += step
+        return False
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        self._thread.join(2)
+        self._off()
+        for dev in (self.led, self.motor, self.button):
+            if dev is not None:
+                dev.close()
+
+    # --- button --------------------------------------------------------------------------------
+
+    def _held_cb(self) -> None:
+        self._held = True
+        self.set_muted(not self.muted)
+        if self.on_mute:
+            self.on_mute(self.muted)
+
+    def _released_cb(self) -> None:
+        if self._held:  # the end of a long press, already handled
+            self._held = False
+            return
+        self.ack()
+        if self.on_ack:
+            self.on_ack()
+
+    # --- player --------------------------------------------------------------------------------
+
+    def _off(self) -> None:
+        if self.led is not None:
+            self.led.color = (0.0, 0.0, 0.0)
+        if self.motor is not None:
+            self.motor.value = 0.0
+
+    def _apply(self, pattern: Pattern, target: str, level: float) -> None:
+        if target == "led" and self.led is not None:
+            k = level * self.settings.brightness
+            self.led.color = (pattern.color[0] * k, pattern.color[1] * k, pattern.color[2] * k)
+        elif target == "motor" and self.motor is not None:
+            self.motor.value = level * self.settings.haptic_strength
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._closed:
+                return
+            name, self._request = self._request, None
+            if name is None:
+                self._off()
+                continue
+            self.playing = name
+            interrupted = self._play(PATTERNS[name])
+            self._off()
+            self.playing = None
+            if not interrupted and self.fault and self._request is None:
+                self._request = "fault"
+                self._wake.set()
+
+    def _play(self, pattern: Pattern) -> bool:
+        """Play once, or until interrupted when repeating; True if interrupted."""
+        steps = timeline(pattern)
+        length = _length(pattern)
+        while True:
+            t = 0.0
+            for at, target, level in steps:
+                if at > t:
+                    if self._wake.wait((at - t) / self.speed):
+                        return True
+                    t = at
+                self._apply(pattern, target, level)
+            if length > t and self._wake.wait((length - t) / self.speed):
+                return True
+            if not pattern.repeat:
+                return False

@@ -1,0 +1,214 @@
+"""Per-window front end and stress scorer for the Pi agent.
+
+The real parts come from other areas and are used as soon as they are present:
+- features: `models.features` (the numpy reference extractor, streaming),
+- scorer: `models/stress.onnx` through onnxruntime, one session, one thread.
+
+Until then (or with `model.path = "heuristic"`) a small placeholder stands in: a level front end
+(20 ms frames, 1 s windows, 0.25 s hop) and a level-variation scorer. It is a placeholder, not a
+stress model: it reacts to loud, strongly varying speech.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+RATE = 16000
+WINDOW = RATE  # 1.0 s
+HOP = RATE // 4  # 0.25 s
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_MODEL = REPO / "models" / "stress.onnx"
+log = logging.getLogger("calmcue.agent.scoring")
+
+
+class ModelError(RuntimeError):
+    pass
+
+
+class FrontEnd(Protocol):
+    def process(self, chunk: np.ndarray) -> list[dict[str, Any]]: ...
+
+    def reset(self) -> None: ...
+
+
+class Scorer(Protocol):
+    model_id: str
+    model_hash: str
+
+    def score(self, features: np.ndarray) -> float: ...
+
+
+_FRAME = 320  # 20 ms
+_FLOOR_DB = -45.0  # below this a frame is not speech (placeholder gate)
+
+
+class LevelFrontEnd:
+    """Placeholder window records: level, speech fraction, onset rate, level variation.
+
+    Streaming: leftover samples carry to the next call, so any chunk size gives the same
+    windows."""
+
+    def __init__(self) -> None:
+        self._frames_per_window = WINDOW // _FRAME
+        self._frames_per_hop = HOP // _FRAME
+        self.reset()
+
+    def reset(self) -> None:
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._levels: list[float] = []
+        self._since_hop = 0
+        self._frames = 0
+
+    def process(self, chunk: np.ndarray) -> list[dict[str, Any]]:
+        pcm = np.concatenate([self._pending, np.asarray(chunk, dtype=np.int16)])
+        n = len(pcm) // _FRAME
+        self._pending = pcm[n * _FRAME :]
+        if n == 0:
+            return []
+        frames = pcm[: n * _FRAME].astype(np.float32).reshape(n, _FRAME) / 32768.0
+        rms = np.sqrt(np.mean(frames * frames, axis=1) + 1e-12)
+        out = []
+        for level in (20.0 * np.log10(rms)).tolist():
+            self._levels.append(level)
+            self._frames += 1
+            if len(self._levels) > self._frames_per_window:
+                self._levels.pop(0)
+            self._since_hop += 1
+            if (
+                self._since_hop == self._frames_per_hop
+                and len(self._levels) == self._frames_per_window
+            ):
+                self._since_hop = 0
+                out.append(self._window())
+            elif self._since_hop >= self._frames_per_hop:
+                self._since_hop = 0
+        return out
+
+    def _window(self) -> dict[str, Any]:
+        lv = np.array(self._levels)
+        active = lv[lv > _FLOOR_DB]
+        speech = float(len(active)) / len(lv)
+        level_db = float(active.mean()) if len(active) else float(lv.mean())
+        onsets = int(np.sum((lv[1:] - lv[:-1] > 6.0) & (lv[1:] > _FLOOR_DB)))
+        spread = float(active.std()) if len(active) > 1 else 0.0
+        return {
+            "t": self._frames * _FRAME / RATE,
+            "speech": speech,
+            "level_db": level_db,
+            "f0_hz": 0.0,
+            "rate": float(onsets),
+            "features": np.array([spread, speech, float(onsets)], dtype=np.float32),
+        }
+
+
+class LevelVariationScorer:
+    """Placeholder score: high when speech is loud relative to its own quiet parts (spread)."""
+
+    model_id = "placeholder-level-variation"
+    model_hash = "none"
+
+    def score(self, features: np.ndarray) -> float:
+        spread, speech = float(features[0]), float(features[1])
+        if speech < 0.3:
+            return 0.0
+        return 1.0 / (1.0 + math.exp(-(spread - 9.0) / 1.5))
+
+
+class OnnxScorer:
+    """The shipped stress model: one onnxruntime session, built once, one thread, CPU only."""
+
+    def __init__(self, path: str | Path):
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:  # pragma: no cover - a dependency of the package
+            raise ModelError(
+                "onnxruntime is not installed; install it with 'pip install onnxruntime'"
+            ) from exc
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(
+                f"model file {self.path} not found; run 'make model' or set model.path"
+            )
+        blob = self.path.read_bytes()
+        self.model_hash = hashlib.sha256(blob).hexdigest()[:16]
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        self._session = ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"])
+        meta = self._session.get_modelmeta()
+        props = meta.custom_metadata_map or {}
+        self.model_id = (
+            props.get("model_id") or props.get("id") or meta.graph_name or self.path.stem
+        )
+        inp = self._session.get_inputs()[0]
+        self._input = inp.name
+        self._width = inp.shape[-1] if isinstance(inp.shape[-1], int) else None
+        self._output = self._pick_output()
+
+    def _pick_output(self) -> str:
+        # Prefer a float tensor of probabilities over a label output (skl2onnx emits both).
+        outs = self._session.get_outputs()
+        for o in outs:
+            if "tensor(float" in o.type and "prob" in o.name.lower():
+                return o.name
+        for o in outs:
+            if "tensor(float" in o.type:
+                return o.name
+        raise ModelError(
+            f"{self.path}: no float tensor output (got {[o.type for o in outs]}); "
+            "export with zipmap disabled"
+        )
+
+    @property
+    def width(self) -> int | None:
+        return self._width
+
+    def score(self, features: np.ndarray) -> float:
+        x = np.asarray(features, dtype=np.float32).reshape(1, -1)
+        (y,) = self._session.run([self._output], {self._input: x})
+        y = np.asarray(y, dtype=np.float32).reshape(-1)
+        value = float(y[1] if y.size == 2 else y[0])
+        return min(1.0, max(0.0, value))
+
+
+@dataclass
+class Window:
+    t: float
+    speech: float
+    level_db: float
+    f0_hz: float
+    rate: float
+    score: float
+
+
+def make_front_end() -> tuple[FrontEnd, str]:
+    """The numpy reference extractor when it is installed, else the placeholder."""
+    try:
+        from models import features as ref  # type: ignore[attr-defined]
+    except ImportError:
+        return LevelFrontEnd(), "placeholder-level"
+    for name in ("FeatureStream", "StreamingFeatures", "FeatureExtractor", "Extractor"):
+        cls = getattr(ref, name, None)
+        if cls is not None:
+            return cls(), f"models.features.{name}"
+    log.warning("models.features has no streaming class yet; using the placeholder front end")
+    return LevelFrontEnd(), "placeholder-level"
+
+
+def make_scorer(path: str) -> Scorer:
+    if path == "heuristic":
+        return LevelVariationScorer()
+    model = Path(path) if path else DEFAULT_MODEL
+    if not path and not model.is_file():
+        log.warning("%s not found; scoring with the placeholder level-variation heuristic", model)
+        return LevelVariationScorer()
+    return OnnxScorer(model)
