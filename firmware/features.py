@@ -1,0 +1,492 @@
+# Prosody feature front end for the device (MicroPython). Spec: docs/features.md.
+#
+# Same numbers as the numpy reference models/features.py (parity-tested on every RAVDESS clip):
+# each 25 ms frame is reduced to integers by viper loops over preallocated buffers (no heap
+# allocation per frame); floats appear only when a 1 s window is completed (every 0.25 s).
+#
+#     fx = Features()
+#     for rec in fx.process(pcm):   # int16 little-endian bytes/bytearray or array('h'), any size
+#         rec["features"]           # array('f'), order = FEATURE_NAMES
+#     fx.new_conversation()         # baseline restarts (noise floor kept)
+#     fx.reset()                    # a new stream
+#
+# process() returns the same list object every call (cleared first): use it before the next call.
+import math
+from array import array
+
+import micropython
+from micropython import const
+
+_SR = const(16000)
+_FRAME = const(400)  # 25 ms, no overlap
+_WIN = const(40)  # frames per 1 s window
+_HOP = const(10)  # frames per 0.25 s hop
+_XH = const(8)  # samples of history kept in front of a frame (decimator reaches back 4)
+_SUB = const(100)  # decimated (4 kHz) samples per frame
+_LAG_MIN = const(8)  # 500 Hz
+_LAG_MAX = const(50)  # 80 Hz
+_NLAGS = const(43)
+_YOFF = const(0x80000)  # decimated samples are stored offset so they stay positive in ptr32
+_FLOOR_INIT_MAX = const(1311)
+_ABS_MIN = const(7370)
+_FLOOR_SHIFT = const(8)
+_F_ACTIVE = const(1)
+_F_VOICED = const(2)
+_F_ONSET = const(4)
+_BASE_WARM = const(12)
+_BASE_SLOW = const(240)
+_BASE_MIN_ACTIVE = const(10)
+_BASE_MIN_VOICED = const(5)
+
+_DB = 8.685889638065037  # 20 / ln 10
+_ST = 17.312340490667562  # 12 / ln 2
+_LEVEL_REF = 400 * 32768.0
+_SINE_CORR_DB = 0.9121785
+
+FEATURE_NAMES = (
+    "speech",
+    "voiced",
+    "level_sd_db",
+    "level_range_db",
+    "level_rel_db",
+    "f0_st",
+    "f0_rel_st",
+    "f0_range_st",
+    "f0_sd_st",
+    "f0_delta_st",
+    "hf_db",
+    "hf2_db",
+    "lf_db",
+    "hf_rel_db",
+    "rate",
+    "pause",
+    "aperiodicity",
+)
+N_FEATURES = const(17)
+
+
+@micropython.viper
+def _copy_in(dst: ptr16, doff: int, src: ptr16, soff: int, n: int):  # noqa: F821
+    i = 0
+    while i < n:
+        dst[doff + i] = src[soff + i]
+        i += 1
+
+
+@micropython.viper
+def _frame_sum(x: ptr16) -> int:  # noqa: F821
+    s = 0
+    i = _XH
+    while i < _XH + _FRAME:
+        s += (int(x[i]) ^ 0x8000) - 0x8000
+        i += 1
+    return s
+
+
+@micropython.viper
+def _frame_stats(x: ptr16, m: int, y: ptr32, o: ptr32):  # noqa: F821
+    # Level A = sum|x - m|, first/second difference sums D1, D2 (high-frequency emphasis).
+    a = 0
+    d1 = 0
+    d2 = 0
+    p2 = (int(x[_XH - 2]) ^ 0x8000) - 0x8000
+    p1 = (int(x[_XH - 1]) ^ 0x8000) - 0x8000
+    i = _XH
+    while i < _XH + _FRAME:
+        v = (int(x[i]) ^ 0x8000) - 0x8000
+        t = v - m
+        a += t if t >= 0 else -t
+        t = v - p1
+        d1 += t if t >= 0 else -t
+        t = t - (p1 - p2)
+        d2 += t if t >= 0 else -t
+        p2 = p1
+        p1 = v
+        i += 1
+    # 4 kHz pitch path: y[j] = sum of 8 samples x[4j-4 .. 4j+3] (boxcar low-pass, nulls at 2 kHz).
+    sy = 0
+    j = 0
+    while j < _SUB:
+        k = 4 * j + 4
+        s = 0
+        e = k + 8
+        while k < e:
+            s += (int(x[k]) ^ 0x8000) - 0x8000
+            k += 1
+        y[_LAG_MAX + j] = s + _YOFF
+        sy += s
+        j += 1
+    o[0] = a
+    o[1] = d1
+    o[2] = d2
+    o[3] = sy
+
+
+@micropython.viper
+def _low_level(y: ptr32, my: int) -> int:  # noqa: F821
+    # ptr32 loads are unsigned on 64-bit hosts; _YOFF keeps every stored value positive.
+    s = 0
+    j = _LAG_MAX
+    while j < _LAG_MAX + _SUB:
+        t = y[j] - _YOFF - my
+        s += t if t >= 0 else -t
+        j += 1
+    return s
+
+
+@micropython.viper
+def _amdf(y: ptr32, a: ptr32, o: ptr32):  # noqa: F821
+    # a[l - LAG_MIN] = sum_j |y[j] - y[j - l]| over this frame's 100 decimated samples.
+    gmin = 0x3FFFFFFF
+    gmax = 0
+    i = 0
+    while i < _NLAGS:
+        lag = i + _LAG_MIN
+        s = 0
+        j = _LAG_MAX
+        while j < _LAG_MAX + _SUB:
+            t = y[j] - y[j - lag]
+            s += t if t >= 0 else -t
+            j += 1
+        a[i] = s
+        if s < gmin:
+            gmin = s
+        if s > gmax:
+            gmax = s
+        i += 1
+    # First interior local minimum in the lowest quarter of the range (avoids octave-down picks).
+    pick = 0
+    rng = gmax - gmin
+    i = 1
+    while i < _NLAGS - 1:
+        v = a[i]
+        if v <= a[i - 1] and v <= a[i + 1] and (v - gmin) * 4 <= rng:
+            pick = i
+            break
+        i += 1
+    o[4] = pick
+    o[5] = gmin
+    o[6] = gmax
+
+
+@micropython.viper
+def _shift(y: ptr32, x: ptr16):  # noqa: F821
+    # Keep the last 50 decimated samples and the last 8 input samples as history.
+    j = 0
+    while j < _LAG_MAX:
+        y[j] = y[j + _SUB]
+        j += 1
+    j = 0
+    while j < _XH:
+        x[j] = x[j + _FRAME]
+        j += 1
+
+
+def _isort(buf, n):
+    i = 1
+    while i < n:
+        v = buf[i]
+        j = i - 1
+        while j >= 0 and buf[j] > v:
+            buf[j + 1] = buf[j]
+            j -= 1
+        buf[j + 1] = v
+        i += 1
+
+
+class _Baseline:
+    # Cumulative mean over the first _BASE_WARM updates, then a slow running mean.
+    def __init__(self):
+        self.n = 0
+        self.value = 0.0
+
+    def relative(self, x):
+        return x - self.value if self.n else 0.0
+
+    def update(self, x):
+        if self.n < _BASE_WARM:
+            self.n += 1
+            self.value += (x - self.value) / self.n
+        else:
+            self.value += (x - self.value) / _BASE_SLOW
+
+
+class Features:
+    def __init__(self):
+        self._x = array("h", bytes(2 * (_XH + _FRAME)))
+        self._y = array("i", bytes(4 * (_LAG_MAX + _SUB)))
+        self._a = array("i", bytes(4 * _NLAGS))
+        self._o = array("i", bytes(4 * 8))
+        # Per-frame ring (last 40 frames): integers from the frame, floats filled per window.
+        self._rA = array("i", bytes(4 * _WIN))
+        self._rD1 = array("i", bytes(4 * _WIN))
+        self._rD2 = array("i", bytes(4 * _WIN))
+        self._rL = array("i", bytes(4 * _WIN))
+        self._rlag = array("i", bytes(4 * _WIN))
+        self._rnum = array("i", bytes(4 * _WIN))
+        self._rden = array("i", bytes(4 * _WIN))
+        self._rmin = array("i", bytes(4 * _WIN))
+        self._rmax = array("i", bytes(4 * _WIN))
+        self._rflag = bytearray(_WIN)
+        self._lv = array("d", bytes(8 * _WIN))
+        self._hf = array("d", bytes(8 * _WIN))
+        self._hf2 = array("d", bytes(8 * _WIN))
+        self._lf = array("d", bytes(8 * _WIN))
+        self._dip = array("d", bytes(8 * _WIN))
+        self._st = array("d", bytes(8 * _WIN))
+        self._sort = array("d", bytes(8 * _WIN))
+        self._out = []
+        self.reset()
+
+    def reset(self):
+        """Forget everything: a new audio stream."""
+        for buf in (self._x, self._rflag):
+            for i in range(len(buf)):
+                buf[i] = 0
+        for i in range(len(self._y)):
+            self._y[i] = _YOFF
+        self._fill = 0
+        self._pos = 0  # ring slot of the next frame
+        self._frames = 0
+        self._floor = -1
+        self._l1 = 0  # low-band level one and two frames back (onsets)
+        self._l2 = 0
+        self._cprev = False
+        self._out.clear()
+        self.new_conversation()
+
+    def new_conversation(self):
+        """Restart the per-conversation baseline; noise floor and audio history stay."""
+        self._b_level = _Baseline()
+        self._b_f0 = _Baseline()
+        self._b_hf = _Baseline()
+
+    def process(self, pcm):
+        """Feed int16 PCM; returns the list of window records completed by this chunk."""
+        out = self._out
+        out.clear()
+        n = len(pcm) if isinstance(pcm, array) else len(pcm) >> 1
+        x = self._x
+        pos = 0
+        while pos < n:
+            take = _FRAME - self._fill
+            if take > n - pos:
+                take = n - pos
+            _copy_in(x, _XH + self._fill, pcm, pos, take)
+            self._fill += take
+            pos += take
+            if self._fill == _FRAME:
+                self._fill = 0
+                self._frame()
+        return out
+
+    def _frame(self):
+        x = self._x
+        y = self._y
+        o = self._o
+        _frame_stats(x, _frame_sum(x) // _FRAME, y, o)
+        A = o[0]
+        L = _low_level(y, o[3] // _SUB)
+        floor = self._floor
+        if floor < 0:
+            floor = A if A < _FLOOR_INIT_MAX else _FLOOR_INIT_MAX
+        elif A < floor:
+            floor = A
+        else:
+            floor += (floor >> _FLOOR_SHIFT) + 1
+        self._floor = floor
+        active = A > _ABS_MIN and A * 2 > floor * 5
+        r = self._pos
+        flag = 0
+        lag = num = den = gmin = gmax = 0
+        if active:
+            flag = _F_ACTIVE
+            a = self._a
+            _amdf(y, a, o)
+            p = o[4]
+            gmin = o[5]
+            gmax = o[6]
+            if p:
+                a0 = a[p - 1]
+                a1 = a[p]
+                a2 = a[p + 1]
+                if a1 * 5 < gmax * 2:
+                    flag |= _F_VOICED
+                lag = p + _LAG_MIN
+                num = a0 - a2
+                den = 2 * (a0 - 2 * a1 + a2)
+        cond = active and L * 2 >= self._l2 * 3
+        if cond and not self._cprev:
+            flag |= _F_ONSET
+        self._cprev = cond
+        self._l2 = self._l1
+        self._l1 = L
+        self._rA[r] = A
+        self._rD1[r] = o[1]
+        self._rD2[r] = o[2]
+        self._rL[r] = L
+        self._rlag[r] = lag
+        self._rnum[r] = num
+        self._rden[r] = den
+        self._rmin[r] = gmin
+        self._rmax[r] = gmax
+        self._rflag[r] = flag
+        _shift(y, x)
+        self._pos = r + 1 if r + 1 < _WIN else 0
+        self._frames += 1
+        f = self._frames
+        if f >= _WIN and (f - _WIN) % _HOP == 0:
+            self._window()
+
+    def _frame_floats(self, r):
+        # Per-frame floats, computed once per frame (for the window that first contains it).
+        A = self._rA[r]
+        A1 = A if A > 1 else 1
+        D1 = self._rD1[r]
+        D1 = D1 if D1 > 1 else 1
+        D2 = self._rD2[r]
+        D2 = D2 if D2 > 1 else 1
+        L = self._rL[r]
+        L = L if L > 1 else 1
+        self._lv[r] = _DB * math.log(A1 / _LEVEL_REF) + _SINE_CORR_DB
+        self._hf[r] = _DB * math.log(D1 / A1)
+        self._hf2[r] = _DB * math.log(D2 / D1)
+        self._lf[r] = _DB * math.log(L / (2.0 * A1))
+        mx = self._rmax[r]
+        self._dip[r] = self._rmin[r] / mx if mx > 0 else 0.0
+        if self._rflag[r] & _F_VOICED:
+            den = self._rden[r]
+            frac = self._rnum[r] / den if den > 0 else 0.0
+            if frac > 0.5:
+                frac = 0.5
+            elif frac < -0.5:
+                frac = -0.5
+            self._st[r] = _ST * math.log(40.0 / (self._rlag[r] + frac))
+
+    def _window(self):
+        start = self._pos  # oldest frame of the window (ring is full)
+        new = _WIN if self._frames == _WIN else _HOP
+        for i in range(_WIN - new, _WIN):
+            self._frame_floats((start + i) % _WIN)
+        flags = self._rflag
+        lvb = self._lv
+        srt = self._sort
+        n_act = n_voi = n_on = n_pair = 0
+        l_all = l_sum = l_sq = hf = hf2 = lf = dip = 0.0
+        s_sum = s_sq = d_sum = 0.0
+        first = last = -1
+        prev_v = False
+        prev_st = 0.0
+        for i in range(_WIN):
+            r = (start + i) % _WIN
+            fl = flags[r]
+            lv = lvb[r]
+            l_all += lv
+            if fl & _F_ONSET:
+                n_on += 1
+            if fl & _F_ACTIVE:
+                if first < 0:
+                    first = i
+                last = i
+                n_act += 1
+                l_sum += lv
+                l_sq += lv * lv
+                hf += self._hf[r]
+                hf2 += self._hf2[r]
+                lf += self._lf[r]
+                dip += self._dip[r]
+            if fl & _F_VOICED:
+                st = self._st[r]
+                n_voi += 1
+                s_sum += st
+                s_sq += st * st
+                if prev_v:
+                    d = st - prev_st
+                    d_sum += d if d >= 0 else -d
+                    n_pair += 1
+                prev_v = True
+                prev_st = st
+            else:
+                prev_v = False
+        speech = n_act / _WIN
+        level_sd = level_range = rel_level = rel_hf = voiced = pause = 0.0
+        if n_act:
+            lmean = l_sum / n_act
+            level_db = lmean
+            if n_act >= 2:
+                var = l_sq / n_act - lmean * lmean
+                level_sd = math.sqrt(var) if var > 0 else 0.0
+                k = 0
+                for i in range(_WIN):
+                    r = (start + i) % _WIN
+                    if flags[r] & _F_ACTIVE:
+                        srt[k] = lvb[r]
+                        k += 1
+                _isort(srt, n_act)
+                level_range = srt[n_act - 1 - n_act // 10] - srt[n_act // 10]
+            hf /= n_act
+            hf2 /= n_act
+            lf /= n_act
+            dip /= n_act
+            voiced = n_voi / n_act
+            pause = (last - first + 1 - n_act) / _WIN
+            rel_level = self._b_level.relative(lmean)
+            rel_hf = self._b_hf.relative(hf)
+        else:
+            level_db = l_all / _WIN
+        f0_st = rel_f0 = f0_range = f0_sd = f0_delta = 0.0
+        if n_voi:
+            k = 0
+            for i in range(_WIN):
+                r = (start + i) % _WIN
+                if flags[r] & _F_VOICED:
+                    srt[k] = self._st[r]
+                    k += 1
+            _isort(srt, n_voi)
+            f0_st = (srt[(n_voi - 1) // 2] + srt[n_voi // 2]) / 2.0
+            rel_f0 = self._b_f0.relative(f0_st)
+            if n_voi >= 2:
+                f0_range = srt[n_voi - 1 - n_voi // 10] - srt[n_voi // 10]
+                smean = s_sum / n_voi
+                var = s_sq / n_voi - smean * smean
+                f0_sd = math.sqrt(var) if var > 0 else 0.0
+            if n_pair:
+                f0_delta = d_sum / n_pair
+        if n_act >= _BASE_MIN_ACTIVE:
+            self._b_level.update(lmean)
+            self._b_hf.update(hf)
+        if n_voi >= _BASE_MIN_VOICED:
+            self._b_f0.update(f0_st)
+        rate = n_on * (_SR / (_FRAME * _WIN))
+        vec = array(
+            "f",
+            (
+                speech,
+                voiced,
+                level_sd,
+                level_range,
+                rel_level,
+                f0_st,
+                rel_f0,
+                f0_range,
+                f0_sd,
+                f0_delta,
+                hf,
+                hf2,
+                lf,
+                rel_hf,
+                rate,
+                pause,
+                dip,
+            ),
+        )
+        self._out.append(
+            {
+                "t": self._frames * _FRAME / _SR,
+                "speech": speech,
+                "level_db": level_db,
+                "f0_hz": 100.0 * math.exp(f0_st / _ST) if n_voi else 0.0,
+                "rate": rate,
+                "features": vec,
+            }
+        )
