@@ -1,0 +1,149 @@
+"""Cue policy rules one by one: EU mode, settings validation, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from firmware import policy_replay
+from firmware.cue_settings import SPEC, SettingsError, defaults, validate_settings
+from firmware.policy import Policy, PolicyError
+
+DOC = json.loads((Path(__file__).parent / "data" / "policy_scenarios.json").read_text())
+SCENARIOS = {sc["name"]: sc for sc in DOC["scenarios"]}
+
+
+def _with_staff_score(sc: dict, score: float, **settings) -> dict:
+    script = [
+        dict(seg, score=score) if seg.get("speaker") == "staff" else seg for seg in sc["script"]
+    ]
+    return {"script": script, "settings": dict(sc.get("settings", {}), **settings)}
+
+
+@pytest.mark.parametrize(
+    "name", ["staff_mirrors_customer", "keeps_escalating", "budget_spent_manager_still_called"]
+)
+def test_eu_mode_ignores_the_staff_voice_stress(name: str) -> None:
+    sc = SCENARIOS[name]
+    calm = policy_replay.run(_with_staff_score(sc, 0.0, eu_mode=True))
+    tense = policy_replay.run(_with_staff_score(sc, 0.99, eu_mode=True))
+    assert calm == tense  # nothing decided or sent depends on the staff member's stress
+    # ... while outside EU mode a stressed staff voice does count (as mirroring).
+    outside = policy_replay.run(_with_staff_score(sc, 0.99))
+    assert [d.get("reason") for d in outside].count("mirroring") >= 1
+
+
+def test_eu_mode_events_carry_customer_figures_only() -> None:
+    sc = SCENARIOS["staff_mirrors_customer"]
+    for d in policy_replay.run(dict(sc, settings={"eu_mode": True})):
+        if d["type"] == "cue":
+            assert d["cue"] == "slow_down" and d["reason"] in ("faster", "louder", "mirroring")
+            assert "stress_s" not in d  # pace and loudness only
+            assert d["score"] <= 0.6  # the customer's score, not the staff member's
+
+
+def test_unknown_speaker_never_gives_slow_down() -> None:
+    sc = SCENARIOS["staff_speeds_up_calm_customer"]
+    script = [
+        dict(seg, speaker="unknown") if seg.get("speaker") == "staff" else seg
+        for seg in sc["script"]
+    ]
+    cues = [d for d in policy_replay.run({"script": script}) if d["type"] == "cue"]
+    assert cues == []
+    assert any(d.get("cue") == "slow_down" for d in policy_replay.run(sc))
+
+
+def test_bad_window_input_says_what_is_wrong() -> None:
+    p = Policy(rand_bytes=policy_replay.CountingRandom())
+    with pytest.raises(PolicyError, match="speaker must be staff, customer or unknown"):
+        p.step(1.0, 0.5, "cashier", 3.0, -30.0, 0.9)
+    # A missing or broken score is skipped, the window still counts for the conversation.
+    out = p.step(1.0, math.nan, "customer", 3.0, -30.0, 0.9)
+    assert [d["phase"] for d in out] == ["start"]
+    assert p.step(1.25, None, "customer", 3.0, -30.0, 0.9) == []
+    with pytest.raises(PolicyError, match="rand_bytes"):
+        Policy()
+
+
+def test_defaults_are_valid_and_complete() -> None:
+    s, errors = validate_settings({})
+    assert errors == []
+    assert s == defaults() and len(s) == len(SPEC)
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (
+            {"empathise_after_s": 1.0},
+            "unknown setting 'empathise_after_s'; did you mean 'empathize_after_s'?",
+        ),
+        (
+            {"stress_threshold": 1.2},
+            "stress_threshold must be between 0.3 and 0.95 score (got 1.2); the default is 0.6",
+        ),
+        ({"cue_budget": 2.5}, "cue_budget must be a whole number"),
+        ({"cue_budget": "4"}, "cue_budget must be a number"),
+        ({"eu_mode": "yes"}, "eu_mode must be true or false"),
+        ({"smoothing": "mean"}, "smoothing must be one of median, ema, none"),
+        (
+            {"intense_threshold": 0.55, "stress_threshold": 0.6},
+            "intense_threshold (0.55) must be above stress_threshold",
+        ),
+        ({"tense_threshold": 0.7}, "tense_threshold (0.7) must not be above stress_threshold"),
+        ({"baseline_max": 0.55}, "baseline_max + settle_margin"),
+        (
+            {"eu_mode": True, "stress_from_unknown": True},
+            "stress_from_unknown must be false in EU mode",
+        ),
+        (
+            {"hop_s": 0.5, "empathize_after_s": 0.25},
+            "empathize_after_s (0.25 s) is shorter than one window hop",
+        ),
+        ({"stress_threshold": math.nan}, "not NaN"),
+    ],
+)
+def test_settings_errors_say_how_to_fix_them(given: dict, message: str) -> None:
+    s, errors = validate_settings(given)
+    assert any(message in e for e in errors), errors
+    # A value that is wrong by itself is not applied: it is left at its default.
+    for key in given:
+        if key in s and any(
+            e.startswith(key + " must") and ("(got" in e or "NaN" in e) for e in errors
+        ):
+            assert s[key] == defaults()[key]
+    with pytest.raises(SettingsError):
+        Policy(given, rand_bytes=policy_replay.CountingRandom())
+
+
+def test_valid_settings_apply_and_change_behaviour() -> None:
+    s, errors = validate_settings({"cue_budget": 0, "conversation_gap_s": 30})
+    assert errors == [] and s["cue_budget"] == 0 and s["conversation_gap_s"] == 30.0
+    split = policy_replay.run(SCENARIOS["long_silences_split"])
+    joined = policy_replay.run(
+        dict(SCENARIOS["long_silences_split"], settings={"conversation_gap_s": 30})
+    )
+    assert [d["phase"] for d in split if d["type"] == "conversation"].count("start") == 2
+    assert [d["phase"] for d in joined if d["type"] == "conversation"].count("start") == 1
+
+
+def test_settings_are_shared_with_micropython(mpy) -> None:
+    code = (
+        "import json\nfrom firmware.cue_settings import validate_settings\n"
+        "for g in %r:\n    print(json.dumps(validate_settings(g)))\n"
+    )
+    cases = [
+        {},
+        {"empathise_after_s": 1},
+        {"stress_threshold": 1.2},
+        {"eu_mode": True, "stress_from_unknown": True},
+        {"cue_budget": 2.5},
+        {"hop_s": 0.5},
+    ]
+    out = mpy(code % (cases,)).stdout.splitlines()
+    for g, line in zip(cases, out, strict=True):
+        s, errors = json.loads(line)
+        assert [s, errors] == [validate_settings(g)[0], validate_settings(g)[1]], g
