@@ -1,0 +1,122 @@
+"""Speaker attribution (firmware/attribution.py): headset near field and counter enrolment,
+labels identical on CPython and the MicroPython unix port."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from firmware.attribution import (
+    AttributionError,
+    CounterAttribution,
+    HeadsetAttribution,
+    NoAttribution,
+    make_attribution,
+)
+
+# Deterministic wobble (no RNG, so both interpreters see the same windows).
+WOBBLE = (0.0, 1.0, -0.5, 0.5, -1.0, 0.25, -0.25)
+
+
+def voice(n: int, f0: float, db: float, f0_spread: float = 8.0, db_spread: float = 1.5):
+    return [
+        (0.85, db + db_spread * WOBBLE[i % 7], f0 + f0_spread * WOBBLE[(i * 3) % 7])
+        for i in range(n)
+    ]
+
+
+STAFF = voice(40, 120.0, -28.0)  # a lower voice, nearer the counter mic
+CUSTOMER = voice(40, 210.0, -35.0)
+CUSTOMER_SHOUTING = voice(20, 260.0, -22.0)
+
+
+def enrolled() -> CounterAttribution:
+    a = CounterAttribution()
+    for w in voice(32, 118.0, -28.5):  # 8 s of the staff member alone at shift start
+        a.enrol(*w)
+    a.finish_enrolment()
+    return a
+
+
+def share(labels: list[str], who: str) -> float:
+    return labels.count(who) / len(labels)
+
+
+def test_counter_tells_staff_from_customer_after_enrolment() -> None:
+    a = enrolled()
+    staff = [a.process(*w) for w in STAFF]
+    customer = [a.process(*w) for w in CUSTOMER]
+    shouting = [a.process(*w) for w in CUSTOMER_SHOUTING]
+    assert share(staff, "staff") >= 0.9 and "customer" not in staff
+    assert share(customer, "customer") >= 0.9 and "staff" not in customer
+    assert "staff" not in shouting  # louder than the staff, but not their voice
+
+
+def test_counter_says_unknown_before_enrolment_and_when_unsure() -> None:
+    a = CounterAttribution()
+    assert {a.process(*w) for w in STAFF + CUSTOMER} == {"unknown"}
+    a = enrolled()
+    # A voice just outside the staff member's pitch range and a little quieter: unknown.
+    assert a.process(0.85, -31.0, 150.0) == "unknown"
+    assert a.process(0.1, -28.0, 120.0) == "unknown"  # too little speech in the window
+    a.forget()
+    assert a.process(*STAFF[0]) == "unknown"
+
+
+def test_counter_enrolment_too_short_says_what_to_do() -> None:
+    a = CounterAttribution()
+    for w in voice(8, 120.0, -28.0):
+        a.enrol(*w)
+    with pytest.raises(AttributionError, match=r"heard 2\.0 s .* needs 5\.0 s: keep talking"):
+        a.finish_enrolment()
+
+
+def test_headset_near_field_wearer() -> None:
+    a = HeadsetAttribution({"headset_wearer_db": -30.0})
+    wearer = [a.process(*w) for w in voice(40, 120.0, -29.0)]
+    customer = [a.process(*w) for w in voice(40, 210.0, -50.0)]
+    shouting = [a.process(*w) for w in voice(20, 260.0, -38.0)]
+    assert share(wearer, "staff") == 1.0
+    assert share(customer, "customer") == 1.0
+    assert "staff" not in shouting
+
+
+def test_headset_learns_a_different_mic_gain_within_limits() -> None:
+    a = HeadsetAttribution({"headset_wearer_db": -30.0})
+    for w in voice(120, 120.0, -22.0):  # this unit's mic is 8 dB hotter
+        a.process(*w)
+    assert -24.0 <= a.wearer_db <= -21.0
+    assert a.process(0.85, -38.0, 200.0) == "customer"  # 16 dB below the wearer
+    for w in voice(400, 120.0, 0.0):  # nonsense levels cannot drag it away
+        a.process(*w)
+    assert a.wearer_db <= -18.0
+
+
+def test_make_attribution_follows_settings() -> None:
+    assert isinstance(make_attribution({"attribution": "headset"}), HeadsetAttribution)
+    assert isinstance(make_attribution({}), CounterAttribution)
+    assert make_attribution({"attribution": "none"}).process(0.9, -20.0, 150.0) == "unknown"
+    assert isinstance(make_attribution({"attribution": "none"}), NoAttribution)
+
+
+def test_labels_identical_on_micropython(mpy) -> None:
+    windows = STAFF + CUSTOMER + CUSTOMER_SHOUTING + [(0.85, -31.0, 140.0), (0.85, -45.0, 0.0)]
+    enrol = voice(32, 118.0, -28.5)
+    code = (
+        "import json\n"
+        "from firmware.attribution import CounterAttribution, HeadsetAttribution\n"
+        "c = CounterAttribution()\n"
+        f"for w in {enrol!r}:\n    c.enrol(*w)\n"
+        "c.finish_enrolment()\n"
+        "h = HeadsetAttribution({'headset_wearer_db': -30.0})\n"
+        f"ws = {windows!r}\n"
+        "print(json.dumps([[c.process(*w) for w in ws], [h.process(*w) for w in ws]]))\n"
+    )
+    got = json.loads(mpy(code).stdout.strip().splitlines()[-1])
+    c = CounterAttribution()
+    for w in enrol:
+        c.enrol(*w)
+    c.finish_enrolment()
+    h = HeadsetAttribution({"headset_wearer_db": -30.0})
+    assert got == [[c.process(*w) for w in windows], [h.process(*w) for w in windows]]
