@@ -9,12 +9,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
+from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
 from sqlalchemy import Engine, text
+from starlette.middleware.sessions import SessionMiddleware
 
-from companion import store
+from companion import alerts as alerts_mod
+from companion import store, users
+from companion.alerts import AlertError, AlertManager
 from companion.auth import Principal, current_principal
 from companion.config import Settings
 from companion.db import make_engine, migrate
@@ -29,15 +33,47 @@ def engine_of(request: Request) -> Engine:
     return request.app.state.engine  # type: ignore[no-any-return]
 
 
+def alert_manager(request: Request) -> AlertManager:
+    return request.app.state.alerts  # type: ignore[no-any-return]
+
+
 Viewer = Annotated[Principal, Depends(current_principal)]
 Db = Annotated[Engine, Depends(engine_of)]
+Alerts = Annotated[AlertManager, Depends(alert_manager)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Offset = Annotated[int, Query(ge=0)]
 
 
+def require(who: Principal, *roles: str) -> None:
+    if who.role not in roles and who.role != "demo":
+        raise HTTPException(403, f"this needs one of the roles: {', '.join(roles)}")
+
+
+def require_site(who: Principal, site: str) -> None:
+    if not who.may_see(site):
+        raise HTTPException(403, f"you may not read site {site!r}")
+
+
+class UserCreate(BaseModel):
+    username: str
+    password: str
+    role: str
+    sites: list[str] = Field(default_factory=list)
+
+
+class TokenCreate(BaseModel):
+    name: str = "api"
+
+
+class SiteUpdate(BaseModel):
+    name: str | None = Field(default=None, max_length=128)
+    first_contact: str | None = Field(default=None, max_length=128)
+    second_contact: str | None = Field(default=None, max_length=128)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the service. The lifespan migrates the database, then starts the MQTT ingest (when
-    `settings.mqtt_url` names a broker) and stops it on shutdown."""
+    """Build the service. The lifespan migrates the database, starts the MQTT ingest (when
+    `settings.mqtt_url` names a broker) and the alert watcher, and stops them on shutdown."""
     settings = settings or Settings()
     if settings.mqtt_url == "embedded":
         raise ValueError(
@@ -48,13 +84,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.db_url)
         migrate(engine)
+        if settings.admin_password and users.count_users(engine) == 0:
+            users.create_user(
+                engine, username=settings.admin_user, password=settings.admin_password, role="admin"
+            )
+            log.info("created the first admin user %r", settings.admin_user)
         feed = LiveFeed()
         ingest = Ingest(settings, engine)
+        manager = AlertManager(settings, engine, publish=ingest.publish, notify=feed.publish)
         ingest.on_events(lambda rows: feed.publish("event", rows))
+        ingest.on_events(manager.on_events)
+        ingest.handle(alerts_mod.ACK_TOPIC_FILTER, manager.on_mqtt)
         app.state.engine = engine
         app.state.feed = feed
         app.state.ingest = ingest
+        app.state.alerts = manager
         ingest.start()
+        manager.start()
         log.info(
             "companion ready (%s mode) on database %s", settings.env, engine.url.render_as_string()
         )
@@ -62,16 +108,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             feed.close()
+            manager.stop()
             ingest.stop()
             engine.dispose()
 
     app = FastAPI(
         title="calmcue companion",
         version="1",
-        summary="Cue events, alerts and device health from calmcue counter devices.",
+        summary="Cue events, manager alerts and device health from calmcue counter devices.",
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.resolve_principal = users.resolve_principal
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.secret_key,
+        session_cookie="calmcue_session",
+        max_age=settings.session_max_age_s,
+        same_site="lax",  # the cookie is not sent on cross-site POSTs: no CSRF on ack buttons
+        https_only=settings.env == "production",
+    )
+
+    # ---- ops -------------------------------------------------------------------------------
 
     @app.get("/healthz", tags=["ops"])
     def healthz(request: Request, db: Db) -> dict[str, Any]:
@@ -84,6 +142,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "mqtt_connected": counters.connected,
             "ingest": asdict(counters),
         }
+
+    @app.get("/api/ingest", tags=["ops"])
+    def get_ingest(request: Request, who: Viewer) -> dict[str, Any]:
+        """Ingest counters: received, stored, duplicates, dead-lettered, queue depth."""
+        return asdict(request.app.state.ingest.counters())
+
+    # ---- login -----------------------------------------------------------------------------
+
+    @app.get("/login", include_in_schema=False)
+    def login_page() -> FileResponse:
+        return FileResponse(STATIC / "login.html", headers={"Cache-Control": "no-cache"})
+
+    @app.post("/api/login", tags=["auth"])
+    def login(
+        request: Request,
+        db: Db,
+        username: Annotated[str, Form()],
+        password: Annotated[str, Form()],
+    ) -> RedirectResponse:
+        """Dashboard login (form post); sets the session cookie and goes to the dashboard."""
+        who = users.authenticate(db, username, password)
+        if who is None:
+            return RedirectResponse("/login?failed=1", status_code=303)
+        request.session.clear()
+        request.session["user"] = who.username
+        return RedirectResponse("/", status_code=303)
+
+    @app.post("/api/logout", tags=["auth"])
+    def logout(request: Request) -> RedirectResponse:
+        request.session.clear()
+        return RedirectResponse("/login", status_code=303)
 
     @app.get("/api/session", tags=["auth"])
     def session_info(request: Request) -> dict[str, Any]:
@@ -100,6 +189,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "sites": None if who.sites is None else sorted(who.sites),
         }
 
+    @app.post("/api/tokens", tags=["auth"])
+    def new_token(who: Viewer, db: Db, body: TokenCreate) -> dict[str, str]:
+        """A new bearer token for the caller (shown once): `Authorization: Bearer <token>`."""
+        if who.role == "demo":
+            raise HTTPException(400, "demo mode has no users; tokens need a real login")
+        return {"token": users.create_token(db, who.username, body.name)}
+
+    @app.get("/api/users", tags=["auth"])
+    def get_users(who: Viewer, db: Db) -> list[dict[str, Any]]:
+        require(who, "admin")
+        return users.list_users(db)
+
+    @app.post("/api/users", tags=["auth"], status_code=201)
+    def post_user(who: Viewer, db: Db, body: UserCreate) -> dict[str, Any]:
+        require(who, "admin")
+        try:
+            p = users.create_user(
+                db, username=body.username, password=body.password, role=body.role, sites=body.sites
+            )
+        except users.UserError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return {"username": p.username, "role": p.role, "sites": sorted(p.sites or [])}
+
+    # ---- events ----------------------------------------------------------------------------
+
     @app.get("/api/events", tags=["events"])
     def get_events(
         who: Viewer,
@@ -111,9 +225,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         type: str | None = None,
         cue: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Stored events, newest first."""
-        if site is not None and not who.may_see(site):
-            raise HTTPException(403, f"you may not read site {site!r}")
+        """Stored events, newest first (only the sites the caller may read)."""
+        if site is not None:
+            require_site(who, site)
         return store.list_events(
             db,
             sites=who.sites,
@@ -130,29 +244,79 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         who: Viewer, db: Db, limit: Limit = 100, offset: Offset = 0
     ) -> list[dict[str, Any]]:
         """Messages the ingest could not store, newest first, with the reason."""
-        if who.role not in ("admin", "it", "demo"):
-            raise HTTPException(403, "dead letters are for IT and admins")
+        require(who, "admin", "it")
         return store.list_dead_letters(db, limit=limit, offset=offset)
-
-    @app.get("/api/devices", tags=["devices"])
-    def get_devices(who: Viewer, db: Db) -> list[dict[str, Any]]:
-        """The device registry: status from the LWT, last seen, firmware, model, telemetry."""
-        return store.list_devices(db, sites=who.sites)
-
-    @app.get("/api/ingest", tags=["ops"])
-    def get_ingest(request: Request, who: Viewer) -> dict[str, Any]:
-        """Ingest counters: received, stored, duplicates, dead-lettered, queue depth."""
-        return asdict(request.app.state.ingest.counters())
 
     @app.get("/api/stream", tags=["events"])
     async def stream(request: Request, who: Viewer) -> StreamingResponse:
-        """Server-Sent Events: `event` for every newly stored event (and `alert` changes)."""
+        """Server-Sent Events: `event` for every newly stored event, `alert` for alert changes."""
         feed: LiveFeed = request.app.state.feed
         return StreamingResponse(
             feed.stream(who.sites, request.is_disconnected),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+    # ---- alerts ----------------------------------------------------------------------------
+
+    @app.get("/api/alerts", tags=["alerts"])
+    def get_alerts(
+        who: Viewer, db: Db, active: bool = False, limit: Limit = 100
+    ) -> list[dict[str, Any]]:
+        """Alerts, newest first; `active=true` for open and acknowledged ones only."""
+        return alerts_mod.list_alerts(db, sites=who.sites, active_only=active, limit=limit)
+
+    @app.get("/api/alerts/{alert_id}", tags=["alerts"])
+    def get_alert(who: Viewer, db: Db, alert_id: int) -> dict[str, Any]:
+        """One alert with its audit trail (every state change: who, when)."""
+        found = alerts_mod.get_alert(db, alert_id)
+        if found is None or not who.may_see(found["site"]):
+            raise HTTPException(404, f"no alert {alert_id} you may see")
+        return {**found, "audit": alerts_mod.audit_of(db, alert_id)}
+
+    def _act(who: Principal, db: Engine, mgr: AlertManager, alert_id: int, action: str) -> Any:
+        require(who, "admin", "manager")
+        found = alerts_mod.get_alert(db, alert_id)
+        if found is None or not who.may_see(found["site"]):
+            raise HTTPException(404, f"no alert {alert_id} at your sites")
+        site = found["site"]
+        try:
+            actor = f"user:{who.username}"
+            if action == "ack":
+                return mgr.acknowledge(alert_id, actor, site=site)
+            return mgr.resolve(alert_id, actor, site=site)
+        except AlertError as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+
+    @app.post("/api/alerts/{alert_id}/ack", tags=["alerts"])
+    def ack_alert(who: Viewer, db: Db, mgr: Alerts, alert_id: int) -> dict[str, Any]:
+        return _act(who, db, mgr, alert_id, "ack")  # type: ignore[no-any-return]
+
+    @app.post("/api/alerts/{alert_id}/resolve", tags=["alerts"])
+    def resolve_alert(who: Viewer, db: Db, mgr: Alerts, alert_id: int) -> dict[str, Any]:
+        return _act(who, db, mgr, alert_id, "resolve")  # type: ignore[no-any-return]
+
+    # ---- sites and devices -----------------------------------------------------------------
+
+    @app.get("/api/sites", tags=["sites"])
+    def get_sites(who: Viewer, db: Db) -> list[dict[str, Any]]:
+        return store.list_sites(db, sites=who.sites)
+
+    @app.put("/api/sites/{site}", tags=["sites"])
+    def put_site(who: Viewer, db: Db, site: str, body: SiteUpdate) -> dict[str, Any]:
+        """Name and alert contacts of a site (the second contact gets escalations)."""
+        require(who, "admin")
+        try:
+            return store.upsert_site(db, site=site, **body.model_dump(exclude_none=True))
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+
+    @app.get("/api/devices", tags=["devices"])
+    def get_devices(who: Viewer, db: Db) -> list[dict[str, Any]]:
+        """The device registry: status from the LWT, last seen, firmware, model, telemetry."""
+        return store.list_devices(db, sites=who.sites)
+
+    # ---- dashboard -------------------------------------------------------------------------
 
     @app.get("/", include_in_schema=False)
     def dashboard() -> FileResponse:

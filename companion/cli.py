@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -24,6 +25,23 @@ def register(sub) -> None:  # type: ignore[no-untyped-def]
     s.add_argument("--port", type=int, help="listen port (default 8000)")
     s.add_argument("--env", choices=("demo", "development", "production"), help="access mode")
     s.set_defaults(func=_serve)
+
+    u = csub.add_parser("user", help="manage dashboard/API users")
+    usub = u.add_subparsers(dest="user_command", metavar="COMMAND", required=True)
+    add = usub.add_parser(
+        "add",
+        help="add a user (password from CALMCUE_NEW_PASSWORD or a prompt)",
+    )
+    add.add_argument("username")
+    add.add_argument("--role", choices=("admin", "it", "manager"), required=True)
+    add.add_argument("--sites", default="", help="comma-separated sites (managers only)")
+    add.add_argument("--db", help="SQLAlchemy URL (default from CALMCUE_DB_URL)")
+    add.set_defaults(func=_user_add)
+    tok = usub.add_parser("token", help="print a new API bearer token for a user")
+    tok.add_argument("username")
+    tok.add_argument("--name", default="cli")
+    tok.add_argument("--db", help="SQLAlchemy URL (default from CALMCUE_DB_URL)")
+    tok.set_defaults(func=_user_token)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -50,4 +68,44 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"calmcue companion serve: {err['msg']}", file=sys.stderr)
         return 2
     serve(settings)
+    return 0
+
+
+def _engine(db: str | None):  # type: ignore[no-untyped-def]
+    from companion.config import Settings
+    from companion.db import make_engine, migrate
+
+    engine = make_engine(db or Settings().db_url)
+    migrate(engine)
+    return engine
+
+
+def _user_add(args: argparse.Namespace) -> int:
+    import getpass
+
+    from companion import users
+
+    password = os.environ.get("CALMCUE_NEW_PASSWORD") or getpass.getpass(
+        f"password for {args.username}: "
+    )
+    sites = [x.strip() for x in args.sites.split(",") if x.strip()]
+    try:
+        users.create_user(
+            _engine(args.db), username=args.username, password=password, role=args.role, sites=sites
+        )
+    except users.UserError as exc:
+        print(f"calmcue companion user add: {exc}", file=sys.stderr)
+        return 2
+    print(f"added {args.role} {args.username}" + (f" for {', '.join(sites)}" if sites else ""))
+    return 0
+
+
+def _user_token(args: argparse.Namespace) -> int:
+    from companion import users
+
+    try:
+        print(users.create_token(_engine(args.db), args.username, args.name))
+    except users.UserError as exc:
+        print(f"calmcue companion user token: {exc}", file=sys.stderr)
+        return 2
     return 0

@@ -431,7 +431,9 @@ class Ingest:
         for r in ev_rows:
             k = (r["site"], r["device"])
             seen[k] = max(seen.get(k, 0.0), r["received_at"])
-        for _kind, data in dev_updates:
+        for kind, data in dev_updates:
+            if kind == "status" and data[2] == "offline":
+                continue  # the broker's LWT says the device is gone: not a sign of life
             k = (data[0], data[1])
             seen[k] = max(seen.get(k, 0.0), data[-1])
         with self.engine.begin() as conn:

@@ -9,10 +9,13 @@ import time
 from dataclasses import dataclass, field
 
 import uvicorn
+from fastapi import FastAPI
+from sqlalchemy import Engine
 
 from calmcue.broker import Mosquitto, free_port
 from companion.app import create_app
 from companion.config import Settings
+from companion.ingest import Ingest
 
 log = logging.getLogger("calmcue.companion")
 
@@ -62,12 +65,16 @@ class RunningCompanion:
         return f"http://{self.settings.host}:{self.settings.port}"
 
     @property
-    def app(self):  # type: ignore[no-untyped-def]
-        return self.server.config.loaded_app
+    def app(self) -> FastAPI:
+        return self.server.config.app  # type: ignore[return-value]
 
     @property
-    def ingest(self):  # type: ignore[no-untyped-def]
-        return self.server.config.app.state.ingest
+    def engine(self) -> Engine:
+        return self.app.state.engine  # type: ignore[no-any-return]
+
+    @property
+    def ingest(self) -> Ingest:
+        return self.app.state.ingest  # type: ignore[no-any-return]
 
     def stop(self) -> None:
         if self._stopped:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, insert, select, update
 
 from companion.db import dead_letters, devices, events
+from companion.db import sites as sites_table
 
 EVENT_FIELDS = ("id", "received_at") + tuple(
     c.name for c in events.columns if c.name not in ("id", "received_at")
@@ -81,3 +83,39 @@ def list_devices(engine: Engine, *, sites: frozenset[str] | None) -> list[dict[s
         q = q.where(devices.c.site.in_(sorted(sites)))
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(q)]
+
+
+_SITE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+
+
+def list_sites(engine: Engine, *, sites: frozenset[str] | None) -> list[dict[str, Any]]:
+    """Sites with a row of their own (contacts, config) or with devices."""
+    with engine.connect() as conn:
+        rows = {r.site: dict(r._mapping) for r in conn.execute(select(sites_table))}
+        for (site,) in conn.execute(select(devices.c.site).distinct()):
+            rows.setdefault(
+                site,
+                {
+                    "site": site,
+                    "name": None,
+                    "first_contact": None,
+                    "second_contact": None,
+                    "config": None,
+                },
+            )
+    return [rows[k] for k in sorted(rows) if sites is None or k in sites]
+
+
+def upsert_site(engine: Engine, *, site: str, **values: Any) -> dict[str, Any]:
+    if not _SITE.fullmatch(site):
+        raise ValueError("site must be 1-32 chars of a-z, 0-9, '_' or '-'")
+    with engine.begin() as conn:
+        exists = conn.execute(select(sites_table.c.site).where(sites_table.c.site == site)).first()
+        if exists:
+            if values:
+                conn.execute(update(sites_table).where(sites_table.c.site == site).values(**values))
+        else:
+            conn.execute(insert(sites_table).values(site=site, **values))
+        return dict(
+            conn.execute(select(sites_table).where(sites_table.c.site == site)).one()._mapping
+        )

@@ -107,3 +107,31 @@ def running_companion(
 
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'companion.db'}"
+
+
+class Subscriber:
+    """Records (time, topic, payload) of everything on `topic_filter` (managers' devices)."""
+
+    def __init__(self, port: int, topic_filter: str):
+        self.messages: list[tuple[float, str, dict[str, Any]]] = []
+        self._ready = False
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{time.monotonic_ns()}"
+        )
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: setattr(self, "_ready", True)
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(topic_filter, qos=1)
+        self.client.loop_start()
+        wait_until(lambda: self._ready, what="the test subscription")
+
+    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            body = json.loads(msg.payload)
+        except ValueError:
+            body = {"raw": msg.payload.decode("utf-8", "replace")}
+        self.messages.append((time.monotonic(), msg.topic, body))
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

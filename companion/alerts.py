@@ -1,0 +1,370 @@
+"""Manager alerts: open → acknowledged → resolved, every change audited and published.
+
+A `call_manager` cue opens an alert for its counter (one active alert per counter and kind; a
+repeat while one is active is noted in the audit, not a new alert). Alerts go out on
+`calmcue/v1/<site>/alert/<kind>` (QoS 1) for managers' devices and on the dashboard's live feed.
+An open alert nobody acknowledges re-notifies every `alert_renotify_s` and, after
+`alert_escalate_s`, escalates to the site's second contact (and the optional webhook).
+Managers' devices acknowledge or resolve over MQTT on `calmcue/v1/<site>/alert/ack` or
+`.../alert/resolve` with `{"id": <alert id>, "by": "<who>"}`.
+
+A device that stops reporting for `silent_device_s` raises a `silent_device` alert, which
+resolves itself when the device reports again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, insert, select, update
+
+from companion.config import Settings
+from companion.db import alert_audit, alerts, devices, sites
+
+log = logging.getLogger("calmcue.companion.alerts")
+
+OPEN, ACKNOWLEDGED, RESOLVED = "open", "acknowledged", "resolved"
+ACTIVE = (OPEN, ACKNOWLEDGED)
+CALL_MANAGER, SILENT_DEVICE = "call_manager", "silent_device"
+ACK_TOPIC_FILTER = "calmcue/v1/+/alert/+"  # .../alert/ack and .../alert/resolve
+
+Publish = Callable[[str, bytes], Any]
+Notify = Callable[[str, list[dict[str, Any]]], None]
+
+
+class AlertError(ValueError):
+    """An alert change that is not allowed (unknown id, wrong state); the message says why."""
+
+    def __init__(self, message: str, status: int = 409):
+        super().__init__(message)
+        self.status = status
+
+
+def alert_public(row: Any) -> dict[str, Any]:
+    m = row._mapping if hasattr(row, "_mapping") else row
+    return {c.name: m[c.name] for c in alerts.columns}
+
+
+def alert_topic(site: str, kind: str) -> str:
+    return f"calmcue/v1/{site}/alert/{kind}"
+
+
+class AlertManager:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        *,
+        publish: Publish,
+        notify: Notify,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.settings = settings
+        self.engine = engine
+        self._publish = publish
+        self._notify = notify  # the dashboard's live feed
+        self._clock = clock
+        self._lock = threading.Lock()  # one state change at a time keeps the audit in order
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._webhook: Webhook | None = (
+            Webhook(settings.webhook_url) if settings.webhook_url else None
+        )
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._watch, name="calmcue-alerts", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(5)
+        if self._webhook:
+            self._webhook.stop()
+
+    # ---- inputs ----------------------------------------------------------------------------
+
+    def on_events(self, rows: list[dict[str, Any]]) -> None:
+        """Ingest listener: open alerts for `call_manager` cues."""
+        for row in rows:
+            if row.get("type") == "cue" and row.get("cue") == CALL_MANAGER:
+                self.open(row["site"], row["device"], CALL_MANAGER, event=row)
+
+    def on_mqtt(self, topic: str, payload: bytes) -> None:
+        """`calmcue/v1/<site>/alert/ack|resolve` from a manager's device; never raises."""
+        parts = topic.split("/")
+        action = parts[-1]
+        if action not in ("ack", "resolve"):
+            return  # our own alert publications echo back here; nothing to do
+        try:
+            msg = json.loads(payload)
+            alert_id = int(msg["id"])
+            by = str(msg.get("by") or "device")[:48]
+        except (ValueError, KeyError, TypeError):
+            log.warning('ignored %s: payload must be {"id": <alert id>, "by": "..."}', topic)
+            return
+        try:
+            if action == "ack":
+                self.acknowledge(alert_id, f"mqtt:{by}", site=parts[2])
+            else:
+                self.resolve(alert_id, f"mqtt:{by}", site=parts[2])
+        except AlertError as exc:
+            log.warning("ignored %s for alert %s: %s", action, alert_id, exc)
+
+    # ---- state changes ---------------------------------------------------------------------
+
+    def open(
+        self, site: str, device: str, kind: str, *, event: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """Open an alert unless this counter already has an active one of this kind (then the
+        repeat is audited on it). Returns the new alert, or None for a repeat."""
+        now = self._clock()
+        with self._lock, self.engine.begin() as conn:
+            active = conn.execute(
+                select(alerts).where(
+                    alerts.c.site == site,
+                    alerts.c.device == device,
+                    alerts.c.kind == kind,
+                    alerts.c.state.in_(ACTIVE),
+                )
+            ).first()
+            if active is not None:
+                _audit(
+                    conn, active.id, now, "repeated", "system", active.state, _event_detail(event)
+                )
+                return None
+            result = conn.execute(
+                insert(alerts).values(
+                    site=site,
+                    device=device,
+                    kind=kind,
+                    state=OPEN,
+                    event_id=event.get("id") if event else None,
+                    conv=event.get("conv") if event else None,
+                    opened_at=now,
+                    notified_at=now,
+                    notify_count=1,
+                )
+            )
+            alert_id = result.inserted_primary_key[0]  # type: ignore[index]
+            _audit(conn, alert_id, now, "opened", "system", OPEN, _event_detail(event))
+            alert = alert_public(conn.execute(select(alerts).where(alerts.c.id == alert_id)).one())
+        self._announce(alert)
+        return alert
+
+    def acknowledge(self, alert_id: int, actor: str, *, site: str | None = None) -> dict[str, Any]:
+        return self._change(alert_id, actor, "acknowledged", {OPEN}, ACKNOWLEDGED, site)
+
+    def resolve(self, alert_id: int, actor: str, *, site: str | None = None) -> dict[str, Any]:
+        return self._change(alert_id, actor, "resolved", set(ACTIVE), RESOLVED, site)
+
+    def _change(
+        self,
+        alert_id: int,
+        actor: str,
+        action: str,
+        allowed_from: set[str],
+        new_state: str,
+        site: str | None,
+    ) -> dict[str, Any]:
+        now = self._clock()
+        with self._lock, self.engine.begin() as conn:
+            row = conn.execute(select(alerts).where(alerts.c.id == alert_id)).first()
+            if row is None or (site is not None and row.site != site):
+                raise AlertError(f"no alert {alert_id}" + (f" at site {site}" if site else ""), 404)
+            if row.state not in allowed_from:
+                raise AlertError(f"alert {alert_id} is {row.state}; it cannot be {action}")
+            values: dict[str, Any] = {"state": new_state}
+            if new_state == ACKNOWLEDGED:
+                values.update(acked_at=now, acked_by=actor)
+            else:
+                values.update(resolved_at=now, resolved_by=actor)
+                if row.acked_at is None:
+                    values.update(acked_at=now, acked_by=actor)  # resolving implies seeing it
+            conn.execute(update(alerts).where(alerts.c.id == alert_id).values(**values))
+            _audit(conn, alert_id, now, action, actor, new_state, None)
+            alert = alert_public(conn.execute(select(alerts).where(alerts.c.id == alert_id)).one())
+        self._announce(alert)
+        return alert
+
+    # ---- the watcher: re-notify, escalate, silent devices ----------------------------------
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.settings.alert_check_s):
+            try:
+                self.check()
+            except Exception:
+                log.exception("alert check failed; trying again")
+
+    def check(self) -> None:
+        """One pass: re-notify and escalate unacknowledged alerts, raise and clear silent-device
+        alarms. Runs every `alert_check_s`; callable directly in tests."""
+        now = self._clock()
+        s = self.settings
+        changed: list[dict[str, Any]] = []
+        escalations: list[tuple[dict[str, Any], str | None]] = []
+        with self._lock, self.engine.begin() as conn:
+            for row in conn.execute(select(alerts).where(alerts.c.state == OPEN)).all():
+                values: dict[str, Any] = {"notified_at": now, "notify_count": row.notify_count + 1}
+                if row.escalated_at is None and now - row.opened_at >= s.alert_escalate_s:
+                    contact = conn.execute(
+                        select(sites.c.second_contact).where(sites.c.site == row.site)
+                    ).scalar()
+                    values["escalated_at"] = now
+                    detail = f"second contact: {contact}" if contact else "no second contact set"
+                    _audit(conn, row.id, now, "escalated", "system", OPEN, detail)
+                elif now - row.notified_at >= s.alert_renotify_s:
+                    _audit(conn, row.id, now, "renotified", "system", OPEN, None)
+                else:
+                    continue
+                conn.execute(update(alerts).where(alerts.c.id == row.id).values(**values))
+                alert = alert_public(
+                    conn.execute(select(alerts).where(alerts.c.id == row.id)).one()
+                )
+                changed.append(alert)
+                if "escalated_at" in values:
+                    escalations.append((alert, contact))
+            # silent devices: clear alarms for devices that reported again, then raise new ones
+            for row in conn.execute(
+                select(alerts, devices.c.last_seen)
+                .join(
+                    devices,
+                    and_(devices.c.site == alerts.c.site, devices.c.device == alerts.c.device),
+                )
+                .where(alerts.c.kind == SILENT_DEVICE, alerts.c.state.in_(ACTIVE))
+            ).all():
+                if row.last_seen > row.opened_at:
+                    conn.execute(
+                        update(alerts)
+                        .where(alerts.c.id == row.id)
+                        .values(state=RESOLVED, resolved_at=now, resolved_by="system")
+                    )
+                    _audit(
+                        conn, row.id, now, "resolved", "system", RESOLVED, "device reported again"
+                    )
+                    changed.append(
+                        alert_public(
+                            conn.execute(select(alerts).where(alerts.c.id == row.id)).one()
+                        )
+                    )
+            silent = conn.execute(
+                select(devices.c.site, devices.c.device).where(
+                    devices.c.silent.is_(False), devices.c.last_seen < now - s.silent_device_s
+                )
+            ).all()
+            for d in silent:
+                conn.execute(
+                    update(devices)
+                    .where(devices.c.site == d.site, devices.c.device == d.device)
+                    .values(silent=True)
+                )
+        for a in changed:
+            self._announce(a)
+        for alert, contact in escalations:
+            if self._webhook:
+                self._webhook.send({**alert, "escalated": True, "contact": contact})
+        for d in silent:
+            self.open(d.site, d.device, SILENT_DEVICE)
+
+    def _announce(self, alert: dict[str, Any]) -> None:
+        body = json.dumps({**alert, "escalated": alert["escalated_at"] is not None})
+        try:
+            self._publish(alert_topic(alert["site"], alert["kind"]), body.encode())
+        except Exception:
+            log.exception("could not publish alert %s", alert["id"])
+        self._notify("alert", [alert])
+
+
+def _audit(
+    conn: Connection,
+    alert_id: int,
+    at: float,
+    action: str,
+    actor: str,
+    state: str,
+    detail: str | None,
+) -> None:
+    conn.execute(
+        insert(alert_audit).values(
+            alert_id=alert_id, at=at, action=action, actor=actor, state=state, detail=detail
+        )
+    )
+
+
+def _event_detail(event: dict[str, Any] | None) -> str | None:
+    if not event:
+        return None
+    return f"event {event.get('id')} level {event.get('level')} score {event.get('score')}"
+
+
+def list_alerts(
+    engine: Engine,
+    *,
+    sites: frozenset[str] | None,
+    active_only: bool = False,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    q = select(alerts).order_by(alerts.c.id.desc()).limit(limit)
+    if sites is not None:
+        q = q.where(alerts.c.site.in_(sorted(sites)))
+    if active_only:
+        q = q.where(alerts.c.state.in_(ACTIVE))
+    with engine.connect() as conn:
+        return [alert_public(r) for r in conn.execute(q)]
+
+
+def get_alert(engine: Engine, alert_id: int) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(alerts).where(alerts.c.id == alert_id)).first()
+    return alert_public(row) if row else None
+
+
+def audit_of(engine: Engine, alert_id: int) -> list[dict[str, Any]]:
+    q = select(alert_audit).where(alert_audit.c.alert_id == alert_id).order_by(alert_audit.c.id)
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(q)]
+
+
+class Webhook:
+    """JSON POST to a chat tool on escalation, retried with backoff on its own thread."""
+
+    def __init__(self, url: str, attempts: int = 4):
+        import queue
+
+        self.url = url
+        self.attempts = attempts
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="calmcue-webhook", daemon=True)
+        self._thread.start()
+        self.delivered = 0
+        self.failed = 0
+
+    def send(self, body: dict[str, Any]) -> None:
+        self._queue.put(body)
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=5) as client:
+            while (body := self._queue.get()) is not None:
+                for attempt in range(self.attempts):
+                    try:
+                        client.post(self.url, json=body).raise_for_status()
+                        self.delivered += 1
+                        break
+                    except httpx.HTTPError as exc:
+                        log.warning("webhook attempt %d failed: %s", attempt + 1, exc)
+                        time.sleep(0.2 * 2**attempt)
+                else:
+                    self.failed += 1
