@@ -12,7 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-BENCHES: list[str] = []
+BENCHES: list[str] = [
+    "firmware.bench_policy",
+]
 
 
 def main(argv: list[str] | None = None) -> int:

