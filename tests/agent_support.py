@@ -131,3 +131,28 @@ class RunningAgent:
         self.stop.set()
         self.thread.join(15)
         assert not self.thread.is_alive(), "agent did not stop"
+
+
+def tiny_model(folder: Path) -> Path:
+    """A small stand-in stress model in the shipped format (models.export.to_onnx + stress.json):
+    the score rises with loudness relative to the conversation's start. Lets the agent tests run
+    the real onnxruntime path whatever model is checked in."""
+    from models.export import Network, to_onnx
+    from models.features import FEATURE_NAMES
+
+    n = len(FEATURE_NAMES)
+    w = np.zeros((1, n))
+    w[0, FEATURE_NAMES.index("level_rel_db")] = 0.12
+    net = Network(
+        mean=np.zeros(n),
+        scale=np.ones(n),
+        weights=[w],
+        biases=[np.array([-0.96])],
+        feature_names=tuple(FEATURE_NAMES),
+        name="tiny",
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "stress.onnx"
+    path.write_bytes(to_onnx(net).SerializeToString())
+    (folder / "stress.json").write_text(json.dumps({"threshold": 0.6, "model_id": "test-tiny"}))
+    return path

@@ -12,6 +12,7 @@ from agent_support import (
     agent_config,
     silence,
     speechlike,
+    tiny_model,
     wait_until,
     write_wav,
 )
@@ -49,15 +50,22 @@ def press(factory: MockFactory, pin: int = BUTTON) -> None:
 def test_events_arrive_valid_and_in_order(mosquitto, tmp_path, conversation_wav):
     sub = Subscriber(mosquitto.port)
     try:
-        cfg = agent_config(tmp_path, mosquitto.port, policy={"end_silence_s": 3.0})
+        cfg = agent_config(
+            tmp_path,
+            mosquitto.port,
+            policy={"conversation_gap_s": 3.0, "stress_from_unknown": True},
+            model={"path": str(tiny_model(tmp_path / "model"))},
+        )
         agent = Agent(cfg, source=f"file:{conversation_wav}", realtime=False)
         assert agent.run() == 0  # a file source ends the run once its events are delivered
         sent = agent.stamper.seq
-        assert sent >= 2, "the conversation should at least start and end"
+        assert agent.pipeline.scorer.model_id == "test-tiny"
+        assert sent >= 3, "the conversation should start, cue and end"
         events = wait_until(lambda: len(sub.events()) >= sent and sub.events(), 5)
         assert [e["seq"] for e in events] == list(range(sent))
         for raw in sub.on("/evt/conversation") + sub.on("/evt/cue"):
             parse_event(raw)  # the companion accepts every one
+        assert any(e["type"] == "cue" for e in events)
         phases = [e["phase"] for e in events if e["type"] == "conversation"]
         assert phases[0] == "start" and phases[-1] == "end"
         assert {e["boot"] for e in events} == {1}
@@ -145,8 +153,9 @@ def test_commands_and_live_config(mosquitto, tmp_path, quiet_wav):
             # retained config from the companion, applied live
             live = {"sensitivity": 0.8, "outputs": {"haptic_strength": 0.3}}
             sub.client.publish(base + "config", json.dumps(live), qos=1, retain=True)
-            assert result(5) == {"cmd": "config", "ok": True}
+            assert result(5) == {"cmd": "config", "ok": True, "applies": "now"}
             assert agent.cfg.sensitivity == 0.8 and agent.cfg.outputs.haptic_strength == 0.3
+            assert agent.pipeline.policy.sensitivity == 0.8  # the policy runs with it
             sub.client.publish(
                 base + "config", json.dumps({"mqtt": {"url": "mqtt://x:1"}}), qos=1, retain=True
             )

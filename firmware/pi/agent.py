@@ -21,19 +21,30 @@ import numpy as np
 
 from calmcue import __version__
 from firmware import events
+from firmware.attribution import make_attribution
 from firmware.pi import config as cfgmod
 from firmware.pi.audio import MicError, open_source
 from firmware.pi.config import AgentConfig, ConfigError
-from firmware.pi.cues import PlaceholderPolicy
+from firmware.pi.cues import CuePolicy
 from firmware.pi.scoring import LevelFrontEnd, LevelVariationScorer, make_front_end, make_scorer
 from firmware.pi.store import EventQueue
 
 log = logging.getLogger("calmcue.agent")
 CHUNK = 4000  # 0.25 s at 16 kHz: one hop
+_ATTRIBUTION_KEYS = (
+    "attribution",
+    "min_speech",
+    "headset_wearer_db",
+    "near_field_db",
+    "pitch_tol_st",
+    "level_tol_db",
+    "enrol_min_s",
+    "hop_s",
+)
 
 
 class Pipeline:
-    """Pure processing: PCM chunk in, (event type, fields) and cue names out. No I/O."""
+    """Pure processing: PCM chunk in, (event type, fields) out. No I/O, no clock."""
 
     def __init__(self, cfg: AgentConfig):
         self.scorer = make_scorer(cfg.model.path)
@@ -42,19 +53,68 @@ class Pipeline:
             self.front_end_name = "placeholder-level"
         else:
             self.front_end, self.front_end_name = make_front_end()
-        self.policy = PlaceholderPolicy(cfg.policy, cfg.model.threshold, cfg.sensitivity)
+        self.policy = CuePolicy(cfg.policy, cfg.sensitivity, self.scorer.threshold)
+        self.attribution = make_attribution(cfg.policy)
+        self.enrolling = False
         self.windows = 0
+        self.last_score = 0.0
 
-    def configure(self, cfg: AgentConfig) -> None:
-        self.policy.set(cfg.policy, cfg.model.threshold, cfg.sensitivity)
+    def start_enrolment(self) -> str | None:
+        """Counter mode: the next voiced windows are the staff member alone (shift start).
+        Returns an error message when this attribution mode has no enrolment."""
+        if not hasattr(self.attribution, "enrol"):
+            return 'enrolment is only for attribution = "counter" (policy.attribution)'
+        self.attribution.forget()
+        self.enrolling = True
+        return None
+
+    def _enrol(self, w: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        a = self.attribution
+        voiced_s = a.enrol(float(w["speech"]), float(w["level_db"]), float(w["f0_hz"]))
+        if voiced_s >= a.n_min * a.hop:
+            a.finish_enrolment()
+            self.enrolling = False
+            return [("enrolled", {})]
+        return []
+
+    def configure(self, cfg: AgentConfig) -> str:
+        """New policy settings / sensitivity: 'now' or 'next_conversation'."""
+        old = self.policy.settings
+        if any(old.get(k) != cfg.policy.get(k) for k in _ATTRIBUTION_KEYS):
+            self.attribution = make_attribution(cfg.policy)
+        return self.policy.update(cfg.policy, cfg.sensitivity)
 
     def process(self, chunk: np.ndarray) -> list[tuple[str, dict[str, Any]]]:
         out: list[tuple[str, dict[str, Any]]] = []
         for w in self.front_end.process(chunk):
             self.windows += 1
             score = self.scorer.score(w["features"])
-            out += self.policy.process(float(w["t"]), score, float(w["speech"]))
+            self.last_score = score
+            if self.enrolling:
+                out += self._enrol(w)
+                continue
+            speaker = self.attribution.process(
+                float(w["speech"]), float(w["level_db"]), float(w["f0_hz"])
+            )
+            decided = self.policy.process(
+                {
+                    "t": float(w["t"]),
+                    "score": score,
+                    "speaker": speaker,
+                    "rate": float(w["rate"]),
+                    "level_db": float(w["level_db"]),
+                    "speech": float(w["speech"]),
+                }
+            )
+            for etype, fields in decided:
+                if etype == "conversation" and fields.get("phase") == "start":
+                    # the feature baseline is per conversation (models/features.py)
+                    getattr(self.front_end, "new_conversation", lambda: None)()
+            out += decided
         return out
+
+    def finish(self, t: float) -> list[tuple[str, dict[str, Any]]]:
+        return self.policy.finish(t)
 
     def reset(self) -> None:
         self.front_end.reset()
@@ -197,12 +257,13 @@ class Agent:
 
     # --- remote control -------------------------------------------------------------------------
 
-    def _apply(self, cfg: AgentConfig) -> None:
+    def _apply(self, cfg: AgentConfig) -> str:
         self.cfg = cfg
-        self.pipeline.configure(cfg)
+        applies = self.pipeline.configure(cfg)
         self.link.settings = cfg.mqtt
         if self.outputs is not None:
             self.outputs.update(cfg.outputs)
+        return applies
 
     def _on_config(self, payload: Any) -> dict[str, Any]:
         try:
@@ -210,9 +271,9 @@ class Agent:
         except ConfigError as exc:
             log.warning("remote config refused: %s", exc)
             return {"ok": False, "errors": exc.problems}
-        self._apply(cfg)
-        log.info("remote config applied: %s", sorted(payload))
-        return {"ok": True}
+        applies = self._apply(cfg)
+        log.info("remote config applied (%s): %s", applies, sorted(payload))
+        return {"ok": True, "applies": applies}
 
     def _on_command(self, name: str, payload: Any) -> dict[str, Any]:
         value = payload.get("value") if isinstance(payload, dict) else payload
@@ -228,6 +289,9 @@ class Agent:
             if value != self.muted:
                 self._on_mute(value)
             return {"ok": True, "muted": value}
+        if name == "enrol":
+            err = self.pipeline.start_enrolment()
+            return {"ok": err is None, **({"error": err} if err else {"enrolling": True})}
         updates = {
             "sensitivity": lambda v: {"sensitivity": v},
             "led_brightness": lambda v: {"outputs": {"brightness": v}},
@@ -236,7 +300,7 @@ class Agent:
         if name not in updates:
             return {
                 "ok": False,
-                "error": f"unknown command {name!r}; use one of mute, " + ", ".join(updates),
+                "error": f"unknown command {name!r}; use one of mute, enrol, " + ", ".join(updates),
             }
         result = self._on_config(updates[name](value))
         if result["ok"]:
@@ -271,6 +335,11 @@ class Agent:
         decided = self.pipeline.process(chunk)
         sent = []
         for etype, fields in decided:
+            if etype == "enrolled":  # not an event: the staff profile stays on the device
+                log.info("staff voice enrolled")
+                if self.outputs is not None:
+                    self.outputs.show("settled")
+                continue
             sent.append(self.emit(etype, fields))
             if etype == "cue" and self.outputs is not None:
                 self.outputs.show(fields["cue"])

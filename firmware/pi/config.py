@@ -77,7 +77,6 @@ class AudioSettings:
 @dataclass(frozen=True)
 class ModelSettings:
     path: str = ""  # default: the packaged models/stress.onnx; "heuristic" = placeholder scorer
-    threshold: float = 0.5  # score at which a window counts as stressed (placeholder policy)
 
 
 @dataclass(frozen=True)
@@ -356,9 +355,6 @@ def build(raw: Any, source: str = "config", base_dir: Path | None = None) -> Age
     q = sections["queue"]
     _range(problems, "queue.max_events", q.max_events, 10, 10_000_000, "use 10 to 10000000 events")
     m = sections["model"]
-    _range(
-        problems, "model.threshold", m.threshold, 0.01, 0.99, "use a score between 0.01 and 0.99"
-    )
     if isinstance(m.path, str) and m.path not in ("", "heuristic") and not Path(m.path).is_file():
         problems.append(
             f"model.path: {m.path} does not exist; leave it empty for the packaged model"

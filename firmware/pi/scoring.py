@@ -12,6 +12,7 @@ stress model: it reacts to loud, strongly varying speech.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ class FrontEnd(Protocol):
 class Scorer(Protocol):
     model_id: str
     model_hash: str
+    threshold: float | None
 
     def score(self, features: np.ndarray) -> float: ...
 
@@ -113,6 +115,7 @@ class LevelVariationScorer:
 
     model_id = "placeholder-level-variation"
     model_hash = "none"
+    threshold: float | None = 0.5
 
     def score(self, features: np.ndarray) -> float:
         spread, speech = float(features[0]), float(features[1])
@@ -137,6 +140,10 @@ class OnnxScorer:
                 f"model file {self.path} not found; run 'make model' or set model.path"
             )
         blob = self.path.read_bytes()
+        # models/stress.json (written by `calmcue model export`): id and calibrated threshold
+        meta_path = self.path.with_suffix(".json")
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        self.threshold: float | None = float(meta["threshold"]) if "threshold" in meta else None
         self.model_hash = hashlib.sha256(blob).hexdigest()[:16]
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
@@ -144,11 +151,14 @@ class OnnxScorer:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
         self._session = ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"])
-        meta = self._session.get_modelmeta()
-        props = meta.custom_metadata_map or {}
-        self.model_id = (
-            props.get("model_id") or props.get("id") or meta.graph_name or self.path.stem
+        info = self._session.get_modelmeta()
+        props = info.custom_metadata_map or {}
+        self.model_id = str(
+            meta.get("model_id") or props.get("model_id") or info.graph_name or self.path.stem
         )
+        order = props.get("feature_order")
+        if order:
+            self.check_order(tuple(order.split(",")))
         inp = self._session.get_inputs()[0]
         self._input = inp.name
         self._width = inp.shape[-1] if isinstance(inp.shape[-1], int) else None
@@ -167,6 +177,18 @@ class OnnxScorer:
             f"{self.path}: no float tensor output (got {[o.type for o in outs]}); "
             "export with zipmap disabled"
         )
+
+    @staticmethod
+    def check_order(order: tuple[str, ...]) -> None:
+        try:
+            from models.features import FEATURE_NAMES
+        except ImportError:
+            return
+        if order != tuple(FEATURE_NAMES):
+            raise ModelError(
+                "the model was trained on a different feature order than models/features.py "
+                "computes; re-export it ('calmcue model export') with this version"
+            )
 
     @property
     def width(self) -> int | None:
@@ -190,18 +212,42 @@ class Window:
     score: float
 
 
+class _RecordFrontEnd:
+    """models.features.FeatureExtractor with its records as plain dicts."""
+
+    def __init__(self) -> None:
+        from models.features import FeatureExtractor
+
+        self._fx = FeatureExtractor()
+
+    def process(self, chunk: np.ndarray) -> list[dict[str, Any]]:
+        return [
+            {
+                "t": r.t,
+                "speech": r.speech,
+                "level_db": r.level_db,
+                "f0_hz": r.f0_hz,
+                "rate": r.rate,
+                "features": r.features,
+            }
+            for r in self._fx.process(chunk)
+        ]
+
+    def new_conversation(self) -> None:
+        self._fx.new_conversation()
+
+    def reset(self) -> None:
+        self._fx.reset()
+
+
 def make_front_end() -> tuple[FrontEnd, str]:
-    """The numpy reference extractor when it is installed, else the placeholder."""
+    """The numpy reference extractor (models.features), the model's own front end."""
     try:
-        from models import features as ref  # type: ignore[attr-defined]
-    except ImportError:
-        return LevelFrontEnd(), "placeholder-level"
-    for name in ("FeatureStream", "StreamingFeatures", "FeatureExtractor", "Extractor"):
-        cls = getattr(ref, name, None)
-        if cls is not None:
-            return cls(), f"models.features.{name}"
-    log.warning("models.features has no streaming class yet; using the placeholder front end")
-    return LevelFrontEnd(), "placeholder-level"
+        return _RecordFrontEnd(), "models.features"
+    except ImportError as exc:
+        raise ModelError(
+            "models/features.py is missing from this install; reinstall calmcue"
+        ) from exc
 
 
 def make_scorer(path: str) -> Scorer:
