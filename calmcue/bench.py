@@ -14,6 +14,7 @@ from pathlib import Path
 
 BENCHES: list[str] = [
     "firmware.bench_policy",
+    "companion.bench_ingest",
 ]
 
 
