@@ -147,3 +147,9 @@ def test_settings_are_shared_with_micropython(mpy) -> None:
     for g, line in zip(cases, out, strict=True):
         s, errors = json.loads(line)
         assert [s, errors] == [validate_settings(g)[0], validate_settings(g)[1]], g
+
+
+def test_every_setting_is_documented() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "policy.md").read_text()
+    missing = [row[0] for row in SPEC if f"`{row[0]}`" not in doc]
+    assert missing == []
