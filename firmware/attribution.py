@@ -102,9 +102,9 @@ class CounterAttribution:
     def finish_enrolment(self):
         if self._n < self.n_min:
             raise AttributionError(
-                f"enrolment heard {self._n * self.hop:.1f} s of voiced staff speech, it needs {self.n_min * self.hop:.1f} s: keep "
-                "talking (alone, at the counter) until the LED turns green, or lower "
-                "enrol_min_s"
+                "enrolment heard %.1f s of voiced staff speech, it needs %.1f s: keep talking "
+                "(alone, at the counter) until the LED turns green, or lower enrol_min_s"
+                % (self._n * self.hop, self.n_min * self.hop)
             )
         sd = math.sqrt(self._st_m2 / (self._n - 1)) if self._n > 1 else 0.0
         self.staff_st = self._st_mean

@@ -107,26 +107,32 @@ def _check(row, value):
     if limits is None:
         if value is True or value is False:
             return value
-        return f"!{key} must be true or false (got {value!r})"
+        return "!%s must be true or false (got %r)" % (key, value)
     if isinstance(default, str):
         if value in limits:
             return value
-        return "!{} must be one of {} (got {!r})".format(key, ", ".join(limits), value)
+        return "!%s must be one of %s (got %r)" % (key, ", ".join(limits), value)
     if value is True or value is False or not isinstance(value, (int, float)):
-        return "!{} must be a number in {} (got {!r}); the default is {}".format(
+        return "!%s must be a number in %s (got %r); the default is %s" % (
             key,
             unit or "plain units",
             value,
             _fmt(default),
         )
     if value != value:
-        return f"!{key} must be a number, not NaN; the default is {_fmt(default)}"
+        return "!%s must be a number, not NaN; the default is %s" % (key, _fmt(default))
     if isinstance(default, int) and value != int(value):
-        return f"!{key} must be a whole number (got {value!r}); the default is {default}"
+        return "!%s must be a whole number (got %r); the default is %s" % (key, value, default)
     lo, hi = limits
     if not lo <= value <= hi:
-        rng = f"{_fmt(lo)} and {_fmt(hi)} {unit}"
-        return f"!{key} must be between {rng} (got {_fmt(value)}); the default is {_fmt(default)}"
+        return "!%s must be between %s and %s %s (got %s); the default is %s" % (
+            key,
+            _fmt(lo),
+            _fmt(hi),
+            unit,
+            _fmt(value),
+            _fmt(default),
+        )
     if isinstance(default, int):
         return int(value)
     return float(value)
@@ -134,42 +140,41 @@ def _check(row, value):
 
 def _cross(s, errors):
     # Rules between settings: each message says which one to move and why it matters.
+    stress = _fmt(s["stress_threshold"])
     if s["intense_threshold"] <= s["stress_threshold"]:
         errors.append(
-            "intense_threshold ({}) must be above stress_threshold ({}): 'very intense' skips "
+            "intense_threshold (%s) must be above stress_threshold (%s): 'very intense' skips "
             "empathize and calls the manager at once; raise intense_threshold or lower "
-            "stress_threshold".format(_fmt(s["intense_threshold"]), _fmt(s["stress_threshold"]))
+            "stress_threshold" % (_fmt(s["intense_threshold"]), stress)
         )
     if s["tense_threshold"] > s["stress_threshold"]:
         errors.append(
-            "tense_threshold ({}) must not be above stress_threshold ({}): a conversation is "
+            "tense_threshold (%s) must not be above stress_threshold (%s): a conversation is "
             "tense before the customer is stressed enough for empathize; lower "
-            "tense_threshold".format(_fmt(s["tense_threshold"]), _fmt(s["stress_threshold"]))
+            "tense_threshold" % (_fmt(s["tense_threshold"]), stress)
         )
     if s["baseline_max"] + s["settle_margin"] >= s["stress_threshold"]:
         errors.append(
-            "baseline_max + settle_margin ({}) must stay below stress_threshold ({}), or a "
+            "baseline_max + settle_margin (%s) must stay below stress_threshold (%s), or a "
             "conversation could count as settled while still stressed; lower baseline_max or "
-            "settle_margin".format(
-                _fmt(s["baseline_max"] + s["settle_margin"]), _fmt(s["stress_threshold"])
-            )
+            "settle_margin" % (_fmt(s["baseline_max"] + s["settle_margin"]), stress)
         )
     if s["baseline_default"] > s["baseline_max"]:
         errors.append(
-            "baseline_default ({}) must not be above baseline_max ({}); lower "
-            "baseline_default".format(_fmt(s["baseline_default"]), _fmt(s["baseline_max"]))
+            "baseline_default (%s) must not be above baseline_max (%s); lower "
+            "baseline_default" % (_fmt(s["baseline_default"]), _fmt(s["baseline_max"]))
         )
+    hop = _fmt(s["hop_s"])
     for key in _WINDOWED:
         if s[key] < s["hop_s"]:
             errors.append(
-                "{} ({} s) is shorter than one window hop (hop_s = {} s); use at least {}".format(
-                    key, _fmt(s[key]), _fmt(s["hop_s"]), _fmt(s["hop_s"])
-                )
+                "%s (%s s) is shorter than one window hop (hop_s = %s s); use at least %s"
+                % (key, _fmt(s[key]), hop, hop)
             )
     if s["conversation_gap_s"] < 4 * s["hop_s"]:
         errors.append(
-            "conversation_gap_s must be at least 4 window hops ({} s) so a pause between words "
-            "does not end the conversation".format(_fmt(4 * s["hop_s"]))
+            "conversation_gap_s must be at least 4 window hops (%s s) so a pause between words "
+            "does not end the conversation" % _fmt(4 * s["hop_s"])
         )
     if s["eu_mode"] and s["stress_from_unknown"]:
         errors.append(
@@ -196,9 +201,9 @@ def validate_settings(given):
         if row is None:
             hint = _closest(key) if isinstance(key, str) else None
             if hint:
-                errors.append(f"unknown setting {key!r}; did you mean {hint!r}?")
+                errors.append("unknown setting %r; did you mean %r?" % (key, hint))
             else:
-                errors.append(f"unknown setting {key!r}")
+                errors.append("unknown setting %r" % (key,))
             continue
         got = _check(row, given[key])
         if isinstance(got, str) and got[:1] == "!":

@@ -215,7 +215,7 @@ class Policy:
 
     def step(self, t, score, speaker, rate, level_db, speech):
         if speaker not in SPEAKERS:
-            raise PolicyError(f"speaker must be staff, customer or unknown (got {speaker!r})")
+            raise PolicyError("speaker must be staff, customer or unknown (got %r)" % (speaker,))
         out = []
         voiced = speech >= self.min_speech
         if self.conv is None:
