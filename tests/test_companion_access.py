@@ -9,12 +9,14 @@ from companion_helpers import Publisher, cue, running_companion, sqlite_url, wai
 
 from companion import users
 
+pytest_plugins = ("companion_fixtures",)  # the db_url fixture: SQLite and PostgreSQL
+
 
 @pytest.fixture
-def fleet(tmp_path, mosquitto):
+def fleet(db_url, mosquitto):
     """A development-mode companion with events and alerts at two stores, and three users."""
     with running_companion(
-        sqlite_url(tmp_path), mosquitto.url, env="development", admin_password="admin-pass-1"
+        db_url, mosquitto.url, env="development", admin_password="admin-pass-1"
     ) as comp:
         db = comp.engine
         users.create_user(

@@ -12,6 +12,8 @@ import httpx
 import pytest
 from companion_helpers import Publisher, Subscriber, cue, running_companion, sqlite_url, wait_until
 
+pytest_plugins = ("companion_fixtures",)  # the db_url fixture: SQLite and PostgreSQL
+
 
 @pytest.fixture
 def pub(mosquitto):
@@ -31,9 +33,9 @@ def audit(comp, alert_id):
     ]
 
 
-def test_call_manager_opens_one_alert_acked_by_api_resolved_over_mqtt(tmp_path, mosquitto, pub):
+def test_call_manager_opens_one_alert_acked_by_api_resolved_over_mqtt(db_url, mosquitto, pub):
     mgr_dev = Subscriber(mosquitto.port, "calmcue/v1/store-1/alert/call_manager")
-    with running_companion(sqlite_url(tmp_path), mosquitto.url) as comp:
+    with running_companion(db_url, mosquitto.url) as comp:
         pub.event(cue(seq=1, cue_name="empathize"))
         pub.event(cue(seq=2, cue_name="call_manager", level=3, score=0.95))
         (alert,) = wait_until(lambda: active(comp), what="an open alert")
@@ -137,10 +139,8 @@ def test_unacknowledged_alert_renotifies_and_escalates_on_time(tmp_path, mosquit
     hook.shutdown()
 
 
-def test_device_registry_and_silent_device_alarm(tmp_path, mosquitto, pub):
-    with running_companion(
-        sqlite_url(tmp_path), mosquitto.url, silent_device_s=0.6, alert_check_s=0.05
-    ) as comp:
+def test_device_registry_and_silent_device_alarm(db_url, mosquitto, pub):
+    with running_companion(db_url, mosquitto.url, silent_device_s=0.6, alert_check_s=0.05) as comp:
         base = "calmcue/v1/store-1/counter-3"
         pub.send(base + "/status", "online", retain=True)
         tele = {

@@ -18,10 +18,12 @@ from pydantic import ValidationError
 from calmcue.broker import free_port
 from companion.config import DEFAULT_SECRET, MqttTarget, Settings
 
+pytest_plugins = ("companion_fixtures",)  # the db_url fixture: SQLite and PostgreSQL
+
 
 @pytest.fixture
-def comp(tmp_path, mosquitto):
-    with running_companion(sqlite_url(tmp_path), mosquitto.url, dead_letter_max_bytes=64) as c:
+def comp(db_url, mosquitto):
+    with running_companion(db_url, mosquitto.url, dead_letter_max_bytes=64) as c:
         yield c
 
 
