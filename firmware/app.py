@@ -1,0 +1,307 @@
+# The headset application: audio -> pipeline -> cue on LED/motor + event on flash queue -> MQTT.
+#
+# `Device` holds the logic and takes the hardware and the time as arguments, so the same object
+# runs on the ESP32 (firmware/main.py, asyncio tasks below) and in the host runner
+# (firmware/host/runner.py, stepped on audio time, faster than real time).
+import gc
+import json
+import os
+
+from firmware import config, events
+from firmware.net import Link
+from firmware.outputs import Outputs
+from firmware.pipeline import MODEL_ID, Pipeline
+from firmware.store import Queue
+from firmware.version import FIRMWARE
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+_DELIVER_PER_CALL = const(8)  # events sent per network step: the audio loop waits for none of them
+_NTP_RETRY_MS = const(60000)
+_NTP_RESYNC_MS = const(21600000)  # 6 h: the RTC drifts a few seconds a day
+_PENDING_MAX = const(4)
+COMMANDS = ("ping", "tele", "mute", "unmute", "ack", "reboot")
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_atomic(path, text):
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.rename(path + ".tmp", path)
+
+
+def next_boot(root):
+    """Boot counter on flash, bumped once per start: the companion sees reboots as (boot, seq)."""
+    try:
+        with open(root + "boot") as f:
+            n = int(f.read()) + 1
+    except (OSError, ValueError):
+        n = 1
+    _write_atomic(root + "boot", str(n))
+    return n
+
+
+class Device:
+    def __init__(self, hw, root="", rand=os.urandom, log=print):
+        self.hw = hw
+        self.root = root
+        self.log = log
+        try:
+            self.ident = _read_json(root + "device.json")
+        except (OSError, ValueError):
+            raise RuntimeError(
+                "device.json is missing or unreadable on flash; provision the device with "
+                "'calmcue device provision' (docs/firmware.md lists its keys)"
+            )
+        self.boot = next_boot(root)
+        self.cfg, self.config_error = config.load(root)
+        if self.config_error:
+            log("config: " + self.config_error)
+        self.stamper = events.Stamper(self.ident["site"], self.ident["device"], self.boot)
+        self.queue = Queue(root + "queue", self.ident.get("queue_max", 500))
+        self.outputs = Outputs(hw.led, hw.motor, self.cfg["brightness"], self.cfg["haptic"])
+        hw.button.long_press_ms = self.cfg["long_press_ms"]
+        self.pipeline = Pipeline(self.cfg, rand)
+        self.link = Link(hw.wlan, self.ident, self._on_message, log)
+        self.muted = self.cfg["muted"]
+        self.unix_at_boot = None  # Unix time at up_ms == 0, once NTP has answered
+        self._ntp_next = 0
+        self._tele_next = 0
+        self._pending = []
+        self._reboot = False
+        self.sent = 0
+        self.heap_min = gc.mem_free()
+        self.model_hash = None
+
+    # ---- time --------------------------------------------------------------------------------
+
+    def ts(self, up_ms):
+        if self.unix_at_boot is None:
+            return None
+        return round(self.unix_at_boot + up_ms / 1000, 3)
+
+    def _sync_time(self, up_ms):
+        if up_ms < self._ntp_next or self.hw.ntp is None:
+            return
+        try:
+            unix = self.hw.ntp()
+        except (OSError, IndexError):
+            self._ntp_next = up_ms + _NTP_RETRY_MS
+            return
+        self.unix_at_boot = unix - up_ms / 1000
+        self._ntp_next = up_ms + _NTP_RESYNC_MS
+
+    # ---- audio side: never waits for the network ---------------------------------------------
+
+    def audio(self, n, up_ms):
+        """Process the `n` samples now in hw.mic.samples (the hop ending at up_ms)."""
+        if self.muted:
+            return
+        for etype, fields in self.pipeline.process(self.hw.mic.samples, n, up_ms / 1000):
+            if etype == "cue":
+                self.outputs.show(fields["cue"], up_ms, fields["level"])
+            self.emit(etype, fields, up_ms)
+
+    def emit(self, etype, fields, up_ms):
+        ev = self.stamper.stamp(etype, fields, up_ms, self.ts(up_ms))
+        self.queue.put(events.encode(ev))
+
+    def tick(self, up_ms):
+        """Outputs, button, watchdog: call every ~20 ms (or after every hop on the host)."""
+        self.outputs.tick(up_ms)
+        action = self.hw.button.poll(up_ms)
+        if action == "ack":
+            self.outputs.acknowledge(up_ms)
+            self.emit("button", {"action": "ack"}, up_ms)
+        elif action == "mute":
+            self.set_muted(not self.muted, up_ms)
+        if self.hw.wdt is not None:
+            self.hw.wdt.feed()
+
+    def set_muted(self, muted, up_ms):
+        if muted == self.muted:
+            return
+        self.muted = muted
+        if muted:
+            self.pipeline.reset()  # a muted stretch ends the conversation being followed
+        self.outputs.show("mute" if muted else "unmute", up_ms)
+        self.emit("button", {"action": "mute" if muted else "unmute"}, up_ms)
+
+    # ---- network side ------------------------------------------------------------------------
+
+    def network(self, up_ms):
+        """Links, incoming config/commands, queued events, telemetry. Call every ~100-250 ms."""
+        was_up = self.link.up
+        if not self.link.service(up_ms):
+            return
+        if not was_up:
+            self._tele_next = up_ms  # fresh session: report health at once
+        self._sync_time(up_ms)
+        while self._pending:
+            leaf, payload = self._pending.pop(0)
+            self._handle(leaf, payload, up_ms)
+        self.deliver(_DELIVER_PER_CALL)
+        if up_ms >= self._tele_next and self.link.up:
+            self._tele_next = up_ms + self.cfg["tele_s"] * 1000
+            self.link.publish("tele", json.dumps(self.telemetry(up_ms)))
+        if self._reboot and self.hw.reset is not None:
+            self.hw.reset()
+
+    def deliver(self, budget):
+        """Send up to `budget` queued events in order, each acknowledged (QoS 1) before the next."""
+        while budget and self.link.up:
+            data = self.queue.peek()
+            if data is None:
+                return
+            try:
+                ev = json.loads(data)
+                etype = ev["type"]
+            except (ValueError, KeyError, TypeError):
+                self.log("queue: dropping unreadable entry")
+                self.queue.pop()
+                continue
+            if "ts" not in ev and ev.get("boot") == self.boot and self.unix_at_boot is not None:
+                # Queued before the clock was known: up_ms since this boot gives its time now.
+                ev["ts"] = self.ts(ev["up_ms"])
+                data = events.encode(ev)
+            if not self.link.publish("evt/" + etype, data, False, 1):
+                return
+            self.queue.pop()
+            self.sent += 1
+            budget -= 1
+
+    def _on_message(self, leaf, payload):
+        # Called from inside umqtt (possibly while it waits for a PUBACK): only note it here.
+        if leaf == "config" or leaf.startswith("cmd/"):
+            if len(self._pending) < _PENDING_MAX:
+                self._pending.append((leaf, bytes(payload)))
+
+    def _reply(self, name, ok, detail, up_ms):
+        self.link.publish("state/result", json.dumps(
+            {"cmd": name, "ok": ok, "detail": detail, "up_ms": up_ms, "rev": self.cfg["rev"]}))
+
+    def _handle(self, leaf, payload, up_ms):
+        if leaf == "config":
+            self.apply_config(payload, up_ms)
+            return
+        name = leaf[4:]
+        if name == "ping":
+            self._reply(name, True, "pong", up_ms)
+        elif name == "tele":
+            self._tele_next = up_ms
+            self._reply(name, True, "telemetry follows", up_ms)
+        elif name == "mute" or name == "unmute":
+            self.set_muted(name == "mute", up_ms)
+            self._reply(name, True, name + "d", up_ms)
+        elif name == "ack":
+            self.outputs.acknowledge(up_ms)
+            self._reply(name, True, "acknowledged", up_ms)
+        elif name == "reboot":
+            self._reply(name, True, "rebooting", up_ms)
+            self._reboot = True
+        else:
+            self._reply(name, False, "unknown command; known: " + ", ".join(COMMANDS), up_ms)
+
+    def apply_config(self, payload, up_ms):
+        if not payload:
+            return  # retained config cleared: keep what we have
+        try:
+            cfg = json.loads(payload)
+        except ValueError:
+            self._reply("config", False, "config is not valid JSON; nothing changed", up_ms)
+            return
+        errs = config.problems(cfg)
+        if errs:
+            self._reply("config", False, "; ".join(errs) + "; nothing changed", up_ms)
+            return
+        new = config.merged(cfg)
+        if new == self.cfg and not self.config_error:
+            return  # the retained copy arrives on every reconnect: no flash write
+        config.save(new, self.root)
+        self.cfg = new
+        self.config_error = None
+        self.outputs.brightness = new["brightness"]
+        self.outputs.haptic = new["haptic"]
+        self.hw.button.long_press_ms = new["long_press_ms"]
+        self.pipeline = Pipeline(new, self.pipeline.rand)
+        self._reply("config", True, "applied rev %d" % new["rev"], up_ms)
+        self._tele_next = up_ms
+
+    def telemetry(self, up_ms):
+        gc.collect()
+        free = gc.mem_free()
+        if free < self.heap_min:
+            self.heap_min = free
+        bat = self.hw.battery
+        volts = bat.volts() if bat is not None else None
+        t = {
+            "fw": FIRMWARE,
+            "model": MODEL_ID,
+            "model_hash": self.model_hash,
+            "boot": self.boot,
+            "up_s": up_ms // 1000,
+            "heap_free": free,
+            "heap_min": self.heap_min,
+            "rssi": self.link.rssi(),
+            "batt_v": round(volts, 2) if volts is not None else None,
+            "batt_pct": bat.percent(volts) if bat is not None else None,
+            "mic_ok": self.hw.mic.ok,
+            "muted": self.muted,
+            "queue": len(self.queue),
+            "dropped": self.queue.dropped,
+            "sent": self.sent,
+            "config_rev": self.cfg["rev"],
+            "config_error": self.config_error,
+        }
+        ts = self.ts(up_ms)
+        if ts is not None:
+            t["ts"] = ts
+        return t
+
+
+# ---- on the ESP32: three asyncio tasks --------------------------------------------------------
+
+
+async def run(dev, i2s):
+    """Audio, outputs/button and network as separate tasks; a slow network step delays only the
+    network task, the I2S DMA buffer (see main.py) absorbs the rest."""
+    import asyncio
+    import time
+
+    t0 = time.ticks_ms()
+    up = [0, t0]
+
+    def now():
+        t = time.ticks_ms()
+        up[0] += time.ticks_diff(t, up[1])  # accumulate: ticks_ms wraps, uptime must not
+        up[1] = t
+        return up[0]
+
+    async def audio():
+        reader = asyncio.StreamReader(i2s)
+        buf = dev.hw.mic.samples
+        while True:
+            n = await reader.readinto(buf)
+            dev.audio(n // 2, now())
+
+    async def outputs():
+        while True:
+            dev.tick(now())
+            await asyncio.sleep_ms(20)
+
+    async def network():
+        while True:
+            dev.network(now())
+            await asyncio.sleep_ms(200)
+
+    await asyncio.gather(audio(), outputs(), network())

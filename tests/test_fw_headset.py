@@ -1,0 +1,199 @@
+"""The headset firmware end to end on the real MicroPython unix port (-X heapsize=96K) with fake
+hardware and a real Mosquitto: audio -> cue -> LED/motor -> event; outages; reboots; config."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from fw_harness import DEMO_WAV, Collector, Device, run_through
+
+from firmware import events
+from firmware.tools import bundle
+
+SITE_DEV = "calmcue/v1/demo/headset-1/"
+
+
+@pytest.fixture(scope="session")
+def host_build(tmp_path_factory) -> Path:
+    """The firmware compiled for the unix port, as the device loads it (compiled, not source)."""
+    return bundle.compile_host(tmp_path_factory.mktemp("fw-host-build"))
+
+
+@pytest.fixture
+def collector(mosquitto):
+    c = Collector(mosquitto.port)
+    yield c
+    c.close()
+
+
+def _evt_key(e: dict) -> tuple[int, int]:
+    return (e["boot"], e["seq"])
+
+
+def test_demo_conversation_ten_minutes_heap_flat(host_build, tmp_path, mosquitto, collector):
+    """600 s of audio (the demo looped) through the whole firmware in a 96 KB heap; free heap
+    after 10 min equals free heap after 1 min; every queued event reaches the broker."""
+    minutes = ",".join(str(60 * m) for m in range(1, 11))
+    lines = run_through(
+        host_build,
+        tmp_path,
+        DEMO_WAV,
+        mosquitto.port,
+        "--seconds",
+        "600",
+        "--heap-at",
+        minutes,
+        "--trace",
+    )
+    heap = {int(x["heap"]["t_s"]): x["heap"]["free"] for x in lines if "heap" in x}
+    done = next(x["done"] for x in lines if "done" in x)
+    print("free heap per minute:", heap, "lowest:", done["heap_min"])
+    # Equal up to the pipeline's live state at that instant (which boxed floats and event dicts
+    # happen to be alive: a few hundred bytes either way); a leak of even 16 bytes per 0.25 s hop
+    # would be 38 KB by minute 10, and the heap would run out long before.
+    assert abs(heap[600] - heap[60]) <= 512, "free heap changed between minute 1 and minute 10"
+    assert max(heap.values()) - min(heap.values()) <= 512
+    assert done["heap_min"] > 4096
+    assert done["t_ms"] >= 600_000
+
+    queued = [x["evt"] for x in lines if "evt" in x]
+    cues = [e for e in queued if e["type"] == "cue"]
+    assert cues, "the demo conversation raised no cue"
+    # The LED and the motor were driven for the cues (fake pins record what they were told).
+    led = [x for x in lines if x.get("out") == "led48" and x["value"] != [0, 0, 0]]
+    motor = [x for x in lines if x.get("out") == "pwm7" and x["value"] > 0]
+    assert len(led) >= len(cues) and motor
+    assert done["queue"] == 0 and done["sent"] == len(queued)
+
+    collector.wait_for(
+        lambda m: (
+            m[0].endswith("/evt/" + queued[-1]["type"])
+            and json.loads(m[1])["seq"] == queued[-1]["seq"]
+        )
+    )
+    got = collector.events()
+    assert [e["seq"] for e in got] == list(range(len(queued)))
+    for e in got:
+        assert events.problems(e) == []
+        assert e["ts"] > 1.7e9  # NTP (the fake radio's host clock) was known: real timestamps
+    assert [e["cue"] for e in got if e["type"] == "cue"] == [c["fields"]["cue"] for c in cues]
+
+
+def test_outage_and_reboot_deliver_once_in_order(host_build, tmp_path, mosquitto, collector):
+    dev = Device(host_build, tmp_path, DEMO_WAV, mosquitto.port)
+    st = dev.cmd("audio 3")
+    assert st["mqtt"]
+    collector.wait_for(lambda m: m[0] == SITE_DEV + "status" and m[1] == b"online")
+
+    mosquitto.stop()
+    for _ in range(3):
+        dev.cmd("press 200")  # short presses: "ack" button events
+    st = dev.cmd("audio 5")
+    assert not st["mqtt"] and st["queue"] >= 3
+    queued_before_reboot = st["queue"]
+    dev.kill()  # power cut in the middle of the outage
+
+    dev2 = Device(host_build, tmp_path, DEMO_WAV, mosquitto.port)
+    assert dev2.boot["boot"] == 2
+    assert dev2.boot["queued"] == queued_before_reboot  # nothing queued was lost
+    dev2.cmd("press 200")
+    dev2.cmd("audio 2")
+    mosquitto.start()
+    assert collector.connected.wait(10)
+    st = dev2.cmd("audio 40")  # backoff brings MQTT back; the queue drains
+    assert st["mqtt"] and st["queue"] == 0
+    dev2.close()
+
+    produced = dev.events() + dev2.events()
+    last = produced[-1]
+    collector.wait_for(
+        lambda m: (
+            "/evt/" in m[0]
+            and json.loads(m[1])["seq"] == last["seq"]
+            and json.loads(m[1])["boot"] == 2
+        )
+    )
+    got = collector.events()
+    keys = [_evt_key(e) for e in got]
+    assert len(keys) == len(set(keys)), "an event was delivered twice"
+    assert keys == sorted(keys), "events arrived out of order"
+    assert keys == [_evt_key(e) for e in produced]
+    acks = [e for e in got if e["type"] == "button"]
+    assert len(acks) == 4
+
+
+def test_wifi_loss_queues_and_time_arrives_late(host_build, tmp_path, mosquitto, collector):
+    dev = Device(host_build, tmp_path, DEMO_WAV, mosquitto.port)
+    dev.cmd("radio down")  # no Wi-Fi from power-on: no NTP either
+    dev.cmd("press 200")
+    st = dev.cmd("audio 30")
+    assert not st["mqtt"] and not st["ts_known"] and st["queue"] >= 2
+    before = time.time()
+    dev.cmd("radio up")
+    st = dev.cmd("audio 70")  # Wi-Fi backoff has grown meanwhile; the next try gets through
+    assert st["mqtt"] and st["ts_known"] and st["queue"] == 0
+    up_now = st["t_ms"]
+    dev.cmd("radio down")
+    dev.cmd("audio 1")
+    collector.wait_for(lambda m: m[0] == SITE_DEV + "status" and m[1] == b"offline")
+    dev.close()
+
+    got = collector.events()
+    assert [e["seq"] for e in got] == list(range(len(dev.events())))
+    # Every event got a timestamp once the clock was known, consistent with its up_ms: the
+    # ones queued first are dated back by the uptime that passed since.
+    offsets = {round(e["ts"] - e["up_ms"] / 1000, 1) for e in got}
+    assert len(offsets) == 1
+    boot_time = offsets.pop()
+    assert before - up_now / 1000 - 5 < boot_time < time.time()
+
+
+def test_corrupt_config_boots_with_last_good_and_says_so(
+    host_build, tmp_path, mosquitto, collector
+):
+    good = {
+        "rev": 3,
+        "brightness": 0.5,
+        "haptic": 0.4,
+        "tele_s": 30,
+        "long_press_ms": 1500,
+        "eu_mode": False,
+        "muted": False,
+        "policy": {},
+    }
+    (tmp_path / "config.good").write_text(json.dumps(good))
+    (tmp_path / "config.json").write_text(json.dumps(dict(good, rev=4))[:37])  # half-written
+
+    dev = Device(host_build, tmp_path, DEMO_WAV, mosquitto.port)
+    assert "last good config (rev 3)" in dev.boot["config_error"]
+    dev.cmd("audio 1")
+    _, payload, _ = collector.wait_for(lambda m: m[0] == SITE_DEV + "tele")
+    tele = json.loads(payload)
+    assert tele["config_rev"] == 3 and "not valid JSON" in tele["config_error"]
+    for key in ("fw", "model", "up_s", "heap_free", "rssi", "batt_v", "queue", "boot"):
+        assert key in tele
+
+    # A valid retained config heals it: applied live, persisted, reported.
+    collector.publish(
+        SITE_DEV + "config", json.dumps(dict(good, rev=5, brightness=0.9)), retain=True
+    )
+    dev.cmd("audio 1")
+    _, res, _ = collector.wait_for(lambda m: m[0] == SITE_DEV + "state/result")
+    assert json.loads(res)["ok"] and json.loads(res)["rev"] == 5
+    assert json.loads((tmp_path / "config.json").read_text())["rev"] == 5
+    assert not (tmp_path / "config.json.tmp").exists()
+
+    # A bad one is refused with a fix-it message and changes nothing.
+    collector.publish(SITE_DEV + "config", json.dumps({"brightness": 7}), retain=True)
+    dev.cmd("audio 1")
+    _, res, _ = collector.wait_for(lambda m: m[0] == SITE_DEV + "state/result" and b"false" in m[1])
+    assert "between 0 and 1" in json.loads(res)["detail"]
+    assert json.loads((tmp_path / "config.json").read_text())["rev"] == 5
+
+    collector.publish(SITE_DEV + "cmd/ping", b"")
+    dev.cmd("audio 1")
+    collector.wait_for(lambda m: m[0] == SITE_DEV + "state/result" and b"pong" in m[1])
+    dev.close()
