@@ -1,0 +1,102 @@
+"""The dashboard in Debian's real Chromium (Playwright, never a downloaded browser): a manager
+logs in, sees a live alert within 1 s of the device's event, acknowledges and resolves it; a
+manager of another site never sees it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from companion_helpers import Publisher, cue, running_companion, sqlite_url
+
+from companion import alerts, users
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is missing: apt-get install chromium (make test does this)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield b
+        b.close()
+
+
+def login(browser, url: str, username: str, password: str):
+    page = browser.new_context().new_page()
+    page.goto(url + "/")
+    page.wait_for_url("**/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#live.on", timeout=10_000)  # logged in and the live feed is open
+    return page
+
+
+def test_manager_sees_live_alert_acknowledges_and_resolves_it(tmp_path, mosquitto, browser):
+    with running_companion(sqlite_url(tmp_path), mosquitto.url, env="development") as comp:
+        users.create_user(
+            comp.engine, username="ann", password="ann-pass-1", role="manager", sites=["store-a"]
+        )
+        users.create_user(
+            comp.engine, username="bob", password="bob-pass-1", role="manager", sites=["store-b"]
+        )
+        ann = login(browser, comp.url, "ann", "ann-pass-1")
+        bob = login(browser, comp.url, "bob", "bob-pass-1")
+        assert "ann" in ann.inner_text("#who") and ann.inner_text("#alerts") == "No open alerts."
+
+        pub = Publisher(mosquitto.port)
+        sent = time.monotonic()
+        pub.event(cue(site="store-a", device="counter-2", seq=1, cue_name="call_manager", level=3))
+        ann.wait_for_selector("#alerts li.alert.open", timeout=1000)
+        assert time.monotonic() - sent < 1.0
+        assert "store-a / counter-2" in ann.inner_text("#alerts")
+        ann.wait_for_selector("#cues tbody tr >> text=call_manager", timeout=1000)
+
+        ann.click("#alerts li.alert button.ack")
+        ann.wait_for_selector("#alerts li.alert.acknowledged", timeout=2000)
+        ann.click("#alerts li.alert button.resolve")
+        ann.wait_for_selector("#alerts li.empty", timeout=2000)
+        assert ann.locator("#alerts li.alert").count() == 0
+
+        # the other store's manager saw nothing of it, live or on reload
+        assert bob.locator("#alerts li.alert").count() == 0
+        assert bob.locator("#cues tbody tr").count() == 0
+        bob.reload()
+        bob.wait_for_selector("#live.on")
+        assert bob.locator("#cues tbody tr").count() == 0
+        pub.close()
+        (alert,) = alerts.list_alerts(comp.engine, sites=None)
+        assert [(a["action"], a["actor"]) for a in alerts.audit_of(comp.engine, alert["id"])] == [
+            ("opened", "system"),
+            ("acknowledged", "user:ann"),
+            ("resolved", "user:ann"),
+        ]
+
+
+def test_demo_mode_dashboard_needs_no_login_and_updates_live(tmp_path, mosquitto, browser):
+    with running_companion(sqlite_url(tmp_path), mosquitto.url, env="demo") as comp:
+        page = browser.new_context().new_page()
+        page.goto(comp.url + "/")
+        page.wait_for_selector("#live.on")
+        assert page.inner_text("#mode") == "demo mode"
+        pub = Publisher(mosquitto.port)
+        pub.event(cue(seq=5, cue_name="slow_down", level=1, score=0.61))
+        row = page.wait_for_selector("#cues tbody tr", timeout=1000)
+        assert "slow_down" in row.inner_text() and "0.61" in row.inner_text()
+        pub.close()
