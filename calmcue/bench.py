@@ -15,6 +15,7 @@ from pathlib import Path
 BENCHES: list[str] = [
     "firmware.bench_policy",
     "companion.bench_ingest",
+    "firmware.pi.bench_agent",
 ]
 
 
