@@ -278,13 +278,13 @@ async def run(dev, i2s):
     import asyncio
     import time
 
-    t0 = time.ticks_ms()
-    up = [0, t0]
+    last = [time.ticks_ms()]
+    up = [0]
 
     def now():
         t = time.ticks_ms()
-        up[0] += time.ticks_diff(t, up[1])  # accumulate: ticks_ms wraps, uptime must not
-        up[1] = t
+        up[0] += time.ticks_diff(t, last[0])  # accumulate: ticks_ms wraps, uptime must not
+        last[0] = t
         return up[0]
 
     async def audio():

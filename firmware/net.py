@@ -26,7 +26,7 @@ class _Client(MQTTClient):
     raises OSError after a few seconds instead of blocking forever. check_msg() leaves the socket
     blocking, so the timeout is put back after every read."""
 
-    def connect(self, clean_session=True):
+    def connect(self, clean_session=True, timeout=None):
         r = super().connect(clean_session)
         self.sock.settimeout(_SOCKET_TIMEOUT_S)
         return r
