@@ -18,6 +18,10 @@ class AttributionError(ValueError):
     pass
 
 
+_ST_PER_DB = 0.5
+_MAX_EXTRA_ST = 6.0
+
+
 def _semitones(f0_hz):
     return 12.0 * math.log(f0_hz / 100.0) / math.log(2.0)
 
@@ -121,11 +125,17 @@ class CounterAttribution:
             # Unvoiced: only a much quieter voice is clearly someone else.
             return "customer" if quieter >= self.level_tol + 4.0 else "unknown"
         p = _semitones(f0_hz) - self.staff_st
+        tol = self.tol
         if p < 0.0:
             p = -p
-        if p <= self.tol and quieter <= self.level_tol:
+        elif quieter < 0.0:
+            # A raised voice is also a higher one (Lombard effect, about half a semitone per
+            # dB): a staff member who speaks up under pressure stays "staff".
+            extra = -quieter * _ST_PER_DB
+            tol += extra if extra < _MAX_EXTRA_ST else _MAX_EXTRA_ST
+        if p <= tol and quieter <= self.level_tol:
             return "staff"
-        if p >= self.tol + 2.0 or quieter >= self.level_tol + 4.0:
+        if p >= tol + 2.0 or quieter >= self.level_tol + 4.0:
             return "customer"
         return "unknown"
 

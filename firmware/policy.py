@@ -134,6 +134,7 @@ class Policy:
         self.hop = hop
         self.eu = s["eu_mode"]
         self.min_speech = s["min_speech"]
+        self.pace_min_speech = s["pace_min_speech"]
         self.gap_s = s["conversation_gap_s"]
         self.thr = s["stress_threshold"]
         self.tense = s["tense_threshold"]
@@ -238,13 +239,18 @@ class Policy:
             score = None  # NaN or negative: no stress reading this window
         elif score is not None and score > 1.0:
             score = 1.0
+        # Pace and loudness only from windows mostly full of speech: a window that a turn
+        # starts or ends in holds fewer onsets and would read as a slower, quieter voice.
+        solid = speech >= self.pace_min_speech
         if speaker == "staff":
-            self.staff.add(rate, level_db)
             if self.staff_smooth is not None and score is not None:
                 self.staff_score = self.staff_smooth.add(score)
-            self._slow_down(t, out)
+            if solid:
+                self.staff.add(rate, level_db)
+                self._slow_down(t, out)
         elif speaker == "customer":
-            self.customer.add(rate, level_db)
+            if solid:
+                self.customer.add(rate, level_db)
             if score is not None:
                 self._stress(t, self.cust_smooth.add(score), out)
         elif self.from_unknown and score is not None:

@@ -120,3 +120,13 @@ def test_labels_identical_on_micropython(mpy) -> None:
     c.finish_enrolment()
     h = HeadsetAttribution({"headset_wearer_db": -30.0})
     assert got == [[c.process(*w) for w in windows], [h.process(*w) for w in windows]]
+
+
+def test_counter_raised_staff_voice_stays_staff() -> None:
+    a = enrolled()  # staff around 118 Hz, -28.5 dBFS
+    # Speaking up by 6 dB lifts the pitch too (Lombard): +4 semitones is still the staff member.
+    assert a.process(0.85, -22.5, 118.0 * 2 ** (4 / 12)) == "staff"
+    # The same pitch at the enrolled level is not.
+    assert a.process(0.85, -28.5, 118.0 * 2 ** (4 / 12)) == "unknown"
+    # A clearly different voice stays the customer however loud it gets.
+    assert a.process(0.85, -15.0, 260.0) == "customer"
