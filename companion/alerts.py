@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, insert, select, update
 
+from companion import device_config
 from companion.config import Settings
 from companion.db import alert_audit, alerts, devices, sites
 
@@ -95,6 +96,11 @@ class AlertManager:
         """Ingest listener: open alerts for `call_manager` cues."""
         for row in rows:
             if row.get("type") == "cue" and row.get("cue") == CALL_MANAGER:
+                if device_config.in_quiet_hours(self.engine, row["site"]):
+                    log.info(
+                        "call_manager at %s/%s in quiet hours: no alert", row["site"], row["device"]
+                    )
+                    continue
                 self.open(row["site"], row["device"], CALL_MANAGER, event=row)
 
     def on_mqtt(self, topic: str, payload: bytes) -> None:

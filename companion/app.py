@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +18,7 @@ from sqlalchemy import Engine, text
 from starlette.middleware.sessions import SessionMiddleware
 
 from companion import alerts as alerts_mod
-from companion import store, users
+from companion import device_config, store, users
 from companion.alerts import AlertError, AlertManager
 from companion.auth import Principal, current_principal
 from companion.config import Settings
@@ -310,6 +311,50 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return store.upsert_site(db, site=site, **body.model_dump(exclude_none=True))
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
+
+    @app.get("/api/sites/{site}/config", tags=["sites"])
+    def get_site_config(who: Viewer, db: Db, site: str) -> dict[str, Any]:
+        require_site(who, site)
+        for row in store.list_sites(db, sites=None):
+            if row["site"] == site:
+                return json.loads(row["config"]) if row["config"] else {}
+        raise HTTPException(404, f"no site {site!r}")
+
+    @app.put("/api/sites/{site}/config", tags=["sites"])
+    def put_site_config(
+        request: Request, who: Viewer, db: Db, site: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Validate and store a site's configuration, then publish every device's effective
+        configuration retained on calmcue/v1/<site>/<device>/config."""
+        require(who, "admin", "it")
+        try:
+            cfg = device_config.set_site(db, site, body)
+        except (device_config.ConfigError, ValueError) as exc:
+            raise HTTPException(422, str(exc)) from None
+        topics = device_config.publish_site(db, site, request.app.state.ingest.publish)
+        return {"config": cfg.model_dump(exclude_none=True), "published": topics}
+
+    @app.get("/api/devices/{site}/{device}/config", tags=["devices"])
+    def get_device_config(who: Viewer, db: Db, site: str, device: str) -> dict[str, Any]:
+        """Site and device documents, the effective merge, and the payload the device gets."""
+        require_site(who, site)
+        try:
+            return device_config.effective(db, site, device)
+        except device_config.ConfigError as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    @app.put("/api/devices/{site}/{device}/config", tags=["devices"])
+    def put_device_config(
+        request: Request, who: Viewer, db: Db, site: str, device: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        require(who, "admin", "it")
+        try:
+            device_config.set_device(db, site, device, body)
+        except device_config.ConfigError as exc:
+            status = 404 if "registry" in str(exc) else 422
+            raise HTTPException(status, str(exc)) from None
+        device_config.publish_device(db, site, device, request.app.state.ingest.publish)
+        return device_config.effective(db, site, device)
 
     @app.get("/api/devices", tags=["devices"])
     def get_devices(who: Viewer, db: Db) -> list[dict[str, Any]]:

@@ -472,8 +472,12 @@ class Ingest:
                 else:
                     tele = data[2]
                     values: dict[str, Any] = {"tele": data[3], "tele_at": data[4]}
-                    for col in ("firmware", "model"):
-                        v = tele.get(col)
+                    # ESP32 firmware says "fw", the Pi agent "agent"
+                    for col, keys in (
+                        ("firmware", ("fw", "agent", "firmware")),
+                        ("model", ("model",)),
+                    ):
+                        v = next((tele[k] for k in keys if tele.get(k) is not None), None)
                         if isinstance(v, dict):  # {"model": {"id": ..., "hash": ...}}
                             v = v.get("id")
                         if v is not None:
