@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -115,3 +116,23 @@ def test_cli_reports_config_problems_and_exits_2(tmp_path):
         capture_output=True, text=True, timeout=60,
     )
     assert missing.returncode == 2 and "agent.example.toml" in missing.stderr
+
+
+def test_service_unit_and_install_script(tmp_path):
+    from agent_support import REPO
+
+    unit = (REPO / "firmware/pi/calmcue-agent.service").read_text()
+    assert "ExecStart=/opt/calmcue/venv/bin/calmcue agent --config /etc/calmcue/agent.toml\n" in unit
+    assert "ReadWritePaths=/var/lib/calmcue\n" in unit and "ProtectSystem=strict" in unit
+    assert "Restart=always" in unit and "KillSignal=SIGTERM" in unit
+    analyze = shutil.which("systemd-analyze")
+    if analyze:  # the unit parses; only the not-yet-installed binary may be reported
+        proc = subprocess.run([analyze, "verify", str(REPO / "firmware/pi/calmcue-agent.service")],
+                              capture_output=True, text=True, timeout=60)
+        lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+        assert all("is not executable" in ln for ln in lines), lines
+    dry = subprocess.run(["bash", str(REPO / "firmware/pi/install.sh"), "--dry-run"],
+                         capture_output=True, text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    for step in ("alsa-utils", "useradd --system", "calmcue-agent.service", "--check"):
+        assert step in dry.stdout, step

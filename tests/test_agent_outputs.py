@@ -10,7 +10,7 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 from firmware.pi.config import OutputSettings
 from firmware.pi.outputs import PATTERNS, Outputs
 
-R, G, B, MOTOR, BUTTON = 17, 27, 22, 18, 23
+R, G, B, MOTOR, BUTTON = 17, 27, 22, 12, 23
 BRIGHT, HAPTIC = 0.6, 0.8
 
 

@@ -16,7 +16,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -115,7 +115,7 @@ class SounddeviceSource:
         self.name = f"alsa:{device}"
         self.device = None if device == "default" else device
         self.chunk = chunk
-        self._stream = None
+        self._stream: Any = None
 
     def chunks(self) -> Iterator[np.ndarray]:
         import sounddevice as sd

@@ -20,6 +20,9 @@ def run_agent(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"calmcue agent: {exc}", file=sys.stderr)
         return 2
+    if args.check:
+        print(f"{args.config}: ok (site {cfg.site}, device {cfg.device}, {cfg.mqtt.url})")
+        return 0
     stop = threading.Event()
     # systemd stops us with SIGTERM: finish the chunk, say offline, close the queue cleanly.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -59,4 +62,6 @@ def register(sub) -> None:
         action="store_false",
         help="replay a file as fast as the pipeline runs",
     )
+    p.add_argument("--check", action="store_true",
+                   help="validate the config file and exit (0 = ok, 2 = problems listed)")
     p.set_defaults(func=run_agent)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,7 +85,7 @@ class OutputSettings:
     enabled: bool = True
     led_pins: tuple[int, int, int] = (17, 27, 22)  # red, green, blue (BCM)
     led_active_high: bool = True  # False for common-anode LEDs
-    motor_pin: int | None = 18
+    motor_pin: int | None = 12  # BCM12 = hardware PWM0, clear of the I2S pins 18-21
     button_pin: int | None = 23
     brightness: float = 0.6
     haptic_strength: float = 0.8
@@ -142,10 +143,11 @@ def _check_type(where: str, value: Any, default: Any, problems: list[str]) -> An
             problems.append(f"{where}: {value!r} must be true or false")
         return value
     if isinstance(default, int) and not isinstance(default, bool) or where.endswith("_pin"):
-        if value is None and where.endswith("_pin"):
-            return None
+        if where.endswith("_pin") and (value is None or value == "none"):
+            return None  # not fitted (TOML has no null: write "none")
         if isinstance(value, bool) or not isinstance(value, int):
-            problems.append(f"{where}: {value!r} must be a whole number")
+            hint = ' (a BCM GPIO number, or "none" when not fitted)' if where.endswith("_pin") else ""
+            problems.append(f"{where}: {value!r} must be a whole number{hint}")
         return value
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -260,7 +262,9 @@ def _check_outputs(o: OutputSettings, problems: list[str]) -> None:
         )
         return
     used: dict[int, str] = {}
-    pins = [(f"outputs.led_pins[{i}]", p) for i, p in enumerate(o.led_pins)]
+    pins: list[tuple[str, int | None]] = [
+        (f"outputs.led_pins[{i}]", p) for i, p in enumerate(o.led_pins)
+    ]
     pins += [("outputs.motor_pin", o.motor_pin), ("outputs.button_pin", o.button_pin)]
     for where, pin in pins:
         if pin is None or isinstance(pin, bool) or not isinstance(pin, int):
@@ -380,7 +384,7 @@ def build(raw: Any, source: str = "config", base_dir: Path | None = None) -> Age
     )
 
 
-def load(path: str | Path) -> AgentConfig:
+def load(path: str | os.PathLike[str]) -> AgentConfig:
     """Read a .toml or .json config file and validate it."""
     path = Path(path)
     try:
