@@ -27,9 +27,11 @@ _LAG_MIN = const(8)  # 500 Hz
 _LAG_MAX = const(50)  # 80 Hz
 _NLAGS = const(43)
 _YOFF = const(0x80000)  # decimated samples are stored offset so they stay positive in ptr32
-_FLOOR_INIT_MAX = const(1311)
-_ABS_MIN = const(7370)
-_FLOOR_SHIFT = const(8)
+_ABS_MIN = const(2331)  # about -75 dBFS
+_FLOOR_FALL = const(2)
+_FLOOR_RISE = const(5)
+_FLOOR_CAP = const(8)
+_PEAK_FALL = const(7)
 _F_ACTIVE = const(1)
 _F_VOICED = const(2)
 _F_ONSET = const(4)
@@ -249,6 +251,8 @@ class Features:
         self._pos = 0  # ring slot of the next frame
         self._frames = 0
         self._floor = -1
+        self._peak = 0
+        self._run = False
         self._l1 = 0  # low-band level one and two frames back (onsets)
         self._l2 = 0
         self._cprev = False
@@ -289,18 +293,22 @@ class Features:
         L = _low_level(y, o[3] // _SUB)
         floor = self._floor
         if floor < 0:
-            floor = A if A < _FLOOR_INIT_MAX else _FLOOR_INIT_MAX
-        elif A < floor:
             floor = A
+        elif A < floor:
+            floor -= (floor - A) >> _FLOOR_FALL
         else:
-            floor += (floor >> _FLOOR_SHIFT) + 1
+            rise = (A - floor) >> _FLOOR_RISE
+            cap = (floor >> _FLOOR_CAP) + 1
+            floor += rise if rise < cap else cap
         self._floor = floor
-        active = A > _ABS_MIN and A * 2 > floor * 5
+        peak = self._peak
+        peak = A if A > peak else peak - (peak >> _PEAK_FALL)
+        self._peak = peak
+        loud = A > _ABS_MIN and A * 2 > floor * 5 and A * 32 > peak
         r = self._pos
-        flag = 0
+        voiced = False
         lag = num = den = gmin = gmax = 0
-        if active:
-            flag = _F_ACTIVE
+        if loud:
             a = self._a
             _amdf(y, a, o)
             p = o[4]
@@ -310,11 +318,16 @@ class Features:
                 a0 = a[p - 1]
                 a1 = a[p]
                 a2 = a[p + 1]
-                if a1 * 5 < gmax * 2:
-                    flag |= _F_VOICED
+                voiced = a1 * 5 < gmax * 2
                 lag = p + _LAG_MIN
                 num = a0 - a2
                 den = 2 * (a0 - 2 * a1 + a2)
+        # Speech opens on a voiced frame and stays open while frames are loud.
+        active = loud and (self._run or voiced)
+        self._run = active
+        flag = 0
+        if active:
+            flag = _F_ACTIVE | _F_VOICED if voiced else _F_ACTIVE
         cond = active and L * 2 >= self._l2 * 3
         if cond and not self._cprev:
             flag |= _F_ONSET
@@ -452,7 +465,7 @@ class Features:
                 f0_sd = math.sqrt(var) if var > 0 else 0.0
             if n_pair:
                 f0_delta = d_sum / n_pair
-        if n_act >= _BASE_MIN_ACTIVE:
+        if n_act >= _BASE_MIN_ACTIVE and n_voi >= _BASE_MIN_VOICED:
             self._b_level.update(lmean)
             self._b_hf.update(hf)
         if n_voi >= _BASE_MIN_VOICED:

@@ -33,9 +33,15 @@ LAG_MAX = 50  # 80 Hz
 N_LAGS = LAG_MAX - LAG_MIN + 1
 
 # Activity gate on the frame level A = sum |x - frame mean| (integers, see spec).
-FLOOR_INIT_MAX = 1311  # first-frame floor is capped at about -80 dB re full scale
-ABS_MIN = 7370  # about -65 dBFS: never speech below this
-FLOOR_RISE_SHIFT = 8  # floor creeps up by 1/256 per frame (~1.4 dB/s) when not undercut
+ABS_MIN = 2331  # about -75 dBFS: never speech below this
+PEAK_FALL_SHIFT = 7  # speech peak tracker falls by 1/128 per frame (~2.7 dB/s)
+PEAK_NUM = 32  # active only within 30 dB of the recent peak, so the gate follows the gain
+# Noise floor of A: falls a quarter of the way to a quieter frame, rises 1/32 of the way to a
+# louder one but never faster than 1/256 per frame (~1.4 dB/s), so it sits near the noise mean
+# rather than at its minimum and does not climb into sustained speech.
+FLOOR_FALL_SHIFT = 2
+FLOOR_RISE_SHIFT = 5
+FLOOR_CAP_SHIFT = 8
 ACT_NUM, ACT_DEN = 5, 2  # active when A * 2 > floor * 5 (8 dB over the floor)
 VOICE_NUM, VOICE_DEN = 2, 5  # voiced when AMDF min < 0.4 * AMDF max
 PICK_DEN = 4  # first local AMDF minimum in the lowest quarter of the AMDF's range
@@ -44,7 +50,8 @@ ONSET_NUM, ONSET_DEN = 3, 2  # low-band level up 3.5 dB over two frames
 # Per-conversation baseline: cumulative mean over the first windows, then a slow running mean.
 BASE_WARM = 12
 BASE_SLOW = 240
-BASE_MIN_ACTIVE = 10  # window needs >= 10 active frames to update the level/tilt baseline
+BASE_MIN_ACTIVE = 10  # level/tilt baseline: >= 10 active and >= 5 voiced frames (speech, not
+# a noise burst)
 BASE_MIN_VOICED = 5
 
 DB = 8.685889638065037  # 20 / ln 10
@@ -152,6 +159,8 @@ class FeatureExtractor:
         self._xtail = np.zeros(BOX, dtype=np.int64)  # last samples before the next frame
         self._ytail = np.zeros(LAG_MAX, dtype=np.int64)  # last decimated samples
         self._floor = -1  # noise floor of A; -1 = not yet set
+        self._peak = 0  # recent speech peak of A
+        self._run = False  # previous frame was active
         self._ltail = [0, 0]  # low-band level of the two previous frames
         self._ctail = False  # onset condition of the previous frame
         self._frames = 0
@@ -200,21 +209,25 @@ class FeatureExtractor:
         L = np.abs(Y - my[:, None]).sum(axis=1)
 
         # Sequential integer gate (cheap scalar loop, identical to the device).
-        active = np.zeros(nf, dtype=bool)
-        floors = np.empty(nf, dtype=np.int64)
+        loud = np.zeros(nf, dtype=bool)
         floor = self._floor
+        peak = self._peak
         for k, a in enumerate(A.tolist()):
             if floor < 0:
-                floor = min(a, FLOOR_INIT_MAX)
-            elif a < floor:
                 floor = a
+            elif a < floor:
+                floor -= (floor - a) >> FLOOR_FALL_SHIFT
             else:
-                floor += (floor >> FLOOR_RISE_SHIFT) + 1
-            floors[k] = floor
-            active[k] = a > ABS_MIN and a * ACT_DEN > floor * ACT_NUM
+                floor += min((a - floor) >> FLOOR_RISE_SHIFT, (floor >> FLOOR_CAP_SHIFT) + 1)
+            if a > peak:
+                peak = a
+            else:
+                peak -= peak >> PEAK_FALL_SHIFT
+            loud[k] = a > ABS_MIN and a * ACT_DEN > floor * ACT_NUM and a * PEAK_NUM > peak
         self._floor = floor
+        self._peak = peak
 
-        # AMDF pitch on active frames: a[lag] = sum_j |y[j] - y[j - lag]|.
+        # AMDF pitch on loud frames: a[lag] = sum_j |y[j] - y[j - lag]|.
         ypad = np.concatenate([self._ytail, y])
         self._ytail = ypad[-LAG_MAX:].copy()
         lag = np.zeros(nf, dtype=np.int64)
@@ -223,7 +236,7 @@ class FeatureExtractor:
         amin = np.zeros(nf, dtype=np.int64)
         amax = np.zeros(nf, dtype=np.int64)
         voiced = np.zeros(nf, dtype=bool)
-        idx = np.flatnonzero(active)
+        idx = np.flatnonzero(loud)
         if idx.size:
             win = np.lib.stride_tricks.sliding_window_view(ypad, LAG_MAX + SUB)[idx * SUB]
             cur = win[:, LAG_MAX:]
@@ -251,6 +264,16 @@ class FeatureExtractor:
             amin[idx] = gmin
             amax[idx] = gmax
             voiced[idx] = v
+
+        # Speech starts on a voiced frame and continues while frames stay loud: clicks, breaths
+        # and noise bursts (unvoiced) never open it, whatever the gain.
+        active = np.zeros(nf, dtype=bool)
+        run = self._run
+        for k, (lo, vo) in enumerate(zip(loud.tolist(), voiced.tolist(), strict=True)):
+            run = lo and (run or vo)
+            active[k] = run
+        self._run = run
+        voiced &= active
 
         # Syllable-like onsets: active and low band up 3.5 dB over two frames, rising edge.
         Lp = np.concatenate([np.asarray(self._ltail, dtype=np.int64), L])
@@ -372,7 +395,7 @@ class FeatureExtractor:
             rel_level = self._base_level.relative(float(lmean[i])) if has_act[i] else 0.0
             rel_hf = self._base_hf.relative(float(hf[i])) if has_act[i] else 0.0
             rel_f0 = self._base_f0.relative(float(f0_st[i])) if nv[i] > 0 else 0.0
-            if n_act[i] >= BASE_MIN_ACTIVE:
+            if n_act[i] >= BASE_MIN_ACTIVE and nv[i] >= BASE_MIN_VOICED:
                 self._base_level.update(float(lmean[i]))
                 self._base_hf.update(float(hf[i]))
             if nv[i] >= BASE_MIN_VOICED:
