@@ -89,11 +89,12 @@ def test_tls_url_and_credentials_in_the_url(tmp_path):
 
 
 def test_live_update_accepts_only_remote_keys_and_applies_all_or_nothing():
-    cfg = config.build({"site": "s", "device": "d"})
+    cfg = config.build({"site": "s", "device": "d", "policy": {"attribution": "headset"}})
     new = config.live_update(cfg, {"sensitivity": 0.9, "outputs": {"brightness": 0.1},
                                    "policy": {"cue_budget": 2}})
     assert new.sensitivity == 0.9 and new.outputs.brightness == 0.1
-    assert new.policy == {"cue_budget": 2} and new.mqtt == cfg.mqtt
+    # the companion's policy keys overlay the device's own (attribution stays headset)
+    assert new.policy == {"attribution": "headset", "cue_budget": 2} and new.mqtt == cfg.mqtt
     with pytest.raises(ConfigError) as err:
         config.live_update(cfg, {"sensitivity": 0.9, "outputs": {"motor_pin": 5}})
     assert "outputs.motor_pin cannot be changed remotely" in str(err.value)

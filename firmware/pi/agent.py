@@ -173,6 +173,7 @@ class Agent:
                 audio = dataclasses.replace(audio, realtime=realtime)
             cfg = dataclasses.replace(cfg, audio=audio)
         self.cfg = cfg
+        self.file_cfg = cfg  # what the retained remote config is laid over
         self.queue = EventQueue(cfg.queue_path, cfg.queue.max_events)
         self.boot = self.queue.next_boot()
         self.stamper = events.Stamper(cfg.site, cfg.device, self.boot)
@@ -265,9 +266,9 @@ class Agent:
             self.outputs.update(cfg.outputs)
         return applies
 
-    def _on_config(self, payload: Any) -> dict[str, Any]:
+    def _on_config(self, payload: Any, base: AgentConfig | None = None) -> dict[str, Any]:
         try:
-            cfg = cfgmod.live_update(self.cfg, payload)
+            cfg = cfgmod.live_update(base or self.file_cfg, payload)
         except ConfigError as exc:
             log.warning("remote config refused: %s", exc)
             return {"ok": False, "errors": exc.problems}
@@ -302,7 +303,7 @@ class Agent:
                 "ok": False,
                 "error": f"unknown command {name!r}; use one of mute, enrol, " + ", ".join(updates),
             }
-        result = self._on_config(updates[name](value))
+        result = self._on_config(updates[name](value), base=self.cfg)
         if result["ok"]:
             result["value"] = value
         return result

@@ -413,7 +413,9 @@ def to_dict(cfg: AgentConfig) -> dict[str, Any]:
 
 
 def live_update(cfg: AgentConfig, update: Any) -> AgentConfig:
-    """Apply a remote config document (the retained `config` topic) to the running settings.
+    """Overlay a remote config document on `cfg` (for the retained `config` topic: the settings
+    from the device's file, so each retained document replaces the previous one; for commands:
+    the running settings). `policy` merges key by key over the file's policy.
 
     Only LIVE_KEYS may change; anything else is refused with the reason, and nothing is applied
     unless everything is valid."""
@@ -441,8 +443,8 @@ def live_update(cfg: AgentConfig, update: Any) -> AgentConfig:
         raise ConfigError(problems, "remote config")
     raw = to_dict(cfg)
     for key, value in update.items():
-        if isinstance(value, dict) and key != "policy":
-            raw[key].update(value)
+        if isinstance(value, dict):
+            raw[key].update(value)  # the device's own file settings stay unless overridden
         else:
             raw[key] = value
     return build(raw, "remote config")
