@@ -11,14 +11,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
-from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import (
+    FileResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine, text
 from starlette.middleware.sessions import SessionMiddleware
 
 from companion import alerts as alerts_mod
-from companion import device_config, store, users
+from companion import device_config, ops, stats, store, users
 from companion.alerts import AlertError, AlertManager
 from companion.auth import Principal, current_principal
 from companion.config import Settings
@@ -100,8 +105,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.feed = feed
         app.state.ingest = ingest
         app.state.alerts = manager
+        purger = ops.Purger(engine, settings.retention_days, settings.purge_interval_s)
+        app.state.purger = purger
         ingest.start()
         manager.start()
+        purger.start()
         log.info(
             "companion ready (%s mode) on database %s", settings.env, engine.url.render_as_string()
         )
@@ -109,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             feed.close()
+            purger.stop()
             manager.stop()
             ingest.stop()
             engine.dispose()
@@ -143,6 +152,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "mqtt_connected": counters.connected,
             "ingest": asdict(counters),
         }
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    def metrics(request: Request, who: Viewer, db: Db) -> PlainTextResponse:
+        """Prometheus text format (scrape with an IT or admin bearer token)."""
+        require(who, "admin", "it")
+        body = ops.metrics_text(db, request.app.state.ingest.counters(), request.app.state.purger)
+        return PlainTextResponse(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/api/ingest", tags=["ops"])
     def get_ingest(request: Request, who: Viewer) -> dict[str, Any]:
@@ -238,6 +254,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             cue=cue,
             limit=limit,
             offset=offset,
+        )
+
+    @app.get("/api/events.csv", tags=["events"])
+    def get_events_csv(
+        who: Viewer,
+        db: Db,
+        site: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> StreamingResponse:
+        """CSV export of events (oldest first); `since`/`until` are Unix seconds."""
+        if site is not None:
+            require_site(who, site)
+        return StreamingResponse(
+            ops.events_csv(db, sites=who.sites, site=site, since=since, until=until),
+            media_type="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="calmcue-events.csv"'},
+        )
+
+    @app.get("/api/stats", tags=["events"])
+    def get_stats(who: Viewer, db: Db, site: str | None = None) -> dict[str, Any]:
+        """Today's cues by type, per hour and per counter, time to de-escalate, weekly trend.
+        Groups smaller than min_group_size are null (suppressed)."""
+        if site is not None:
+            require_site(who, site)
+        return stats.dashboard_stats(
+            db, sites=who.sites, site=site, min_group_size=settings.min_group_size
         )
 
     @app.get("/api/dead-letters", tags=["events"])

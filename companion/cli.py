@@ -26,6 +26,13 @@ def register(sub) -> None:  # type: ignore[no-untyped-def]
     s.add_argument("--env", choices=("demo", "development", "production"), help="access mode")
     s.set_defaults(func=_serve)
 
+    pg = csub.add_parser("purge", help="delete events older than the retention period now")
+    pg.add_argument(
+        "--days", type=int, help="retention in days (default CALMCUE_RETENTION_DAYS or 90)"
+    )
+    pg.add_argument("--db", help="SQLAlchemy URL (default from CALMCUE_DB_URL)")
+    pg.set_defaults(func=_purge)
+
     u = csub.add_parser("user", help="manage dashboard/API users")
     usub = u.add_subparsers(dest="user_command", metavar="COMMAND", required=True)
     add = usub.add_parser(
@@ -108,4 +115,14 @@ def _user_token(args: argparse.Namespace) -> int:
     except users.UserError as exc:
         print(f"calmcue companion user token: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _purge(args: argparse.Namespace) -> int:
+    from companion.config import Settings
+    from companion.ops import purge
+
+    days = args.days or Settings().retention_days
+    gone = purge(_engine(args.db), days)
+    print(f"purged (older than {days} days): " + ", ".join(f"{v} {k}" for k, v in gone.items()))
     return 0

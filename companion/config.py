@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     # storage
     db_url: str = DEFAULT_DB_URL
     retention_days: int = Field(default=90, ge=1)
+    purge_interval_s: float = Field(default=3600.0, gt=0)  # how often the retention purge runs
 
     # MQTT ingest; None = no ingest (API only); "embedded" is resolved by companion.server
     mqtt_url: str | None = "mqtt://127.0.0.1:1883"
