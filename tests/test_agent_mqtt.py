@@ -4,6 +4,7 @@ status/telemetry/config/commands work."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from agent_support import (
@@ -93,7 +94,9 @@ def test_broker_outage_every_queued_event_arrives_once_in_order(mosquitto, tmp_p
     # subscriber has a persistent session: so "arrives" means the agent delivered it.
     persist = tmp_path / "mqtt-db"
     persist.mkdir()
-    mosquitto.extra_conf = f"persistence true\npersistence_location {persist}/\nuser root\n"
+    mosquitto.extra_conf = (
+        f"persistence true\npersistence_location {persist}/\nuser root\nlog_type debug\n"
+    )
     mosquitto.restart()
     sub = Subscriber(mosquitto.port, persistent=True)
     factory = MockFactory(pin_class=MockPWMPin)
@@ -120,6 +123,12 @@ def test_broker_outage_every_queued_event_arrives_once_in_order(mosquitto, tmp_p
         assert [e["seq"] for e in events] == list(range(45))  # each once, in order
         assert all(e["type"] == "button" and e["action"] == "ack" for e in events)
         assert agent.link.connects >= 2
+        # ...and from the broker's own point of view (its debug log of what it received):
+        log = (mosquitto.workdir / "mosquitto.log").read_text()
+        received = re.findall(
+            r"Received PUBLISH from calmcue-store-1-counter-1 \((d\d), q1, r0, m\d+, "
+            r"'calmcue/v1/store-1/counter-1/evt/button'", log)
+        assert received == ["d0"] * 45  # 45 publishes, none a re-send
     finally:
         sub.close()
 

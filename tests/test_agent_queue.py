@@ -1,0 +1,53 @@
+"""The agent's durable event queue and its processing-time watchdog."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from agent_support import agent_config, silence, tiny_model, write_wav
+
+from firmware.pi.agent import Agent
+from firmware.pi.store import EventQueue
+
+
+def test_queue_is_fifo_bounded_counts_drops_and_survives_reopening(tmp_path):
+    q = EventQueue(tmp_path / "q.db", max_events=10)
+    assert q.next_boot() == 1
+    for i in range(15):
+        q.put("t", b"%d" % i)
+    assert q.depth() == 10 and q.dropped == 5  # the five oldest went, and are counted
+    first = q.peek(3)
+    assert [e.payload for e in first] == [b"5", b"6", b"7"]
+    assert [e.payload for e in q.peek(2, after_id=first[-1].id)] == [b"8", b"9"]
+    q.ack(first[1].id)  # a PUBACK out of order removes only its own row
+    q.close()
+    q = EventQueue(tmp_path / "q.db", max_events=10)
+    assert q.next_boot() == 2 and q.dropped == 5
+    assert [e.payload for e in q.peek(100)] == [b"5", b"7", b"8", b"9", b"10", b"11", b"12",
+                                                 b"13", b"14"]
+    q.close()
+
+
+def test_a_processing_overrun_is_logged_with_its_duration(tmp_path, caplog):
+    wav = write_wav(tmp_path / "quiet.wav", [silence(1)])
+    cfg = agent_config(tmp_path, 1, model={"path": str(tiny_model(tmp_path / "model"))})
+    agent = Agent(cfg, source=f"file:{wav}", realtime=False)
+    try:
+        real = agent.pipeline.process
+
+        def slow(chunk):
+            time.sleep(0.3)  # longer than the 0.25 s the chunk lasts
+            return real(chunk)
+
+        agent.pipeline.process = slow  # type: ignore[method-assign]
+        with caplog.at_level(logging.WARNING, logger="calmcue.agent"):
+            agent.process(silence(0.25).astype("int16"))
+        assert agent.overruns == 1 and agent.telemetry()["overruns"] == 1
+        msg = [r.getMessage() for r in caplog.records if "overrun" in r.getMessage()]
+        assert msg and msg[0].startswith("processing overrun: 3") and "for a 250 ms chunk" in msg[0]
+        agent.pipeline.process = real  # type: ignore[method-assign]
+        agent.process(silence(0.25).astype("int16"))
+        assert agent.overruns == 1  # a normal chunk is far inside its budget
+    finally:
+        agent.close()
