@@ -92,11 +92,24 @@ def test_manager_sees_live_alert_acknowledges_and_resolves_it(tmp_path, mosquitt
 def test_demo_mode_dashboard_needs_no_login_and_updates_live(tmp_path, mosquitto, browser):
     with running_companion(sqlite_url(tmp_path), mosquitto.url, env="demo") as comp:
         page = browser.new_context().new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on(
+            "request", lambda r: errors.append(r.url) if not r.url.startswith(comp.url) else None
+        )
         page.goto(comp.url + "/")
         page.wait_for_selector("#live.on")
         assert page.inner_text("#mode") == "demo mode"
         pub = Publisher(mosquitto.port)
+        pub.send("calmcue/v1/store-1/counter-2/tele", {"fw": "0.2.0", "rssi": -61, "queue": 0})
         pub.event(cue(seq=5, cue_name="slow_down", level=1, score=0.61))
         row = page.wait_for_selector("#cues tbody tr", timeout=1000)
         assert "slow_down" in row.inner_text() and "0.61" in row.inner_text()
         pub.close()
+        page.reload()  # statistics and the device table drawn from the API
+        page.wait_for_selector("#devices tbody tr")
+        assert "0.2.0" in page.inner_text("#devices tbody tr")
+        assert page.locator("#chart-week rect").count() >= 1  # one suppressed (grey) bar
+        assert page.locator("#chart-week rect.suppressed").count() == 1
+        assert not page.locator("#config-panel").is_hidden()
+        assert errors == [], errors  # nothing failed, nothing fetched from outside

@@ -93,7 +93,7 @@ function connectLive() {
   const es = new EventSource("/api/stream");
   es.onopen = () => { live.textContent = "live"; live.className = "badge on"; };
   es.onerror = () => { live.textContent = "reconnecting…"; live.className = "badge off"; };
-  es.addEventListener("event", (m) => addCue(JSON.parse(m.data), true));
+  es.addEventListener("event", (m) => { addCue(JSON.parse(m.data), true); statsSoon(); });
   es.addEventListener("alert", (m) => updateAlert(JSON.parse(m.data)));
   es.addEventListener("resync", () => { cueBody.replaceChildren(); loadCues(); loadAlerts(); });
 }
@@ -102,6 +102,127 @@ async function loadCues() {
   const cues = await getJSON("/api/events?type=cue&limit=" + MAX_ROWS);
   // newest first; rows already shown by the live feed are newer and stay on top
   cues.forEach((ev) => addCue(ev, false));
+}
+
+// ---- statistics: charts drawn as inline SVG (no libraries, no network) ------------------------
+const SVG = "http://www.w3.org/2000/svg";
+const CUE_NAMES = ["slow_down", "empathize", "call_manager", "settled"];
+let minGroup = 5;
+
+function svgEl(tag, attrs, text) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+// bars: [{label, parts: [{cls, value|null}]}]; null = suppressed (small group), drawn grey
+function barChart(svg, bars) {
+  svg.replaceChildren();
+  const W = 480, H = 160, top = 10, bottom = 20, left = 24;
+  const totals = bars.map((b) => b.parts.reduce((s, p) => s + (p.value ?? minGroup), 0));
+  const max = Math.max(1, ...totals);
+  const bw = (W - left) / Math.max(1, bars.length);
+  svg.append(svgEl("text", { x: 2, y: top + 8 }, String(max)));
+  bars.forEach((b, i) => {
+    let y = H - bottom;
+    const x = left + i * bw + 1;
+    for (const p of b.parts) {
+      const v = p.value ?? (p.value === null ? minGroup : 0);
+      const h = (v / max) * (H - top - bottom);
+      if (h <= 0) continue;
+      y -= h;
+      const r = svgEl("rect", { x, y, width: Math.max(1, bw - 2), height: h,
+        class: p.value === null ? "suppressed" : "bar-" + p.cls });
+      r.append(svgEl("title", {}, `${b.label}: ${p.value === null ? "fewer than " + minGroup : p.value}`));
+      svg.append(r);
+    }
+    if (bars.length <= 12 || i % 3 === 0) {
+      svg.append(svgEl("text", { x: x + 1, y: H - 6 }, b.label));
+    }
+  });
+}
+
+function fmtCount(n) { return n === null ? `<${minGroup}` : String(n); }
+
+async function loadStats() {
+  const s = await getJSON("/api/stats");
+  minGroup = s.min_group_size;
+  document.getElementById("stats-note").textContent =
+    `(groups under ${minGroup} are hidden; no per-employee figures)`;
+  const cards = document.getElementById("today-cards");
+  cards.replaceChildren();
+  for (const c of CUE_NAMES) {
+    const d = document.createElement("div");
+    d.className = "card cue-" + c;
+    d.innerHTML = `<b></b>${c.replace("_", " ")}`;
+    d.querySelector("b").textContent = fmtCount(s.today.by_type[c]);
+    cards.append(d);
+  }
+  barChart(document.getElementById("chart-hour"),
+    s.today.per_hour.map((v, h) => ({ label: String(h), parts: [{ cls: "all", value: v }] })));
+  barChart(document.getElementById("chart-counter"),
+    Object.entries(s.today.per_counter).map(([k, v]) => ({ label: k.split("/")[1], parts: [{ cls: "all", value: v }] })));
+  barChart(document.getElementById("chart-week"), s.weekly.map((w) => ({
+    label: w.week.slice(5), parts: CUE_NAMES.map((c) => ({ cls: c, value: w.by_type[c] })) })));
+  const t = s.today.time_to_deescalate, wk = s.this_week.time_to_deescalate;
+  const ttd = (x) => x.median_s === null ? `not enough conversations (${fmtCount(x.n)})`
+    : `median ${x.median_s} s, p90 ${x.p90_s} s over ${x.n}`;
+  document.getElementById("ttd").textContent =
+    `Time to de-escalate — today: ${ttd(t)}; this week: ${ttd(wk)}.`;
+}
+
+let statsTimer = null;
+function statsSoon() {
+  if (statsTimer) return;
+  statsTimer = setTimeout(() => { statsTimer = null; loadStats(); }, 2000);
+}
+
+// ---- devices ------------------------------------------------------------------------------
+async function loadDevices() {
+  const list = await getJSON("/api/devices");
+  const body = document.querySelector("#devices tbody");
+  body.replaceChildren();
+  for (const d of list) {
+    let t = {};
+    try { t = JSON.parse(d.tele || "{}"); } catch (e) { t = {}; }
+    const tr = document.createElement("tr");
+    const status = d.silent ? "silent" : d.status;
+    tr.append(cell(d.site), cell(d.device), cell(status, status), cell(fmtTime(d.last_seen)),
+      cell(d.firmware || ""), cell(d.model || ""),
+      cell(t.heap_free ?? t.mem_kb ?? ""), cell(t.rssi ?? ""),
+      cell(t.batt_pct != null ? t.batt_pct + " %" : ""), cell(t.queue ?? ""));
+    body.append(tr);
+  }
+}
+
+// ---- configuration (IT and admin) ---------------------------------------------------------
+async function setupConfig(session) {
+  if (!["admin", "it", "demo"].includes(session.role)) return;
+  const sites = await getJSON("/api/sites");
+  if (!sites.length) return;
+  document.getElementById("config-panel").hidden = false;
+  const select = document.getElementById("config-site");
+  const doc = document.getElementById("config-doc");
+  const result = document.getElementById("config-result");
+  select.replaceChildren(...sites.map((s) => new Option(s.site, s.site)));
+  const show = () => {
+    const s = sites.find((x) => x.site === select.value);
+    doc.value = JSON.stringify(s && s.config ? JSON.parse(s.config) : {}, null, 2);
+  };
+  select.onchange = show;
+  show();
+  document.getElementById("config-form").onsubmit = async (e) => {
+    e.preventDefault();
+    let body;
+    try { body = JSON.parse(doc.value); } catch (err) { result.textContent = "not valid JSON"; return; }
+    const r = await fetch(`/api/sites/${select.value}/config`, {
+      method: "PUT", credentials: "same-origin",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    const j = await r.json();
+    result.textContent = r.ok ? `published to ${j.published.length} device(s)` : j.detail;
+    result.className = r.ok ? "" : "error";
+  };
 }
 
 async function main() {
@@ -114,7 +235,9 @@ async function main() {
     document.getElementById("logout").hidden = false;
   }
   connectLive();
-  await Promise.all([loadCues(), loadAlerts()]);
+  await Promise.all([loadCues(), loadAlerts(), loadStats(), loadDevices(), setupConfig(session)]);
+  setInterval(loadStats, 30000);
+  setInterval(loadDevices, 15000);
 }
 
 main();
