@@ -186,3 +186,48 @@ def test_alsa_capture_never_opens_a_file_for_writing_and_survives_unplugging(tmp
     red, blue = factory.pin(17).states, factory.pin(22).states
     assert max(float(s.state) for s in red) > 0 and len(red) == len(blue)  # magenta fault blink
     assert json.dumps(tele)  # telemetry is plain JSON
+
+
+class _FakeStream:
+    """sounddevice.RawInputStream over an in-memory recording; then the device disappears."""
+
+    pcm = b""
+
+    def __init__(self, samplerate, channels, dtype, device, blocksize):
+        assert (samplerate, channels, dtype) == (16000, 1, "int16")
+        self.device, self.pos = device, 0
+
+    def start(self):
+        pass
+
+    def read(self, frames):
+        if self.pos >= len(self.pcm):
+            raise RuntimeError("Error reading from the input stream: Device unavailable [-9988]")
+        data = self.pcm[self.pos : self.pos + 2 * frames]
+        self.pos += 2 * frames
+        return data, False
+
+    def stop(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_sounddevice_capture_never_opens_a_file_for_writing(tmp_path, audit, monkeypatch):
+    import types
+
+    _FakeStream.pcm = (speechlike(2, True, 6) * 32767).astype("<i2").tobytes()
+    monkeypatch.setitem(sys.modules, "sounddevice", types.SimpleNamespace(RawInputStream=_FakeStream))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no arecord here: PortAudio it is
+    audit.clear()
+    cfg = agent_config(tmp_path, 1, audio={"retry_min_s": 0.2, "retry_max_s": 0.4})
+    agent = Agent(cfg, source="alsa:hw:2,0")
+    with RunningAgent(agent):
+        assert wait_until(lambda: agent.pipeline.windows >= 4, 10)
+        err = wait_until(lambda: agent.mic_error, 10)
+        assert err and "Device unavailable" in err
+    _recording.clear()
+    assert not [a for e, a in audit if e == "subprocess.Popen"]
+    writes = written_paths(audit)
+    assert writes == {(tmp_path / "state" / "queue.db").resolve()}, writes
