@@ -27,7 +27,7 @@ _LAG_MIN = const(8)  # 500 Hz
 _LAG_MAX = const(50)  # 80 Hz
 _NLAGS = const(43)
 _YOFF = const(0x80000)  # decimated samples are stored offset so they stay positive in ptr32
-_ABS_MIN = const(2331)  # about -75 dBFS
+_ABS_MIN = const(1311)  # about -80 dBFS
 _FLOOR_FALL = const(2)
 _FLOOR_RISE = const(5)
 _FLOOR_CAP = const(8)
@@ -231,9 +231,6 @@ class Features:
         self._rmax = array("i", bytes(4 * _WIN))
         self._rflag = bytearray(_WIN)
         self._lv = array("d", bytes(8 * _WIN))
-        self._hf = array("d", bytes(8 * _WIN))
-        self._hf2 = array("d", bytes(8 * _WIN))
-        self._lf = array("d", bytes(8 * _WIN))
         self._dip = array("d", bytes(8 * _WIN))
         self._st = array("d", bytes(8 * _WIN))
         self._sort = array("d", bytes(8 * _WIN))
@@ -304,7 +301,7 @@ class Features:
         peak = self._peak
         peak = A if A > peak else peak - (peak >> _PEAK_FALL)
         self._peak = peak
-        loud = A > _ABS_MIN and A * 2 > floor * 5 and A * 32 > peak
+        loud = A > _ABS_MIN and A * 2 > floor * 5 and A * 18 > peak
         r = self._pos
         voiced = False
         lag = num = den = gmin = gmax = 0
@@ -354,17 +351,7 @@ class Features:
     def _frame_floats(self, r):
         # Per-frame floats, computed once per frame (for the window that first contains it).
         A = self._rA[r]
-        A1 = A if A > 1 else 1
-        D1 = self._rD1[r]
-        D1 = D1 if D1 > 1 else 1
-        D2 = self._rD2[r]
-        D2 = D2 if D2 > 1 else 1
-        L = self._rL[r]
-        L = L if L > 1 else 1
-        self._lv[r] = _DB * math.log(A1 / _LEVEL_REF) + _SINE_CORR_DB
-        self._hf[r] = _DB * math.log(D1 / A1)
-        self._hf2[r] = _DB * math.log(D2 / D1)
-        self._lf[r] = _DB * math.log(L / (2.0 * A1))
+        self._lv[r] = _DB * math.log((A if A > 1 else 1) / _LEVEL_REF) + _SINE_CORR_DB
         mx = self._rmax[r]
         self._dip[r] = self._rmin[r] / mx if mx > 0 else 0.0
         if self._rflag[r] & _F_VOICED:
@@ -385,7 +372,9 @@ class Features:
         lvb = self._lv
         srt = self._sort
         n_act = n_voi = n_on = n_pair = 0
-        l_all = l_sum = l_sq = hf = hf2 = lf = dip = 0.0
+        sA = sD1 = sD2 = sL = 0
+        l_all = l_sum = dip = 0.0
+        wmax = -1e9
         s_sum = s_sq = d_sum = 0.0
         first = last = -1
         prev_v = False
@@ -403,10 +392,12 @@ class Features:
                 last = i
                 n_act += 1
                 l_sum += lv
-                l_sq += lv * lv
-                hf += self._hf[r]
-                hf2 += self._hf2[r]
-                lf += self._lf[r]
+                if lv > wmax:
+                    wmax = lv
+                sA += self._rA[r]
+                sD1 += self._rD1[r]
+                sD2 += self._rD2[r]
+                sL += self._rL[r]
                 dip += self._dip[r]
             if fl & _F_VOICED:
                 st = self._st[r]
@@ -423,27 +414,39 @@ class Features:
                 prev_v = False
         speech = n_act / _WIN
         level_sd = level_range = rel_level = rel_hf = voiced = pause = 0.0
+        hf = hf2 = lf = nmean = 0.0
         if n_act:
-            lmean = l_sum / n_act
-            level_db = lmean
-            if n_act >= 2:
-                var = l_sq / n_act - lmean * lmean
-                level_sd = math.sqrt(var) if var > 0 else 0.0
-                k = 0
-                for i in range(_WIN):
-                    r = (start + i) % _WIN
-                    if flags[r] & _F_ACTIVE:
-                        srt[k] = lvb[r]
+            level_db = l_sum / n_act
+            # Level spread over frames within 20 dB of the window's loudest (gain-robust).
+            lo = wmax - 20.0
+            k = 0
+            n_sum = n_sq = 0.0
+            for i in range(_WIN):
+                r = (start + i) % _WIN
+                if flags[r] & _F_ACTIVE:
+                    lv = lvb[r]
+                    if lv >= lo:
+                        srt[k] = lv
+                        n_sum += lv
+                        n_sq += lv * lv
                         k += 1
-                _isort(srt, n_act)
-                level_range = srt[n_act - 1 - n_act // 10] - srt[n_act // 10]
-            hf /= n_act
-            hf2 /= n_act
-            lf /= n_act
+            nmean = n_sum / k
+            if k >= 2:
+                var = n_sq / k - nmean * nmean
+                level_sd = math.sqrt(var) if var > 0 else 0.0
+                _isort(srt, k)
+                level_range = srt[k - 1 - k // 10] - srt[k // 10]
+            sA = sA if sA > 1 else 1
+            sD1 = sD1 if sD1 > 1 else 1
+            sD2 = sD2 if sD2 > 1 else 1
+            sL = sL if sL > 1 else 1
+            hf = _DB * math.log(sD1 / sA)
+            hf2 = _DB * math.log(sD2 / sD1)
+            lf = _DB * math.log(sL / (2.0 * sA))
             dip /= n_act
             voiced = n_voi / n_act
             pause = (last - first + 1 - n_act) / _WIN
-            rel_level = self._b_level.relative(lmean)
+            rel_level = self._b_level.relative(nmean)
             rel_hf = self._b_hf.relative(hf)
         else:
             level_db = l_all / _WIN
@@ -466,7 +469,7 @@ class Features:
             if n_pair:
                 f0_delta = d_sum / n_pair
         if n_act >= _BASE_MIN_ACTIVE and n_voi >= _BASE_MIN_VOICED:
-            self._b_level.update(lmean)
+            self._b_level.update(nmean)
             self._b_hf.update(hf)
         if n_voi >= _BASE_MIN_VOICED:
             self._b_f0.update(f0_st)

@@ -33,9 +33,9 @@ LAG_MAX = 50  # 80 Hz
 N_LAGS = LAG_MAX - LAG_MIN + 1
 
 # Activity gate on the frame level A = sum |x - frame mean| (integers, see spec).
-ABS_MIN = 2331  # about -75 dBFS: never speech below this
+ABS_MIN = 1311  # about -80 dBFS: never speech below this
 PEAK_FALL_SHIFT = 7  # speech peak tracker falls by 1/128 per frame (~2.7 dB/s)
-PEAK_NUM = 32  # active only within 30 dB of the recent peak, so the gate follows the gain
+PEAK_NUM = 18  # active only within 25 dB of the recent peak, so the gate follows the gain
 # Noise floor of A: falls a quarter of the way to a quieter frame, rises 1/32 of the way to a
 # louder one but never faster than 1/256 per frame (~1.4 dB/s), so it sits near the noise mean
 # rather than at its minimum and does not climb into sustained speech.
@@ -45,6 +45,7 @@ FLOOR_CAP_SHIFT = 8
 ACT_NUM, ACT_DEN = 5, 2  # active when A * 2 > floor * 5 (8 dB over the floor)
 VOICE_NUM, VOICE_DEN = 2, 5  # voiced when AMDF min < 0.4 * AMDF max
 PICK_DEN = 4  # first local AMDF minimum in the lowest quarter of the AMDF's range
+LEVEL_SPAN_DB = 20.0  # level spread/baseline use frames within 20 dB of the window's loudest
 ONSET_NUM, ONSET_DEN = 3, 2  # low-band level up 3.5 dB over two frames
 
 # Per-conversation baseline: cumulative mean over the first windows, then a slow running mean.
@@ -286,9 +287,6 @@ class FeatureExtractor:
         # Per-frame floats (same formulas as the device).
         one = np.maximum
         lv = DB * _log(one(A, 1) / LEVEL_REF) + SINE_CORR_DB
-        hf = DB * _log(one(D1, 1) / one(A, 1))
-        hf2 = DB * _log(one(D2, 1) / one(D1, 1))
-        lf = DB * _log(one(L, 1) / (2.0 * one(A, 1)))
         frac = np.zeros(nf)
         ok = den > 0
         frac[ok] = num[ok] / den[ok]
@@ -303,9 +301,10 @@ class FeatureExtractor:
             "voiced": voiced,
             "onset": onset,
             "lv": lv,
-            "hf": hf,
-            "hf2": hf2,
-            "lf": lf,
+            "A": A,
+            "D1": D1,
+            "D2": D2,
+            "L": L,
             "st": st,
             "dip": dip,
         }
@@ -342,14 +341,27 @@ class FeatureExtractor:
             return np.where(act, v[rows], 0.0).sum(axis=1) / safe_act
 
         lv = h["lv"][rows]
-        lv_act = np.where(act, lv, 0.0)
-        lmean = lv_act.sum(axis=1) / safe_act
-        lvar = (lv_act * lv_act).sum(axis=1) / safe_act - lmean * lmean
-        level_sd = np.where(n_act >= 2, np.sqrt(np.maximum(lvar, 0.0)), 0.0)
+        lmean = np.where(act, lv, 0.0).sum(axis=1) / safe_act
+        # Level spread only over frames within LEVEL_SPAN_DB of the window's loudest: the quiet
+        # tails a gain change moves across the gate do not count.
+        wmax = np.where(act, lv, -1e9).max(axis=1)
+        near = act & (lv >= (wmax - LEVEL_SPAN_DB)[:, None])
+        n_near = near.sum(axis=1)
+        safe_near = np.maximum(n_near, 1)
+        lv_near = np.where(near, lv, 0.0)
+        nmean = lv_near.sum(axis=1) / safe_near
+        lvar = (lv_near * lv_near).sum(axis=1) / safe_near - nmean * nmean
+        level_sd = np.where(n_near >= 2, np.sqrt(np.maximum(lvar, 0.0)), 0.0)
         level_db = np.where(n_act > 0, lmean, lv.sum(axis=1) / WINDOW_FRAMES)
-        hf = amean(h["hf"])
-        hf2 = amean(h["hf2"])
-        lf = amean(h["lf"])
+        # Spectral balance from band sums over the active frames (energy-weighted, so quiet
+        # frames near the quantisation floor barely count).
+        sA = np.maximum(np.where(act, h["A"][rows], 0).sum(axis=1), 1)
+        sD1 = np.maximum(np.where(act, h["D1"][rows], 0).sum(axis=1), 1)
+        sD2 = np.maximum(np.where(act, h["D2"][rows], 0).sum(axis=1), 1)
+        sL = np.maximum(np.where(act, h["L"][rows], 0).sum(axis=1), 1)
+        hf = DB * _log(sD1 / sA)
+        hf2 = DB * _log(sD2 / sD1)
+        lf = DB * _log(sL / (2.0 * sA))
         dip = amean(h["dip"])
 
         st = h["st"][rows]
@@ -380,10 +392,10 @@ class FeatureExtractor:
         speech = n_act / WINDOW_FRAMES
         voiced = np.where(n_act > 0, n_voi / safe_act, 0.0)
         has_act = n_act > 0
-        slv = np.sort(np.where(act, lv, 1e9), axis=1)  # inactive sort last
-        l_lo = slv[r, np.minimum(n_act // 10, WINDOW_FRAMES - 1)]
-        l_hi = slv[r, np.clip(n_act - 1 - n_act // 10, 0, WINDOW_FRAMES - 1)]
-        level_range = np.where(n_act >= 2, l_hi - l_lo, 0.0)
+        slv = np.sort(np.where(near, lv, 1e9), axis=1)  # others sort last
+        l_lo = slv[r, np.minimum(n_near // 10, WINDOW_FRAMES - 1)]
+        l_hi = slv[r, np.clip(n_near - 1 - n_near // 10, 0, WINDOW_FRAMES - 1)]
+        level_range = np.where(n_near >= 2, l_hi - l_lo, 0.0)
         hf = np.where(has_act, hf, 0.0)
         hf2 = np.where(has_act, hf2, 0.0)
         lf = np.where(has_act, lf, 0.0)
@@ -392,11 +404,11 @@ class FeatureExtractor:
         out: list[WindowRecord] = []
         for i, e in enumerate(ends):
             # Relative features use the baseline from before this window, then update it.
-            rel_level = self._base_level.relative(float(lmean[i])) if has_act[i] else 0.0
+            rel_level = self._base_level.relative(float(nmean[i])) if has_act[i] else 0.0
             rel_hf = self._base_hf.relative(float(hf[i])) if has_act[i] else 0.0
             rel_f0 = self._base_f0.relative(float(f0_st[i])) if nv[i] > 0 else 0.0
             if n_act[i] >= BASE_MIN_ACTIVE and nv[i] >= BASE_MIN_VOICED:
-                self._base_level.update(float(lmean[i]))
+                self._base_level.update(float(nmean[i]))
                 self._base_hf.update(float(hf[i]))
             if nv[i] >= BASE_MIN_VOICED:
                 self._base_f0.update(float(f0_st[i]))

