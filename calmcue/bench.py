@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 BENCHES: list[str] = [
+    "models.bench_features",
     "firmware.bench_policy",
     "companion.bench_ingest",
     "firmware.pi.bench_agent",
