@@ -140,7 +140,8 @@ class Link:
                 rc = client.loop(timeout=0.02)
                 if self.connected:
                     backoff = self.settings.reconnect_min_s
-                    self._pump(client)
+                    if self._kick.is_set():  # new events, a freed in-flight slot, or a connect
+                        self._pump(client)
                     self._tick(client)
             if self._stop.is_set():
                 self._close(client)
@@ -224,6 +225,7 @@ class Link:
         client.publish(self.topic("status"), b"online", qos=1, retain=True)
         client.subscribe([(self.topic("config"), 1), (self.topic("cmd/+"), 1)])
         self._tele_due = 0.0
+        self._kick.set()  # deliver the backlog
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
@@ -238,6 +240,7 @@ class Link:
         if row is not None:
             self.queue.ack(row)
             self.delivered += 1
+            self._kick.set()  # room for the next queued event
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         leaf = msg.topic[len(self.topic("")) :]
