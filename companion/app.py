@@ -60,6 +60,21 @@ def require_site(who: Principal, site: str) -> None:
         raise HTTPException(403, f"you may not read site {site!r}")
 
 
+def require_it(who: Viewer) -> Principal:
+    require(who, "admin", "it")
+    return who
+
+
+def _fleet_module() -> Any:
+    """IT's fleet API (inventory, MQTT accounts, signed updates; docs/fleet.md), mounted when
+    its module is part of this build."""
+    try:
+        from companion import fleet
+    except ImportError:
+        return None
+    return fleet
+
+
 class UserCreate(BaseModel):
     username: str
     password: str
@@ -86,10 +101,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "mqtt_url 'embedded' is resolved by companion.server.serve(); pass a URL here"
         )
 
+    engine = make_engine(settings.db_url)  # connects lazily; the lifespan migrates it
+    fleet = _fleet_module()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.db_url)
         migrate(engine)
+        if fleet is not None:
+            fleet.create_tables(engine)
         if settings.admin_password and users.count_users(engine) == 0:
             users.create_user(
                 engine, username=settings.admin_user, password=settings.admin_password, role="admin"
@@ -101,7 +120,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ingest.on_events(lambda rows: feed.publish("event", rows))
         ingest.on_events(manager.on_events)
         ingest.handle(alerts_mod.ACK_TOPIC_FILTER, manager.on_mqtt)
-        app.state.engine = engine
         app.state.feed = feed
         app.state.ingest = ingest
         app.state.alerts = manager
@@ -129,7 +147,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.engine = engine
     app.state.resolve_principal = users.resolve_principal
+    if fleet is not None:
+        fleet_store = fleet.FleetStore(engine, key_path=Path(settings.fleet_key_path))
+        app.include_router(fleet.it_router(fleet_store), dependencies=[Depends(require_it)])
+        app.include_router(fleet.device_router(fleet_store))
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.secret_key,

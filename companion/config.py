@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     alert_check_s: float = Field(default=1.0, gt=0)
     webhook_url: str | None = None
 
+    # fleet: the key that signs over-the-air updates (created on first use)
+    fleet_key_path: str = "var/fleet/ota_signing_key.pem"
     # fleet: a device that has not reported for this long raises a silent-device alarm
     silent_device_s: float = Field(default=300.0, gt=0)
 

@@ -184,3 +184,13 @@ def test_cli_adds_users_and_tokens(tmp_path, monkeypatch, capsys):
     from companion.db import make_engine
 
     assert users.principal_for_token(make_engine(db), token).sites == frozenset({"store-a"})
+
+
+def test_fleet_api_is_mounted_for_it_only(fleet):
+    pytest.importorskip("companion.fleet", reason="IT's fleet module is not part of this build")
+    comp, tok = fleet
+    assert get(comp, "/fleet/inventory").status_code == 401
+    assert get(comp, "/fleet/inventory", tok["ann"]).status_code == 403
+    assert get(comp, "/fleet/inventory", tok["ivy"]).status_code == 200
+    # devices ask for updates without a login; integrity comes from the signature
+    assert get(comp, "/fleet/ota/check", site="store-a", device="counter-1").status_code == 200
