@@ -8,9 +8,10 @@ import json
 import os
 
 from firmware import config, events
+from firmware.cue_settings import validate_settings
 from firmware.net import Link
 from firmware.outputs import Outputs
-from firmware.pipeline import MODEL_ID, Pipeline
+from firmware.pipeline import PLACEHOLDER_MODEL, Pipeline, policy_settings
 from firmware.store import Queue
 from firmware.version import FIRMWARE
 
@@ -40,6 +41,31 @@ def _write_atomic(path, text):
     os.rename(path + ".tmp", path)
 
 
+def _policy_problems(p):
+    return validate_settings(policy_settings({"policy": p}))[1]
+
+
+def load_model(root):
+    """The compact stress model (model.ccm) from flash or the bundle folder, with its SHA-256;
+    (None, None) when there is none (placeholder score)."""
+    import sys
+
+    for base in [root] + [p + "/" for p in sys.path if p]:
+        try:
+            with open(base + "model.ccm", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        import binascii
+        import hashlib
+
+        from firmware import nnrt
+
+        digest = binascii.hexlify(hashlib.sha256(data).digest()).decode()
+        return nnrt.Model(data), digest
+    return None, None
+
+
 def next_boot(root):
     """Boot counter on flash, bumped once per start: the companion sees reboots as (boot, seq)."""
     try:
@@ -56,6 +82,7 @@ class Device:
         self.hw = hw
         self.root = root
         self.log = log
+        self.rand = rand
         try:
             self.ident = _read_json(root + "device.json")
         except (OSError, ValueError):
@@ -64,14 +91,17 @@ class Device:
                 "'calmcue device provision' (docs/firmware.md lists its keys)"
             )
         self.boot = next_boot(root)
-        self.cfg, self.config_error = config.load(root)
+        self.cfg, self.config_error = config.load(root, _policy_problems)
         if self.config_error:
             log("config: " + self.config_error)
         self.stamper = events.Stamper(self.ident["site"], self.ident["device"], self.boot)
         self.queue = Queue(root + "queue", self.ident.get("queue_max", 500))
         self.outputs = Outputs(hw.led, hw.motor, self.cfg["brightness"], self.cfg["haptic"])
         hw.button.long_press_ms = self.cfg["long_press_ms"]
-        self.pipeline = Pipeline(self.cfg, rand)
+        gc.collect()  # boot makes garbage (config, queue scan): clear it before the big buffers
+        self.model, self.model_hash = load_model(root)
+        self.pipeline = Pipeline(self.cfg, rand, self.model)
+        gc.collect()
         self.link = Link(hw.wlan, self.ident, self._on_message, log)
         self.muted = self.cfg["muted"]
         self.unix_at_boot = None  # Unix time at up_ms == 0, once NTP has answered
@@ -81,7 +111,6 @@ class Device:
         self._reboot = False
         self.sent = 0
         self.heap_min = gc.mem_free()
-        self.model_hash = None
 
     # ---- time --------------------------------------------------------------------------------
 
@@ -133,7 +162,9 @@ class Device:
             return
         self.muted = muted
         if muted:
-            self.pipeline.reset()  # a muted stretch ends the conversation being followed
+            # A muted stretch ends the conversation being followed.
+            for etype, fields in self.pipeline.finish(up_ms / 1000):
+                self.emit(etype, fields, up_ms)
         self.outputs.show("mute" if muted else "unmute", up_ms)
         self.emit("button", {"action": "mute" if muted else "unmute"}, up_ms)
 
@@ -220,7 +251,7 @@ class Device:
         except ValueError:
             self._reply("config", False, "config is not valid JSON; nothing changed", up_ms)
             return
-        errs = config.problems(cfg)
+        errs = config.problems(cfg, _policy_problems)
         if errs:
             self._reply("config", False, "; ".join(errs) + "; nothing changed", up_ms)
             return
@@ -228,12 +259,17 @@ class Device:
         if new == self.cfg and not self.config_error:
             return  # the retained copy arrives on every reconnect: no flash write
         config.save(new, self.root)
-        self.cfg = new
+        old, self.cfg = self.cfg, new
         self.config_error = None
         self.outputs.brightness = new["brightness"]
         self.outputs.haptic = new["haptic"]
         self.hw.button.long_press_ms = new["long_press_ms"]
-        self.pipeline = Pipeline(new, self.pipeline.rand)
+        if policy_settings(new) != policy_settings(old):
+            for etype, fields in self.pipeline.finish(up_ms / 1000):
+                self.emit(etype, fields, up_ms)  # the open conversation ends here
+            del self.pipeline  # free the old buffers before the new ones are made
+            gc.collect()
+            self.pipeline = Pipeline(new, self.rand, self.model)
         self._reply("config", True, "applied rev %d" % new["rev"], up_ms)
         self._tele_next = up_ms
 
@@ -246,7 +282,7 @@ class Device:
         volts = bat.volts() if bat is not None else None
         t = {
             "fw": FIRMWARE,
-            "model": MODEL_ID,
+            "model": self.model.name if self.model is not None else PLACEHOLDER_MODEL,
             "model_hash": self.model_hash,
             "boot": self.boot,
             "up_s": up_ms // 1000,

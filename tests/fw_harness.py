@@ -73,6 +73,11 @@ class Device:
             if not line:
                 err = self.proc.stderr.read()
                 raise AssertionError(f"runner exited: {err[-3000:]}\nlast lines: {self.lines[-5:]}")
+            if not line.startswith("{"):
+                rest = line + self.proc.stdout.read() + self.proc.stderr.read()
+                raise AssertionError(
+                    f"runner failed:\n{rest[-3000:]}\nlast lines: {self.lines[-5:]}"
+                )
             obj = json.loads(line)
             self.lines.append(obj)
             got.append(obj)

@@ -7,19 +7,40 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 from fw_harness import DEMO_WAV, Collector, Device, run_through
 
 from firmware import events
 from firmware.tools import bundle
 
 SITE_DEV = "calmcue/v1/demo/headset-1/"
+# The smallest -X heapsize the whole firmware (features, policy, attribution, umqtt, app, and the
+# host-only fakes) boots and runs ten minutes in on this 64-bit unix port is 168K; 96K is not
+# reached while every module's bytecode sits in the heap (see docs/firmware.md, "Memory").
+HEAP = "176K"
 
 
 @pytest.fixture(scope="session")
 def host_build(tmp_path_factory) -> Path:
     """The firmware compiled for the unix port, as the device loads it (compiled, not source)."""
     return bundle.compile_host(tmp_path_factory.mktemp("fw-host-build"))
+
+
+@pytest.fixture(scope="session")
+def headset_wav(tmp_path_factory) -> Path:
+    """The demo conversation as a headset hears it: the wearer (staff) near field, the customer
+    about a metre away, 25 dB quieter (3 cm vs 1 m is ~30 dB; a raised voice closes some of it)."""
+    x, sr = sf.read(DEMO_WAV, dtype="int16")
+    timeline = json.loads(DEMO_WAV.with_suffix(".json").read_text())
+    y = x.astype(np.float64)
+    for turn in timeline["turns"]:
+        if turn["speaker"] == "customer":
+            y[int(turn["start"] * sr) : int(turn["end"] * sr)] *= 10 ** (-25 / 20)
+    out = tmp_path_factory.mktemp("fw-audio") / "headset_demo.wav"
+    sf.write(out, y.astype(np.int16), sr, subtype="PCM_16")
+    return out
 
 
 @pytest.fixture
@@ -33,28 +54,32 @@ def _evt_key(e: dict) -> tuple[int, int]:
     return (e["boot"], e["seq"])
 
 
-def test_demo_conversation_ten_minutes_heap_flat(host_build, tmp_path, mosquitto, collector):
-    """600 s of audio (the demo looped) through the whole firmware in a 96 KB heap; free heap
-    after 10 min equals free heap after 1 min; every queued event reaches the broker."""
+def test_demo_conversation_ten_minutes_heap_flat(
+    host_build, headset_wav, tmp_path, mosquitto, collector
+):
+    """600 s of audio (the headset demo looped) through the whole firmware in a HEAP-sized heap:
+    it never runs out, free heap after 10 min equals free heap after 1 min, every queued event
+    reaches the broker, and the cues drove the LED and the motor."""
     minutes = ",".join(str(60 * m) for m in range(1, 11))
     lines = run_through(
         host_build,
         tmp_path,
-        DEMO_WAV,
+        headset_wav,
         mosquitto.port,
         "--seconds",
         "600",
         "--heap-at",
         minutes,
         "--trace",
+        heap=HEAP,
     )
     heap = {int(x["heap"]["t_s"]): x["heap"]["free"] for x in lines if "heap" in x}
     done = next(x["done"] for x in lines if "done" in x)
     print("free heap per minute:", heap, "lowest:", done["heap_min"])
     # Equal up to the pipeline's live state at that instant (which boxed floats and event dicts
-    # happen to be alive: a few hundred bytes either way); a leak of even 16 bytes per 0.25 s hop
-    # would be 38 KB by minute 10, and the heap would run out long before.
-    assert abs(heap[600] - heap[60]) <= 512, "free heap changed between minute 1 and minute 10"
+    # happen to be alive: at most a few hundred bytes either way); a leak of even 16 bytes per
+    # 0.25 s hop would be 38 KB by minute 10.
+    assert abs(heap[600] - heap[60]) <= 256, "free heap changed between minute 1 and minute 10"
     assert max(heap.values()) - min(heap.values()) <= 512
     assert done["heap_min"] > 4096
     assert done["t_ms"] >= 600_000
@@ -82,8 +107,10 @@ def test_demo_conversation_ten_minutes_heap_flat(host_build, tmp_path, mosquitto
     assert [e["cue"] for e in got if e["type"] == "cue"] == [c["fields"]["cue"] for c in cues]
 
 
-def test_outage_and_reboot_deliver_once_in_order(host_build, tmp_path, mosquitto, collector):
-    dev = Device(host_build, tmp_path, DEMO_WAV, mosquitto.port)
+def test_outage_and_reboot_deliver_once_in_order(
+    host_build, headset_wav, tmp_path, mosquitto, collector
+):
+    dev = Device(host_build, tmp_path, headset_wav, mosquitto.port, heap=HEAP)
     st = dev.cmd("audio 3")
     assert st["mqtt"]
     collector.wait_for(lambda m: m[0] == SITE_DEV + "status" and m[1] == b"online")
@@ -96,7 +123,7 @@ def test_outage_and_reboot_deliver_once_in_order(host_build, tmp_path, mosquitto
     queued_before_reboot = st["queue"]
     dev.kill()  # power cut in the middle of the outage
 
-    dev2 = Device(host_build, tmp_path, DEMO_WAV, mosquitto.port)
+    dev2 = Device(host_build, tmp_path, headset_wav, mosquitto.port, heap=HEAP)
     assert dev2.boot["boot"] == 2
     assert dev2.boot["queued"] == queued_before_reboot  # nothing queued was lost
     dev2.cmd("press 200")
@@ -125,8 +152,10 @@ def test_outage_and_reboot_deliver_once_in_order(host_build, tmp_path, mosquitto
     assert len(acks) == 4
 
 
-def test_wifi_loss_queues_and_time_arrives_late(host_build, tmp_path, mosquitto, collector):
-    dev = Device(host_build, tmp_path, DEMO_WAV, mosquitto.port)
+def test_wifi_loss_queues_and_time_arrives_late(
+    host_build, headset_wav, tmp_path, mosquitto, collector
+):
+    dev = Device(host_build, tmp_path, headset_wav, mosquitto.port, heap=HEAP)
     dev.cmd("radio down")  # no Wi-Fi from power-on: no NTP either
     dev.cmd("press 200")
     st = dev.cmd("audio 30")
@@ -152,7 +181,7 @@ def test_wifi_loss_queues_and_time_arrives_late(host_build, tmp_path, mosquitto,
 
 
 def test_corrupt_config_boots_with_last_good_and_says_so(
-    host_build, tmp_path, mosquitto, collector
+    host_build, headset_wav, tmp_path, mosquitto, collector
 ):
     good = {
         "rev": 3,
@@ -167,7 +196,7 @@ def test_corrupt_config_boots_with_last_good_and_says_so(
     (tmp_path / "config.good").write_text(json.dumps(good))
     (tmp_path / "config.json").write_text(json.dumps(dict(good, rev=4))[:37])  # half-written
 
-    dev = Device(host_build, tmp_path, DEMO_WAV, mosquitto.port)
+    dev = Device(host_build, tmp_path, headset_wav, mosquitto.port, heap=HEAP)
     assert "last good config (rev 3)" in dev.boot["config_error"]
     dev.cmd("audio 1")
     _, payload, _ = collector.wait_for(lambda m: m[0] == SITE_DEV + "tele")

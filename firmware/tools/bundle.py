@@ -99,7 +99,7 @@ def compile_host(dest: Path) -> Path:
     host = dest / "host"
     host.mkdir(exist_ok=True)
     for src in sorted((REPO / "firmware" / "host").glob("*.py")):
-        if src.name in ("__init__.py", "runner.py"):
+        if src.name in ("__init__.py", "runner.py"):  # runner.py is the script itself
             continue
         out = host / f"{src.stem}.mpy"
         proc = subprocess.run(
