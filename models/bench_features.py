@@ -40,6 +40,35 @@ def numpy_rows(samples: NDArray[np.int16]) -> NDArray[np.float64]:
     return np.array([record_row(r) for r in recs], dtype=np.float64).reshape(-1, ROW_WIDTH)
 
 
+def synthetic_voice(
+    f0_hz: float,
+    level_dbfs: float = -30.0,
+    seconds: float = 3.0,
+    *,
+    lead_s: float = 0.5,
+    harmonics: bool = True,
+    syllable_hz: float = 0.0,
+    seed: int = 0,
+) -> NDArray[np.int16]:
+    """A test voice with known pitch and loudness: `lead_s` of faint noise (-75 dBFS), then a
+    harmonic complex (1/h amplitudes up to 4 kHz) or a sine at `f0_hz` whose RMS is
+    `level_dbfs`; `syllable_hz` > 0 gates it on and off like syllables (60 % duty)."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SAMPLE_RATE)
+    t = np.arange(n) / SAMPLE_RATE
+    v = np.zeros(n)
+    top = int(4000 // f0_hz) if harmonics else 1
+    for h in range(1, max(top, 1) + 1):
+        v += np.sin(2 * np.pi * h * f0_hz * t + rng.uniform(0, 2 * np.pi)) / h
+    v *= 10 ** (level_dbfs / 20) * 32768 / np.sqrt(np.mean(v**2))
+    if syllable_hz > 0:
+        v *= ((t * syllable_hz) % 1.0) < 0.6
+    lead = int(lead_s * SAMPLE_RATE)
+    noise = rng.normal(0, 10 ** (-75 / 20) * 32768, n + lead)
+    x = np.concatenate([np.zeros(lead), v]) + noise
+    return np.clip(np.round(x), -32768, 32767).astype(np.int16)
+
+
 def pcm_stream(clips: Sequence[NDArray[np.int16]]) -> bytes:
     parts = []
     for c in clips:
