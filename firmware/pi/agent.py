@@ -57,6 +57,7 @@ class Pipeline:
         self.attribution = make_attribution(cfg.policy)
         self.enrolling = False
         self.windows = 0
+        self.t = 0.0  # end of the latest window, seconds of audio since the stream started
         self.last_score = 0.0
 
     def start_enrolment(self) -> str | None:
@@ -88,6 +89,7 @@ class Pipeline:
         out: list[tuple[str, dict[str, Any]]] = []
         for w in self.front_end.process(chunk):
             self.windows += 1
+            self.t = float(w["t"])
             score = self.scorer.score(w["features"])
             self.last_score = score
             if self.enrolling:
@@ -113,12 +115,29 @@ class Pipeline:
             out += decided
         return out
 
-    def finish(self, t: float) -> list[tuple[str, dict[str, Any]]]:
-        return self.policy.finish(t)
+    def finish(self) -> list[tuple[str, dict[str, Any]]]:
+        """The stream ends (file end, microphone lost, agent stopping): close the open
+        conversation, if any."""
+        return self.policy.finish(self.t)
 
     def reset(self) -> None:
         self.front_end.reset()
         self.policy.reset()
+
+
+_TIMESYNC = "/run/systemd/timesync"
+_PLAUSIBLE = 1_704_067_200  # 2024-01-01: a Pi without RTC boots earlier than this
+
+
+def clock_known() -> bool:
+    """Is the wall clock trustworthy? A Pi has no RTC (fake-hwclock restores the last shutdown
+    time), so where systemd-timesyncd runs, wait for its 'synchronized' flag. Events carry `ts`
+    only then; `boot` + `up_ms` order them regardless."""
+    if time.time() < _PLAUSIBLE:
+        return False
+    if os.path.isdir(_TIMESYNC):
+        return os.path.exists(os.path.join(_TIMESYNC, "synchronized"))
+    return True
 
 
 class _CpuMeter:
@@ -187,12 +206,6 @@ class Agent:
         self.busy_s = 0.0
         self._cpu = _CpuMeter()
         self._lock = threading.Lock()  # stamping: pipeline thread, button thread, MQTT thread
-        self.outputs = outputs
-        if self.outputs is None and cfg.outputs.enabled:
-            self.outputs = self._make_outputs(pin_factory)
-        elif self.outputs is not None:
-            self.outputs.on_ack = self._on_ack
-            self.outputs.on_mute = self._on_mute
         from firmware.pi.link import Link
 
         self.link = Link(
@@ -204,6 +217,12 @@ class Agent:
             self._on_config,
             self._on_command,
         )
+        self.outputs = outputs  # after the link: a button press may queue an event at once
+        if self.outputs is None and cfg.outputs.enabled:
+            self.outputs = self._make_outputs(pin_factory)
+        elif self.outputs is not None:
+            self.outputs.on_ack = self._on_ack
+            self.outputs.on_mute = self._on_mute
         log.info(
             "agent %s boot %d: site %s device %s, source %s, model %s (%s), front end %s",
             __version__,
@@ -242,7 +261,8 @@ class Agent:
     def emit(self, etype: str, fields: dict[str, Any]) -> dict[str, Any]:
         """Stamp, validate and queue one event; the link delivers it."""
         with self._lock:
-            event = self.stamper.stamp(etype, fields, self.up_ms(), ts=round(time.time(), 3))
+            ts = round(time.time(), 3) if clock_known() else None
+            event = self.stamper.stamp(etype, fields, self.up_ms(), ts=ts)
             payload = events.encode(event)
             self.queue.put(events.event_topic(event), payload)
         self.link.kick()
@@ -353,6 +373,10 @@ class Agent:
             log.warning("processing overrun: %.1f ms for a %.0f ms chunk", took * 1e3, budget * 1e3)
         return sent
 
+    def _finish_stream(self) -> None:
+        for etype, fields in self.pipeline.finish():
+            self.emit(etype, fields)
+
     def _set_mic(self, ok: bool, error: str | None = None) -> None:
         if ok != self.mic_ok or error != self.mic_error:
             self.mic_ok, self.mic_error = ok, error
@@ -382,16 +406,21 @@ class Agent:
                     else:
                         if a.source.startswith("file:"):
                             log.info("end of %s", source.name)
+                            self._finish_stream()
                             self.link.wait_drained(drain_s)
                             return 0
                 except MicError as exc:
                     self._set_mic(False, str(exc))
+                    self._finish_stream()
                     self.pipeline.reset()
                     log.error("%s; retrying in %.1f s", exc, backoff)
                     stop.wait(backoff)
                     backoff = min(backoff * 2, a.retry_max_s)
                 finally:
                     source.close()
+            self._finish_stream()  # stopping: the open conversation ends here
+            if self.link.connected:
+                self.link.wait_drained(2.0)
             return 0
         finally:
             self.close()
