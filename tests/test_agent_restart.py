@@ -89,3 +89,26 @@ def test_sigkill_with_broker_down_then_restart_drains_the_queue(mosquitto, tmp_p
             second.kill()
             second.wait(5)
         sub.close()
+
+
+def test_an_agent_that_dies_is_reported_offline_by_its_last_will(mosquitto, tmp_path):
+    quiet = write_wav(tmp_path / "quiet.wav", [silence(1)])
+    cfg_path = tmp_path / "agent.json"
+    cfg_path.write_text(json.dumps(agent_config(tmp_path, mosquitto.port, audio={"loop": True})))
+    sub = Subscriber(mosquitto.port)
+    agent = start_agent(cfg_path, f"file:{quiet}", "--realtime")
+    try:
+        assert wait_until(lambda: sub.on("/status") == [b"online"], 30)
+        agent.send_signal(signal.SIGKILL)
+        agent.wait(10)
+        assert wait_until(lambda: sub.on("/status") == [b"online", b"offline"], 10)
+        late = Subscriber(mosquitto.port)  # a dashboard that connects later sees it too
+        try:
+            assert wait_until(lambda: late.on("/status") == [b"offline"], 5)
+        finally:
+            late.close()
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait(5)
+        sub.close()
