@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -166,7 +167,7 @@ class Outputs:
 
     def ack(self) -> None:
         """Stop a repeating cue pattern (the button does this)."""
-        if self.playing in ("call_manager",) or self._request == "call_manager":
+        if "call_manager" in (self.playing, self._request):
             self._request = "fault" if self.fault else None
             self._wake.set()
 
@@ -192,13 +193,11 @@ class Outputs:
 
     def idle(self, timeout: float = 5.0) -> bool:
         """Wait until no pattern is playing (tests)."""
-        step = 0.005
-        waited = 0.0
-        while waited < timeout:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
             if self.playing is None and self._request is None and not self._wake.is_set():
                 return True
-            threading.Event().wait(step)
-            waited += step
+            time.sleep(0.005)
         return False
 
     def close(self) -> None:
