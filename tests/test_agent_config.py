@@ -137,3 +137,19 @@ def test_service_unit_and_install_script(tmp_path):
     assert dry.returncode == 0, dry.stderr
     for step in ("alsa-utils", "useradd --system", "calmcue-agent.service", "--check"):
         assert step in dry.stdout, step
+
+
+def test_cli_refuses_a_missing_replay_file(tmp_path):
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(GOOD.format(state=tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "calmcue.cli", "agent", "--config", str(cfg), "--source",
+         f"file:{tmp_path / 'nope.wav'}"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2 and "nope.wav does not exist" in proc.stderr
+    check = subprocess.run(
+        [sys.executable, "-m", "calmcue.cli", "agent", "--config", str(cfg), "--check"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert check.returncode == 0 and "ok (site store-12" in check.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from pathlib import Path
 
 
 def run_agent(args: argparse.Namespace) -> int:
@@ -15,8 +16,9 @@ def run_agent(args: argparse.Namespace) -> int:
 
     try:
         cfg = load(args.config)
-        if args.source:
-            parse_source(args.source)
+        kind, detail = parse_source(args.source or cfg.audio.source)
+        if kind == "file" and not Path(detail).is_file():
+            raise ValueError(f"{detail} does not exist; give a WAV or FLAC file after file:")
     except (ConfigError, ValueError) as exc:
         print(f"calmcue agent: {exc}", file=sys.stderr)
         return 2
