@@ -109,6 +109,7 @@ class Device:
         self._tele_next = 0
         self._pending = []
         self._reboot = False
+        self._healthy = False
         self.sent = 0
         self.heap_min = gc.mem_free()
 
@@ -184,9 +185,25 @@ class Device:
         self.deliver(_DELIVER_PER_CALL)
         if up_ms >= self._tele_next and self.link.up:
             self._tele_next = up_ms + self.cfg["tele_s"] * 1000
-            self.link.publish("tele", json.dumps(self.telemetry(up_ms)))
+            if self.link.publish("tele", json.dumps(self.telemetry(up_ms))) and not self._healthy:
+                self._healthy = True
+                self._confirm_update()
         if self._reboot and self.hw.reset is not None:
             self.hw.reset()
+
+    def _confirm_update(self):
+        """Connected and reporting: tell the A/B loader (firmware/ota_boot.py, issue 9) that this
+        bundle is good, so it is not rolled back. Only on devices that were updated over the air."""
+        try:
+            os.stat(self.root + "ota.json")
+        except OSError:
+            return
+        import sys
+
+        from firmware import ota
+
+        ota.confirm()
+        del sys.modules["firmware.ota"]  # needed once per boot: give its memory back
 
     def deliver(self, budget):
         """Send up to `budget` queued events in order, each acknowledged (QoS 1) before the next."""

@@ -27,7 +27,9 @@ def policy_settings(cfg):
     for k in p:
         s[k] = p[k]
     s["attribution"] = "headset"
-    s["eu_mode"] = cfg.get("eu_mode", False)
+    # EU mode may come top-level (device config) or inside policy (the companion sends both):
+    # either one switches it on, never off.
+    s["eu_mode"] = bool(cfg.get("eu_mode")) or bool(p.get("eu_mode"))
     return s
 
 
