@@ -430,3 +430,27 @@ class Agent:
         if self.outputs is not None:
             self.outputs.close()
         self.queue.close()
+
+
+def demo_config(
+    mqtt_url: str,
+    state_dir: str | os.PathLike[str],
+    wav: str | os.PathLike[str] | None = None,
+    site: str = "demo",
+    device: str = "counter-1",
+    loop: bool = True,
+) -> dict[str, Any]:
+    """Settings for the simulated counter of `calmcue run`: replays the bundled conversation in
+    real time, no GPIO, and (no enrolment in a demo) every voice may carry stress."""
+    from pathlib import Path
+
+    wav = wav or Path(__file__).resolve().parents[2] / "calmcue" / "data" / "demo_conversation.wav"
+    return {
+        "site": site,
+        "device": device,
+        "state_dir": str(state_dir),
+        "mqtt": {"url": mqtt_url, "telemetry_s": 10.0},
+        "audio": {"source": f"file:{wav}", "realtime": True, "loop": loop},
+        "outputs": {"enabled": False},
+        "policy": {"attribution": "none", "stress_from_unknown": True},
+    }
