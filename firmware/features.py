@@ -10,7 +10,7 @@
 #     fx.new_conversation()         # baseline restarts (noise floor kept)
 #     fx.reset()                    # a new stream
 #
-# process() returns the same list object every call (cleared first): use it before the next call.
+# process() returns () when no window completed (no allocation), else a new list of records.
 import math
 from array import array
 
@@ -44,6 +44,7 @@ _DB = 8.685889638065037  # 20 / ln 10
 _ST = 17.312340490667562  # 12 / ln 2
 _LEVEL_REF = 400 * 32768.0
 _SINE_CORR_DB = 0.9121785
+_INF = float("inf")
 
 FEATURE_NAMES = (
     "speech",
@@ -184,16 +185,14 @@ def _shift(y: ptr32, x: ptr16):  # noqa: F821
         j += 1
 
 
-def _isort(buf, n):
-    i = 1
-    while i < n:
-        v = buf[i]
-        j = i - 1
-        while j >= 0 and buf[j] > v:
-            buf[j + 1] = buf[j]
-            j -= 1
-        buf[j + 1] = v
+def _sorted_head(lst, k):
+    # Sort the first k entries of lst in place; the rest hold _INF so they stay at the end.
+    # list.sort compares the float objects already there, so sorting allocates nothing.
+    i = k
+    while i < _WIN:
+        lst[i] = _INF
         i += 1
+    lst.sort()
 
 
 class _Baseline:
@@ -230,11 +229,12 @@ class Features:
         self._rmin = array("i", bytes(4 * _WIN))
         self._rmax = array("i", bytes(4 * _WIN))
         self._rflag = bytearray(_WIN)
-        self._lv = array("d", bytes(8 * _WIN))
-        self._dip = array("d", bytes(8 * _WIN))
-        self._st = array("d", bytes(8 * _WIN))
-        self._sort = array("d", bytes(8 * _WIN))
-        self._out = []
+        # Per-frame floats live in lists: reading a list does not box a new float object.
+        self._lv = [0.0] * _WIN
+        self._dip = [0.0] * _WIN
+        self._st = [0.0] * _WIN
+        self._sort = [0.0] * _WIN
+        self._out = None
         self.reset()
 
     def reset(self):
@@ -253,7 +253,7 @@ class Features:
         self._l1 = 0  # low-band level one and two frames back (onsets)
         self._l2 = 0
         self._cprev = False
-        self._out.clear()
+        self._out = None
         self.new_conversation()
 
     def new_conversation(self):
@@ -264,8 +264,7 @@ class Features:
 
     def process(self, pcm):
         """Feed int16 PCM; returns the list of window records completed by this chunk."""
-        out = self._out
-        out.clear()
+        self._out = None
         n = len(pcm) if isinstance(pcm, array) else len(pcm) >> 1
         x = self._x
         pos = 0
@@ -279,7 +278,7 @@ class Features:
             if self._fill == _FRAME:
                 self._fill = 0
                 self._frame()
-        return out
+        return self._out if self._out is not None else ()
 
     def _frame(self):
         x = self._x
@@ -434,7 +433,7 @@ class Features:
             if k >= 2:
                 var = n_sq / k - nmean * nmean
                 level_sd = math.sqrt(var) if var > 0 else 0.0
-                _isort(srt, k)
+                _sorted_head(srt, k)
                 level_range = srt[k - 1 - k // 10] - srt[k // 10]
             sA = sA if sA > 1 else 1
             sD1 = sD1 if sD1 > 1 else 1
@@ -458,7 +457,7 @@ class Features:
                 if flags[r] & _F_VOICED:
                     srt[k] = self._st[r]
                     k += 1
-            _isort(srt, n_voi)
+            _sorted_head(srt, n_voi)
             f0_st = (srt[(n_voi - 1) // 2] + srt[n_voi // 2]) / 2.0
             rel_f0 = self._b_f0.relative(f0_st)
             if n_voi >= 2:
@@ -496,6 +495,8 @@ class Features:
                 dip,
             ),
         )
+        if self._out is None:
+            self._out = []  # a fresh list per chunk that completed windows; () otherwise
         self._out.append(
             {
                 "t": self._frames * _FRAME / _SR,

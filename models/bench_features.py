@@ -23,12 +23,34 @@ import numpy as np
 from numpy.typing import NDArray
 
 from calmcue.mpy import REPO, MicroPythonError, interpreter
-from models.features import N_FEATURES, SAMPLE_RATE, WindowRecord, extract
+from models.features import FEATURE_NAMES, N_FEATURES, SAMPLE_RATE, WindowRecord, extract
 
 RAVDESS = REPO.parent / "shared" / "data" / "ravdess"
 RUNNER = REPO / "firmware" / "features_run.py"
 # Columns of a window row: t, speech, level_db, f0_hz, rate, then the model features.
 ROW_WIDTH = 5 + N_FEATURES
+
+
+# Parity tolerances MicroPython vs numpy, per column of a window row (docs/features.md). Counts
+# and fractions must agree exactly; dB and semitone values to 1e-3 (the unix port computes in
+# double precision like numpy, so in practice they agree bit for bit in float32).
+PARITY_TOL: dict[str, float] = {
+    "t": 1e-9,
+    "speech": 1e-6,
+    "level_db": 1e-3,
+    "f0_hz": 1e-2,
+    "rate": 1e-6,
+    "feature.speech": 1e-6,
+    "feature.voiced": 1e-6,
+    "feature.pause": 1e-6,
+    "feature.rate": 1e-6,
+    "feature.aperiodicity": 1e-5,
+}
+ROW_NAMES = ["t", "speech", "level_db", "f0_hz", "rate", *(f"feature.{n}" for n in FEATURE_NAMES)]
+
+
+def row_tolerances() -> NDArray[np.float64]:
+    return np.array([PARITY_TOL.get(n, PARITY_TOL.get(n.split(".")[-1], 1e-3)) for n in ROW_NAMES])
 
 
 def record_row(rec: WindowRecord) -> list[float]:
