@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ def run_agent(args: argparse.Namespace) -> int:
 
     from firmware.pi.agent import Agent
     from firmware.pi.config import ConfigError, load, parse_source
+    from firmware.pi.scoring import ModelError
 
     try:
         cfg = load(args.config)
@@ -29,7 +31,18 @@ def run_agent(args: argparse.Namespace) -> int:
     # systemd stops us with SIGTERM: finish the chunk, say offline, close the queue cleanly.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    agent = Agent(cfg, source=args.source, realtime=args.realtime)
+    try:
+        agent = Agent(cfg, source=args.source, realtime=args.realtime)
+    except ModelError as exc:
+        print(f"calmcue agent: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, sqlite3.Error) as exc:
+        print(
+            f"calmcue agent: cannot open the event queue at {cfg.queue_path}: {exc}; "
+            "the service user must be able to write state_dir (install.sh sets this up)",
+            file=sys.stderr,
+        )
+        return 2
     return agent.run(stop)
 
 
