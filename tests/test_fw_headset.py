@@ -3,7 +3,9 @@ hardware and a real Mosquitto: audio -> cue -> LED/motor -> event; outages; rebo
 
 from __future__ import annotations
 
+import hashlib
 import json
+import struct
 import time
 from pathlib import Path
 
@@ -225,4 +227,52 @@ def test_corrupt_config_boots_with_last_good_and_says_so(
     collector.publish(SITE_DEV + "cmd/ping", b"")
     dev.cmd("audio 1")
     collector.wait_for(lambda m: m[0] == SITE_DEV + "state/result" and b"pong" in m[1])
+    dev.close()
+
+
+def _tiny_model(name: bytes = b"tiny-test") -> bytes:
+    """A compact model in firmware/nnrt.py's format: one dense unit over the 17 features and a
+    sigmoid (bias -3: a calm score whatever the audio)."""
+    head = b"CCM1" + struct.pack("<HHBB", 17, 1, 2, len(name)) + name
+    dense = (
+        struct.pack("<BHH", 1, 1, 17) + struct.pack("<17f", *([0.0] * 17)) + struct.pack("<f", -3.0)
+    )
+    return head + dense + struct.pack("<BHH", 6, 1, 0)
+
+
+def test_model_file_commands_and_policy_config(
+    host_build, headset_wav, tmp_path, mosquitto, collector
+):
+    model = _tiny_model()
+    (tmp_path / "model.ccm").write_bytes(model)
+    dev = Device(host_build, tmp_path, headset_wav, mosquitto.port, heap=HEAP)
+    dev.cmd("audio 1")
+    tele = json.loads(collector.wait_for(lambda m: m[0] == SITE_DEV + "tele")[1])
+    assert tele["model"] == "tiny-test"
+    assert tele["model_hash"] == hashlib.sha256(model).hexdigest()
+
+    def result(cmd: str) -> dict:
+        collector.publish(SITE_DEV + "cmd/" + cmd, b"")
+        dev.cmd("audio 1")
+        _, res, _ = collector.wait_for(
+            lambda m: m[0] == SITE_DEV + "state/result" and json.loads(m[1])["cmd"] == cmd
+        )
+        return json.loads(res)
+
+    assert result("mute")["ok"]
+    assert dev.cmd("state")["muted"]
+    assert result("unmute")["ok"]
+    bad = result("selfdestruct")
+    assert not bad["ok"] and "known: ping, tele, mute" in bad["detail"]
+    dev.cmd("audio 2")
+    actions = [e["action"] for e in collector.events() if e["type"] == "button"]
+    assert actions == ["mute", "unmute"]
+
+    # Cue-policy settings are checked by the policy's own validator before anything changes.
+    collector.publish(SITE_DEV + "config", json.dumps({"policy": {"stress_treshold": 0.7}}))
+    dev.cmd("audio 1")
+    _, res, _ = collector.wait_for(
+        lambda m: m[0] == SITE_DEV + "state/result" and json.loads(m[1])["cmd"] == "config"
+    )
+    assert not json.loads(res)["ok"] and "stress_threshold" in json.loads(res)["detail"]
     dev.close()
