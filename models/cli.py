@@ -1,15 +1,96 @@
-"""`calmcue score` and `calmcue model ...`."""
+"""`calmcue score` and `calmcue model ...` (argparse only; heavy imports inside the commands)."""
 
 from __future__ import annotations
 
-from calmcue._pending import pending
+import argparse
+import json
+import sys
 
 
 def register(sub) -> None:
-    p = sub.add_parser("score", help="score audio files as the device would (one JSON line each)")
-    p.add_argument("files", nargs="+")
-    p.set_defaults(func=pending("score", 4))
+    p = sub.add_parser(
+        "score",
+        help="score audio files as the device would (one JSON line each)",
+        description="Score wav/flac files (any sample rate) as the device would. Prints one JSON "
+        'line per file: {"path", "score", "windows": [{"t", "score"}, ...]}; a file that cannot '
+        'be read gives {"path", "error"} and the others are still scored.',
+    )
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument(
+        "--engine",
+        choices=("onnxruntime", "micropython"),
+        default="onnxruntime",
+        help="onnxruntime = numpy front end + ONNX (Pi); micropython = firmware front end + "
+        "nnrt in the MicroPython unix port (ESP32)",
+    )
+    p.set_defaults(func=_score)
+
     m = sub.add_parser("model", help="train, evaluate and export the stress model")
     msub = m.add_subparsers(dest="model_command", metavar="COMMAND", required=True)
-    for name in ("train", "evaluate", "export"):
-        msub.add_parser(name).set_defaults(func=pending(f"model {name}", 4))
+    t = msub.add_parser("train", help="features, speaker-grouped folds, the shipped model")
+    t.add_argument(
+        "--data",
+        default=None,
+        help="training data: a manifest CSV (path,speaker,label[,gender]) or KIND:FOLDER with "
+        "KIND one of ravdess, cremad, emodb, tess (default: the shared RAVDESS)",
+    )
+    t.add_argument("--false-cue-rate", type=float, default=0.05)
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=_train)
+    e = msub.add_parser("evaluate", help="held-out figures incl. levels, noise, gender held out")
+    e.add_argument(
+        "--anchor", action="store_true", help="also evaluate the eGeMAPS + LR anchor (slow)"
+    )
+    e.set_defaults(func=_evaluate)
+    x = msub.add_parser("export", help="write models/stress.onnx, stress.ccm, stress.json")
+    x.set_defaults(func=_export)
+
+
+def _score(args: argparse.Namespace) -> int:
+    from models.scoring import ScoringError, score_files
+
+    failed = 0
+    try:
+        for res in score_files(args.files, args.engine):
+            failed += "error" in res
+            print(json.dumps(res), flush=True)
+    except ScoringError as exc:
+        print(f"calmcue score: {exc}", file=sys.stderr)
+        return 2
+    return 1 if failed else 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from models.corpora import CorpusError
+    from models.pipeline import run_train
+    from models.train import TrainSettings
+
+    try:
+        run_train(args.data, TrainSettings(false_cue_rate=args.false_cue_rate, seed=args.seed))
+    except CorpusError as exc:
+        print(f"calmcue model train: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from models.pipeline import run_evaluate
+
+    try:
+        run_evaluate(anchor=args.anchor)
+    except FileNotFoundError as exc:
+        print(f"calmcue model evaluate: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from models.pipeline import run_export
+
+    try:
+        meta = run_export()
+    except FileNotFoundError as exc:
+        print(f"calmcue model export: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: v for k, v in meta.items() if k != "feature_order"}))
+    return 0

@@ -1,0 +1,257 @@
+"""Audio in, window feature tables out: reading files as the device hears them, recording
+conditions for robustness, conversation lead-ins for the baseline, and a feature cache.
+
+Nothing derived from audio is written into the repository: the cache lives under var/ (git
+ignored) and holds feature vectors only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models import augment
+from models.corpora import Clip
+
+RATE = 16000
+REPO = Path(__file__).resolve().parent.parent
+CACHE = REPO / "var" / "model-cache"
+# Silence between the lead-in clip and the target: shorter than a conversation's end-silence,
+# so the device treats both as one conversation and keeps its baseline.
+GAP_S = 0.4
+log = logging.getLogger("calmcue.model")
+
+
+class AudioError(ValueError):
+    """A file that cannot be scored; the message says what is wrong and what to do."""
+
+
+def read_audio(path: str | Path) -> np.ndarray:
+    """Any wav/flac (any rate, any channel count) -> 16 kHz mono int16, as the device hears it."""
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises several types for the same problem
+        raise AudioError(f"{path}: cannot read audio ({exc}); give a WAV or FLAC file") from None
+    if data.size == 0:
+        raise AudioError(f"{path}: the file holds no samples")
+    mono = data.mean(axis=1)
+    if rate != RATE:
+        g = int(np.gcd(int(rate), RATE))
+        mono = resample_poly(mono, RATE // g, int(rate) // g).astype(np.float32)
+    return to_pcm(mono)
+
+
+def to_pcm(audio: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(audio * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def load_float(path: Path) -> np.ndarray:
+    return read_audio(path).astype(np.float32) / 32768.0
+
+
+# ---- recording conditions ---------------------------------------------------------------------
+
+Condition = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+def _gain(db: float) -> Condition:
+    return lambda x, rng: augment.gain(x, db)
+
+
+def _noise(snr: float, kind: str) -> Condition:
+    return lambda x, rng: augment.add_noise(x, snr, rng, kind)
+
+
+def _reverb(rt60: float) -> Condition:
+    return lambda x, rng: augment.reverb(x, rt60, rng)
+
+
+def _train_copy(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return augment.random_copy(x, rng)[0]
+
+
+# Robustness test conditions (held-out speakers only); "train_aug*" are random training copies.
+CONDITIONS: dict[str, Condition] = {
+    "clean": lambda x, rng: x,
+    "gain-20dB": _gain(-20.0),
+    "gain-10dB": _gain(-10.0),
+    "gain+6dB": _gain(6.0),
+    "gain+10dB": _gain(10.0),
+    "pink-20dB": _noise(20.0, "pink"),
+    "babble-15dB": _noise(15.0, "babble"),
+    "white-20dB": _noise(20.0, "white"),
+    "reverb-0.5s": _reverb(0.5),
+    "train_aug1": _train_copy,
+    "train_aug2": _train_copy,
+}
+LEVEL_CONDITIONS = ("gain-20dB", "gain-10dB", "clean", "gain+6dB", "gain+10dB")
+NOISE_CONDITIONS = ("pink-20dB", "babble-15dB", "white-20dB", "reverb-0.5s")
+
+
+# ---- window features ----------------------------------------------------------------------------
+
+
+@dataclass
+class Windows:
+    """Window records of one clip: end time (s), speech fraction, model input vectors."""
+
+    t: np.ndarray  # (n,)
+    speech: np.ndarray  # (n,)
+    features: np.ndarray  # (n, F) float32
+
+
+Extractor = Callable[[np.ndarray, "np.ndarray | None"], Windows]
+
+
+def extract(pcm: np.ndarray, lead_in: np.ndarray | None = None) -> Windows:
+    """Windows of `pcm` (int16, 16 kHz) as the device computes them.
+
+    With `lead_in`, the conversation starts with that audio, then a short pause, then `pcm`;
+    only the windows lying wholly inside `pcm` are returned, with `t` measured from its start.
+    """
+    from models import features as fe
+
+    if lead_in is None:
+        audio = pcm
+        offset = 0.0
+    else:
+        gap = np.zeros(int(GAP_S * RATE), np.int16)
+        audio = np.concatenate([lead_in, gap, pcm])
+        offset = (lead_in.size + gap.size) / RATE
+    feats, records = fe.extract(audio)
+    t = np.array([r.t for r in records], dtype=np.float64) - offset
+    keep = t >= 1.0 - 1e-6  # a whole window inside the target clip
+    speech = np.array([r.speech for r in records], dtype=np.float64)
+    return Windows(t[keep], speech[keep], feats[keep])
+
+
+def feature_names() -> tuple[str, ...]:
+    from models import features as fe
+
+    return tuple(fe.FEATURE_NAMES)
+
+
+def feature_version() -> str:
+    """Changes whenever the numpy reference extractor changes, invalidating cached tables."""
+    src = (REPO / "models" / "features.py").read_bytes()
+    return hashlib.sha256(src).hexdigest()[:12]
+
+
+# ---- lead-ins -----------------------------------------------------------------------------------
+
+
+def lead_ins(clips: Sequence[Clip]) -> list[int | None]:
+    """For each clip, the index of a *different* neutral/calm clip of the same speaker to start
+    the conversation with (how a counter conversation usually begins), or None.
+
+    Preference: neutral over calm, then a different sentence (RAVDESS statement field), so the
+    baseline never sees the target's words.
+    """
+    by_speaker: dict[str, list[int]] = {}
+    for i, c in enumerate(clips):
+        if c.label in ("neutral", "calm"):
+            by_speaker.setdefault(c.speaker, []).append(i)
+    out: list[int | None] = []
+    for i, c in enumerate(clips):
+        cands = [j for j in by_speaker.get(c.speaker, []) if j != i]
+        if not cands:
+            out.append(None)
+            continue
+
+        def rank(j: int, c: Clip = c) -> tuple[int, int, str]:
+            other = clips[j]
+            same_text = _sentence(other.path) == _sentence(c.path)
+            return (other.label != "neutral", same_text, other.path.name)
+
+        out.append(min(cands, key=rank))
+    return out
+
+
+def _sentence(path: Path) -> str:
+    parts = path.stem.split("-")
+    return parts[4] if len(parts) == 7 else path.stem
+
+
+# ---- feature tables -----------------------------------------------------------------------------
+
+
+@dataclass
+class Table:
+    """All windows of a clip list under one condition; `clip` maps each window to its clip."""
+
+    clip: np.ndarray  # (n,) int
+    t: np.ndarray
+    speech: np.ndarray
+    features: np.ndarray  # (n, F)
+
+    def subset(self, clip_ids: np.ndarray) -> Table:
+        keep = np.isin(self.clip, clip_ids)
+        return Table(self.clip[keep], self.t[keep], self.speech[keep], self.features[keep])
+
+
+def build_table(
+    clips: Sequence[Clip],
+    condition: str,
+    baseline: bool,
+    seed: int = 0,
+    extractor: Extractor = extract,
+    cache: Path | None = CACHE,
+) -> Table:
+    """Window features of every clip under `condition`, with or without a lead-in baseline.
+
+    Each clip gets its own seeded generator (seed, condition, clip index), so the table does not
+    depend on the order or subset it is built in. Cached under var/ by extractor version.
+    """
+    key = hashlib.sha256(
+        "|".join(
+            [
+                feature_version() if extractor is extract else extractor.__name__,
+                condition,
+                str(baseline),
+                str(seed),
+            ]
+            + [str(c.path) for c in clips]
+        ).encode()
+    ).hexdigest()[:16]
+    path = cache / f"{condition}-{'base' if baseline else 'nobase'}-{key}.npz" if cache else None
+    if path is not None and path.exists():
+        z = np.load(path)
+        return Table(z["clip"], z["t"], z["speech"], z["features"])
+    cond = CONDITIONS[condition]
+    leads = lead_ins(clips) if baseline else [None] * len(clips)
+    parts: list[tuple[int, Windows]] = []
+    cond_id = list(CONDITIONS).index(condition)
+    for i, c in enumerate(clips):
+        rng = np.random.default_rng([seed, cond_id, i])
+        x = cond(load_float(c.path), rng)
+        lead = None
+        j = leads[i]
+        if j is not None:
+            lead = to_pcm(cond(load_float(clips[j].path), rng))
+        parts.append((i, extractor(to_pcm(x), lead)))
+        if i % 200 == 199:
+            log.info(
+                "  %s %s: %d/%d clips", condition, "baseline" if baseline else "", i + 1, len(clips)
+            )
+    n_feat = max((w.features.shape[1] for _, w in parts if w.features.size), default=0)
+    table = Table(
+        np.concatenate([np.full(w.t.size, i) for i, w in parts]).astype(np.int64),
+        np.concatenate([w.t for _, w in parts]),
+        np.concatenate([w.speech for _, w in parts]),
+        np.concatenate([w.features.reshape(-1, n_feat) for _, w in parts]).astype(np.float32),
+    )
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, clip=table.clip, t=table.t, speech=table.speech, features=table.features)
+    return table

@@ -1,0 +1,163 @@
+"""`calmcue score FILE...`: score audio files as the device would, one JSON line per file.
+
+Engines:
+- onnxruntime: the numpy reference front end + models/stress.onnx (what the Pi runs);
+- micropython: firmware/features.py + firmware/nnrt.py + models/stress.ccm inside the real
+  MicroPython unix port (what the ESP32 runs). The audio is streamed to it over stdin in 0.25 s
+  chunks, base64 text, never through a file.
+
+Clip score = the median window score over speech windows (see models/train.py clip_score).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models.dataset import AudioError, read_audio
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL_DIR = REPO / "models"
+ENGINES = ("onnxruntime", "micropython")
+CHUNK = 4000  # samples per stdin line for the MicroPython engine (0.25 s)
+
+
+class ScoringError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ShippedModel:
+    onnx_path: Path
+    ccm_path: Path
+    threshold: float
+    speech_min: float
+    model_id: str
+
+
+def shipped(model_dir: Path = MODEL_DIR) -> ShippedModel:
+    meta_path = model_dir / "stress.json"
+    if not meta_path.exists():
+        raise ScoringError(
+            f"{meta_path} not found; run 'make model' (or 'calmcue model export') to produce it"
+        )
+    meta = json.loads(meta_path.read_text())
+    return ShippedModel(
+        model_dir / "stress.onnx",
+        model_dir / "stress.ccm",
+        float(meta["threshold"]),
+        float(meta["speech_min"]),
+        str(meta["model_id"]),
+    )
+
+
+class OnnxScorer:
+    """numpy front end + onnxruntime (one session, one thread, CPU)."""
+
+    def __init__(self, model: ShippedModel) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ScoringError(
+                "onnxruntime is missing; install it with 'pip install onnxruntime'"
+            ) from None
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(model.onnx_path), opts, providers=["CPUExecutionProvider"]
+        )
+        self.input = self.session.get_inputs()[0].name
+        self.model = model
+
+    def window_scores(self, features: np.ndarray) -> np.ndarray:
+        if features.shape[0] == 0:
+            return np.zeros(0)
+        out = self.session.run(None, {self.input: features.astype(np.float32)})[0]
+        return out[:, 0].astype(np.float64)
+
+    def score_pcm(self, pcm: np.ndarray) -> dict:
+        from models import features as fe
+        from models.train import clip_score
+
+        feats, records = fe.extract(pcm)
+        scores = self.window_scores(feats)
+        speech = np.array([r.speech for r in records])
+        return {
+            "score": round(clip_score(scores, speech, self.model.speech_min), 4),
+            "windows": [
+                {"t": round(r.t, 3), "score": round(float(s), 4)}
+                for r, s in zip(records, scores, strict=True)
+            ],
+        }
+
+
+def score_files(paths: Iterable[str], engine: str = "onnxruntime") -> Iterator[dict]:
+    """One result dict per path, in order; unreadable files give {"path", "error"}."""
+    if engine not in ENGINES:
+        raise ScoringError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    model = shipped()
+    if engine == "onnxruntime":
+        scorer = OnnxScorer(model)
+        for p in paths:
+            try:
+                pcm = read_audio(p)
+            except AudioError as exc:
+                yield {"path": p, "error": str(exc)}
+                continue
+            yield {"path": p, **scorer.score_pcm(pcm)}
+    else:
+        yield from _score_micropython(list(paths), model)
+
+
+# ---- MicroPython engine ----------------------------------------------------------------------------
+
+_MPY_SCRIPT = REPO / "firmware" / "score_stdin.py"
+
+
+def _score_micropython(paths: list[str], model: ShippedModel, batch: int = 400) -> Iterator[dict]:
+    """Streams decoded audio of up to `batch` files into one MicroPython process at a time."""
+    from calmcue import mpy
+
+    for start in range(0, len(paths), batch):
+        part = paths[start : start + batch]
+        lines: list[str] = []
+        errors: dict[int, str] = {}
+        for k, p in enumerate(part):
+            try:
+                pcm = read_audio(p)
+            except AudioError as exc:
+                errors[k] = str(exc)
+                continue
+            lines.append(f"F {k}")
+            raw = pcm.astype("<i2").tobytes()
+            for i in range(0, len(raw), 2 * CHUNK):
+                lines.append(base64.b64encode(raw[i : i + 2 * CHUNK]).decode())
+            lines.append("E")
+        lines.append("Q")
+        results: dict[int, dict] = {}
+        if len(errors) < len(part):
+            try:
+                proc = mpy.run(
+                    script=_MPY_SCRIPT,
+                    args=[str(model.ccm_path), repr(model.speech_min)],
+                    input=("\n".join(lines) + "\n").encode(),
+                    heapsize="256K",
+                    timeout=900,
+                )
+            except mpy.MicroPythonError as exc:
+                raise ScoringError(f"MicroPython scoring failed: {exc}") from None
+            for line in proc.stdout.splitlines():
+                if line.startswith("{"):
+                    res = json.loads(line)
+                    results[int(res.pop("id"))] = res
+        for k, p in enumerate(part):
+            if k in errors:
+                yield {"path": p, "error": errors[k]}
+            else:
+                yield {"path": p, **results[k]}

@@ -1,0 +1,94 @@
+"""Training pipeline pieces: speaker folds, clip aggregation, threshold, a seconds-long smoke run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models import pipeline, train
+from models.corpora import Clip, load_ravdess, write_manifest
+from models.dataset import lead_ins
+
+
+def _clips(n_speakers: int = 8) -> list[Clip]:
+    out = []
+    for s in range(n_speakers):
+        for k, label in enumerate(("neutral", "calm", "angry", "fearful", "happy")):
+            name = f"03-01-0{k + 1}-01-0{1 + s % 2}-01-{s + 1:02d}.wav"
+            out.append(Clip(Path(f"/x/{s}/{name}"), f"spk{s}", label, "mf"[s % 2]))
+    return out
+
+
+def test_speaker_folds_never_share_a_speaker_and_mix_genders():
+    clips = _clips(12)
+    folds = train.speaker_folds(clips, 4)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(len(clips)))
+    speakers = [{clips[i].speaker for i in f} for f in folds]
+    for a in range(4):
+        for b in range(a + 1, 4):
+            assert not speakers[a] & speakers[b]
+    for f in folds:
+        assert {clips[i].gender for i in f} == {"f", "m"}
+
+
+def test_clip_score_is_median_over_speech_windows():
+    s = np.array([0.9, 0.1, 0.2, 0.3, 0.95])
+    sp = np.array([0.1, 0.8, 0.9, 1.0, 0.2])
+    assert train.clip_score(s, sp) == pytest.approx(0.2)
+    assert train.clip_score(s, np.full(5, 0.1)) == pytest.approx(0.3)  # no speech: all ties
+    assert train.clip_score(np.array([]), np.array([])) == 0.0
+
+
+def test_threshold_for_false_cue_rate_and_metrics():
+    calm = np.linspace(0, 1, 100)
+    thr = train.threshold_for(calm, 0.05)
+    assert np.mean(calm >= thr) <= 0.05 and np.mean(calm >= thr - 0.011) > 0.05
+    y = np.array([0, 0, 1, 1])
+    assert train.auc(y, np.array([0.1, 0.2, 0.3, 0.4])) == 1.0
+    assert train.balanced_accuracy(y, np.array([0.1, 0.6, 0.7, 0.2]), 0.5) == 0.5
+
+
+def test_lead_in_is_another_neutral_clip_of_the_same_speaker():
+    clips = _clips(3)
+    leads = lead_ins(clips)
+    for i, j in enumerate(leads):
+        assert j is not None and j != i
+        assert clips[j].speaker == clips[i].speaker
+        assert clips[j].label in ("neutral", "calm")
+    # the neutral clip itself starts with the calm one (the only other calm-ish clip)
+    assert clips[leads[0]].label == "calm"
+
+
+def test_smoke_train_evaluate_export(ravdess: Path, tmp_path: Path):
+    """Seconds-long end-to-end run on a few RAVDESS speakers (the real run is `make model`)."""
+    keep = {"ravdess_01", "ravdess_02", "ravdess_03", "ravdess_04"}
+    wanted = ("neutral", "angry", "fearful", "calm")
+    rows = [
+        c
+        for c in load_ravdess(ravdess)
+        if c.speaker in keep and c.label in wanted and "-01-01-" in c.path.name[6:]
+    ]
+    write_manifest(rows, tmp_path / "m.csv")
+    s = train.TrainSettings(hidden=(8,), max_iter=30, folds=2)
+    t = pipeline.run_train(str(tmp_path / "m.csv"), s, work=tmp_path, cache=None)
+    assert len(t.fold_nets) == 2 and set(t.gender_nets) == {"f", "m"}
+    assert 0.0 < t.threshold < 1.0
+    m = pipeline.run_evaluate(work=tmp_path, cache=None, conditions=("clean", "gain-20dB"))
+    assert set(m["speaker_folds"]["with_lead_in"]) == {"clean", "gain-20dB"}
+    assert 0.0 <= m["speaker_folds"]["with_lead_in"]["clean"]["auc"] <= 1.0
+    meta = pipeline.run_export(out_dir=tmp_path, work=tmp_path)
+    assert (tmp_path / "stress.onnx").stat().st_size < 64 * 1024
+    assert json.loads((tmp_path / "stress.json").read_text())["threshold"] == meta["threshold"]
+
+
+def test_train_cli_reports_bad_data(tmp_path: Path, capsys):
+    from calmcue.cli import main
+
+    assert main(["model", "train", "--data", str(tmp_path / "none.csv")]) == 2
+    assert "not found" in capsys.readouterr().err
+    write_manifest(_clips(2), tmp_path / "m.csv")
+    assert main(["model", "train", "--data", str(tmp_path / "m.csv")]) == 2
+    assert "at least 6 speakers" in capsys.readouterr().err
