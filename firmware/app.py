@@ -343,9 +343,13 @@ async def run(dev, i2s):
     async def audio():
         reader = asyncio.StreamReader(i2s)
         buf = dev.hw.mic.samples
+        view = memoryview(buf)
+        n = len(buf)
         while True:
-            n = await reader.readinto(buf)
-            dev.audio(n // 2, now())
+            got = 0
+            while got < n:  # a read may return part of a hop: fill the whole hop first
+                got += await reader.readinto(view[got:]) // 2
+            dev.audio(n, now())
 
     async def outputs():
         while True:

@@ -39,8 +39,7 @@ class Hardware:
 
 
 def hardware():
-    """Build the hardware objects. Called before the application is imported, so the big audio
-    buffer is allocated while the heap is still empty and unfragmented."""
+    """Build the hardware objects (after the code is loaded: see main())."""
     i2s = machine.I2S(
         0, sck=machine.Pin(PIN_I2S_SCK), ws=machine.Pin(PIN_I2S_WS), sd=machine.Pin(PIN_I2S_SD),
         mode=machine.I2S.RX, bits=16, format=machine.I2S.MONO, rate=RATE, ibuf=I2S_IBUF,
@@ -73,10 +72,15 @@ def ntp_unix():
 
 def main():
     import asyncio
+    import gc
 
+    # All code first, then the buffers, collecting in between: long-lived objects end up packed
+    # and the heap keeps contiguous room for the audio and feature buffers.
     from firmware.app import Device, run
 
+    gc.collect()
     i2s, hw = hardware()
+    gc.collect()
     dev = Device(hw, "/")
     asyncio.run(run(dev, i2s))
 

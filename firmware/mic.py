@@ -11,13 +11,15 @@ except ImportError:  # CPython
 
 
 RATE = const(16000)
-HOP = const(4000)  # 0.25 s: the window hop of the feature front end
+# 0.1 s per read. The feature front end takes any chunk size (it completes a window every 0.25 s);
+# a small buffer needs only a small contiguous block of the fragmented heap.
+HOP = const(1600)
 
 
 class Mic:
     def __init__(self, i2s, samples=HOP):
         self.i2s = i2s
-        self.samples = array("h", bytes(2 * samples))
+        self.samples = array("h", bytearray(2 * samples))
         self.ok = True
         self.errors = 0
 

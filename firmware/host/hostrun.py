@@ -74,6 +74,14 @@ def _scrub(n):
     return 0 if n == 0 else _scrub(n - 1) + 0
 
 
+# Leaves first, one collection after each: import garbage never gets trapped between modules.
+_IMPORT_ORDER = (
+    "firmware.events", "firmware.store", "firmware.config", "umqtt.simple", "firmware.net",
+    "firmware.outputs", "firmware.cue_settings", "firmware.features", "firmware.policy",
+    "firmware.attribution", "firmware.pipeline", "firmware.app",
+)
+
+
 class Runner:
     def __init__(self, o):
         from firmware import main as hw_main
@@ -86,9 +94,16 @@ class Runner:
         machine.now_ms = self.up_ms
         if o["trace"]:
             machine.trace = self._trace
-        self.i2s, hw = hw_main.hardware()
+        # As firmware/main.py does on the device: all code first, then the buffers, each step
+        # followed by a collection, so long-lived objects are packed and the heap stays in one
+        # piece for the big audio and feature buffers.
+        for name in _IMPORT_ORDER:
+            __import__(name)
+            gc.collect()
         from firmware.app import Device
 
+        self.i2s, hw = hw_main.hardware()
+        gc.collect()
         self.dev = Device(hw, flash, log=self._log)
         emit = self.dev.emit
 
