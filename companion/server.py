@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -29,6 +30,21 @@ def _resolve_embedded(settings: Settings) -> tuple[Settings, Mosquitto | None]:
     return settings.model_copy(update={"mqtt_url": broker.url}), broker
 
 
+class _Server(uvicorn.Server):
+    """Ends the dashboards' live feeds first on shutdown: uvicorn waits for open requests before
+    the app's lifespan ends, and a live feed never finishes on its own."""
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        _close_feed(self)
+        super().handle_exit(sig, frame)
+
+
+def _close_feed(server: uvicorn.Server) -> None:
+    feed = getattr(server.config.app.state, "feed", None)  # type: ignore[union-attr]
+    if feed is not None:
+        feed.close()
+
+
 def _config(settings: Settings) -> uvicorn.Config:
     return uvicorn.Config(
         create_app(settings),
@@ -46,7 +62,7 @@ def serve(settings: Settings) -> None:
     settings, broker = _resolve_embedded(settings)
     try:
         log.info("dashboard on http://%s:%d/", settings.host, settings.port)
-        uvicorn.Server(_config(settings)).run()
+        _Server(_config(settings)).run()
     finally:
         if broker:
             broker.close()
@@ -80,6 +96,7 @@ class RunningCompanion:
         if self._stopped:
             return
         self._stopped = True
+        _close_feed(self.server)
         self.server.should_exit = True
         self.thread.join(15)
         if self.broker:
@@ -91,7 +108,7 @@ def start(settings: Settings, timeout: float = 20.0) -> RunningCompanion:
     if settings.port == 0:
         settings = settings.model_copy(update={"port": free_port()})
     settings, broker = _resolve_embedded(settings)
-    server = uvicorn.Server(_config(settings))
+    server = _Server(_config(settings))
     thread = threading.Thread(target=server.run, name="calmcue-companion", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout

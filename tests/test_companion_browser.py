@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from companion_helpers import Publisher, cue, running_companion, sqlite_url
 
@@ -103,7 +104,7 @@ def test_demo_mode_dashboard_needs_no_login_and_updates_live(tmp_path, mosquitto
         pub = Publisher(mosquitto.port)
         pub.send("calmcue/v1/store-1/counter-2/tele", {"fw": "0.2.0", "rssi": -61, "queue": 0})
         pub.event(cue(seq=5, cue_name="slow_down", level=1, score=0.61))
-        row = page.wait_for_selector("#cues tbody tr", timeout=1000)
+        row = page.wait_for_selector("#cues tbody tr", timeout=5000)
         assert "slow_down" in row.inner_text() and "0.61" in row.inner_text()
         pub.close()
         page.reload()  # statistics and the device table drawn from the API
@@ -113,3 +114,14 @@ def test_demo_mode_dashboard_needs_no_login_and_updates_live(tmp_path, mosquitto
         assert page.locator("#chart-week rect.suppressed").count() == 1
         assert not page.locator("#config-panel").is_hidden()
         assert errors == [], errors  # nothing failed, nothing fetched from outside
+        # IT edits a device's configuration in the page; a bad value is refused with the reason
+        page.select_option("#config-site", label="store-1 / counter-2")
+        page.fill("#config-doc", '{"brightness": 2}')
+        page.click("#config-form button")
+        page.wait_for_selector("#config-result.error")
+        assert "less than or equal to 1" in page.inner_text("#config-result")
+        page.fill("#config-doc", '{"brightness": 0.2}')
+        page.click("#config-form button")
+        page.wait_for_selector("#config-result:text('published')")
+        info = httpx.get(comp.url + "/api/devices/store-1/counter-2/config").json()
+        assert info["payload"]["brightness"] == 0.2

@@ -190,38 +190,50 @@ async function loadDevices() {
     const status = d.silent ? "silent" : d.status;
     tr.append(cell(d.site), cell(d.device), cell(status, status), cell(fmtTime(d.last_seen)),
       cell(d.firmware || ""), cell(d.model || ""),
-      cell(t.heap_free ?? t.mem_kb ?? ""), cell(t.rssi ?? ""),
+      cell(t.heap_free ?? (t.mem_kb != null ? t.mem_kb + " kB" : "")),
+      cell(t.cpu_pct != null ? t.cpu_pct + " %" : ""), cell(t.rssi ?? ""),
       cell(t.batt_pct != null ? t.batt_pct + " %" : ""), cell(t.queue ?? ""));
     body.append(tr);
   }
 }
 
-// ---- configuration (IT and admin) ---------------------------------------------------------
+// ---- configuration (IT and admin): a whole site, or one device's overrides -----------------
 async function setupConfig(session) {
   if (!["admin", "it", "demo"].includes(session.role)) return;
-  const sites = await getJSON("/api/sites");
+  const [sites, devices] = await Promise.all([getJSON("/api/sites"), getJSON("/api/devices")]);
   if (!sites.length) return;
   document.getElementById("config-panel").hidden = false;
   const select = document.getElementById("config-site");
   const doc = document.getElementById("config-doc");
   const result = document.getElementById("config-result");
-  select.replaceChildren(...sites.map((s) => new Option(s.site, s.site)));
-  const show = () => {
-    const s = sites.find((x) => x.site === select.value);
-    doc.value = JSON.stringify(s && s.config ? JSON.parse(s.config) : {}, null, 2);
+  const targets = [];
+  for (const s of sites) {
+    targets.push({ label: `${s.site} (whole site)`, url: `/api/sites/${s.site}/config`,
+      load: async () => getJSON(`/api/sites/${s.site}/config`) });
+    for (const d of devices.filter((x) => x.site === s.site)) {
+      const url = `/api/devices/${d.site}/${d.device}/config`;
+      targets.push({ label: `${d.site} / ${d.device}`, url,
+        load: async () => (await getJSON(url)).device_config });
+    }
+  }
+  select.replaceChildren(...targets.map((t, i) => new Option(t.label, String(i))));
+  const show = async () => {
+    result.textContent = "";
+    doc.value = JSON.stringify(await targets[Number(select.value)].load(), null, 2);
   };
   select.onchange = show;
-  show();
+  await show();
   document.getElementById("config-form").onsubmit = async (e) => {
     e.preventDefault();
     let body;
     try { body = JSON.parse(doc.value); } catch (err) { result.textContent = "not valid JSON"; return; }
-    const r = await fetch(`/api/sites/${select.value}/config`, {
+    const r = await fetch(targets[Number(select.value)].url, {
       method: "PUT", credentials: "same-origin",
       headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
     const j = await r.json();
-    result.textContent = r.ok ? `published to ${j.published.length} device(s)` : j.detail;
     result.className = r.ok ? "" : "error";
+    result.textContent = !r.ok ? j.detail
+      : j.published ? `saved; published to ${j.published.length} device(s)` : "saved; published";
   };
 }
 
