@@ -23,7 +23,7 @@ MPY_LIB = REPO / "var" / "mpy-lib"
 BUILD = REPO / "build" / "firmware"
 
 # firmware/*.py that are not device modules (CPython tools or other targets); bench_*.py too.
-NOT_ON_DEVICE = {"ota_boot.py", "policy_replay.py"}
+NOT_ON_DEVICE = {"ota_boot.py", "policy_replay.py", "features_run.py", "score_stdin.py"}
 # Device files that must stay source: MicroPython runs /boot.py and /main.py by name.
 ROOT_MAIN = "# Entry point of the calmcue headset bundle (see docs/firmware.md).\nfrom firmware.main import main\n\nmain()\n"
 FORMAT = 1
@@ -96,6 +96,9 @@ def compile_host(dest: Path) -> Path:
     """The host runner's build: the device modules for x64 plus the hardware fakes of
     firmware/host/ in dest/host (first on the runner's path, shadowing the built-in machine)."""
     compile_tree(dest, "x64")
+    model = REPO / "models" / "stress.ccm"
+    if model.exists():  # the shipped model, found by firmware.app.load_model on sys.path
+        (dest / "model.ccm").write_bytes(model.read_bytes())
     host = dest / "host"
     host.mkdir(exist_ok=True)
     for src in sorted((REPO / "firmware" / "host").glob("*.py")):
