@@ -17,6 +17,7 @@ BENCHES: list[str] = [
     "firmware.bench_policy",
     "companion.bench_ingest",
     "firmware.pi.bench_agent",
+    "firmware.tools.bench_headset",
 ]
 
 
