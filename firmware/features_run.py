@@ -4,7 +4,7 @@
 # 0 ends the stream. Each clip is a fresh stream (reset()). Fed to the extractor in chunks of
 # argv[1] samples (default 400). stdout: per window one line
 #   W <clip> <t> <speech> <level_db> <f0_hz> <rate> <feature 0> ... <feature 16>
-# then "E <clip> <peak heap bytes>" per clip. Audio is never stored: it streams through RAM.
+# then "E <clip> <live heap bytes after a collection>" per clip. Audio is never stored: it streams through RAM.
 import gc
 import sys
 
@@ -39,8 +39,6 @@ def main():
         if n == 0:
             break
         fx.reset()
-        gc.collect()
-        peak = gc.mem_alloc()
         left = n
         while left:
             k = chunk if left > chunk else left
@@ -52,11 +50,9 @@ def main():
                     f"W {clip} {rec['t']!r} {rec['speech']!r} {rec['level_db']!r} "
                     f"{rec['f0_hz']!r} {rec['rate']!r} {vals}\n"
                 )
-            a = gc.mem_alloc()
-            if a > peak:
-                peak = a
             left -= k
-        write(f"E {clip} {peak}\n")
+        gc.collect()
+        write(f"E {clip} {gc.mem_alloc()}\n")
         clip += 1
 
 

@@ -131,8 +131,8 @@ def run_micropython(
     """Run firmware/features_run.py over `clips` in one MicroPython process.
 
     `compiled`: a folder from compile_firmware() to import the .mpy files from instead of
-    compiling the source on the heap. Returns (window rows per clip, heap high-water mark per
-    clip, wall seconds).
+    compiling the source on the heap. Returns (window rows per clip, live heap bytes after
+    each clip, wall seconds).
     """
     code = f"import sys\nsys.argv[1:] = [{str(chunk)!r}]\n"
     if compiled is not None:
@@ -149,14 +149,14 @@ def run_micropython(
             f"{proc.stdout.decode()[-1500:]}{proc.stderr.decode()[-1500:]}"
         )
     rows: list[list[list[float]]] = [[] for _ in clips]
-    peaks = [0] * len(clips)
+    live = [0] * len(clips)
     for line in proc.stdout.decode().splitlines():
         parts = line.split()
         if parts[0] == "W":
             rows[int(parts[1])].append([float(v) for v in parts[2:]])
         elif parts[0] == "E":
-            peaks[int(parts[1])] = int(parts[2])
-    return [np.array(r, dtype=np.float64).reshape(-1, ROW_WIDTH) for r in rows], peaks, wall
+            live[int(parts[1])] = int(parts[2])
+    return [np.array(r, dtype=np.float64).reshape(-1, ROW_WIDTH) for r in rows], live, wall
 
 
 def ravdess_paths(every: int = 1, root: Path = RAVDESS) -> list[Path]:
@@ -198,7 +198,7 @@ def main(every: int = 10) -> dict[str, Any]:
         extract(c)
     np_rtf = (time.perf_counter() - t0) / audio_s
 
-    _, peaks, wall = run_micropython(clips, heapsize="64K")
+    _, live, wall = run_micropython(clips, heapsize="64K")
     mpy_rtf = wall / audio_s
 
     import opensmile  # benchmark only: never imported at runtime
@@ -222,7 +222,7 @@ def main(every: int = 10) -> dict[str, Any]:
         "micropython_rtf": mpy_rtf,
         "opensmile_egemaps_rtf": smile_rtf,
         "numpy_vs_opensmile": np_rtf / smile_rtf,
-        "micropython_heap_highwater_bytes_at_64K": max(peaks),
+        "micropython_live_heap_bytes": max(live),
     }
     with tempfile.TemporaryDirectory() as tmp:
         compiled = compile_firmware(Path(tmp))
