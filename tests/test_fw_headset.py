@@ -9,13 +9,12 @@ import struct
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
-from fw_harness import DEMO_WAV, Collector, Device, run_through
+from fw_harness import Collector, Device, run_through
 
 from firmware import events
 from firmware.tools import bundle
+from firmware.tools.bench_headset import headset_rendition
 
 SITE_DEV = "calmcue/v1/demo/headset-1/"
 # The smallest -X heapsize the whole firmware (features, policy, attribution, umqtt, app, and the
@@ -32,17 +31,8 @@ def host_build(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def headset_wav(tmp_path_factory) -> Path:
-    """The demo conversation as a headset hears it: the wearer (staff) near field, the customer
-    about a metre away, 25 dB quieter (3 cm vs 1 m is ~30 dB; a raised voice closes some of it)."""
-    x, sr = sf.read(DEMO_WAV, dtype="int16")
-    timeline = json.loads(DEMO_WAV.with_suffix(".json").read_text())
-    y = x.astype(np.float64)
-    for turn in timeline["turns"]:
-        if turn["speaker"] == "customer":
-            y[int(turn["start"] * sr) : int(turn["end"] * sr)] *= 10 ** (-25 / 20)
-    out = tmp_path_factory.mktemp("fw-audio") / "headset_demo.wav"
-    sf.write(out, y.astype(np.int16), sr, subtype="PCM_16")
-    return out
+    """The demo conversation as a headset hears it (customer 25 dB below the wearer)."""
+    return headset_rendition(tmp_path_factory.mktemp("fw-audio") / "headset_demo.wav")
 
 
 @pytest.fixture
