@@ -280,7 +280,16 @@ class AlertManager:
             self.open(d.site, d.device, SILENT_DEVICE)
 
     def _announce(self, alert: dict[str, Any]) -> None:
-        body = json.dumps({**alert, "escalated": alert["escalated_at"] is not None})
+        escalated = alert["escalated_at"] is not None
+        with self.engine.connect() as conn:
+            contacts = conn.execute(
+                select(sites.c.first_contact, sites.c.second_contact).where(
+                    sites.c.site == alert["site"]
+                )
+            ).first()
+        # who should come: the site's first contact, the second once escalated
+        contact = (contacts[1] if escalated else contacts[0]) if contacts else None
+        body = json.dumps({**alert, "escalated": escalated, "contact": contact})
         try:
             self._publish(alert_topic(alert["site"], alert["kind"]), body.encode())
         except Exception:

@@ -34,6 +34,7 @@ SUBSCRIPTIONS = (
     f"{schema.TOPIC_ROOT}/+/+/tele",
 )
 TELE_MAX_BYTES = 1024
+QUEUE_MAX = 50_000
 EVENT_COLUMNS = (
     "site", "device", "boot", "seq", "type", "up_ms", "ts", "conv", "cue", "level", "score",
     "conv_s", "stress_s", "ttd_s", "reason", "phase", "cues", "peak", "action",
@@ -78,7 +79,9 @@ class Ingest:
     def __init__(self, settings: Settings, engine: Engine):
         self.settings = settings
         self.engine = engine
-        self._queue: queue.Queue[tuple[str, Any] | None] = queue.Queue()
+        # Bounded: when storage falls this far behind, on_message blocks, paho stops reading,
+        # and QoS 1 messages wait at the broker instead of in our memory.
+        self._queue: queue.Queue[tuple[str, Any] | None] = queue.Queue(QUEUE_MAX)
         self._counters = IngestCounters()
         self._lock = threading.Lock()
         self._event_listeners: list[EventListener] = []
@@ -363,7 +366,10 @@ class Ingest:
                 batch.append(nxt)
                 if nxt[0] == "barrier":
                     break
-            self._write_batch(batch)
+            try:
+                self._write_batch(batch)
+            except Exception:  # the writer must outlive any one batch
+                log.exception("ingest writer failed on a batch of %d; continuing", len(batch))
 
     def _write_batch(self, batch: list[tuple[str, Any]]) -> None:
         ev_rows: dict[tuple[str, str, int, int], dict[str, Any]] = {}

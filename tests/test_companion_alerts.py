@@ -108,7 +108,10 @@ def test_unacknowledged_alert_renotifies_and_escalates_on_time(tmp_path, mosquit
         alert_check_s=0.05,
         webhook_url=f"http://127.0.0.1:{hook.server_port}/hook",
     ) as comp:
-        r = httpx.put(comp.url + "/api/sites/store-1", json={"second_contact": "Dana (deputy)"})
+        r = httpx.put(
+            comp.url + "/api/sites/store-1",
+            json={"first_contact": "Sam (store manager)", "second_contact": "Dana (deputy)"},
+        )
         assert r.status_code == 200
         pub.event(cue(seq=1, cue_name="call_manager", level=3))
         (alert,) = wait_until(lambda: active(comp), what="an open alert")
@@ -130,6 +133,8 @@ def test_unacknowledged_alert_renotifies_and_escalates_on_time(tmp_path, mosquit
         published = [m for m in mgr_dev.messages if m[1].endswith("/call_manager")]
         assert [m[2]["notify_count"] for m in published] == [1, 2, 3, 4]
         assert published[-1][2]["escalated"] is True
+        assert published[-1][2]["contact"] == "Dana (deputy)"
+        assert published[0][2]["contact"] == "Sam (store manager)"
 
         httpx.post(f"{comp.url}/api/alerts/{alert['id']}/ack")
         n = len(audit(comp, alert["id"]))
