@@ -82,6 +82,11 @@ class UserCreate(BaseModel):
     sites: list[str] = Field(default_factory=list)
 
 
+class DeviceCreate(BaseModel):
+    site: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    device: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
 class TokenCreate(BaseModel):
     name: str = "api"
 
@@ -421,6 +426,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(status, str(exc)) from None
         device_config.publish_device(db, site, device, request.app.state.ingest.publish)
         return device_config.effective(db, site, device)
+
+    @app.post("/api/devices", tags=["devices"], status_code=201)
+    def post_device(request: Request, who: Viewer, db: Db, body: DeviceCreate) -> dict[str, Any]:
+        """Register a device before it first reports (needed when auto-registration is off)."""
+        require(who, "admin", "it")
+        row = store.register_device(db, site=body.site, device=body.device)
+        request.app.state.ingest.register_device(body.site, body.device)
+        return row
 
     @app.get("/api/devices", tags=["devices"])
     def get_devices(who: Viewer, db: Db) -> list[dict[str, Any]]:

@@ -119,3 +119,28 @@ def upsert_site(engine: Engine, *, site: str, **values: Any) -> dict[str, Any]:
         return dict(
             conn.execute(select(sites_table).where(sites_table.c.site == site)).one()._mapping
         )
+
+
+def register_device(engine: Engine, *, site: str, device: str) -> dict[str, Any]:
+    """Add a device to the registry (status unknown until it reports); idempotent."""
+    import time
+
+    from companion.ingest import insert_ignoring_duplicates
+
+    now = time.time()
+    with engine.begin() as conn:
+        conn.execute(
+            insert_ignoring_duplicates(engine, devices),
+            {
+                "site": site,
+                "device": device,
+                "status": "unknown",
+                "first_seen": now,
+                "last_seen": now,
+                "silent": False,
+            },
+        )
+        row = conn.execute(
+            select(devices).where(devices.c.site == site, devices.c.device == device)
+        ).one()
+    return dict(row._mapping)

@@ -107,7 +107,10 @@ def test_unknown_devices_are_dead_lettered_when_registration_is_required(tmp_pat
     with running_companion(
         sqlite_url(tmp_path), mosquitto.url, auto_register_devices=False
     ) as comp:
-        comp.ingest.register_device("store-1", "counter-1")
+        r = httpx.post(comp.url + "/api/devices", json={"site": "store-1", "device": "counter-1"})
+        assert r.status_code == 201 and r.json()["status"] == "unknown"
+        bad = httpx.post(comp.url + "/api/devices", json={"site": "Store 1", "device": "x"})
+        assert bad.status_code == 422
         pub.event(cue(device="counter-1"))
         pub.event(cue(device="counter-9"))
         wait_until(lambda: comp.ingest.counters().received == 2, what="2 received")
