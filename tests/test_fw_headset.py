@@ -52,10 +52,12 @@ def test_demo_conversation_ten_minutes_heap_flat(
     """600 s of audio (the headset demo looped) through the whole firmware in a HEAP-sized heap:
     it never runs out, free heap after 10 min equals free heap after 1 min, every queued event
     reaches the broker, and the cues drove the LED and the motor."""
+    flash = tmp_path / "flash"
+    flash.mkdir()
     minutes = ",".join(str(60 * m) for m in range(1, 11))
     lines = run_through(
         host_build,
-        tmp_path,
+        flash,
         headset_wav,
         mosquitto.port,
         "--seconds",
@@ -84,6 +86,16 @@ def test_demo_conversation_ten_minutes_heap_flat(
     motor = [x for x in lines if x.get("out") == "pwm7" and x["value"] > 0]
     assert len(led) >= len(cues) and motor
     assert done["queue"] == 0 and done["sent"] == len(queued)
+    # Privacy: after ten minutes of audio the device's flash holds its identity, config, boot
+    # counter and queued events (closed schema) — no audio, no features.
+    written = sorted(str(p.relative_to(flash)) for p in flash.rglob("*") if p.is_file())
+    assert all(
+        w in ("device.json", "boot", "config.good", "queue/head") or w.startswith("queue/0")
+        for w in written
+    ), written
+    for seg in (flash / "queue").glob("0*"):
+        for line in seg.read_bytes().splitlines():
+            assert events.problems(json.loads(line)) == []
 
     collector.wait_for(
         lambda m: (
