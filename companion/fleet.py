@@ -1,0 +1,603 @@
+"""Fleet management for IT: the inventory of factory labels and device ids, per-device MQTT
+accounts (the source of the Mosquitto password and ACL files), and signed over-the-air updates
+with staged roll-out and per-device status.
+
+Self-contained: its own tables (prefix `fleet_`, created by `create_tables`) and two routers,
+so the rest of the companion only mounts it (docs/fleet.md):
+
+    from companion import fleet
+    fleet.create_tables(engine)
+    store = fleet.FleetStore(engine, key_path=Path("var/fleet/ota_signing_key.pem"))
+    app.include_router(fleet.it_router(store), dependencies=[Depends(<IT or admin>)])
+    app.include_router(fleet.device_router(store))   # devices fetch updates without a login
+
+Update signatures: RSA-2048 PKCS#1 v1.5 over SHA-256 of the exact manifest bytes, because the
+device verifies them in a few lines of MicroPython (firmware/ota.py explains the choice).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import (
+    Column,
+    Engine,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    select,
+)
+
+from firmware.tools import broker_access
+
+fleet_metadata = MetaData()
+
+inventory = Table(
+    "fleet_inventory",
+    fleet_metadata,
+    Column("device", String(32), primary_key=True),  # derived from the chip's unique id
+    Column("site", String(32), nullable=False),
+    Column("name", String(32), nullable=False),
+    Column("label", String(64), nullable=False),  # the factory label on the box
+    Column("profile", String(32), nullable=False),
+    Column("target", String(16), nullable=False),
+    Column("version", String(64)),
+    Column("provisioned_at", Float, nullable=False),
+    UniqueConstraint("label", name="uq_fleet_inventory_label"),
+)
+
+mqtt_accounts = Table(
+    "fleet_mqtt_accounts",
+    fleet_metadata,
+    Column("username", String(64), primary_key=True),
+    Column("site", String(32)),
+    Column("device", String(32)),
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+updates = Table(
+    "fleet_updates",
+    fleet_metadata,
+    Column("id", String(16), primary_key=True),
+    Column("version", String(64), nullable=False),
+    Column("site", String(32), nullable=False),
+    Column("percent", Integer, nullable=False),
+    Column("state", String(16), nullable=False),  # active | paused
+    Column("manifest", LargeBinary, nullable=False),  # the exact signed bytes
+    Column("signature", Text, nullable=False),  # hex
+    Column("created_at", Float, nullable=False),
+)
+
+update_files = Table(
+    "fleet_update_files",
+    fleet_metadata,
+    Column("update_id", String(16), primary_key=True),
+    Column("path", String(255), primary_key=True),
+    Column("sha256", String(64), nullable=False),
+    Column("data", LargeBinary, nullable=False),
+)
+
+update_status = Table(
+    "fleet_update_status",
+    fleet_metadata,
+    Column("update_id", String(16), primary_key=True),
+    Column("site", String(32), primary_key=True),
+    Column("device", String(32), primary_key=True),
+    Column("state", String(16), nullable=False),  # applied | confirmed | rolled_back | refused
+    Column("detail", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+UPDATE_STATES = ("applied", "confirmed", "rolled_back", "refused")
+# a device that ended in one of these is not offered the same update again
+_FINAL = ("confirmed", "rolled_back", "refused")
+
+
+class FleetError(ValueError):
+    """A request that cannot be carried out; the message says what to do."""
+
+
+def create_tables(engine: Engine) -> None:
+    fleet_metadata.create_all(engine)
+
+
+def in_rollout(update_id: str, device: str, percent: int) -> bool:
+    """Stable bucket 0-99 per (update, device): widening the percentage keeps earlier devices in."""
+    bucket = int(hashlib.sha256(f"{update_id}:{device}".encode()).hexdigest()[:8], 16) % 100
+    return bucket < percent
+
+
+# ---- signing key ----------------------------------------------------------------------------
+
+
+def load_or_create_key(path: Path) -> Any:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    if path.exists():
+        return serialization.load_pem_private_key(path.read_bytes(), password=None)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    return key
+
+
+def public_key_json(key: Any) -> dict[str, Any]:
+    """The form the device stores in ota_key.json."""
+    numbers = key.public_key().public_numbers()
+    return {"alg": "rsa-pkcs1v15-sha256", "n": format(numbers.n, "x"), "e": numbers.e}
+
+
+def sign(key: Any, data: bytes) -> str:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    return str(key.sign(data, padding.PKCS1v15(), hashes.SHA256()).hex())
+
+
+# ---- the store (used by the routers and directly by `calmcue device ... --db URL`) -----------
+
+
+@dataclass
+class FleetStore:
+    engine: Engine
+    key_path: Path
+
+    def __post_init__(self) -> None:
+        self._key: Any = None
+
+    @property
+    def key(self) -> Any:
+        if self._key is None:
+            self._key = load_or_create_key(self.key_path)
+        return self._key
+
+    # inventory
+
+    def record(
+        self,
+        *,
+        device: str,
+        site: str,
+        name: str,
+        label: str,
+        profile: str,
+        target: str,
+        version: str | None,
+    ) -> dict[str, Any]:
+        now = time.time()
+        with self.engine.begin() as conn:
+            other = conn.execute(
+                select(inventory.c.device).where(inventory.c.label == label)
+            ).scalar_one_or_none()
+            if other is not None and other != device:
+                raise FleetError(
+                    f"factory label {label!r} is already recorded for device {other}; check the "
+                    "label on the box, or retire that device first"
+                )
+            row = dict(
+                device=device,
+                site=site,
+                name=name,
+                label=label,
+                profile=profile,
+                target=target,
+                version=version,
+                provisioned_at=now,
+            )
+            exists = conn.execute(
+                select(inventory.c.device).where(inventory.c.device == device)
+            ).scalar_one_or_none()
+            if exists:
+                conn.execute(inventory.update().where(inventory.c.device == device).values(**row))
+            else:
+                conn.execute(inventory.insert().values(**row))
+        return row
+
+    def inventory(self, site: str | None = None) -> list[dict[str, Any]]:
+        q = select(inventory).order_by(inventory.c.site, inventory.c.name)
+        if site:
+            q = q.where(inventory.c.site == site)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def device(self, device: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(inventory).where(inventory.c.device == device)).first()
+            if row is None:
+                return None
+            out = dict(row._mapping)
+            out["updates"] = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(update_status)
+                    .where(update_status.c.device == device)
+                    .order_by(update_status.c.updated_at.desc())
+                )
+            ]
+        return out
+
+    # MQTT accounts
+
+    def mqtt_account(
+        self, *, site: str | None, device: str | None, username: str | None = None
+    ) -> dict[str, str]:
+        """Create or rotate an account; the password is returned only here, once."""
+        username = username or device
+        if not username:
+            raise FleetError("an MQTT account needs a device id or a username")
+        password = secrets.token_urlsafe(18)
+        row = dict(
+            username=username,
+            site=site,
+            device=device,
+            password_hash=broker_access.hash_password(username, password),
+            created_at=time.time(),
+        )
+        with self.engine.begin() as conn:
+            conn.execute(mqtt_accounts.delete().where(mqtt_accounts.c.username == username))
+            conn.execute(mqtt_accounts.insert().values(**row))
+        return {"username": username, "password": password}
+
+    def accounts(self) -> list[broker_access.Account]:
+        with self.engine.connect() as conn:
+            return [
+                broker_access.Account(r.username, r.password_hash, r.site, r.device)
+                for r in conn.execute(select(mqtt_accounts).order_by(mqtt_accounts.c.username))
+            ]
+
+    def broker_files(self) -> dict[str, str]:
+        accts = self.accounts()
+        return {
+            "passwd": broker_access.render_password_file(accts),
+            "acl": broker_access.render_acl_file(accts),
+        }
+
+    # updates
+
+    def create_update(
+        self, *, version: str, site: str, percent: int, files: dict[str, bytes]
+    ) -> dict[str, Any]:
+        if not files:
+            raise FleetError("the bundle has no files; build it with `make firmware`")
+        if not 0 <= percent <= 100:
+            raise FleetError(f"percent is {percent}; choose 0-100")
+        for path in files:
+            if path.startswith("/") or ".." in path.split("/"):
+                raise FleetError(f"bundle path {path!r} must be relative, without '..'")
+        update_id = "u" + secrets.token_hex(6)
+        manifest = {
+            "v": 1,
+            "update": update_id,
+            "version": version,
+            "site": site,
+            "files": {
+                p: {"sha256": hashlib.sha256(d).hexdigest(), "size": len(d)}
+                for p, d in sorted(files.items())
+            },
+        }
+        manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode()
+        signature = sign(self.key, manifest_bytes)
+        with self.engine.begin() as conn:
+            conn.execute(
+                updates.insert().values(
+                    id=update_id,
+                    version=version,
+                    site=site,
+                    percent=percent,
+                    state="active",
+                    manifest=manifest_bytes,
+                    signature=signature,
+                    created_at=time.time(),
+                )
+            )
+            for p, d in files.items():
+                conn.execute(
+                    update_files.insert().values(
+                        update_id=update_id, path=p, sha256=manifest["files"][p]["sha256"], data=d
+                    )
+                )
+        return {"update": update_id, "version": version, "site": site, "percent": percent}
+
+    def set_rollout(
+        self, update_id: str, *, percent: int | None = None, state: str | None = None
+    ) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        if percent is not None:
+            if not 0 <= percent <= 100:
+                raise FleetError(f"percent is {percent}; choose 0-100")
+            values["percent"] = percent
+        if state is not None:
+            if state not in ("active", "paused"):
+                raise FleetError("state must be 'active' or 'paused'")
+            values["state"] = state
+        with self.engine.begin() as conn:
+            n = conn.execute(updates.update().where(updates.c.id == update_id).values(**values))
+            if n.rowcount == 0:
+                raise KeyError(update_id)
+        return self.update_summary(update_id)
+
+    def _update_row(self, update_id: str) -> Any:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(updates).where(updates.c.id == update_id)).first()
+        if row is None:
+            raise KeyError(update_id)
+        return row
+
+    def update_summary(self, update_id: str) -> dict[str, Any]:
+        row = self._update_row(update_id)
+        with self.engine.connect() as conn:
+            statuses = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    select(update_status)
+                    .where(update_status.c.update_id == update_id)
+                    .order_by(update_status.c.device)
+                )
+            ]
+        counts: dict[str, int] = {s: 0 for s in UPDATE_STATES}
+        for s in statuses:
+            counts[s["state"]] = counts.get(s["state"], 0) + 1
+        return {
+            "update": row.id,
+            "version": row.version,
+            "site": row.site,
+            "percent": row.percent,
+            "state": row.state,
+            "created_at": row.created_at,
+            "counts": counts,
+            "devices": statuses,
+        }
+
+    def list_updates(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            ids = [r.id for r in conn.execute(select(updates.c.id).order_by(updates.c.created_at))]
+        return [self.update_summary(i) for i in ids]
+
+    def check(self, *, site: str, device: str, version: str) -> dict[str, Any]:
+        """The newest active update for this device's site that it should take, if any."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(updates)
+                .where(updates.c.site == site, updates.c.state == "active")
+                .order_by(updates.c.created_at.desc())
+            ).all()
+            for row in rows:
+                if row.version == version or not in_rollout(row.id, device, row.percent):
+                    continue
+                done = conn.execute(
+                    select(update_status.c.state).where(
+                        update_status.c.update_id == row.id,
+                        update_status.c.device == device,
+                        update_status.c.site == site,
+                    )
+                ).scalar_one_or_none()
+                if done in _FINAL:
+                    continue
+                return {"update": row.id, "version": row.version}
+        return {}
+
+    def manifest(self, update_id: str) -> tuple[bytes, str]:
+        row = self._update_row(update_id)
+        return bytes(row.manifest), str(row.signature)
+
+    def file(self, update_id: str, path: str) -> bytes:
+        with self.engine.connect() as conn:
+            data = conn.execute(
+                select(update_files.c.data).where(
+                    update_files.c.update_id == update_id, update_files.c.path == path
+                )
+            ).scalar_one_or_none()
+        if data is None:
+            raise KeyError(path)
+        return bytes(data)
+
+    def report(self, *, update_id: str, site: str, device: str, state: str, detail: str) -> None:
+        if state not in UPDATE_STATES:
+            raise FleetError(f"state must be one of {', '.join(UPDATE_STATES)}")
+        self._update_row(update_id)
+        with self.engine.begin() as conn:
+            conn.execute(
+                update_status.delete().where(
+                    update_status.c.update_id == update_id,
+                    update_status.c.site == site,
+                    update_status.c.device == device,
+                )
+            )
+            conn.execute(
+                update_status.insert().values(
+                    update_id=update_id,
+                    site=site,
+                    device=device,
+                    state=state,
+                    detail=detail[:500],
+                    updated_at=time.time(),
+                )
+            )
+            if state == "confirmed":
+                conn.execute(
+                    inventory.update()
+                    .where(inventory.c.device == device)
+                    .values(version=self._update_row(update_id).version)
+                )
+
+
+# ---- HTTP -----------------------------------------------------------------------------------
+
+
+class InventoryIn(BaseModel):
+    site: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    label: str = Field(min_length=1, max_length=64)
+    profile: str = Field(min_length=1, max_length=32)
+    target: str = Field(pattern=r"^(esp32|pi)$")
+    version: str | None = None
+
+
+class AccountIn(BaseModel):
+    site: str | None = None
+    device: str | None = None
+    username: str | None = None
+
+
+class UpdateIn(BaseModel):
+    version: str = Field(min_length=1, max_length=64)
+    site: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    percent: int = Field(default=100, ge=0, le=100)
+    files: dict[str, str]  # path -> base64 content
+
+
+class RolloutIn(BaseModel):
+    percent: int | None = Field(default=None, ge=0, le=100)
+    state: str | None = None
+
+
+class ReportIn(BaseModel):
+    site: str
+    device: str
+    update: str
+    state: str
+    detail: str = ""
+
+
+def _bad(e: Exception) -> HTTPException:
+    return HTTPException(status_code=409 if isinstance(e, FleetError) else 404, detail=str(e))
+
+
+def it_router(store: FleetStore) -> APIRouter:
+    """Endpoints for IT tools; mount behind the companion's IT/admin dependency."""
+    r = APIRouter(prefix="/fleet", tags=["fleet"])
+
+    @r.put("/inventory/{device}")
+    def put_inventory(device: str, body: InventoryIn) -> dict[str, Any]:
+        try:
+            return store.record(device=device, **body.model_dump())
+        except FleetError as e:
+            raise _bad(e) from None
+
+    @r.get("/inventory")
+    def get_inventory(site: str | None = None) -> list[dict[str, Any]]:
+        return store.inventory(site)
+
+    @r.get("/devices/{device}")
+    def get_device(device: str) -> dict[str, Any]:
+        found = store.device(device)
+        if found is None:
+            raise HTTPException(404, f"device {device} is not in the inventory")
+        return found
+
+    @r.post("/mqtt/accounts")
+    def post_account(body: AccountIn) -> dict[str, str]:
+        try:
+            return store.mqtt_account(site=body.site, device=body.device, username=body.username)
+        except FleetError as e:
+            raise _bad(e) from None
+
+    @r.get("/mqtt/files")
+    def get_broker_files() -> dict[str, str]:
+        return store.broker_files()
+
+    @r.get("/ota/key")
+    def get_key() -> dict[str, Any]:
+        return public_key_json(store.key)
+
+    @r.post("/updates")
+    def post_update(body: UpdateIn) -> dict[str, Any]:
+        try:
+            files = {p: base64.b64decode(d, validate=True) for p, d in body.files.items()}
+            return store.create_update(
+                version=body.version, site=body.site, percent=body.percent, files=files
+            )
+        except (FleetError, ValueError) as e:
+            raise HTTPException(422, str(e)) from None
+
+    @r.get("/updates")
+    def get_updates() -> list[dict[str, Any]]:
+        return store.list_updates()
+
+    @r.get("/updates/{update_id}")
+    def get_update(update_id: str) -> dict[str, Any]:
+        try:
+            return store.update_summary(update_id)
+        except KeyError as e:
+            raise _bad(e) from None
+
+    @r.patch("/updates/{update_id}")
+    def patch_update(update_id: str, body: RolloutIn) -> dict[str, Any]:
+        try:
+            return store.set_rollout(update_id, percent=body.percent, state=body.state)
+        except (FleetError, KeyError) as e:
+            raise _bad(e) from None
+
+    return r
+
+
+def device_router(store: FleetStore) -> APIRouter:
+    """What devices call: plain HTTP, no login; integrity comes from the signature."""
+    r = APIRouter(prefix="/fleet/ota", tags=["fleet-devices"])
+
+    @r.get("/check")
+    def check(site: str, device: str, version: str = "") -> dict[str, Any]:
+        return store.check(site=site, device=device, version=version)
+
+    @r.get("/updates/{update_id}/manifest")
+    def manifest(update_id: str) -> Response:
+        try:
+            data, _ = store.manifest(update_id)
+        except KeyError as e:
+            raise _bad(e) from None
+        return Response(data, media_type="application/json")
+
+    @r.get("/updates/{update_id}/signature")
+    def signature(update_id: str) -> Response:
+        try:
+            _, sig = store.manifest(update_id)
+        except KeyError as e:
+            raise _bad(e) from None
+        return Response(sig, media_type="text/plain")
+
+    @r.get("/updates/{update_id}/files/{path:path}")
+    def file(update_id: str, path: str) -> Response:
+        try:
+            return Response(store.file(update_id, path), media_type="application/octet-stream")
+        except KeyError as e:
+            raise _bad(e) from None
+
+    @r.post("/report")
+    def report(body: ReportIn) -> dict[str, str]:
+        try:
+            store.report(
+                update_id=body.update,
+                site=body.site,
+                device=body.device,
+                state=body.state,
+                detail=body.detail,
+            )
+        except (FleetError, KeyError) as e:
+            raise _bad(e) from None
+        return {"ok": "recorded"}
+
+    return r

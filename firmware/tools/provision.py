@@ -1,0 +1,356 @@
+"""`calmcue device provision`: make a device ready for its site in one command.
+
+ESP32 (over the serial raw REPL): validate everything first, then upload the firmware bundle
+(and model) into bundle slot a/, check every file by SHA-256 on the device, install the A/B
+loader, read the device id from the chip, record factory label <-> device id in the companion's
+inventory (which also issues the device's MQTT account), write device.json atomically, reboot.
+Files already on the device with the right hash are left alone, so re-running after an
+interruption finishes the job, and re-running on a finished device changes only the credentials.
+
+Raspberry Pi (`--target pi`): the same identity and validation, written as the agent's JSON
+config, locally (`--root`) or over SSH (`--ssh user@host`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from firmware import events
+from firmware.tools.devicelink import DeviceLink, put_tree, verify_tree
+from firmware.tools.fleet_client import Fleet
+
+REPO = Path(__file__).resolve().parents[2]
+OTA_BOOT = REPO / "firmware" / "ota_boot.py"
+# profile -> target; hardware/<profile>.md documents each
+PROFILES = {"esp32s3-headset": "esp32", "pi-counter": "pi"}
+DEVICE_FILE = "device.json"
+SLOT = "a"
+ROOT_MAIN = (
+    b"# calmcue: run the active bundle; boot.py (the A/B loader) put its slot first on sys.path\n"
+    b"import main\n"
+)
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
+
+
+class ProvisionError(ValueError):
+    """Everything wrong with a provisioning request, one fix-it line each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("provisioning refused, nothing was written:\n  - " + "\n  - ".join(problems))
+
+
+@dataclass(frozen=True)
+class Identity:
+    site: str
+    name: str
+    label: str
+    profile: str
+    mqtt_url: str
+    wifi_ssid: str = ""
+    wifi_password: str = ""
+    ota_url: str = ""  # the companion's base URL as the device reaches it (http://...)
+    settings: dict[str, Any] = field(default_factory=dict)  # initial config.json
+
+    @property
+    def target(self) -> str:
+        return PROFILES.get(self.profile, "")
+
+
+def _id_problem(what: str, value: str, example: str) -> str | None:
+    msg = events._check(what, "id", value)
+    return f"{msg} (e.g. {example!r})" if msg else None
+
+
+def _url_problems(what: str, url: str, schemes: tuple[str, ...], example: str,
+                  device_reaches: bool) -> list[str]:
+    parts = urlsplit(url)
+    if parts.scheme not in schemes or not parts.hostname:
+        return [f"{what} {url!r} is not of the form {schemes[0]}://HOST:PORT, e.g. {example}"]
+    out = []
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        out.append(f"{what}: the port in {url!r} is not a number between 1 and 65535")
+    if device_reaches and parts.hostname in LOOPBACK:
+        out.append(
+            f"{what} {url!r} points at this computer's loopback address, which the device cannot "
+            "reach; use the server's LAN address or name, e.g. " + example
+        )
+    return out
+
+
+def validate(ident: Identity, *, target: str, loopback_ok: bool = False) -> list[str]:
+    """Every problem with the request, before anything touches the device."""
+    out: list[str] = []
+    if ident.profile not in PROFILES:
+        out.append(f"profile {ident.profile!r} is unknown; choose one of {', '.join(PROFILES)}")
+    elif ident.target != target:
+        out.append(
+            f"profile {ident.profile} is for --target {ident.target}, not {target}; pass "
+            f"--target {ident.target} or choose a {target} profile"
+        )
+    for p in (_id_problem("site", ident.site, "store-042"),
+              _id_problem("name", ident.name, "counter-2")):
+        if p:
+            out.append(p)
+    if not 1 <= len(ident.label) <= 64 or not ident.label.isprintable():
+        out.append("label must be the 1-64 printable characters on the factory label, e.g. 'CC-000123'")
+    device_reaches = not loopback_ok
+    out += _url_problems("mqtt url", ident.mqtt_url, ("mqtt", "mqtts"),
+                         "mqtt://192.168.1.10:1883", device_reaches)
+    if ident.ota_url:
+        out += _url_problems("companion url", ident.ota_url, ("http",),
+                             "http://192.168.1.10:8000", device_reaches)
+    if target == "esp32":
+        ssid = ident.wifi_ssid.encode()
+        if not 1 <= len(ssid) <= 32:
+            out.append("--wifi SSID is required for a headset and must be 1-32 bytes long")
+        pw = ident.wifi_password
+        if pw and not (8 <= len(pw) <= 63 or (len(pw) == 64 and _is_hex(pw))):
+            out.append(
+                f"Wi-Fi password is {len(pw)} characters; WPA2 needs 8-63 characters (or 64 hex "
+                "digits). For an open network leave it empty"
+            )
+        if not ident.ota_url:
+            out.append("--ota-url is required for a headset (where it fetches updates), e.g. "
+                       "http://192.168.1.10:8000")
+        out += settings_problems(ident.settings)
+    return out
+
+
+def _is_hex(s: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in s)
+
+
+def settings_problems(settings: dict[str, Any]) -> list[str]:
+    """The initial config.json, checked by the firmware's own validator (and the cue policy's)."""
+    if not settings:
+        return []
+    try:
+        from firmware import config as device_config
+    except ImportError:
+        return []
+    policy_check = None
+    try:
+        from firmware import policy
+
+        policy_check = getattr(policy, "problems", None)
+    except ImportError:
+        pass
+    return [f"settings: {p}" for p in device_config.problems(settings, policy_check)]
+
+
+# ---- the bundle -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bundle:
+    version: str
+    files: dict[str, bytes]  # path inside the slot -> content
+
+
+def load_bundle(path: Path, model: Path | None = None) -> Bundle:
+    """Read build/firmware (manifest.json + files) and check every file against the manifest."""
+    manifest_path = path / "manifest.json"
+    if not manifest_path.exists():
+        raise ProvisionError([f"{manifest_path} not found; build the bundle with `make firmware`"])
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except ValueError as e:
+        raise ProvisionError([f"{manifest_path} is not valid JSON ({e}); rebuild with `make firmware`"]) from None
+    entries = manifest.get("files", {})
+    if isinstance(entries, list):  # [{"path":..., "sha256":...}]
+        entries = {e["path"]: e for e in entries}
+    files: dict[str, bytes] = {}
+    problems = []
+    for rel, meta in entries.items():
+        want = meta if isinstance(meta, str) else meta.get("sha256")
+        f = path / rel
+        if not f.is_file():
+            problems.append(f"bundle file {rel} is listed in the manifest but missing; rebuild with `make firmware`")
+            continue
+        data = f.read_bytes()
+        if hashlib.sha256(data).hexdigest() != want:
+            problems.append(f"bundle file {rel} does not match its manifest hash; rebuild with `make firmware`")
+        files[rel] = data
+    if model is not None:
+        if not model.is_file():
+            problems.append(f"model file {model} not found; export it with `calmcue model export`")
+        else:
+            files[model.name] = model.read_bytes()
+    if problems:
+        raise ProvisionError(problems)
+    version = str(manifest.get("version") or hashlib.sha256(
+        json.dumps(sorted((p, hashlib.sha256(d).hexdigest()) for p, d in files.items())).encode()
+    ).hexdigest()[:12])
+    return Bundle(version, files)
+
+
+# ---- ESP32 ----------------------------------------------------------------------------------
+
+
+def device_id_from_uid(uid_hex: str) -> str:
+    """The device id used in topics and the inventory: stable, derived from the chip id."""
+    return "cc-" + uid_hex.lower()[-12:]
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True).encode()
+
+
+@dataclass
+class Result:
+    device: str
+    version: str
+    files: dict[str, str]
+
+    @property
+    def changed(self) -> int:
+        return sum(1 for v in self.files.values() if v != "same")
+
+
+def provision_esp32(port: str, ident: Identity, bundle: Bundle, fleet: Fleet, *,
+                    loopback_ok: bool = False, reboot: bool = True,
+                    log: Callable[[str], None] = print) -> Result:
+    problems = validate(ident, target="esp32", loopback_ok=loopback_ok)
+    if problems:
+        raise ProvisionError(problems)
+    key = fleet.public_key()  # before touching the device: the companion must be reachable
+    with DeviceLink(port) as link:
+        device = device_id_from_uid(link.unique_id())
+        log(f"device {device} on {port}: uploading bundle {bundle.version} ({len(bundle.files)} files)")
+        files = {f"{SLOT}/{p}": d for p, d in bundle.files.items()}
+        files["boot.py"] = OTA_BOOT.read_bytes()
+        files["main.py"] = ROOT_MAIN
+        files["ota_key.json"] = _json_bytes(key)
+        if ident.settings:
+            files["config.json"] = _json_bytes(ident.settings)
+        report = put_tree(link, files, log)
+        bad = verify_tree(link, files)
+        if bad:
+            raise ProvisionError(["verification on the device failed:", *bad])
+        # Point the loader at slot a (a re-provisioned device starts clean on this bundle).
+        pointer = {"active": SLOT, "state": "good", "boots": 0, "version": bundle.version}
+        link.write_file("ota.json", _json_bytes(pointer))
+        fleet.record(device=device, site=ident.site, name=ident.name, label=ident.label,
+                     profile=ident.profile, target="esp32", version=bundle.version)
+        creds = fleet.mqtt_account(site=ident.site, device=device)
+        link.write_file(DEVICE_FILE, _json_bytes(device_document(ident, device, creds)))
+        log(f"recorded label {ident.label!r} = device {device} at site {ident.site}")
+        if reboot:
+            link.reset()
+            log("rebooted")
+    return Result(device, bundle.version, report)
+
+
+def device_document(ident: Identity, device: str, creds: dict[str, str]) -> dict[str, Any]:
+    """device.json: who the device is and how it reaches the store network (see docs/fleet.md)."""
+    return {
+        "v": 1,
+        "site": ident.site,
+        "device": device,
+        "name": ident.name,
+        "label": ident.label,
+        "profile": ident.profile,
+        "wifi": {"ssid": ident.wifi_ssid, "password": ident.wifi_password},
+        "mqtt": {"url": ident.mqtt_url, "username": creds["username"],
+                 "password": creds["password"]},
+        "ota_url": ident.ota_url,
+    }
+
+
+def check_esp32(port: str, bundle: Bundle) -> list[str]:
+    """What differs on the device from the bundle (tampered or corrupt files); nothing written."""
+    with DeviceLink(port) as link:
+        return verify_tree(link, {f"{SLOT}/{p}": d for p, d in bundle.files.items()}
+                           | {"boot.py": OTA_BOOT.read_bytes(), "main.py": ROOT_MAIN})
+
+
+# ---- Raspberry Pi ---------------------------------------------------------------------------
+
+
+class Runner:
+    """Runs shell commands on the Pi: locally (paths under `root`) or over SSH."""
+
+    def __init__(self, ssh: str | None = None, root: Path = Path("/")):
+        self.ssh = ssh
+        self.root = root
+
+    def read(self, path: str) -> str | None:
+        if self.ssh is None:
+            p = self.root / path.lstrip("/")
+            return p.read_text() if p.exists() else None
+        proc = subprocess.run(["ssh", self.ssh, f"cat {shlex.quote(path)}"],
+                              capture_output=True, text=True)
+        return proc.stdout if proc.returncode == 0 else None
+
+    def write_atomic(self, path: str, data: str) -> None:
+        if self.ssh is None:
+            p = self.root / path.lstrip("/")
+            p.parent.mkdir(parents=True, exist_ok=True)
+            tmp = p.with_suffix(p.suffix + ".tmp")
+            tmp.write_text(data)
+            tmp.chmod(0o600)
+            tmp.replace(p)
+            return
+        q = shlex.quote(path)
+        cmd = f"mkdir -p $(dirname {q}) && umask 077 && cat > {q}.tmp && mv {q}.tmp {q}"
+        proc = subprocess.run(["ssh", self.ssh, cmd], input=data, text=True, capture_output=True)
+        if proc.returncode != 0:
+            raise ProvisionError([f"writing {path} over ssh to {self.ssh} failed: {proc.stderr.strip()}"])
+
+    def restart_agent(self) -> None:
+        cmd = ["systemctl", "restart", "calmcue-agent"]
+        subprocess.run(cmd if self.ssh is None else ["ssh", self.ssh, " ".join(cmd)], check=False)
+
+
+PI_CONFIG = "/etc/calmcue/agent.json"
+
+
+def pi_unique_id(runner: Runner) -> str:
+    """The Pi's serial number from the SoC (as /proc/cpuinfo reports it), else the machine id."""
+    cpuinfo = runner.read("/proc/cpuinfo") or ""
+    for line in cpuinfo.splitlines():
+        if line.lower().startswith("serial"):
+            return line.split(":", 1)[1].strip().lower()
+    machine_id = (runner.read("/etc/machine-id") or "").strip()
+    if not machine_id:
+        raise ProvisionError(["cannot read the Pi's serial number (/proc/cpuinfo) or /etc/machine-id"])
+    return machine_id
+
+
+def provision_pi(runner: Runner, ident: Identity, fleet: Fleet, *, restart: bool = True,
+                 log: Callable[[str], None] = print) -> Result:
+    from firmware.pi import config as agent_config
+
+    problems = validate(ident, target="pi", loopback_ok=True)
+    if problems:
+        raise ProvisionError(problems)
+    device = device_id_from_uid(pi_unique_id(runner))
+    raw: dict[str, Any] = {"site": ident.site, "device": device,
+                           "mqtt": {"url": ident.mqtt_url, "username": device,
+                                    "password": "x" * 24}}
+    if ident.settings:
+        raw.update(ident.settings)
+    try:
+        agent_config.build(raw, "agent config")  # refuse before any record or file changes
+    except agent_config.ConfigError as e:
+        raise ProvisionError(e.problems) from None
+    fleet.record(device=device, site=ident.site, name=ident.name, label=ident.label,
+                 profile=ident.profile, target="pi", version=None)
+    creds = fleet.mqtt_account(site=ident.site, device=device)
+    raw["mqtt"] = {**raw["mqtt"], "username": creds["username"], "password": creds["password"]}
+    runner.write_atomic(PI_CONFIG, json.dumps(raw, indent=2, sort_keys=True))
+    log(f"recorded label {ident.label!r} = device {device} at site {ident.site}; wrote {PI_CONFIG}")
+    if restart:
+        runner.restart_agent()
+    return Result(device, "", {PI_CONFIG: "written"})
