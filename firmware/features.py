@@ -39,6 +39,7 @@ _BASE_WARM = const(12)
 _BASE_SLOW = const(240)
 _BASE_MIN_ACTIVE = const(10)
 _BASE_MIN_VOICED = const(5)
+_SPLIT_ST = 7.0
 
 _DB = 8.685889638065037  # 20 / ln 10
 _ST = 17.312340490667562  # 12 / ln 2
@@ -258,9 +259,12 @@ class Features:
 
     def new_conversation(self):
         """Restart the per-conversation baseline; noise floor and audio history stay."""
-        self._b_level = _Baseline()
-        self._b_f0 = _Baseline()
-        self._b_hf = _Baseline()
+        # (level, F0, spectral balance) baselines of up to two voices
+        self._voices = (
+            (_Baseline(), _Baseline(), _Baseline()),
+            (_Baseline(), _Baseline(), _Baseline()),
+        )
+        self._voice = 0
 
     def process(self, pcm):
         """Feed int16 PCM; returns the list of window records completed by this chunk."""
@@ -445,8 +449,6 @@ class Features:
             dip /= n_act
             voiced = n_voi / n_act
             pause = (last - first + 1 - n_act) / _WIN
-            rel_level = self._b_level.relative(nmean)
-            rel_hf = self._b_hf.relative(hf)
         else:
             level_db = l_all / _WIN
         f0_st = rel_f0 = f0_range = f0_sd = f0_delta = 0.0
@@ -459,7 +461,6 @@ class Features:
                     k += 1
             _sorted_head(srt, n_voi)
             f0_st = (srt[(n_voi - 1) // 2] + srt[n_voi // 2]) / 2.0
-            rel_f0 = self._b_f0.relative(f0_st)
             if n_voi >= 2:
                 f0_range = srt[n_voi - 1 - n_voi // 10] - srt[n_voi // 10]
                 smean = s_sum / n_voi
@@ -467,11 +468,29 @@ class Features:
                 f0_sd = math.sqrt(var) if var > 0 else 0.0
             if n_pair:
                 f0_delta = d_sum / n_pair
+        # Two voices (staff, customer) told apart by pitch: the window goes to the voice whose
+        # F0 baseline is nearer; the second voice starts with the first window more than
+        # _SPLIT_ST from the first. Unvoiced windows stay with the last voice.
+        if n_voi:
+            v0 = self._voices[0]
+            v1 = self._voices[1]
+            if v0[1].n == 0:
+                self._voice = 0
+            elif v1[1].n == 0:
+                self._voice = 1 if abs(f0_st - v0[1].value) > _SPLIT_ST else 0
+            else:
+                self._voice = 0 if abs(f0_st - v0[1].value) <= abs(f0_st - v1[1].value) else 1
+        b_level, b_f0, b_hf = self._voices[self._voice]
+        if n_act:
+            rel_level = b_level.relative(nmean)
+            rel_hf = b_hf.relative(hf)
+        if n_voi:
+            rel_f0 = b_f0.relative(f0_st)
         if n_act >= _BASE_MIN_ACTIVE and n_voi >= _BASE_MIN_VOICED:
-            self._b_level.update(nmean)
-            self._b_hf.update(hf)
+            b_level.update(nmean)
+            b_hf.update(hf)
         if n_voi >= _BASE_MIN_VOICED:
-            self._b_f0.update(f0_st)
+            b_f0.update(f0_st)
         rate = n_on * (_SR / (_FRAME * _WIN))
         vec = array(
             "f",

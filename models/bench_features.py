@@ -9,7 +9,9 @@ MicroPython through a pipe; nothing is written to disk.
 
 from __future__ import annotations
 
+import atexit
 import csv
+import functools
 import struct
 import subprocess
 import sys
@@ -121,33 +123,49 @@ def compile_firmware(dest: Path) -> Path:
     return dest
 
 
+@functools.cache
+def compiled_firmware() -> Path:
+    """The extractor and runner compiled once per process into a temporary folder (bytecode
+    only; removed at exit)."""
+    tmp = tempfile.TemporaryDirectory(prefix="calmcue-mpy-")
+    atexit.register(tmp.cleanup)
+    return compile_firmware(Path(tmp.name))
+
+
+def run_code(
+    code: str, heapsize: str = "64K", stdin: bytes = b"", timeout: float = 300
+) -> subprocess.CompletedProcess[bytes]:
+    """Run `code` under MicroPython with the compiled extractor first on sys.path (as on the
+    device, where modules are precompiled), then the repository."""
+    prelude = (
+        f"import sys\nsys.path.insert(0, {str(REPO)!r})\n"
+        f"sys.path.insert(0, {str(compiled_firmware())!r})\n"
+    )
+    cmd = [*interpreter(), "-X", f"heapsize={heapsize}", "-c", prelude + code]
+    proc = subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise MicroPythonError(
+            f"MicroPython exited with {proc.returncode}: "
+            f"{proc.stdout.decode()[-1500:]}{proc.stderr.decode()[-1500:]}"
+        )
+    return proc
+
+
 def run_micropython(
     clips: Sequence[NDArray[np.int16]],
     chunk: int = 400,
     heapsize: str = "64K",
     timeout: float = 300,
-    compiled: Path | None = None,
 ) -> tuple[list[NDArray[np.float64]], list[int], float]:
-    """Run firmware/features_run.py over `clips` in one MicroPython process.
+    """Run the compiled firmware/features_run.py over `clips` in one MicroPython process.
 
-    `compiled`: a folder from compile_firmware() to import the .mpy files from instead of
-    compiling the source on the heap. Returns (window rows per clip, live heap bytes after
-    each clip, wall seconds).
+    Returns (window rows per clip, live heap bytes after each clip, wall seconds).
     """
-    code = f"import sys\nsys.argv[1:] = [{str(chunk)!r}]\n"
-    if compiled is not None:
-        code += f"sys.path.insert(0, {str(compiled)!r})\nimport firmware.features_run\n"
-    else:
-        code += f"sys.path.insert(0, {str(REPO)!r})\n" + RUNNER.read_text()
-    cmd = [*interpreter(), "-X", f"heapsize={heapsize}", "-c", code]
+    code = f"sys.argv[1:] = [{str(chunk)!r}]\nimport firmware.features_run\n"
+    compiled_firmware()
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, input=pcm_stream(clips), capture_output=True, timeout=timeout)
+    proc = run_code(code, heapsize, pcm_stream(clips), timeout)
     wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise MicroPythonError(
-            f"feature runner exited with {proc.returncode}: "
-            f"{proc.stdout.decode()[-1500:]}{proc.stderr.decode()[-1500:]}"
-        )
     rows: list[list[list[float]]] = [[] for _ in clips]
     live = [0] * len(clips)
     for line in proc.stdout.decode().splitlines():
@@ -174,13 +192,13 @@ def load_int16(path: Path) -> NDArray[np.int16]:
     return np.asarray(x)
 
 
-def smallest_heap(clip: NDArray[np.int16], compiled: Path) -> int:
+def smallest_heap(clip: NDArray[np.int16]) -> int:
     """Smallest -X heapsize (KB, multiples of 4) in which the runner completes `clip`."""
     lo, hi = 4, 64
     while lo < hi:
         mid = (lo + hi) // 8 * 4
         try:
-            run_micropython([clip], heapsize=f"{mid}K", timeout=60, compiled=compiled)
+            run_micropython([clip], heapsize=f"{mid}K", timeout=60)
             hi = mid
         except MicroPythonError:
             lo = mid + 4
@@ -224,11 +242,7 @@ def main(every: int = 10) -> dict[str, Any]:
         "numpy_vs_opensmile": np_rtf / smile_rtf,
         "micropython_live_heap_bytes": max(live),
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        compiled = compile_firmware(Path(tmp))
-        _, _, wall_c = run_micropython(clips, compiled=compiled)
-        figures["micropython_rtf_mpy_cross"] = wall_c / audio_s
-        figures["micropython_min_heap_kb_mpy_cross"] = smallest_heap(longest, compiled)
+    figures["micropython_min_heap_kb"] = smallest_heap(longest)
     for k, v in figures.items():
         print(f"   {k:42s} {v:.5g}" if isinstance(v, float) else f"   {k:42s} {v}")
     return figures

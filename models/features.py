@@ -54,6 +54,7 @@ BASE_SLOW = 240
 BASE_MIN_ACTIVE = 10  # level/tilt baseline: >= 10 active and >= 5 voiced frames (speech, not
 # a noise burst)
 BASE_MIN_VOICED = 5
+VOICE_SPLIT_ST = 7.0  # a second voice starts this far (semitones) from the first voice's F0
 
 DB = 8.685889638065037  # 20 / ln 10
 ST = 17.312340490667562  # 12 / ln 2
@@ -127,6 +128,17 @@ class _Baseline:
             self.value += (x - self.value) / BASE_SLOW
 
 
+class _Voice:
+    """Baselines of one voice in the conversation (level, F0, spectral balance)."""
+
+    __slots__ = ("level", "f0", "hf")
+
+    def __init__(self) -> None:
+        self.level = _Baseline()
+        self.f0 = _Baseline()
+        self.hf = _Baseline()
+
+
 def _as_int16(samples: Any) -> NDArray[np.int16]:
     if isinstance(samples, (bytes, bytearray, memoryview)):
         return np.frombuffer(samples, dtype="<i2")
@@ -170,9 +182,8 @@ class FeatureExtractor:
 
     def new_conversation(self) -> None:
         """Restart the per-conversation baseline; the noise floor and audio history stay."""
-        self._base_level = _Baseline()
-        self._base_f0 = _Baseline()
-        self._base_hf = _Baseline()
+        self._voices = (_Voice(), _Voice())
+        self._voice = 0
 
     # -- processing --------------------------------------------------------------------------
     def process(self, samples: Any) -> list[WindowRecord]:
@@ -403,15 +414,28 @@ class FeatureExtractor:
 
         out: list[WindowRecord] = []
         for i, e in enumerate(ends):
+            # Two voices (staff and customer) are told apart by pitch: a window goes to the voice
+            # whose F0 baseline is nearer; the second voice starts with the first window more
+            # than VOICE_SPLIT_ST away from the first. Unvoiced windows stay with the last voice.
+            if nv[i] > 0:
+                f = float(f0_st[i])
+                v0, v1 = self._voices
+                if v0.f0.n == 0:
+                    self._voice = 0
+                elif v1.f0.n == 0:
+                    self._voice = 1 if abs(f - v0.f0.value) > VOICE_SPLIT_ST else 0
+                else:
+                    self._voice = 0 if abs(f - v0.f0.value) <= abs(f - v1.f0.value) else 1
+            voice = self._voices[self._voice]
             # Relative features use the baseline from before this window, then update it.
-            rel_level = self._base_level.relative(float(nmean[i])) if has_act[i] else 0.0
-            rel_hf = self._base_hf.relative(float(hf[i])) if has_act[i] else 0.0
-            rel_f0 = self._base_f0.relative(float(f0_st[i])) if nv[i] > 0 else 0.0
+            rel_level = voice.level.relative(float(nmean[i])) if has_act[i] else 0.0
+            rel_hf = voice.hf.relative(float(hf[i])) if has_act[i] else 0.0
+            rel_f0 = voice.f0.relative(float(f0_st[i])) if nv[i] > 0 else 0.0
             if n_act[i] >= BASE_MIN_ACTIVE and nv[i] >= BASE_MIN_VOICED:
-                self._base_level.update(float(nmean[i]))
-                self._base_hf.update(float(hf[i]))
+                voice.level.update(float(nmean[i]))
+                voice.hf.update(float(hf[i]))
             if nv[i] >= BASE_MIN_VOICED:
-                self._base_f0.update(float(f0_st[i]))
+                voice.f0.update(float(f0_st[i]))
             vec = np.array(
                 [
                     speech[i],

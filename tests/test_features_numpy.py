@@ -230,3 +230,28 @@ def test_other_sample_rates_are_resampled() -> None:
     _, recs = extract(x44, sr=44100)
     assert recs[-1].f0_hz == pytest.approx(200, rel=0.02)
     assert recs[-1].level_db == pytest.approx(-25, abs=0.3)
+
+
+def two_voices() -> tuple[np.ndarray, list[tuple[float, float, float]]]:
+    """Staff (110 Hz) and customer (220 Hz) take turns; the customer's last turn is raised to
+    320 Hz and 8 dB louder. Returns the audio and (start s, end s, expected f0_rel_st) turns."""
+    turns = [(110, -30), (220, -30), (110, -30), (220, -30), (110, -30), (320, -22)]
+    parts, spans, t = [], [], 0.5
+    for i, (f0, lv) in enumerate(turns):
+        parts.append(synthetic_voice(f0, lv, seconds=3.0, lead_s=0.5, syllable_hz=3.0, seed=i))
+        expect = 12 * np.log2(320 / 220) if f0 == 320 else 0.0
+        spans.append((t, t + 3.0, expect))
+        t += 3.5
+    return np.concatenate(parts), spans
+
+
+def test_baseline_keeps_two_voices_apart() -> None:
+    x, spans = two_voices()
+    _, recs = extract(x)
+    for start, end, expect in spans:
+        inside = [r for r in recs if start + 1.0 <= r.t <= end and r.features[IDX["voiced"]] > 0]
+        assert inside
+        rel = np.array([r.features[IDX["f0_rel_st"]] for r in inside])
+        assert np.all(np.abs(rel - expect) < 1.0), (start, expect, rel)
+    raised = [r for r in recs if r.t >= spans[-1][0] + 1.5]
+    assert np.mean([r.features[IDX["level_rel_db"]] for r in raised]) > 5.0
