@@ -41,3 +41,39 @@ def make_bundle(root: Path, version: str = "1.0.0", main: bytes = MAIN_PY,
 
 def sha256_file(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+class FleetServer:
+    """The fleet routers served over real HTTP (uvicorn in a thread) so a device can fetch."""
+
+    def __init__(self, store):
+        import threading
+
+        import uvicorn
+        from fastapi import FastAPI
+
+        from calmcue.broker import free_port
+        from companion import fleet
+
+        app = FastAPI()
+        app.include_router(fleet.it_router(store))
+        app.include_router(fleet.device_router(store))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert self.server.started, "fleet test server did not start"
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(5)

@@ -69,8 +69,8 @@ class Client:
         return self.wait_ack(mid)[0]
 
     def close(self) -> None:
-        self.c.loop_stop()
         self.c.disconnect()
+        self.c.loop_stop()
 
 
 @pytest.fixture
