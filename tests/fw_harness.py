@@ -113,6 +113,8 @@ class Collector:
         self.connected = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="fw-test-collector")
         self.client.on_connect = self._on_connect
+        # "connected" means subscribed (SUBACK seen), so nothing the device sends is missed.
+        self.client.on_subscribe = lambda *a: self.connected.set()
         self.client.on_disconnect = lambda *a: self.connected.clear()
         self.client.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload, m.retain))
         self.client.reconnect_delay_set(0.05, 0.2)
@@ -122,7 +124,12 @@ class Collector:
 
     def _on_connect(self, client, userdata, flags, rc, props=None):
         client.subscribe("calmcue/v1/#", qos=1)
-        self.connected.set()
+
+    def wait_disconnected(self, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while self.connected.is_set():
+            assert time.monotonic() < deadline, "collector did not notice the broker going away"
+            time.sleep(0.02)
 
     def drain(self, wait: float = 0.3) -> list[tuple[str, bytes, bool]]:
         deadline = time.monotonic() + wait

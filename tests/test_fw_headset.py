@@ -120,6 +120,7 @@ def test_outage_and_reboot_deliver_once_in_order(
     collector.wait_for(lambda m: m[0] == SITE_DEV + "status" and m[1] == b"online")
 
     mosquitto.stop()
+    collector.wait_disconnected()
     for _ in range(3):
         dev.cmd("press 200")  # short presses: "ack" button events
     st = dev.cmd("audio 5")
