@@ -67,12 +67,14 @@ def test_manager_sees_live_alert_acknowledges_and_resolves_it(tmp_path, mosquitt
         ann.wait_for_selector("#alerts li.alert.open", timeout=1000)
         assert time.monotonic() - sent < 1.0
         assert "store-a / counter-2" in ann.inner_text("#alerts")
+        assert ann.title().startswith("(1) manager needed")
         ann.wait_for_selector("#cues tbody tr >> text=call_manager", timeout=1000)
 
         ann.click("#alerts li.alert button.ack")
         ann.wait_for_selector("#alerts li.alert.acknowledged", timeout=2000)
         ann.click("#alerts li.alert button.resolve")
         ann.wait_for_selector("#alerts li.empty", timeout=2000)
+        assert ann.title() == "calmcue"
         assert ann.locator("#alerts li.alert").count() == 0
 
         # the other store's manager saw nothing of it, live or on reload
@@ -116,6 +118,7 @@ def test_demo_mode_dashboard_needs_no_login_and_updates_live(tmp_path, mosquitto
         assert errors == [], errors  # nothing failed, nothing fetched from outside
         # IT edits a device's configuration in the page; a bad value is refused with the reason
         page.select_option("#config-site", label="store-1 / counter-2")
+        page.wait_for_selector('#config-doc[data-for="store-1 / counter-2"]')
         page.fill("#config-doc", '{"brightness": 2}')
         page.click("#config-form button")
         page.wait_for_selector("#config-result.error")

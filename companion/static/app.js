@@ -35,6 +35,8 @@ const activeAlerts = new Map();
 
 function renderAlerts() {
   alertList.replaceChildren();
+  const open = [...activeAlerts.values()].filter((a) => a.state === "open").length;
+  document.title = open ? `(${open}) manager needed · ${baseTitle}` : baseTitle;
   const items = [...activeAlerts.values()].sort((a, b) => b.id - a.id);
   if (!items.length) {
     const li = document.createElement("li");
@@ -71,8 +73,26 @@ function actionButton(a, action, label) {
 }
 
 function updateAlert(a) {
+  const isNew = a.state === "open" && !activeAlerts.has(a.id);
   if (a.state === "resolved") activeAlerts.delete(a.id); else activeAlerts.set(a.id, a);
   renderAlerts();
+  if (isNew || (a.state === "open" && a.notify_count > 1)) chime();
+}
+
+// An alert that cannot be missed: the tab title counts open alerts, and a short chime sounds
+// (synthesised; no audio file, nothing fetched). Browsers allow it after the login click.
+const baseTitle = document.title;
+let audio = null;
+function chime() {
+  try {
+    audio = audio || new AudioContext();
+    const o = audio.createOscillator(), g = audio.createGain();
+    o.frequency.value = 880;
+    g.gain.setValueAtTime(0.15, audio.currentTime);
+    g.gain.exponentialRampToValueAtTime(0.001, audio.currentTime + 0.6);
+    o.connect(g).connect(audio.destination);
+    o.start(); o.stop(audio.currentTime + 0.6);
+  } catch (e) { /* no audio output: the title and the panel still show it */ }
 }
 
 async function loadAlerts() {
@@ -91,8 +111,12 @@ async function getJSON(url) {
 function connectLive() {
   const live = document.getElementById("live");
   const es = new EventSource("/api/stream");
-  es.onopen = () => { live.textContent = "live"; live.className = "badge on"; };
-  es.onerror = () => { live.textContent = "reconnecting…"; live.className = "badge off"; };
+  let dropped = false;
+  es.onopen = () => {
+    live.textContent = "live"; live.className = "badge on";
+    if (dropped) { dropped = false; loadCues(); loadAlerts(); }  // catch up on what we missed
+  };
+  es.onerror = () => { dropped = true; live.textContent = "reconnecting…"; live.className = "badge off"; };
   es.addEventListener("event", (m) => { addCue(JSON.parse(m.data), true); statsSoon(); });
   es.addEventListener("alert", (m) => updateAlert(JSON.parse(m.data)));
   es.addEventListener("resync", () => { cueBody.replaceChildren(); loadCues(); loadAlerts(); });
@@ -219,7 +243,9 @@ async function setupConfig(session) {
   select.replaceChildren(...targets.map((t, i) => new Option(t.label, String(i))));
   const show = async () => {
     result.textContent = "";
-    doc.value = JSON.stringify(await targets[Number(select.value)].load(), null, 2);
+    const t = targets[Number(select.value)];
+    doc.value = JSON.stringify(await t.load(), null, 2);
+    doc.dataset.for = t.label;  // which target the text shows (tests wait for it)
   };
   select.onchange = show;
   await show();
