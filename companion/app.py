@@ -119,6 +119,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 engine, username=settings.admin_user, password=settings.admin_password, role="admin"
             )
             log.info("created the first admin user %r", settings.admin_user)
+        elif not settings.open_access and users.count_users(engine) == 0:
+            log.warning(
+                "no users yet, so nobody can log in: add one with "
+                "'calmcue companion user add NAME --role admin' (or set CALMCUE_ADMIN_PASSWORD)"
+            )
         feed = LiveFeed()
         ingest = Ingest(settings, engine)
         manager = AlertManager(settings, engine, publish=ingest.publish, notify=feed.publish)
