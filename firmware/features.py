@@ -45,7 +45,9 @@ _DB = 8.685889638065037  # 20 / ln 10
 _ST = 17.312340490667562  # 12 / ln 2
 _LEVEL_REF = 400 * 32768.0
 _SINE_CORR_DB = 0.9121785
-_INF = float("inf")
+_BIG = const(1000000000)  # sorts after every value
+_SPAN_CDB = const(2000)  # 20 dB in centi-dB
+_DIP_SCALE = const(10000)
 
 FEATURE_NAMES = (
     "speech",
@@ -187,11 +189,10 @@ def _shift(y: ptr32, x: ptr16):  # noqa: F821
 
 
 def _sorted_head(lst, k):
-    # Sort the first k entries of lst in place; the rest hold _INF so they stay at the end.
-    # list.sort compares the float objects already there, so sorting allocates nothing.
+    # Sort the first k entries of lst in place; the rest hold _BIG so they stay at the end.
     i = k
     while i < _WIN:
-        lst[i] = _INF
+        lst[i] = _BIG
         i += 1
     lst.sort()
 
@@ -230,11 +231,10 @@ class Features:
         self._rmin = array("i", bytes(4 * _WIN))
         self._rmax = array("i", bytes(4 * _WIN))
         self._rflag = bytearray(_WIN)
-        # Per-frame floats live in lists: reading a list does not box a new float object.
-        self._lv = [0.0] * _WIN
-        self._dip = [0.0] * _WIN
-        self._st = [0.0] * _WIN
-        self._sort = [0.0] * _WIN
+        self._lvc = array("i", bytes(4 * _WIN))
+        self._stc = array("i", bytes(4 * _WIN))
+        self._dipm = array("i", bytes(4 * _WIN))
+        self._sort = [0] * _WIN  # list.sort on small ints allocates nothing
         self._out = None
         self.reset()
 
@@ -351,12 +351,15 @@ class Features:
         if f >= _WIN and (f - _WIN) % _HOP == 0:
             self._window()
 
-    def _frame_floats(self, r):
-        # Per-frame floats, computed once per frame (for the window that first contains it).
+    def _frame_fixed(self, r):
+        # Per-frame level, pitch and aperiodicity in fixed point (centi-dB, centi-semitones,
+        # 1e-4), computed once per frame, so the window sums and sorts small integers.
         A = self._rA[r]
-        self._lv[r] = _DB * math.log((A if A > 1 else 1) / _LEVEL_REF) + _SINE_CORR_DB
+        lv = _DB * math.log((A if A > 1 else 1) / _LEVEL_REF) + _SINE_CORR_DB
+        self._lvc[r] = round(100.0 * lv)
         mx = self._rmax[r]
-        self._dip[r] = self._rmin[r] / mx if mx > 0 else 0.0
+        self._dipm[r] = self._rmin[r] * _DIP_SCALE // mx if mx > 0 else 0
+        st = 0
         if self._rflag[r] & _F_VOICED:
             den = self._rden[r]
             frac = self._rnum[r] / den if den > 0 else 0.0
@@ -364,28 +367,29 @@ class Features:
                 frac = 0.5
             elif frac < -0.5:
                 frac = -0.5
-            self._st[r] = _ST * math.log(40.0 / (self._rlag[r] + frac))
+            st = round(100.0 * (_ST * math.log(40.0 / (self._rlag[r] + frac))))
+        self._stc[r] = st
 
     def _window(self):
         start = self._pos  # oldest frame of the window (ring is full)
         new = _WIN if self._frames == _WIN else _HOP
         for i in range(_WIN - new, _WIN):
-            self._frame_floats((start + i) % _WIN)
+            self._frame_fixed((start + i) % _WIN)
         flags = self._rflag
-        lvb = self._lv
+        lvc = self._lvc
+        stc = self._stc
         srt = self._sort
         n_act = n_voi = n_on = n_pair = 0
         sA = sD1 = sD2 = sL = 0
-        l_all = l_sum = dip = 0.0
-        wmax = -1e9
-        s_sum = s_sq = d_sum = 0.0
+        l_all = l_sum = dip = q1 = q2 = d_sum = 0
+        wmax = -1000000000
         first = last = -1
         prev_v = False
-        prev_st = 0.0
+        prev_st = 0
         for i in range(_WIN):
             r = (start + i) % _WIN
             fl = flags[r]
-            lv = lvb[r]
+            lv = lvc[r]
             l_all += lv
             if fl & _F_ONSET:
                 n_on += 1
@@ -401,12 +405,12 @@ class Features:
                 sD1 += self._rD1[r]
                 sD2 += self._rD2[r]
                 sL += self._rL[r]
-                dip += self._dip[r]
+                dip += self._dipm[r]
             if fl & _F_VOICED:
-                st = self._st[r]
+                st = stc[r]
                 n_voi += 1
-                s_sum += st
-                s_sq += st * st
+                q1 += st
+                q2 += st * st
                 if prev_v:
                     d = st - prev_st
                     d_sum += d if d >= 0 else -d
@@ -417,28 +421,29 @@ class Features:
                 prev_v = False
         speech = n_act / _WIN
         level_sd = level_range = rel_level = rel_hf = voiced = pause = 0.0
-        hf = hf2 = lf = nmean = 0.0
+        hf = hf2 = lf = nmean = aper = 0.0
         if n_act:
-            level_db = l_sum / n_act
+            level_db = l_sum / (100.0 * n_act)
             # Level spread over frames within 20 dB of the window's loudest (gain-robust).
-            lo = wmax - 20.0
-            k = 0
-            n_sum = n_sq = 0.0
+            lo = wmax - _SPAN_CDB
+            k = s1 = s2 = 0
             for i in range(_WIN):
                 r = (start + i) % _WIN
                 if flags[r] & _F_ACTIVE:
-                    lv = lvb[r]
+                    lv = lvc[r]
                     if lv >= lo:
                         srt[k] = lv
-                        n_sum += lv
-                        n_sq += lv * lv
+                        d = lv - wmax
+                        s1 += d
+                        s2 += d * d
                         k += 1
-            nmean = n_sum / k
+            nmean = wmax / 100.0 + s1 / (100.0 * k)
             if k >= 2:
-                var = n_sq / k - nmean * nmean
+                m1 = s1 / k
+                var = (s2 / k - m1 * m1) / 10000.0
                 level_sd = math.sqrt(var) if var > 0 else 0.0
                 _sorted_head(srt, k)
-                level_range = srt[k - 1 - k // 10] - srt[k // 10]
+                level_range = (srt[k - 1 - k // 10] - srt[k // 10]) / 100.0
             sA = sA if sA > 1 else 1
             sD1 = sD1 if sD1 > 1 else 1
             sD2 = sD2 if sD2 > 1 else 1
@@ -446,28 +451,28 @@ class Features:
             hf = _DB * math.log(sD1 / sA)
             hf2 = _DB * math.log(sD2 / sD1)
             lf = _DB * math.log(sL / (2.0 * sA))
-            dip /= n_act
+            aper = dip / (_DIP_SCALE * 1.0 * n_act)
             voiced = n_voi / n_act
             pause = (last - first + 1 - n_act) / _WIN
         else:
-            level_db = l_all / _WIN
+            level_db = l_all / (100.0 * _WIN)
         f0_st = rel_f0 = f0_range = f0_sd = f0_delta = 0.0
         if n_voi:
             k = 0
             for i in range(_WIN):
                 r = (start + i) % _WIN
                 if flags[r] & _F_VOICED:
-                    srt[k] = self._st[r]
+                    srt[k] = stc[r]
                     k += 1
             _sorted_head(srt, n_voi)
-            f0_st = (srt[(n_voi - 1) // 2] + srt[n_voi // 2]) / 2.0
+            f0_st = (srt[(n_voi - 1) // 2] + srt[n_voi // 2]) / 200.0
             if n_voi >= 2:
-                f0_range = srt[n_voi - 1 - n_voi // 10] - srt[n_voi // 10]
-                smean = s_sum / n_voi
-                var = s_sq / n_voi - smean * smean
+                f0_range = (srt[n_voi - 1 - n_voi // 10] - srt[n_voi // 10]) / 100.0
+                mq = q1 / n_voi
+                var = (q2 / n_voi - mq * mq) / 10000.0
                 f0_sd = math.sqrt(var) if var > 0 else 0.0
             if n_pair:
-                f0_delta = d_sum / n_pair
+                f0_delta = d_sum / (100.0 * n_pair)
         # Two voices (staff, customer) told apart by pitch: the window goes to the voice whose
         # F0 baseline is nearer; the second voice starts with the first window more than
         # _SPLIT_ST from the first. Unvoiced windows stay with the last voice.
@@ -511,7 +516,7 @@ class Features:
                 rel_hf,
                 rate,
                 pause,
-                dip,
+                aper,
             ),
         )
         if self._out is None:

@@ -45,7 +45,8 @@ FLOOR_CAP_SHIFT = 8
 ACT_NUM, ACT_DEN = 5, 2  # active when A * 2 > floor * 5 (8 dB over the floor)
 VOICE_NUM, VOICE_DEN = 2, 5  # voiced when AMDF min < 0.4 * AMDF max
 PICK_DEN = 4  # first local AMDF minimum in the lowest quarter of the AMDF's range
-LEVEL_SPAN_DB = 20.0  # level spread/baseline use frames within 20 dB of the window's loudest
+LEVEL_SPAN_CDB = 2000  # level spread/baseline use frames within 20 dB of the window's loudest
+DIP_SCALE = 10000  # aperiodicity of a frame in units of 1e-4
 ONSET_NUM, ONSET_DEN = 3, 2  # low-band level up 3.5 dB over two frames
 
 # Per-conversation baseline: cumulative mean over the first windows, then a slow running mean.
@@ -295,29 +296,29 @@ class FeatureExtractor:
         self._ltail = [int(Lp[-2]), int(Lp[-1])]
         self._ctail = bool(cond[-1])
 
-        # Per-frame floats (same formulas as the device).
-        one = np.maximum
-        lv = DB * _log(one(A, 1) / LEVEL_REF) + SINE_CORR_DB
+        # Per-frame values in fixed point (centi-dB, centi-semitones, 1e-4), so the device sums
+        # and sorts them as small integers without boxing floats.
+        lvc = np.rint(100.0 * (DB * _log(np.maximum(A, 1) / LEVEL_REF) + SINE_CORR_DB))
         frac = np.zeros(nf)
         ok = den > 0
         frac[ok] = num[ok] / den[ok]
         frac = np.clip(frac, -0.5, 0.5)
-        st = np.full(nf, np.nan)
-        st[voiced] = ST * _log(40.0 / (lag[voiced] + frac[voiced]))
-        dip = np.zeros(nf)
+        stc = np.zeros(nf, dtype=np.int64)
+        stc[voiced] = np.rint(100.0 * (ST * _log(40.0 / (lag[voiced] + frac[voiced]))))
+        dipm = np.zeros(nf, dtype=np.int64)
         okm = amax > 0
-        dip[okm] = amin[okm] / amax[okm]
+        dipm[okm] = amin[okm] * DIP_SCALE // amax[okm]
         return {
             "active": active,
             "voiced": voiced,
             "onset": onset,
-            "lv": lv,
+            "lvc": lvc.astype(np.int64),
             "A": A,
             "D1": D1,
             "D2": D2,
             "L": L,
-            "st": st,
-            "dip": dip,
+            "stc": stc,
+            "dipm": dipm,
         }
 
     def _append_history(self, frames: dict[str, np.ndarray]) -> None:
@@ -348,22 +349,27 @@ class FeatureExtractor:
         n_voi = voi.sum(axis=1)
         safe_act = np.maximum(n_act, 1)
 
-        def amean(v: FloatArray) -> FloatArray:
-            return np.where(act, v[rows], 0.0).sum(axis=1) / safe_act
-
-        lv = h["lv"][rows]
-        lmean = np.where(act, lv, 0.0).sum(axis=1) / safe_act
+        lvc = h["lvc"][rows]
+        lv_act = np.where(act, lvc, 0)
+        level_db = np.where(
+            n_act > 0,
+            lv_act.sum(axis=1) / (100.0 * safe_act),
+            lvc.sum(axis=1) / (100.0 * WINDOW_FRAMES),
+        )
         # Level spread only over frames within LEVEL_SPAN_DB of the window's loudest: the quiet
-        # tails a gain change moves across the gate do not count.
-        wmax = np.where(act, lv, -1e9).max(axis=1)
-        near = act & (lv >= (wmax - LEVEL_SPAN_DB)[:, None])
+        # tails a gain change moves across the gate do not count. Sums are of centi-dB below
+        # the loudest frame (exact integers).
+        wmax = np.where(act, lvc, -(10**9)).max(axis=1)
+        near = act & (lvc >= (wmax - LEVEL_SPAN_CDB)[:, None])
         n_near = near.sum(axis=1)
         safe_near = np.maximum(n_near, 1)
-        lv_near = np.where(near, lv, 0.0)
-        nmean = lv_near.sum(axis=1) / safe_near
-        lvar = (lv_near * lv_near).sum(axis=1) / safe_near - nmean * nmean
+        dev = np.where(near, lvc - wmax[:, None], 0)
+        s1 = dev.sum(axis=1)
+        s2 = (dev * dev).sum(axis=1)
+        nmean = wmax / 100.0 + s1 / (100.0 * safe_near)
+        m1 = s1 / safe_near
+        lvar = (s2 / safe_near - m1 * m1) / 10000.0
         level_sd = np.where(n_near >= 2, np.sqrt(np.maximum(lvar, 0.0)), 0.0)
-        level_db = np.where(n_act > 0, lmean, lv.sum(axis=1) / WINDOW_FRAMES)
         # Spectral balance from band sums over the active frames (energy-weighted, so quiet
         # frames near the quantisation floor barely count).
         sA = np.maximum(np.where(act, h["A"][rows], 0).sum(axis=1), 1)
@@ -373,28 +379,30 @@ class FeatureExtractor:
         hf = DB * _log(sD1 / sA)
         hf2 = DB * _log(sD2 / sD1)
         lf = DB * _log(sL / (2.0 * sA))
-        dip = amean(h["dip"])
+        dip = np.where(act, h["dipm"][rows], 0).sum(axis=1) / (DIP_SCALE * 1.0 * safe_act)
 
-        st = h["st"][rows]
-        srt = np.sort(st, axis=1)  # NaN (unvoiced) sort last
+        stc = h["stc"][rows]
+        big = 10**9
+        srt = np.sort(np.where(voi, stc, big), axis=1)  # unvoiced sort last
         nv = n_voi
         r = np.arange(len(ends))
         lo_i = np.maximum((nv - 1) // 2, 0)
         hi_i = np.minimum(nv // 2, WINDOW_FRAMES - 1)
-        med = (srt[r, lo_i] + srt[r, hi_i]) / 2.0
-        f0_st = np.where(nv > 0, med, 0.0)
+        f0_st = np.where(nv > 0, (srt[r, lo_i] + srt[r, hi_i]) / 200.0, 0.0)
         p_lo = srt[r, np.minimum(nv // 10, WINDOW_FRAMES - 1)]
         p_hi = srt[r, np.clip(nv - 1 - nv // 10, 0, WINDOW_FRAMES - 1)]
-        f0_range = np.where(nv >= 2, p_hi - p_lo, 0.0)
-        st0 = np.where(voi, st, 0.0)
+        f0_range = np.where(nv >= 2, (p_hi - p_lo) / 100.0, 0.0)
+        st0 = np.where(voi, stc, 0)
         safe_v = np.maximum(nv, 1)
-        smean = st0.sum(axis=1) / safe_v
-        svar = (st0 * st0).sum(axis=1) / safe_v - smean * smean
+        q1 = st0.sum(axis=1)
+        q2 = (st0 * st0).sum(axis=1)
+        mq = q1 / safe_v
+        svar = (q2 / safe_v - mq * mq) / 10000.0
         f0_sd = np.where(nv >= 2, np.sqrt(np.maximum(svar, 0.0)), 0.0)
         pair = voi[:, 1:] & voi[:, :-1]
-        dst = np.where(pair, np.abs(np.nan_to_num(st[:, 1:] - st[:, :-1])), 0.0)
+        dst = np.where(pair, np.abs(stc[:, 1:] - stc[:, :-1]), 0).sum(axis=1)
         npair = pair.sum(axis=1)
-        f0_delta = np.where(npair > 0, dst.sum(axis=1) / np.maximum(npair, 1), 0.0)
+        f0_delta = np.where(npair > 0, dst / (100.0 * np.maximum(npair, 1)), 0.0)
 
         rate = h["onset"][rows].sum(axis=1) * (SAMPLE_RATE / (FRAME * WINDOW_FRAMES))
         first_a = np.argmax(act, axis=1)
@@ -403,10 +411,10 @@ class FeatureExtractor:
         speech = n_act / WINDOW_FRAMES
         voiced = np.where(n_act > 0, n_voi / safe_act, 0.0)
         has_act = n_act > 0
-        slv = np.sort(np.where(near, lv, 1e9), axis=1)  # others sort last
+        slv = np.sort(np.where(near, lvc, big), axis=1)  # others sort last
         l_lo = slv[r, np.minimum(n_near // 10, WINDOW_FRAMES - 1)]
         l_hi = slv[r, np.clip(n_near - 1 - n_near // 10, 0, WINDOW_FRAMES - 1)]
-        level_range = np.where(n_near >= 2, l_hi - l_lo, 0.0)
+        level_range = np.where(n_near >= 2, (l_hi - l_lo) / 100.0, 0.0)
         hf = np.where(has_act, hf, 0.0)
         hf2 = np.where(has_act, hf2, 0.0)
         lf = np.where(has_act, lf, 0.0)
