@@ -317,7 +317,7 @@ class FleetStore:
             for p, d in files.items():
                 conn.execute(
                     update_files.insert().values(
-                        update_id=update_id, path=p, sha256=manifest["files"][p]["sha256"], data=d
+                        update_id=update_id, path=p, sha256=hashlib.sha256(d).hexdigest(), data=d
                     )
                 )
         return {"update": update_id, "version": version, "site": site, "percent": percent}

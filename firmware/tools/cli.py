@@ -1,12 +1,275 @@
-"""`calmcue device ...`: IT bench and fleet tools."""
+"""`calmcue device ...`: IT bench and fleet tools (flash, provision, register, update, list,
+status). Heavy imports happen inside each command so `calmcue --help` stays fast."""
 
 from __future__ import annotations
 
-from calmcue._pending import pending
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_BUNDLE = "build/firmware"
 
 
-def register(sub) -> None:
+def _fleet_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("where the fleet records live (one of)")
+    g.add_argument("--companion", metavar="URL",
+                   help="companion base URL (env CALMCUE_COMPANION_URL; token in CALMCUE_API_TOKEN)")
+    g.add_argument("--db", metavar="URL", help="the companion's database URL (env CALMCUE_DB_URL)")
+    g.add_argument("--key", metavar="PEM", help="update signing key with --db "
+                   "(default var/fleet/ota_signing_key.pem, created on first use)")
+
+
+def _fleet(args: argparse.Namespace) -> Any:
+    from firmware.tools.fleet_client import connect
+
+    return connect(args.companion, args.db, args.key)
+
+
+def register(sub: Any) -> None:
     p = sub.add_parser("device", help="IT: flash, provision, register, update, list devices")
     dsub = p.add_subparsers(dest="device_command", metavar="COMMAND", required=True)
-    for name in ("flash", "provision", "register", "update", "list", "status"):
-        dsub.add_parser(name).set_defaults(func=pending(f"device {name}", 9))
+
+    f = dsub.add_parser("flash", help="write the MicroPython firmware image with esptool")
+    f.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyACM0")
+    f.add_argument("--board", default="esp32s3", help="esp32s3 (default) or esp32")
+    f.add_argument("--image", required=True, type=Path, help="MicroPython .bin for the board")
+    f.add_argument("--baud", type=int, default=460800)
+    f.set_defaults(func=cmd_flash)
+
+    v = dsub.add_parser("provision", help="upload bundle + config, record label <-> device id")
+    v.add_argument("--target", choices=("esp32", "pi"), default="esp32")
+    v.add_argument("--port", help="serial port of an ESP32 board")
+    v.add_argument("--ssh", metavar="USER@HOST", help="a Pi over SSH (--target pi)")
+    v.add_argument("--root", type=Path, default=Path("/"), help="a Pi's root folder, locally")
+    v.add_argument("--profile", default=None, help="esp32s3-headset or pi-counter")
+    v.add_argument("--site", required=True)
+    v.add_argument("--name", required=True, help="the device's name at the site, e.g. counter-2")
+    v.add_argument("--label", help="the factory label on the box (default: --name)")
+    v.add_argument("--wifi", default="", metavar="SSID")
+    v.add_argument("--wifi-password", default=os.environ.get("CALMCUE_WIFI_PASSWORD", ""),
+                   help="(or env CALMCUE_WIFI_PASSWORD, kept out of shell history)")
+    v.add_argument("--mqtt", required=True, metavar="URL", help="broker as the device reaches it")
+    v.add_argument("--ota-url", default="", metavar="URL",
+                   help="companion as the device reaches it, for updates (http://HOST:PORT)")
+    v.add_argument("--bundle", type=Path, default=Path(DEFAULT_BUNDLE))
+    v.add_argument("--model", type=Path, help="extra model file to upload with the bundle")
+    v.add_argument("--settings", type=Path, help="initial device settings (JSON), validated")
+    v.add_argument("--broker-dir", type=Path, help="rewrite Mosquitto passwd/acl here afterwards")
+    v.add_argument("--allow-loopback", action="store_true",
+                   help="accept 127.0.0.1 URLs (a simulated board on this machine)")
+    v.add_argument("--no-reboot", action="store_true")
+    v.add_argument("--check", action="store_true",
+                   help="only compare the device's files with the bundle (tampered/corrupt)")
+    _fleet_args(v)
+    v.set_defaults(func=cmd_provision)
+
+    r = dsub.add_parser("register", help="MQTT accounts + Mosquitto password and ACL files")
+    r.add_argument("--site", help="with --device: create or rotate this device's account")
+    r.add_argument("--device")
+    r.add_argument("--companion-account", action="store_true",
+                   help="create or rotate the companion's own broker account ('companion')")
+    r.add_argument("--out", type=Path, help="write passwd and acl into this folder")
+    _fleet_args(r)
+    r.set_defaults(func=cmd_register)
+
+    u = dsub.add_parser("update", help="publish a signed update / stage or pause its roll-out")
+    u.add_argument("--bundle", type=Path, help="bundle folder to publish (build/firmware)")
+    u.add_argument("--site", help="site the update is for")
+    u.add_argument("--version", help="default: the bundle manifest's version")
+    u.add_argument("--percent", type=int, help="share of the site's devices offered it (0-100)")
+    u.add_argument("--update", metavar="ID", help="an existing update to change or show")
+    u.add_argument("--pause", action="store_true")
+    u.add_argument("--resume", action="store_true")
+    _fleet_args(u)
+    u.set_defaults(func=cmd_update)
+
+    ls = dsub.add_parser("list", help="the inventory: factory label, device id, site, version")
+    ls.add_argument("--site")
+    ls.add_argument("--json", action="store_true")
+    _fleet_args(ls)
+    ls.set_defaults(func=cmd_list)
+
+    st = dsub.add_parser("status", help="one device: inventory record and update history")
+    st.add_argument("device", nargs="?", help="device id (cc-...)")
+    st.add_argument("--port", help="instead, read the board on this serial port")
+    _fleet_args(st)
+    st.set_defaults(func=cmd_status)
+
+
+def _fail(msg: str, code: int = 1) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return code
+
+
+def cmd_flash(args: argparse.Namespace) -> int:
+    from firmware.tools.flash import FlashError, flash
+
+    try:
+        flash(args.port, args.board, args.image, baud=args.baud)
+    except FlashError as e:
+        return _fail(str(e))
+    return 0
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    from firmware.tools import provision as pv
+    from firmware.tools.devicelink import DeviceError
+    from firmware.tools.fleet_client import FleetClientError
+
+    settings: dict[str, Any] = {}
+    try:
+        if args.settings:
+            try:
+                settings = json.loads(args.settings.read_text())
+            except (OSError, ValueError) as e:
+                raise pv.ProvisionError([f"--settings {args.settings}: {e}"]) from None
+        profile = args.profile or ("pi-counter" if args.target == "pi" else "esp32s3-headset")
+        ident = pv.Identity(site=args.site, name=args.name, label=args.label or args.name,
+                            profile=profile, mqtt_url=args.mqtt, wifi_ssid=args.wifi,
+                            wifi_password=args.wifi_password, ota_url=args.ota_url,
+                            settings=settings)
+        if args.target == "pi":
+            problems = pv.validate(ident, target="pi", loopback_ok=True)
+            if problems:
+                raise pv.ProvisionError(problems)
+            result = pv.provision_pi(pv.Runner(args.ssh, args.root), ident, _fleet(args),
+                                     restart=not args.no_reboot)
+        else:
+            if not args.port:
+                raise pv.ProvisionError(["--port is required for an ESP32 (e.g. /dev/ttyACM0)"])
+            bundle = pv.load_bundle(args.bundle, args.model)
+            if args.check:
+                bad = pv.check_esp32(args.port, bundle)
+                for line in bad:
+                    print(line)
+                print("device matches the bundle" if not bad else f"{len(bad)} file(s) differ")
+                return 1 if bad else 0
+            # validate before connecting to the companion or the board
+            problems = pv.validate(ident, target="esp32", loopback_ok=args.allow_loopback)
+            if problems:
+                raise pv.ProvisionError(problems)
+            result = pv.provision_esp32(args.port, ident, bundle, _fleet(args),
+                                        loopback_ok=args.allow_loopback,
+                                        reboot=not args.no_reboot)
+            print(f"provisioned {result.device}: bundle {result.version}, "
+                  f"{result.changed} file(s) written")
+    except pv.ProvisionError as e:
+        return _fail(str(e), 2)
+    except (DeviceError, FleetClientError) as e:
+        return _fail(f"{e}\nnothing is lost: run the same command again to finish")
+    if args.broker_dir:
+        _write_broker_files(_fleet(args), args.broker_dir)
+    return 0
+
+
+def _write_broker_files(fleet: Any, out: Path) -> None:
+    files = fleet.broker_files()
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("passwd", "acl"):
+        tmp = out / f"{name}.tmp"
+        tmp.write_text(files[name])
+        tmp.chmod(0o600 if name == "passwd" else 0o644)
+        tmp.replace(out / name)
+    print(f"wrote {out / 'passwd'} and {out / 'acl'}; reload the broker to apply them:\n"
+          "  sudo systemctl reload mosquitto   (or: kill -HUP $(pidof mosquitto))")
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from firmware.tools.fleet_client import FleetClientError
+
+    try:
+        fleet = _fleet(args)
+        if args.companion_account:
+            creds = fleet.mqtt_account(site=None, device=None, username="companion")
+            print(json.dumps(creds))
+        elif args.device:
+            if not args.site:
+                return _fail("--device needs --site", 2)
+            creds = fleet.mqtt_account(site=args.site, device=args.device)
+            print(json.dumps(creds))
+        if args.out:
+            _write_broker_files(fleet, args.out)
+        if not (args.companion_account or args.device or args.out):
+            return _fail("nothing to do: give --site/--device, --companion-account or --out", 2)
+    except FleetClientError as e:
+        return _fail(str(e))
+    return 0
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    from firmware.tools.fleet_client import FleetClientError
+
+    try:
+        fleet = _fleet(args)
+        if args.bundle:
+            from firmware.tools.provision import ProvisionError, load_bundle
+
+            if not args.site:
+                return _fail("--site is required to publish an update", 2)
+            try:
+                bundle = load_bundle(args.bundle)
+            except ProvisionError as e:
+                return _fail(str(e), 2)
+            out = fleet.create_update(version=args.version or bundle.version, site=args.site,
+                                      percent=100 if args.percent is None else args.percent,
+                                      files=bundle.files)
+        elif args.update:
+            if args.percent is not None or args.pause or args.resume:
+                state = "paused" if args.pause else "active" if args.resume else None
+                out = fleet.set_rollout(args.update, percent=args.percent, state=state)
+            else:
+                out = fleet.update_summary(args.update)
+        else:
+            out = fleet.list_updates()
+    except (FleetClientError, KeyError, ValueError) as e:
+        return _fail(str(e))
+    print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from firmware.tools.fleet_client import FleetClientError
+
+    try:
+        rows = _fleet(args).inventory(args.site)
+    except FleetClientError as e:
+        return _fail(str(e))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    cols = ("label", "device", "site", "name", "profile", "version")
+    widths = [max([len(c)] + [len(str(r.get(c) or "")) for r in rows]) for c in cols]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    for r in rows:
+        print("  ".join(str(r.get(c) or "-").ljust(w) for c, w in zip(cols, widths, strict=True)))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from firmware.tools.devicelink import DeviceError, DeviceLink
+    from firmware.tools.fleet_client import FleetClientError
+
+    if args.port:
+        try:
+            with DeviceLink(args.port) as link:
+                ident = json.loads(link.read_file("device.json") or b"{}")
+                ident.get("mqtt", {}).pop("password", None)
+                ident.get("wifi", {}).pop("password", None)
+                out = {"device": ident, "ota": json.loads(link.read_file("ota.json") or b"{}")}
+        except (DeviceError, ValueError) as e:
+            return _fail(str(e))
+        print(json.dumps(out, indent=2))
+        return 0
+    if not args.device:
+        return _fail("give a device id, or --port to read a board", 2)
+    try:
+        found = _fleet(args).device(args.device)
+    except FleetClientError as e:
+        return _fail(str(e))
+    if found is None:
+        return _fail(f"device {args.device} is not in the inventory; `calmcue device list` shows it")
+    print(json.dumps(found, indent=2, default=str))
+    return 0

@@ -1,0 +1,113 @@
+"""The companion's /fleet API (companion/fleet.py) through HttpFleet, the client the IT commands
+use with --companion; staged roll-out; the device's signature check against `cryptography`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from companion import fleet
+from firmware import ota
+from firmware.tools.fleet_client import FleetClientError, HttpFleet
+
+SITE = "store-042"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> fleet.FleetStore:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
+    fleet.create_tables(engine)
+    return fleet.FleetStore(engine, tmp_path / "key.pem")
+
+
+@pytest.fixture
+def client(store) -> TestClient:
+    app = FastAPI()
+    app.include_router(fleet.it_router(store))
+    app.include_router(fleet.device_router(store))
+    return TestClient(app)
+
+
+def test_inventory_and_accounts_over_http(client):
+    api = HttpFleet("http://testserver", client=client)
+    api.record(device="cc-000000000001", site=SITE, name="counter-1", label="CC-1",
+               profile="esp32s3-headset", target="esp32", version="1.0.0")
+    with pytest.raises(FleetClientError, match="already recorded for device cc-000000000001"):
+        api.record(device="cc-000000000002", site=SITE, name="counter-2", label="CC-1",
+                   profile="esp32s3-headset", target="esp32", version="1.0.0")
+    assert [r["label"] for r in api.inventory()] == ["CC-1"]
+    assert api.device("cc-000000000009") is None
+    creds = api.mqtt_account(site=SITE, device="cc-000000000001")
+    files = api.broker_files()
+    assert files["passwd"].startswith("cc-000000000001:$7$")
+    assert creds["password"] not in files["passwd"]
+    key = api.public_key()
+    assert key["e"] == 65537 and len(key["n"]) == 512  # RSA-2048
+
+
+def test_update_published_and_status_over_http(client, store):
+    api = HttpFleet("http://testserver", client=client)
+    up = api.create_update(version="2.0.0", site=SITE, percent=100,
+                           files={"main.py": b"print(2)\n"})
+    manifest = client.get(f"/fleet/ota/updates/{up['update']}/manifest").content
+    sig = bytes.fromhex(client.get(f"/fleet/ota/updates/{up['update']}/signature").text)
+    key = api.public_key()
+    assert ota.verify(manifest, sig, (int(key["n"], 16), key["e"]))
+    assert json.loads(manifest)["files"]["main.py"]["size"] == 9
+    assert client.get(f"/fleet/ota/updates/{up['update']}/files/main.py").content == b"print(2)\n"
+    assert client.get("/fleet/ota/check", params={"site": SITE, "device": "cc-1"}).json() == {
+        "update": up["update"], "version": "2.0.0"}
+    r = client.post("/fleet/ota/report", json={"site": SITE, "device": "cc-1",
+                                                "update": up["update"], "state": "confirmed"})
+    assert r.status_code == 200
+    assert api.update_summary(up["update"])["counts"]["confirmed"] == 1
+    bad = client.post("/fleet/ota/report", json={"site": SITE, "device": "cc-1",
+                                                  "update": up["update"], "state": "great"})
+    assert bad.status_code == 409
+
+
+def test_unsafe_bundle_paths_are_refused(client):
+    api = HttpFleet("http://testserver", client=client)
+    with pytest.raises(FleetClientError, match="must be relative"):
+        api.create_update(version="x", site=SITE, percent=100, files={"../boot.py": b""})
+
+
+def test_staged_rollout_offers_a_stable_share_of_the_site(store):
+    up = store.create_update(version="2.0.0", site=SITE, percent=25, files={"main.py": b"x"})
+    devices = [f"cc-{i:012x}" for i in range(200)]
+
+    def offered() -> set[str]:
+        return {d for d in devices if store.check(site=SITE, device=d, version="1.0.0")}
+
+    first = offered()
+    assert 25 <= len(first) <= 75  # about a quarter of 200
+    assert all(fleet.in_rollout(up["update"], d, 25) for d in first)
+    store.set_rollout(up["update"], percent=60)
+    wider = offered()
+    assert first < wider and 90 <= len(wider) <= 150  # widening keeps the first wave in
+    store.set_rollout(up["update"], state="paused")
+    assert offered() == set()
+    store.set_rollout(up["update"], state="active", percent=100)
+    assert offered() == set(devices)
+    assert store.check(site="store-999", device=devices[0], version="1.0.0") == {}
+    assert store.check(site=SITE, device=devices[0], version="2.0.0") == {}  # already on it
+
+
+def test_device_signature_check_agrees_with_cryptography(tmp_path):
+    key = fleet.load_or_create_key(tmp_path / "k.pem")
+    pub = fleet.public_key_json(key)
+    n, e = int(pub["n"], 16), pub["e"]
+    msg = b'{"update":"u1","files":{}}'
+    sig = bytes.fromhex(fleet.sign(key, msg))
+    assert ota.verify(msg, sig, (n, e))
+    assert not ota.verify(msg + b" ", sig, (n, e))
+    assert not ota.verify(msg, sig[:-1] + bytes([sig[-1] ^ 1]), (n, e))
+    assert not ota.verify(msg, sig[:-1], (n, e))
+    other = fleet.public_key_json(fleet.load_or_create_key(tmp_path / "other.pem"))
+    assert not ota.verify(msg, sig, (int(other["n"], 16), other["e"]))
