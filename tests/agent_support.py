@@ -135,19 +135,19 @@ class RunningAgent:
 
 def tiny_model(folder: Path) -> Path:
     """A small stand-in stress model in the shipped format (models.export.to_onnx + stress.json):
-    the score rises with loudness relative to the conversation's start. Lets the agent tests run
-    the real onnxruntime path whatever model is checked in."""
+    the score rises with voice pitch (`speechlike(loud=True)` is pitched well above the calm
+    voice). Lets the agent tests run the real onnxruntime path whatever model is checked in."""
     from models.export import Network, to_onnx
     from models.features import FEATURE_NAMES
 
     n = len(FEATURE_NAMES)
     w = np.zeros((1, n))
-    w[0, FEATURE_NAMES.index("level_rel_db")] = 0.12
+    w[0, FEATURE_NAMES.index("f0_st")] = 0.35  # calm voice ~4.6 st -> 0.18, raised ~13.7 -> 0.84
     net = Network(
         mean=np.zeros(n),
         scale=np.ones(n),
         weights=[w],
-        biases=[np.array([-0.96])],
+        biases=[np.array([-3.15])],
         feature_names=tuple(FEATURE_NAMES),
         name="tiny",
     )
