@@ -68,3 +68,26 @@ def test_a_stream_that_ends_mid_conversation_closes_it(tmp_path):
     assert [(e["type"], e["phase"]) for e in rows] == [("conversation", "start"),
                                                         ("conversation", "end")]
     assert rows[0]["conv"] == rows[1]["conv"] and rows[1]["conv_s"] > 2
+
+
+def test_a_model_that_does_not_match_its_card_is_refused(tmp_path):
+    import hashlib
+    import json
+
+    import pytest
+
+    from firmware.pi.scoring import ModelError, OnnxScorer
+
+    path = tiny_model(tmp_path / "model")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    meta["onnx_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    assert OnnxScorer(path).model_hash == meta["onnx_sha256"][:16]
+    path.write_bytes(path.read_bytes()[:-1] + b"\0")  # one byte changed
+    with pytest.raises(ModelError, match="does not match stress.json"):
+        OnnxScorer(path)
+    meta["onnx_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    meta["feature_order"] = ["speech", "voiced"]
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="different feature order"):
+        OnnxScorer(path)

@@ -144,7 +144,17 @@ class OnnxScorer:
         meta_path = self.path.with_suffix(".json")
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         self.threshold: float | None = float(meta["threshold"]) if "threshold" in meta else None
-        self.model_hash = hashlib.sha256(blob).hexdigest()[:16]
+        digest = hashlib.sha256(blob).hexdigest()
+        expected = meta.get("onnx_sha256")
+        if expected and expected != digest:
+            raise ModelError(
+                f"{self.path} does not match {meta_path.name} (sha256 {digest[:16]}…, expected "
+                f"{str(expected)[:16]}…): a partial copy or a mixed-up update; reinstall both "
+                "files from the same 'calmcue model export'"
+            )
+        if isinstance(meta.get("feature_order"), list):
+            self.check_order(tuple(meta["feature_order"]))
+        self.model_hash = digest[:16]
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
