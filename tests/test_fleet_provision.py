@@ -58,7 +58,9 @@ def test_provision_end_to_end(board, fleet, bundle):
         assert sha256_file(board.flash / "a" / rel) == hashlib.sha256(data).hexdigest(), rel
     doc = json.loads((board.flash / "device.json").read_text())
     assert doc["device"] == DEVICE and doc["site"] == "store-042" and doc["name"] == "counter-2"
-    assert doc["mqtt"]["username"] == DEVICE and len(doc["mqtt"]["password"]) >= 20
+    assert doc["mqtt"]["user"] == DEVICE and len(doc["mqtt"]["password"]) >= 20
+    assert (doc["mqtt"]["host"], doc["mqtt"]["port"]) == ("192.168.1.10", 1883)
+    assert doc["wifi"] == {"ssid": "store-042-staff", "password": "correct horse battery"}
     assert json.loads((board.flash / "config.json").read_text()) == {"brightness": 0.5}
     assert json.loads((board.flash / "ota.json").read_text())["active"] == "a"
     assert not [f for f in flash_files(board) if f.endswith((".part", ".tmp"))]
@@ -142,3 +144,21 @@ def test_interrupted_provisioning_can_be_rerun(board, fleet, bundle, monkeypatch
     assert result.files["a/firmware/events.py"] == "written"
     assert provision.check_esp32(board.port, bundle) == []
     assert (board.flash / "device.json").exists()
+
+
+def test_real_firmware_bundle_provisions_and_imports_from_its_slot(board, fleet, tmp_path):
+    """The bundle `make firmware` writes (compiled for the host here, so the unix port can
+    import its .mpy files) goes on as-is: every file verified, modules load from slot a."""
+    from firmware.tools import bundle as fw_bundle
+
+    out = tmp_path / "fw"
+    manifest = fw_bundle.build(out, march="x64")
+    real = provision.load_bundle(out)
+    assert real.version == manifest["version"] and set(real.files) == set(manifest["files"])
+    provision.provision_esp32(board.port, ident(), real, fleet, log=lambda m: None)
+    for rel, meta in manifest["files"].items():
+        assert sha256_file(board.flash / "a" / rel) == meta["sha256"], rel
+    board.wait_boots(2)
+    with devicelink.DeviceLink(board.port) as link:
+        assert link.eval_json("__import__('firmware.ota').ota.__file__").startswith("a/")
+        assert link.eval_json("__import__('firmware.events').events.SCHEMA_VERSION") == 1

@@ -253,7 +253,10 @@ def provision_esp32(port: str, ident: Identity, bundle: Bundle, fleet: Fleet, *,
 
 
 def device_document(ident: Identity, device: str, creds: dict[str, str]) -> dict[str, Any]:
-    """device.json: who the device is and how it reaches the store network (see docs/fleet.md)."""
+    """device.json: who the device is and how it reaches the store network; the keys are the
+    firmware's (docs/firmware.md, "Files on the device's flash")."""
+    mqtt = urlsplit(ident.mqtt_url)
+    tls = mqtt.scheme == "mqtts"
     return {
         "v": 1,
         "site": ident.site,
@@ -262,8 +265,8 @@ def device_document(ident: Identity, device: str, creds: dict[str, str]) -> dict
         "label": ident.label,
         "profile": ident.profile,
         "wifi": {"ssid": ident.wifi_ssid, "password": ident.wifi_password},
-        "mqtt": {"url": ident.mqtt_url, "username": creds["username"],
-                 "password": creds["password"]},
+        "mqtt": {"host": mqtt.hostname, "port": mqtt.port or (8883 if tls else 1883),
+                 "ssl": tls, "user": creds["username"], "password": creds["password"]},
         "ota_url": ident.ota_url,
     }
 
