@@ -304,7 +304,7 @@ class Features:
         peak = self._peak
         peak = A if A > peak else peak - (peak >> _PEAK_FALL)
         self._peak = peak
-        loud = A > _ABS_MIN and A * 2 > floor * 5 and A * 18 > peak
+        loud = A > _ABS_MIN and A * 9 > floor * 16 and A * 18 > peak
         r = self._pos
         voiced = False
         lag = num = den = gmin = gmax = 0

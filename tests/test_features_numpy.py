@@ -255,3 +255,18 @@ def test_baseline_keeps_two_voices_apart() -> None:
         assert np.all(np.abs(rel - expect) < 1.0), (start, expect, rel)
     raised = [r for r in recs if r.t >= spans[-1][0] + 1.5]
     assert np.mean([r.features[IDX["level_rel_db"]] for r in raised]) > 5.0
+
+
+def test_opensmile_is_never_a_runtime_import() -> None:
+    """openSMILE's licence forbids shipping it: only the benchmark may import it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from models.features import extract\n"
+        "import models.bench_features\n"
+        "extract(np.zeros(32000, dtype=np.int16))\n"
+        "assert 'opensmile' not in sys.modules, 'opensmile imported at runtime'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
