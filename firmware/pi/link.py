@@ -150,10 +150,7 @@ class Link:
             log.warning(
                 "lost the broker (%s); reconnecting in %.1f s", mqtt.error_string(rc), backoff
             )
-            try:
-                client.socket() and client.socket().close()  # type: ignore[union-attr]
-            except OSError:
-                pass
+            client.disconnect()  # paho has dropped the socket; this clears its state for good
             self._stop.wait(backoff)
             backoff = min(backoff * 2, self.settings.reconnect_max_s)
 
