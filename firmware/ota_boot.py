@@ -12,6 +12,8 @@ import os
 import sys
 
 POINTER = "ota.json"
+# seconds a new bundle has to confirm itself (firmware/app.py confirms after its first telemetry)
+HEALTH_S = 180
 
 
 def load_pointer():
@@ -48,6 +50,31 @@ def select_slot():
     return p["active"]
 
 
+def _overdue(timer):
+    # Still on trial when the time is up: reset, and the next boot rolls back. A hang is the
+    # firmware's watchdog's job; this covers a bundle that runs but never gets healthy.
+    if load_pointer().get("state") == "trial":
+        import machine
+
+        machine.reset()
+
+
+def arm_health_deadline(p, timer_cls=None):
+    """On a trial boot, a one-shot timer that resets the device if it is not confirmed in time."""
+    if p.get("state") != "trial":
+        return None
+    try:
+        if timer_cls is None:
+            from machine import Timer as timer_cls
+        t = timer_cls(0)
+        t.init(mode=timer_cls.ONE_SHOT, period=int(p.get("health_s", HEALTH_S) * 1000),
+               callback=_overdue)
+        return t
+    except (ImportError, AttributeError, ValueError, OSError):
+        return None  # no hardware timer (unix port): the watchdog and the next boot still act
+
+
 slot = select_slot()
 if slot not in sys.path:
     sys.path.insert(0, slot)
+_deadline = arm_health_deadline(load_pointer())

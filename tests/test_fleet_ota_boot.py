@@ -1,0 +1,82 @@
+"""The A/B loader (firmware/ota_boot.py) on the MicroPython unix port: slot choice, rollback on
+a second unconfirmed boot, and the health deadline timer (a small recording fake Timer)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from calmcue.mpy import REPO
+
+# the hardware edge: a one-shot timer and reset that only record
+FAKE_MACHINE = """
+class Timer:
+    ONE_SHOT = 0
+    armed = []
+    def __init__(self, n):
+        pass
+    def init(self, mode, period, callback):
+        Timer.armed.append((period, callback))
+resets = []
+def reset():
+    resets.append(1)
+"""
+
+
+def boot(mpy, flash: Path, after: str = "") -> dict:
+    fakes = flash / "_fakes"  # not a slot; only the fake hardware
+    fakes.mkdir(exist_ok=True)
+    (fakes / "machine.py").write_text(FAKE_MACHINE)
+    code = ("import json, sys\nfrom machine import Timer, resets\n" + f"exec(open({str(REPO / 'firmware' / 'ota_boot.py')!r}).read())\n" + after
+            + "print(json.dumps({'slot': slot, 'path0': sys.path[0], "
+            "'armed': [a[0] for a in Timer.armed], 'resets': len(resets)}))\n")
+    out = mpy(code, cwd=flash, paths=[fakes]).stdout.strip().splitlines()[-1]
+    return json.loads(out)
+
+
+def write_pointer(flash: Path, **p) -> None:
+    (flash / "ota.json").write_text(json.dumps(p))
+
+
+def read_pointer(flash: Path) -> dict:
+    return json.loads((flash / "ota.json").read_text())
+
+
+def test_good_pointer_boots_its_slot_without_a_deadline(mpy, tmp_path):
+    write_pointer(tmp_path, active="b", state="good", boots=0)
+    assert boot(mpy, tmp_path) == {"slot": "b", "path0": "b", "armed": [], "resets": 0}
+
+
+def test_missing_or_corrupt_pointer_falls_back_to_slot_a(mpy, tmp_path):
+    assert boot(mpy, tmp_path)["slot"] == "a"
+    (tmp_path / "ota.json").write_text('{"active": "b", "sta')
+    assert boot(mpy, tmp_path)["slot"] == "a"
+
+
+def test_trial_boot_arms_the_deadline_which_resets_if_unconfirmed(mpy, tmp_path):
+    write_pointer(tmp_path, active="b", previous="a", state="trial", boots=0, health_s=90,
+                  version="2", previous_version="1")
+    fire = "Timer.armed[0][1](None)\n"
+    got = boot(mpy, tmp_path, after=fire)
+    assert got["slot"] == "b" and got["armed"] == [90000] and got["resets"] == 1
+    assert read_pointer(tmp_path)["boots"] == 1
+    # the reset's boot: still unconfirmed, so back to the previous slot
+    got = boot(mpy, tmp_path)
+    assert got["slot"] == "a" and got["armed"] == []
+    p = read_pointer(tmp_path)
+    assert (p["state"], p["failed"], p["failed_version"], p["version"]) == (
+        "rolled_back", "b", "2", "1")
+
+
+def test_confirmed_before_the_deadline_keeps_the_new_slot(mpy, tmp_path):
+    write_pointer(tmp_path, active="b", previous="a", state="trial", boots=0)
+    confirm_then_fire = (
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "from firmware import ota\n"
+        "ota.confirm()\n"
+        "Timer.armed[0][1](None)\n"
+    )
+    got = boot(mpy, tmp_path, after=confirm_then_fire)
+    assert got["armed"] == [180000] and got["resets"] == 0
+    assert read_pointer(tmp_path)["state"] == "good"
+    assert boot(mpy, tmp_path)["slot"] == "b"
