@@ -269,7 +269,13 @@ class Features:
     def process(self, pcm):
         """Feed int16 PCM; returns the list of window records completed by this chunk."""
         self._out = None
-        n = len(pcm) if isinstance(pcm, array) else len(pcm) >> 1
+        if isinstance(pcm, array):
+            n = len(pcm)
+        else:
+            n = len(pcm)
+            if n & 1:
+                raise ValueError("PCM chunk must hold whole int16 samples (even byte count)")
+            n >>= 1
         x = self._x
         pos = 0
         while pos < n:

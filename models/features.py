@@ -142,6 +142,11 @@ class _Voice:
 
 def _as_int16(samples: Any) -> NDArray[np.int16]:
     if isinstance(samples, (bytes, bytearray, memoryview)):
+        if len(memoryview(samples).cast("B")) % 2:
+            raise ValueError(
+                "PCM chunk must hold whole int16 samples (an even number of bytes); "
+                "keep the odd byte for the next chunk"
+            )
         return np.frombuffer(samples, dtype="<i2")
     a = np.asarray(samples)
     if a.ndim != 1:

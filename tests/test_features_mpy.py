@@ -131,3 +131,15 @@ def test_parity_on_synthetic_signals() -> None:
         assert np.all(np.isfinite(g)), name
         bad = np.abs(g - ref) > tol
         assert not bad.any(), (name, [ROW_NAMES[i] for i in np.flatnonzero(bad.any(axis=0))])
+
+
+def test_odd_byte_chunk_is_refused_clearly() -> None:
+    code = (
+        "from firmware.features import Features\n"
+        "try:\n"
+        "    Features().process(b'\\x00\\x01\\x02')\n"
+        "except ValueError as e:\n"
+        "    print('refused:', e)\n"
+    )
+    out = run_code(code).stdout.decode()
+    assert "refused: PCM chunk must hold whole int16 samples" in out

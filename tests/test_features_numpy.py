@@ -270,3 +270,8 @@ def test_opensmile_is_never_a_runtime_import() -> None:
         "assert 'opensmile' not in sys.modules, 'opensmile imported at runtime'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_odd_byte_chunk_is_refused_clearly() -> None:
+    with pytest.raises(ValueError, match="even number of bytes"):
+        FeatureExtractor().process(b"\x00\x01\x02")
