@@ -120,7 +120,12 @@ def test_unknown_devices_are_dead_lettered_when_registration_is_required(tmp_pat
         assert "counter-9 is not registered" in dead["reason"]
 
 
-def test_ingest_reconnects_and_resubscribes_after_broker_restart(comp, mosquitto):
+def test_ingest_reconnects_and_resubscribes_after_broker_restart(tmp_path, mosquitto):
+    with running_companion(sqlite_url(tmp_path), mosquitto.url) as comp:
+        _restart_broker_under(comp, mosquitto)
+
+
+def _restart_broker_under(comp, mosquitto):
     pub = Publisher(mosquitto.port)
     pub.event(cue(seq=0))
     wait_until(lambda: comp.ingest.counters().stored == 1, what="first event")
