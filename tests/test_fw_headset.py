@@ -21,6 +21,8 @@ SITE_DEV = "calmcue/v1/demo/headset-1/"
 # host-only fakes) boots and runs ten minutes in on this 64-bit unix port is 144K; 96K is not
 # reached while every module's bytecode sits in the heap (see docs/firmware.md, "Memory").
 HEAP = "152K"
+# asyncio's tasks, poller and stream objects need a little more (smallest tried: 160K).
+ASYNC_HEAP = "168K"
 
 
 @pytest.fixture(scope="session")
@@ -279,3 +281,22 @@ def test_model_file_commands_and_policy_config(
     )
     assert not json.loads(res)["ok"] and "stress_threshold" in json.loads(res)["detail"]
     dev.close()
+
+
+def test_device_asyncio_main_loop_in_real_time(
+    host_build, headset_wav, tmp_path, mosquitto, collector
+):
+    """firmware.app.run, the device's own main loop (audio, outputs/button every 20 ms, network
+    every 200 ms as asyncio tasks), with the fake I2S delivering 16 kHz in real time."""
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    lines = run_through(host_build, flash, headset_wav, mosquitto.port, "--asyncio", "4",
+                        heap=ASYNC_HEAP)  # fmt: skip
+    done = next(x["done"] for x in lines if "done" in x)
+    # Audio arrived at its own pace, not faster (less when this shared machine is busy).
+    assert 1500 <= done["t_ms"] <= 5000
+    assert done["wdt_feeds"] >= 50  # the outputs task kept its 20 ms beat beside the audio
+    assert done["mqtt"] and done["sent"] >= 1 and done["queue"] == 0
+    collector.wait_for(lambda m: m[0] == SITE_DEV + "tele")
+    evt = json.loads(collector.wait_for(lambda m: m[0] == SITE_DEV + "evt/conversation")[1])
+    assert evt["phase"] == "start" and evt["up_ms"] >= 1500  # the staff starts at 1.5 s

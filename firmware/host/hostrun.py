@@ -9,6 +9,8 @@
 #     --heap-at 60,600   print free heap (after gc.collect) at these audio seconds
 #     --build DIR        run the compiled modules in DIR (firmware.tools.bundle.compile_host),
 #                        as the device does, instead of compiling the sources into the heap
+#     --asyncio S        run the device's asyncio main loop (firmware.app.run) for S seconds of
+#                        real time, the fake I2S paced at 16 kHz
 #     --control          read commands from stdin instead of playing straight through:
 #                          audio S | press MS | radio up|down | state | quit
 #
@@ -27,7 +29,7 @@ from firmware.mic import RATE
 def _args(argv):
     opts = {"seconds": None, "site": "demo", "device": "headset-1", "mqtt-host": "127.0.0.1",
             "mqtt-port": None, "trace": False, "control": False, "heap-at": "", "flash": None,
-            "wav": None, "build": None}
+            "wav": None, "build": None, "asyncio": None}
     i = 0
     while i < len(argv):
         a = argv[i]
@@ -89,7 +91,7 @@ class Runner:
         flash = o["flash"].rstrip("/") + "/"
         _provision(flash, o)
         loop = o["seconds"] is not None or o["control"]
-        machine.set_i2s_source(o["wav"], loop)
+        machine.set_i2s_source(o["wav"], loop, o["asyncio"] is not None)
         self.samples = 0
         machine.now_ms = self.up_ms
         if o["trace"]:
@@ -158,6 +160,19 @@ class Runner:
                     gc.collect()
                     _out({"heap": {"t_s": m, "free": gc.mem_free(), "alloc": gc.mem_alloc()}})
 
+    def run_device_loop(self, seconds):
+        """The device's own main loop (firmware.app.run: asyncio audio, outputs and network
+        tasks on real time), the I2S paced at 16 kHz, stopped after `seconds`."""
+        import asyncio
+
+        from firmware.app import run
+
+        try:
+            asyncio.run(asyncio.wait_for(run(self.dev, self.i2s), seconds))
+        except asyncio.TimeoutError:  # noqa: UP041 (MicroPython: not the builtin)
+            pass
+        self.samples = self.i2s.samples_read
+
     def state(self):
         d = self.dev
         return {"t_ms": self.up_ms(), "queue": len(d.queue), "sent": d.sent, "mqtt": d.link.up,
@@ -199,6 +214,10 @@ def main(argv):
     r = Runner(o)
     if o["control"]:
         r.control()
+        return
+    if o["asyncio"] is not None:
+        r.run_device_loop(float(o["asyncio"]))
+        _out({"done": r.state()})
         return
     marks = [float(x) for x in o["heap-at"].split(",") if x]
     r.play(float(o["seconds"]) if o["seconds"] is not None else None, marks)

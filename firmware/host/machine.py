@@ -6,13 +6,14 @@
 # Put firmware/host first on sys.path: a `machine.py` on the path takes precedence over the
 # unix port's built-in `machine`.
 
-from array import array as _array
+import io
+import time
 
 trace = None  # trace(kind, name, value) or None
 now_ms = None  # () -> ms of (audio) time, set by the runner
 state = {}  # name -> last value written
 counts = {}  # name -> number of writes
-_i2s_source = [None, False]  # path, loop
+_i2s_source = [None, False, False]  # path, loop, real time
 _pins_in = {}  # pin id -> value the "user" holds it at (button presses)
 
 
@@ -23,9 +24,12 @@ def _record(kind, name, value):
         trace(kind, name, value)
 
 
-def set_i2s_source(path, loop=False):
+def set_i2s_source(path, loop=False, realtime=False):
+    """realtime: deliver audio no faster than 16 kHz, for the asyncio main loop of the device
+    (firmware.app.run); otherwise readinto returns at once (faster than real time)."""
     _i2s_source[0] = path
     _i2s_source[1] = loop
+    _i2s_source[2] = realtime
 
 
 def press(pin_id, down):
@@ -95,7 +99,7 @@ class ADC:
         return ADC.uv * 65535 // 3100000
 
 
-class I2S:
+class I2S(io.IOBase):
     RX = 0
     TX = 1
     MONO = 0
@@ -103,7 +107,9 @@ class I2S:
 
     def __init__(self, id, sck=None, ws=None, sd=None, mode=0, bits=16, format=0, rate=16000,
                  ibuf=0):
-        path, loop = _i2s_source
+        path, loop, self.realtime = _i2s_source
+        self.rate = rate
+        self.t0 = None
         if path is None:
             raise OSError("fake I2S: no WAV source; call machine.set_i2s_source(path)")
         if bits != 16 or format != I2S.MONO:
@@ -116,9 +122,10 @@ class I2S:
 
     def readinto(self, buf):
         """Returns immediately (faster than real time). At the end of the WAV: loops, or 0."""
-        per = 2 if isinstance(buf, _array) else 1  # Mic reads into array('h')
-        want = len(buf) * per
         mv = memoryview(buf)
+        # Mic reads into array('h') (or a memoryview of it): its items are 2 bytes.
+        per = len(bytes(mv[:1])) if len(mv) else 1
+        want = len(buf) * per
         got = 0
         while got < want:
             room = self.end - self.f.tell()
@@ -133,6 +140,19 @@ class I2S:
             got += n
         self.samples_read += got // 2
         return got
+
+    def ioctl(self, req, arg):
+        # select.poll / asyncio.StreamReader ask whether a read would return data now.
+        if req == 10:  # MP_STREAM_GET_FILENO: no file descriptor, so poll asks MP_STREAM_POLL
+            return -1
+        if req != 3:  # MP_STREAM_POLL
+            return 0
+        if not self.realtime:
+            return arg & 1
+        now = time.ticks_ms()
+        if self.t0 is None:
+            self.t0 = now
+        return arg & 1 if self.samples_read * 1000 // self.rate <= time.ticks_diff(now, self.t0) else 0
 
     def deinit(self):
         self.f.close()
