@@ -111,3 +111,36 @@ def test_device_signature_check_agrees_with_cryptography(tmp_path):
     assert not ota.verify(msg, sig[:-1], (n, e))
     other = fleet.public_key_json(fleet.load_or_create_key(tmp_path / "other.pem"))
     assert not ota.verify(msg, sig, (int(other["n"], 16), other["e"]))
+
+
+def test_mounted_in_the_companion_behind_it_role(tmp_path):
+    """companion/app.py mounts the fleet routers: IT/admin tokens only; devices need none."""
+    from companion import users
+    from companion.app import create_app
+    from companion.config import Settings
+
+    settings = Settings(db_url=f"sqlite:///{tmp_path / 'c.db'}", mqtt_url=None,
+                        fleet_key_path=str(tmp_path / "key.pem"))
+    app = create_app(settings)
+    with TestClient(app) as http:
+        engine = app.state.engine
+        users.create_user(engine, username="it1", password="it-password-123", role="it")
+        users.create_user(engine, username="mgr", password="mgr-password-123", role="manager",
+                          sites=[SITE])
+        it_token = users.create_token(engine, "it1")
+        mgr_token = users.create_token(engine, "mgr")
+
+        anonymous = HttpFleet("http://testserver", client=http)
+        with pytest.raises(FleetClientError, match="companion refused GET /fleet/inventory"):
+            anonymous.inventory()
+        http.headers["Authorization"] = f"Bearer {mgr_token}"
+        with pytest.raises(FleetClientError):
+            anonymous.inventory()
+        http.headers["Authorization"] = f"Bearer {it_token}"
+        it = HttpFleet("http://testserver", client=http)
+        it.record(device="cc-000000000001", site=SITE, name="counter-1", label="CC-1",
+                  profile="esp32s3-headset", target="esp32", version="1.0.0")
+        up = it.create_update(version="2.0.0", site=SITE, percent=100, files={"main.py": b"x"})
+        del http.headers["Authorization"]
+        offered = http.get("/fleet/ota/check", params={"site": SITE, "device": "cc-000000000001"})
+        assert offered.json()["update"] == up["update"]
