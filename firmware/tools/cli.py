@@ -98,6 +98,12 @@ def register(sub: Any) -> None:
     _fleet_args(st)
     st.set_defaults(func=cmd_status)
 
+    sim = dsub.add_parser("sim", help="a simulated board (MicroPython unix port on a pty) to "
+                          "practise on: prints its port, runs until Ctrl-C")
+    sim.add_argument("--flash", type=Path, default=Path("var/sim-board"), help="its flash folder")
+    sim.add_argument("--uid", default="a0b1c2d3e4f5", help="its chip id (12 hex digits)")
+    sim.set_defaults(func=cmd_sim)
+
 
 def _fail(msg: str, code: int = 1) -> int:
     print(f"error: {msg}", file=sys.stderr)
@@ -273,3 +279,24 @@ def cmd_status(args: argparse.Namespace) -> int:
         return _fail(f"device {args.device} is not in the inventory; `calmcue device list` shows it")
     print(json.dumps(found, indent=2, default=str))
     return 0
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    import signal
+    import time
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # stop the interpreter too when terminated
+
+    from firmware.tools.simdevice import SimulatedBoard
+
+    with SimulatedBoard(args.flash, unique_id=args.uid) as board:
+        print(f"simulated board cc-{args.uid} on {board.port} (flash: {args.flash}); Ctrl-C stops",
+              flush=True)
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            return 0
