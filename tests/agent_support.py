@@ -82,7 +82,7 @@ def agent_config(tmp_path: Path, port: int, **sections: Any) -> dict[str, Any]:
             "reconnect_min_s": 0.1,
             "reconnect_max_s": 0.5,
         },
-        "outputs": {"enabled": False},
+        "outputs": {"enabled": False, "button_bounce_s": 0.0},  # mock pins do not bounce
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):

@@ -28,7 +28,9 @@ def levels(factory: MockFactory, pin: int) -> list[float]:
 def rig():
     factory = MockFactory(pin_class=MockPWMPin)
     calls: list[object] = []
-    settings = OutputSettings(brightness=BRIGHT, haptic_strength=HAPTIC, long_press_s=0.5)
+    settings = OutputSettings(
+        brightness=BRIGHT, haptic_strength=HAPTIC, long_press_s=0.5, button_bounce_s=0.0
+    )
     out = Outputs.from_settings(
         settings,
         pin_factory=factory,
@@ -115,3 +117,22 @@ def test_every_cue_has_a_distinct_pattern():
     assert len(signatures) == len(cues)
     with pytest.raises(ValueError, match="no pattern"):
         Outputs(OutputSettings()).show("dance")
+
+
+def test_contact_bounce_gives_one_acknowledgement():
+    factory = MockFactory(pin_class=MockPWMPin)
+    calls: list[str] = []
+    out = Outputs.from_settings(OutputSettings(button_bounce_s=0.05), pin_factory=factory,
+                                on_ack=lambda: calls.append("ack"))
+    try:
+        pin = factory.pin(BUTTON)
+        for _ in range(3):  # a bouncing contact: three make/break pairs within a few ms
+            pin.drive_low()
+            pin.drive_high()
+        assert calls == ["ack"]
+        time.sleep(0.1)
+        pin.drive_low()
+        pin.drive_high()
+        assert calls == ["ack", "ack"]  # a second, real press
+    finally:
+        out.close()

@@ -90,6 +90,7 @@ class OutputSettings:
     brightness: float = 0.6
     haptic_strength: float = 0.8
     long_press_s: float = 2.0
+    button_bounce_s: float = 0.02  # contact bounce of a tactile switch; 0 = off (mock pins)
 
 
 @dataclass(frozen=True)
@@ -256,6 +257,7 @@ def _check_outputs(o: OutputSettings, problems: list[str]) -> None:
     _range(problems, "outputs.brightness", o.brightness, 0.0, 1.0, "use 0.0 (off) to 1.0 (full)")
     _range(problems, "outputs.haptic_strength", o.haptic_strength, 0.0, 1.0, "use 0.0 to 1.0")
     _range(problems, "outputs.long_press_s", o.long_press_s, 0.5, 10, "use 0.5-10 seconds")
+    _range(problems, "outputs.button_bounce_s", o.button_bounce_s, 0, 0.5, "use 0-0.5 s (0.02 typical)")
     if isinstance(o.led_pins, tuple) and len(o.led_pins) != 3:
         problems.append(
             "outputs.led_pins: give three BCM pins, red, green, blue, e.g. [17, 27, 22]"

@@ -122,6 +122,7 @@ class Outputs:
         self._wake = threading.Event()
         self._closed = False
         self._held = False
+        self._last_release = -1e9
         if button is not None:
             button.hold_time = settings.long_press_s
             button.when_held = self._held_cb
@@ -220,6 +221,11 @@ class Outputs:
     def _released_cb(self) -> None:
         if self._held:  # the end of a long press, already handled
             self._held = False
+            return
+        # Debounced here rather than by the pin library, so it behaves the same on every one.
+        now = time.monotonic()
+        last, self._last_release = self._last_release, now
+        if now - last < self.settings.button_bounce_s:
             return
         self.ack()
         if self.on_ack:
