@@ -1,21 +1,19 @@
-# WAV-driven runner for the unix port: scores audio streamed on stdin exactly as the device
-# does (firmware/features.py -> firmware/nnrt.py) and prints one JSON line per clip.
+# PCM-driven scoring runner for the unix port: scores audio streamed on stdin exactly as the
+# device does (firmware/features.py -> firmware/nnrt.py) and prints one JSON line per clip.
 # Used by `calmcue score --engine micropython`; the audio never touches a file.
 #
 # argv: model.ccm speech_min
-# stdin lines: "F <id>" starts a clip (new stream), then base64 int16 LE PCM chunks, "E" ends
-# it; "Q" quits. Output per clip: {"id", "score", "windows": [{"t", "score"}, ...]}
+# stdin: clips, each b"PCM0" + uint32 LE sample count + int16 LE samples (16 kHz mono); a count
+# of 0 ends the stream. Each clip is a fresh stream (reset()), fed in 0.25 s chunks.
+# stdout per clip: {"id": n, "score": s, "windows": [{"t", "score"}, ...]}
 # Clip score = median window score over windows with speech >= speech_min (models/train.py).
 import json
 import sys
 
-try:
-    from binascii import a2b_base64
-except ImportError:
-    from ubinascii import a2b_base64
-
 from firmware import nnrt
 from firmware.features import Features
+
+_CHUNK = 4000
 
 
 def clip_score(scores, speech, speech_min):
@@ -30,33 +28,45 @@ def clip_score(scores, speech, speech_min):
     return (sel[(n - 1) // 2] + sel[n // 2]) / 2.0
 
 
+def _read_exact(stream, mv, n):
+    got = 0
+    while got < n:
+        k = stream.readinto(mv[got:n])
+        if not k:
+            raise EOFError("stdin ended inside a clip")
+        got += k
+
+
 def main():
     model = nnrt.load(sys.argv[1])
     speech_min = float(sys.argv[2])
+    stream = sys.stdin.buffer
+    head = bytearray(8)
+    buf = bytearray(2 * _CHUNK)
+    mv = memoryview(buf)
     fx = Features()
-    clip = None
-    t_list, s_list, sp_list = [], [], []
+    clip = 0
     while True:
-        line = sys.stdin.readline()
-        if not line:
+        _read_exact(stream, memoryview(head), 8)
+        if head[:4] != b"PCM0":
+            raise ValueError("bad clip header: expected b'PCM0' + uint32 sample count")
+        left = head[4] | head[5] << 8 | head[6] << 16 | head[7] << 24
+        if left == 0:
             break
-        line = line.strip()
-        if line == "Q":
-            break
-        if line.startswith("F "):
-            clip = line[2:]
-            fx.reset()
-            t_list, s_list, sp_list = [], [], []
-        elif line == "E":
-            score = clip_score(s_list, sp_list, speech_min)
-            wins = [{"t": round(t, 3), "score": round(s, 4)} for t, s in zip(t_list, s_list)]
-            print(json.dumps({"id": clip, "score": round(score, 4), "windows": wins}))
-            clip = None
-        elif line:
-            for rec in fx.process(a2b_base64(line)):
-                t_list.append(rec["t"])
-                sp_list.append(rec["speech"])
-                s_list.append(model.score(rec["features"]))
+        fx.reset()
+        times, scores, speech = [], [], []
+        while left:
+            k = _CHUNK if left > _CHUNK else left
+            _read_exact(stream, mv, 2 * k)
+            for rec in fx.process(mv[: 2 * k]):
+                times.append(rec["t"])
+                speech.append(rec["speech"])
+                scores.append(model.score(rec["features"]))
+            left -= k
+        wins = [{"t": round(t, 3), "score": round(s, 4)} for t, s in zip(times, scores)]
+        score = round(clip_score(scores, speech, speech_min), 4)
+        print(json.dumps({"id": clip, "score": score, "windows": wins}))
+        clip += 1
 
 
 main()

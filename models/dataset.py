@@ -94,6 +94,8 @@ CONDITIONS: dict[str, Condition] = {
     "reverb-0.5s": _reverb(0.5),
     "train_aug1": _train_copy,
     "train_aug2": _train_copy,
+    "train_aug3": _train_copy,
+    "train_aug4": _train_copy,
 }
 LEVEL_CONDITIONS = ("gain-20dB", "gain-10dB", "clean", "gain+6dB", "gain+10dB")
 NOISE_CONDITIONS = ("pink-20dB", "babble-15dB", "white-20dB", "reverb-0.5s")

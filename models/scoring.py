@@ -3,15 +3,14 @@
 Engines:
 - onnxruntime: the numpy reference front end + models/stress.onnx (what the Pi runs);
 - micropython: firmware/features.py + firmware/nnrt.py + models/stress.ccm inside the real
-  MicroPython unix port (what the ESP32 runs). The audio is streamed to it over stdin in 0.25 s
-  chunks, base64 text, never through a file.
+  MicroPython unix port (what the ESP32 runs). The audio is streamed to it over stdin as raw
+  PCM, never through a file.
 
 Clip score = the median window score over speech windows (see models/train.py clip_score).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ from models.dataset import AudioError, read_audio
 REPO = Path(__file__).resolve().parent.parent
 MODEL_DIR = REPO / "models"
 ENGINES = ("onnxruntime", "micropython")
-CHUNK = 4000  # samples per stdin line for the MicroPython engine (0.25 s)
 
 
 class ScoringError(RuntimeError):
@@ -120,13 +118,20 @@ def score_files(paths: Iterable[str], engine: str = "onnxruntime") -> Iterator[d
 _MPY_SCRIPT = REPO / "firmware" / "score_stdin.py"
 
 
-def _score_micropython(paths: list[str], model: ShippedModel, batch: int = 400) -> Iterator[dict]:
+def _score_micropython(paths: list[str], model: ShippedModel, batch: int = 500) -> Iterator[dict]:
     """Streams decoded audio of up to `batch` files into one MicroPython process at a time."""
+    import struct
+    import subprocess
+
     from calmcue import mpy
 
+    search = [str(REPO), str(mpy.MPY_LIB)]
+    prelude = "import sys\n" + "".join(f"sys.path.insert(0, {p!r})\n" for p in reversed(search))
+    prelude += f"sys.argv[1:] = {[str(model.ccm_path), repr(model.speech_min)]!r}\n"
+    code = prelude + _MPY_SCRIPT.read_text()
     for start in range(0, len(paths), batch):
         part = paths[start : start + batch]
-        lines: list[str] = []
+        stream: list[bytes] = []
         errors: dict[int, str] = {}
         for k, p in enumerate(part):
             try:
@@ -134,30 +139,30 @@ def _score_micropython(paths: list[str], model: ShippedModel, batch: int = 400) 
             except AudioError as exc:
                 errors[k] = str(exc)
                 continue
-            lines.append(f"F {k}")
-            raw = pcm.astype("<i2").tobytes()
-            for i in range(0, len(raw), 2 * CHUNK):
-                lines.append(base64.b64encode(raw[i : i + 2 * CHUNK]).decode())
-            lines.append("E")
-        lines.append("Q")
-        results: dict[int, dict] = {}
+            stream += [b"PCM0", struct.pack("<I", pcm.size), pcm.astype("<i2").tobytes()]
+        stream.append(b"PCM0" + struct.pack("<I", 0))
+        results: list[dict] = []
         if len(errors) < len(part):
-            try:
-                proc = mpy.run(
-                    script=_MPY_SCRIPT,
-                    args=[str(model.ccm_path), repr(model.speech_min)],
-                    input=("\n".join(lines) + "\n").encode(),
-                    heapsize="256K",
-                    timeout=900,
+            proc = subprocess.run(
+                [*mpy.interpreter(), "-X", "heapsize=256K", "-c", code],
+                input=b"".join(stream),
+                capture_output=True,
+                timeout=900,
+            )
+            if proc.returncode != 0:
+                raise ScoringError(
+                    "MicroPython scoring failed:\n"
+                    + proc.stdout.decode(errors="replace")[-2000:]
+                    + proc.stderr.decode(errors="replace")[-2000:]
                 )
-            except mpy.MicroPythonError as exc:
-                raise ScoringError(f"MicroPython scoring failed: {exc}") from None
-            for line in proc.stdout.splitlines():
-                if line.startswith("{"):
-                    res = json.loads(line)
-                    results[int(res.pop("id"))] = res
+            results = [
+                json.loads(x) for x in proc.stdout.decode().splitlines() if x.startswith("{")
+            ]
+        ok = iter(results)
         for k, p in enumerate(part):
             if k in errors:
                 yield {"path": p, "error": errors[k]}
             else:
-                yield {"path": p, **results[k]}
+                res = next(ok)
+                res.pop("id")
+                yield {"path": p, **res}

@@ -1,0 +1,72 @@
+"""`calmcue score`: formats, sample rates, bad files, and both engines agreeing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from calmcue.cli import main
+from models.scoring import score_files
+
+
+def _voice(rate: int, seconds: float = 3.0, f0: float = 140.0, loud: float = 0.2) -> np.ndarray:
+    """Synthetic voiced syllables (harmonics, gliding pitch) with pauses between them."""
+    t = np.arange(int(seconds * rate)) / rate
+    pitch = f0 * (1 + 0.1 * np.sin(2 * np.pi * 0.7 * t))
+    phase = 2 * np.pi * np.cumsum(pitch) / rate
+    x = sum(np.sin(k * phase) / k for k in range(1, 12))
+    env = np.clip(np.sin(2 * np.pi * 3.5 * t), 0, None) ** 0.5 * (t > 0.3)
+    return (loud * x * env / 3).astype(np.float32)
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    wav = tmp_path / "stereo44k.wav"
+    v = _voice(44100)
+    sf.write(wav, np.stack([v, v], axis=1), 44100)
+    flac = tmp_path / "mono16k.flac"
+    sf.write(flac, _voice(16000), 16000)
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"RIFF not really audio")
+    return {"wav": wav, "flac": flac, "junk": junk, "missing": tmp_path / "missing.flac"}
+
+
+def test_score_cli_one_line_per_file_and_errors_do_not_stop_others(files, capsys):
+    order = [files["wav"], files["junk"], files["missing"], files["flac"]]
+    code = main(["score", *map(str, order)])
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert code == 1  # some files failed
+    assert [x["path"] for x in lines] == [str(p) for p in order]
+    assert "cannot read audio" in lines[1]["error"] and "WAV or FLAC" in lines[1]["error"]
+    assert "no such file" in lines[2]["error"]
+    for res in (lines[0], lines[3]):
+        assert 0.0 <= res["score"] <= 1.0
+        ts = [w["t"] for w in res["windows"]]
+        assert ts == pytest.approx([1.0 + 0.25 * i for i in range(len(ts))])
+        assert len(ts) == 9 and all(0.0 <= w["score"] <= 1.0 for w in res["windows"])
+    # resampled 44.1 kHz stereo and native 16 kHz mono of the same signal score alike
+    assert abs(lines[0]["score"] - lines[3]["score"]) < 0.05
+
+
+def test_micropython_engine_matches_onnxruntime(files):
+    paths = [str(files["wav"]), str(files["missing"]), str(files["flac"])]
+    ref = list(score_files(paths, "onnxruntime"))
+    dev = list(score_files(paths, "micropython"))
+    assert "error" in dev[1] and dev[1]["path"] == paths[1]
+    for a, b in ((ref[0], dev[0]), (ref[2], dev[2])):
+        assert abs(a["score"] - b["score"]) <= 0.01
+        assert [w["t"] for w in a["windows"]] == [w["t"] for w in b["windows"]]
+        diffs = [
+            abs(x["score"] - y["score"]) for x, y in zip(a["windows"], b["windows"], strict=True)
+        ]
+        assert max(diffs) <= 0.01
+
+
+def test_unknown_engine_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["score", "--engine", "tflite", "x.wav"])
+    assert "invalid choice" in capsys.readouterr().err
