@@ -48,8 +48,7 @@ def test_provision_list_status_register_update(env, capsys):
         assert (tmp / "broker" / "passwd").read_text().startswith(f"{DEVICE}:$7$")
 
         code, out, _ = run(capsys, "device", "provision", "--port", board.port, "--check",
-                           "--site", "store-042", "--name", "counter-2", "--mqtt", "mqtt://x",
-                           "--bundle", str(bundle), *db)
+                           "--bundle", str(bundle))
         assert code == 0 and "device matches the bundle" in out
 
         board.wait_boots(2)

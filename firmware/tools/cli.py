@@ -45,13 +45,13 @@ def register(sub: Any) -> None:
     v.add_argument("--ssh", metavar="USER@HOST", help="a Pi over SSH (--target pi)")
     v.add_argument("--root", type=Path, default=Path("/"), help="a Pi's root folder, locally")
     v.add_argument("--profile", default=None, help="esp32s3-headset or pi-counter")
-    v.add_argument("--site", required=True)
-    v.add_argument("--name", required=True, help="the device's name at the site, e.g. counter-2")
+    v.add_argument("--site", default="")
+    v.add_argument("--name", default="", help="the device's name at the site, e.g. counter-2")
     v.add_argument("--label", help="the factory label on the box (default: --name)")
     v.add_argument("--wifi", default="", metavar="SSID")
     v.add_argument("--wifi-password", default=os.environ.get("CALMCUE_WIFI_PASSWORD", ""),
                    help="(or env CALMCUE_WIFI_PASSWORD, kept out of shell history)")
-    v.add_argument("--mqtt", required=True, metavar="URL", help="broker as the device reaches it")
+    v.add_argument("--mqtt", default="", metavar="URL", help="broker as the device reaches it")
     v.add_argument("--ota-url", default="", metavar="URL",
                    help="companion as the device reaches it, for updates (http://HOST:PORT)")
     v.add_argument("--bundle", type=Path, default=Path(DEFAULT_BUNDLE))
