@@ -157,6 +157,12 @@ class Ingest:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        client.on_connect_fail = lambda _c, _ud: log.warning(
+            "cannot reach the MQTT broker at %s:%d; retrying with backoff "
+            "(is it running? check --mqtt / CALMCUE_MQTT_URL)",
+            target.host,
+            target.port,
+        )
         self._client = client
         client.connect_async(target.host, target.port, keepalive=30)
         client.loop_start()  # network thread; reconnects with backoff on its own

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from calmcue.broker import free_port
 from companion.config import DEFAULT_SECRET, MqttTarget, Settings
+from companion.server import start
 
 pytest_plugins = ("companion_fixtures",)  # the db_url fixture: SQLite and PostgreSQL
 
@@ -245,3 +246,22 @@ def test_topic_helper_matches_firmware():
 
     ev = cue()
     assert topic_of(ev) == events.event_topic(ev)
+
+
+def test_companion_starts_before_the_broker_and_connects_when_it_appears(tmp_path, mosquitto):
+    mosquitto.stop()
+    comp = start(
+        Settings(env="demo", db_url=sqlite_url(tmp_path), mqtt_url=mosquitto.url, port=0,
+                 mqtt_client_id="late-broker")
+    )  # fmt: skip
+    try:
+        health = api(comp, "/healthz")
+        assert health["status"] == "ok" and health["mqtt_connected"] is False
+        mosquitto.start()
+        wait_until(lambda: comp.ingest.counters().subscribed, timeout=15, what="a late connect")
+        pub = Publisher(mosquitto.port)
+        pub.event(cue(seq=3))
+        wait_until(lambda: comp.ingest.counters().stored == 1, what="the event")
+        pub.close()
+    finally:
+        comp.stop()
