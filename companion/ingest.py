@@ -88,6 +88,7 @@ class Ingest:
         self._device_listeners: list[DeviceListener] = []
         self._handlers: list[tuple[str, MessageHandler]] = []
         self._known: set[tuple[str, str]] = set()
+        self._dead_logged = 0
         self._writer: threading.Thread | None = None
         self._client: mqtt.Client | None = None
         self._insert_events = insert_ignoring_duplicates(engine, events).returning(
@@ -343,7 +344,11 @@ class Ingest:
             "reason": reason[:2000],
             "received_at": now,
         }
-        log.info("dead letter from %s: %s", topic, reason)
+        self._dead_logged += 1
+        if (
+            self._dead_logged <= 20 or self._dead_logged % 1000 == 0
+        ):  # a flood must not flood the log
+            log.info("dead letter #%d from %s: %s", self._dead_logged, topic, reason)
         self._queue.put(("dead", row))
 
     # ---- writer thread ---------------------------------------------------------------------
