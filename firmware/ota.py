@@ -118,8 +118,9 @@ def _request(method, url, body=None, sink=None):
         head = "%s %s HTTP/1.0\r\nHost: %s\r\n" % (method, path, host)
         if body is not None:
             head += "Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
-        # MicroPython's makefile returns the socket itself (a stream); CPython's a raw SocketIO
-        f = s.makefile("rwb", 0)
+        # A MicroPython socket is a stream itself. (The unix port's makefile() is a second object
+        # on the same fd that closes it again when collected, possibly after the fd was reused.)
+        f = s if hasattr(s, "readinto") else s.makefile("rwb", 0)
         f.write(head.encode() + b"\r\n")
         if body is not None:
             f.write(body)
@@ -270,3 +271,16 @@ def report_outcome(base, site, device):
         p["reported"] = True
         save_pointer(p)
     return state
+
+
+def update_from_companion(ident, key_path=KEY_FILE):
+    """One call for the firmware (on a `cmd/ota` command or a periodic check): fetch and apply
+    the update the companion offers this device. Returns the new version (reset the device to
+    boot it) or None when there is nothing to do. Raises OtaError when an update was refused."""
+    base = ident.get("ota_url")
+    if not base:
+        return None
+    info = check(base, ident["site"], ident["device"])
+    if info is None:
+        return None
+    return apply(base, info["update"], load_key(key_path), ident["site"], ident["device"])

@@ -38,12 +38,13 @@ raise RuntimeError("microphone not found")
 def rig(tmp_path: Path):
     fleet = DbFleet(f"sqlite:///{tmp_path / 'fleet.db'}", key_path=tmp_path / "ota_key.pem")
     with FleetServer(fleet.store) as server, \
-            SimulatedBoard(tmp_path / "flash", unique_id=UID) as board:
+            SimulatedBoard(tmp_path / "flash", unique_id=UID, heapsize="64K") as board:
         ident = provision.Identity(
             site=SITE, name="counter-2", label="CC-000123", profile="esp32s3-headset",
             mqtt_url="mqtt://127.0.0.1:1883", wifi_ssid="staff", wifi_password="",
             ota_url=server.url)
-        bundle = provision.load_bundle(make_bundle(tmp_path / "v1", "1.0.0"))
+        bundle = provision.load_bundle(
+            make_bundle(tmp_path / "v1", "1.0.0", extra={"legacy.py": b"OLD = 1\n"}))
         provision.provision_esp32(board.port, ident, bundle, fleet, loopback_ok=True,
                                   log=lambda m: None)
         board.wait_boots(2)
@@ -59,13 +60,14 @@ def publish(fleet: DbFleet, tmp_path: Path, version: str, main: bytes, percent: 
 
 
 def device_update(board: SimulatedBoard, url: str) -> str:
-    """What the firmware does on an `ota` command: check, apply; returns the result or error."""
+    """What the firmware does on an `ota` command, with the identity provisioning wrote (whose
+    ota_url is this server); returns the outcome."""
     with devicelink.DeviceLink(board.port) as link:
         return link.exec(
             "from firmware import ota\n"
-            f"info = ota.check({url!r}, {SITE!r}, {DEVICE!r})\n"
+            "ident = json.load(open('device.json'))\n"
             "try:\n"
-            f"    print('applied', ota.apply({url!r}, info['update'], ota.load_key(), {SITE!r}, {DEVICE!r}))\n"
+            "    print('applied', ota.update_from_companion(ident))\n"
             "except ota.OtaError as e:\n"
             "    print('refused:', e)\n"
         ).strip()
@@ -114,6 +116,15 @@ def test_good_update_is_applied_and_confirmed(rig):
     # a later boot stays on b, and the update is not offered again
     assert boot_and_run_main(board, 4) == "main ok from b"
     assert fleet.store.check(site=SITE, device=DEVICE, version="2.0.0") == {}
+    assert device_update(board, server.url) == "applied None"  # nothing offered
+
+    # the next update goes into slot a, cleared of the old bundle first
+    publish(fleet, tmp, "2.1.0", HEALTHY_MAIN)
+    assert device_update(board, server.url) == "applied 2.1.0"
+    assert (pointer(board)["active"], pointer(board)["previous"]) == ("a", "b")
+    assert not (board.flash / "a" / "legacy.py").exists()
+    assert boot_and_run_main(board, 5) == "main ok from a"
+    assert report(board, server.url) == "confirmed"
 
 
 def test_bad_signature_is_refused(rig):
