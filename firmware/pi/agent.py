@@ -43,10 +43,23 @@ _ATTRIBUTION_KEYS = (
 )
 
 
+def _serialised(method: Any) -> Any:
+    """Run under the pipeline's lock: remote config and commands arrive on the MQTT thread while
+    the capture thread is in process()."""
+
+    def run(self: Pipeline, *args: Any) -> Any:
+        with self._lock:
+            return method(self, *args)
+
+    run.__doc__ = method.__doc__
+    return run
+
+
 class Pipeline:
     """Pure processing: PCM chunk in, (event type, fields) out. No I/O, no clock."""
 
     def __init__(self, cfg: AgentConfig):
+        self._lock = threading.Lock()
         self.scorer = make_scorer(cfg.model.path)
         if isinstance(self.scorer, LevelVariationScorer):
             self.front_end: Any = LevelFrontEnd()
@@ -60,6 +73,7 @@ class Pipeline:
         self.t = 0.0  # end of the latest window, seconds of audio since the stream started
         self.last_score = 0.0
 
+    @_serialised
     def start_enrolment(self) -> str | None:
         """Counter mode: the next voiced windows are the staff member alone (shift start).
         Returns an error message when this attribution mode has no enrolment."""
@@ -78,6 +92,7 @@ class Pipeline:
             return [("enrolled", {})]
         return []
 
+    @_serialised
     def configure(self, cfg: AgentConfig) -> str:
         """New policy settings / sensitivity: 'now' or 'next_conversation'."""
         old = self.policy.settings
@@ -85,6 +100,7 @@ class Pipeline:
             self.attribution = make_attribution(cfg.policy)
         return self.policy.update(cfg.policy, cfg.sensitivity)
 
+    @_serialised
     def process(self, chunk: np.ndarray) -> list[tuple[str, dict[str, Any]]]:
         out: list[tuple[str, dict[str, Any]]] = []
         for w in self.front_end.process(chunk):
@@ -115,11 +131,13 @@ class Pipeline:
             out += decided
         return out
 
+    @_serialised
     def finish(self) -> list[tuple[str, dict[str, Any]]]:
         """The stream ends (file end, microphone lost, agent stopping): close the open
         conversation, if any."""
         return self.policy.finish(self.t)
 
+    @_serialised
     def reset(self) -> None:
         self.front_end.reset()
         self.policy.reset()
