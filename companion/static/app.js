@@ -199,7 +199,7 @@ async function loadStats() {
 let statsTimer = null;
 function statsSoon() {
   if (statsTimer) return;
-  statsTimer = setTimeout(() => { statsTimer = null; loadStats(); }, 2000);
+  statsTimer = setTimeout(() => { statsTimer = null; loadStats(); loadDevices(); }, 2000);
 }
 
 // ---- devices ------------------------------------------------------------------------------
