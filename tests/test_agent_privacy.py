@@ -9,7 +9,6 @@ import os
 import sqlite3
 import stat
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -33,19 +32,36 @@ from firmware.pi.agent import Agent
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 _log: list[tuple[str, tuple]] = []
-_recording = threading.Event()
+_WATCHED = frozenset(("open", "sqlite3.connect", "subprocess.Popen"))
+
+
+class _Recording:
+    """A plain flag: the hook below runs for every audit event of the whole test session."""
+
+    on = False
+
+    def set(self) -> None:
+        self.on = True
+
+    def clear(self) -> None:
+        self.on = False
+
+
+_recording = _Recording()
+_hooked = False
 
 
 def _hook(event: str, args: tuple) -> None:
-    if _recording.is_set() and event in ("open", "sqlite3.connect", "subprocess.Popen"):
+    if _recording.on and event in _WATCHED:
         _log.append((event, args))
-
-
-sys.addaudithook(_hook)
 
 
 @pytest.fixture
 def audit():
+    global _hooked
+    if not _hooked:  # installed on first use (it cannot be removed again)
+        sys.addaudithook(_hook)
+        _hooked = True
     _log.clear()
     _recording.set()
     yield _log
