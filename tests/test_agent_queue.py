@@ -91,3 +91,20 @@ def test_a_model_that_does_not_match_its_card_is_refused(tmp_path):
     path.with_suffix(".json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="different feature order"):
         OnnxScorer(path)
+
+
+def test_a_44k_stereo_flac_replays_as_16k_mono(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from firmware.pi.audio import FileSource
+
+    t = np.arange(44100 * 2) / 44100
+    tone = 0.5 * np.sin(2 * np.pi * 440 * t)
+    sf.write(str(tmp_path / "a.flac"), np.stack([tone, tone], axis=1), 44100)
+    chunks = list(FileSource(tmp_path / "a.flac", realtime=False).chunks())
+    assert len(chunks) == 8 and all(c.dtype == np.int16 and len(c) == 4000 for c in chunks)
+    peak = max(int(np.abs(c).max()) for c in chunks)
+    assert abs(peak - 0.5 * 32767) < 200  # same level after mixing down and resampling
+    zero_crossings = np.sum(np.diff(np.sign(chunks[3].astype(float))) != 0)
+    assert abs(zero_crossings / 2 / 0.25 - 440) < 10  # still 440 Hz at 16 kHz

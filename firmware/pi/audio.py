@@ -157,9 +157,12 @@ def read_audio(path: str | Path) -> np.ndarray:
         raise MicError(f"cannot read {path}: {exc}; give a WAV or FLAC file") from exc
     mono = data.mean(axis=1)
     if rate != RATE:
-        import soxr
+        from math import gcd
 
-        mono = soxr.resample(mono, rate, RATE)
+        from scipy.signal import resample_poly
+
+        g = gcd(int(rate), RATE)
+        mono = resample_poly(mono, RATE // g, int(rate) // g).astype(np.float32)
     return (np.clip(mono, -1.0, 1.0) * 32767.0).round().astype(np.int16)
 
 
