@@ -222,7 +222,27 @@ class FleetStore:
         if site:
             q = q.where(inventory.c.site == site)
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
+            rows = [dict(r._mapping) for r in conn.execute(q)]
+        health = self._health()
+        for r in rows:
+            r["health"] = health.get((r["site"], r["device"]))
+        return rows
+
+    def _health(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """Online/last seen/firmware from the companion's device registry, when this database
+        has it (a bare fleet database at a bench does not)."""
+        from sqlalchemy import inspect
+
+        try:
+            from companion.db import devices as registry
+        except ImportError:
+            return {}
+        if not inspect(self.engine).has_table(registry.name):
+            return {}
+        cols = [registry.c[c] for c in ("site", "device", "status", "last_seen", "firmware",
+                                         "model", "silent") if c in registry.c]
+        with self.engine.connect() as conn:
+            return {(r.site, r.device): dict(r._mapping) for r in conn.execute(select(*cols))}
 
     def device(self, device: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
@@ -230,6 +250,7 @@ class FleetStore:
             if row is None:
                 return None
             out = dict(row._mapping)
+            out["health"] = self._health().get((out["site"], device))
             out["updates"] = [
                 dict(r._mapping)
                 for r in conn.execute(

@@ -41,7 +41,7 @@ def test_inventory_and_accounts_over_http(client):
     with pytest.raises(FleetClientError, match="already recorded for device cc-000000000001"):
         api.record(device="cc-000000000002", site=SITE, name="counter-2", label="CC-1",
                    profile="esp32s3-headset", target="esp32", version="1.0.0")
-    assert [r["label"] for r in api.inventory()] == ["CC-1"]
+    assert [(r["label"], r["health"]) for r in api.inventory()] == [("CC-1", None)]
     assert api.device("cc-000000000009") is None
     creds = api.mqtt_account(site=SITE, device="cc-000000000001")
     files = api.broker_files()
@@ -140,6 +140,11 @@ def test_mounted_in_the_companion_behind_it_role(tmp_path):
         it = HttpFleet("http://testserver", client=http)
         it.record(device="cc-000000000001", site=SITE, name="counter-1", label="CC-1",
                   profile="esp32s3-headset", target="esp32", version="1.0.0")
+        # provisioning through the API also puts the device in the companion's registry, and
+        # the inventory shows the registry's health next to the label
+        (row,) = it.inventory()
+        assert row["label"] == "CC-1" and row["health"]["status"] == "unknown"
+        assert it.device("cc-000000000001")["health"]["device"] == "cc-000000000001"
         up = it.create_update(version="2.0.0", site=SITE, percent=100, files={"main.py": b"x"})
         del http.headers["Authorization"]
         offered = http.get("/fleet/ota/check", params={"site": SITE, "device": "cc-000000000001"})

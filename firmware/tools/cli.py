@@ -246,7 +246,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    cols = ("label", "device", "site", "name", "profile", "version")
+    for r in rows:
+        health = r.get("health") or {}
+        r["status"] = health.get("status")
+        r["firmware"] = health.get("firmware")
+    cols = ("label", "device", "site", "name", "profile", "version", "status", "firmware")
     widths = [max([len(c)] + [len(str(r.get(c) or "")) for r in rows]) for c in cols]
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
     for r in rows:

@@ -111,7 +111,13 @@ class HttpFleet:
 
     def record(self, **row: Any) -> dict[str, Any]:
         device = row.pop("device")
-        return dict(self._call("PUT", f"/fleet/inventory/{device}", json=row))
+        out = dict(self._call("PUT", f"/fleet/inventory/{device}", json=row))
+        # also into the companion's device registry, so its messages are accepted even with
+        # auto-registration off (the endpoint is idempotent)
+        resp = self.http.post("/api/devices", json={"site": row["site"], "device": device})
+        if resp.status_code >= 400 and resp.status_code != 404:
+            raise FleetClientError(f"companion refused to register {device}: {resp.text}")
+        return out
 
     def mqtt_account(self, *, site: str | None, device: str | None,
                      username: str | None = None) -> dict[str, str]:
