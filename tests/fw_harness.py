@@ -92,6 +92,9 @@ class Device:
     def events(self) -> list[dict]:
         return [x["evt"] for x in self.lines if "evt" in x]
 
+    def pump(self) -> None:
+        self.cmd("audio 0.1")
+
     def kill(self) -> None:
         """Power cut: no goodbye to the broker, nothing flushed beyond what is on flash."""
         self.proc.kill()
@@ -139,14 +142,19 @@ class Collector:
             except queue.Empty:
                 return self.all
 
-    def wait_for(self, pred, timeout: float = 10) -> tuple[str, bytes, bool]:
+    def wait_for(self, pred, timeout: float = 10, pump=None) -> tuple[str, bytes, bool]:
+        """The first message matching pred. `pump()` (e.g. a Device stepping 0.1 s of audio) is
+        called while waiting: the firmware only reads the broker when it runs, and it runs
+        much faster than real time."""
         deadline = time.monotonic() + timeout
         for m in self.all:
             if pred(m):
                 return m
         while time.monotonic() < deadline:
+            if pump is not None:
+                pump()
             try:
-                m = self.messages.get(timeout=0.1)
+                m = self.messages.get(timeout=0.05 if pump is not None else 0.1)
             except queue.Empty:
                 continue
             self.all.append(m)

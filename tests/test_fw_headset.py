@@ -205,8 +205,7 @@ def test_corrupt_config_boots_with_last_good_and_says_so(
 
     dev = Device(host_build, tmp_path, headset_wav, mosquitto.port, heap=HEAP)
     assert "last good config (rev 3)" in dev.boot["config_error"]
-    dev.cmd("audio 1")
-    _, payload, _ = collector.wait_for(lambda m: m[0] == SITE_DEV + "tele")
+    _, payload, _ = collector.wait_for(lambda m: m[0] == SITE_DEV + "tele", pump=dev.pump)
     tele = json.loads(payload)
     assert tele["config_rev"] == 3 and "not valid JSON" in tele["config_error"]
     for key in ("fw", "model", "up_s", "heap_free", "rssi", "batt_v", "queue", "boot"):
@@ -217,7 +216,7 @@ def test_corrupt_config_boots_with_last_good_and_says_so(
         SITE_DEV + "config", json.dumps(dict(good, rev=5, brightness=0.9)), retain=True
     )
     dev.cmd("audio 1")
-    _, res, _ = collector.wait_for(lambda m: m[0] == SITE_DEV + "state/result")
+    _, res, _ = collector.wait_for(lambda m: m[0] == SITE_DEV + "state/result", pump=dev.pump)
     assert json.loads(res)["ok"] and json.loads(res)["rev"] == 5
     assert json.loads((tmp_path / "config.json").read_text())["rev"] == 5
     assert not (tmp_path / "config.json.tmp").exists()
@@ -225,13 +224,17 @@ def test_corrupt_config_boots_with_last_good_and_says_so(
     # A bad one is refused with a fix-it message and changes nothing.
     collector.publish(SITE_DEV + "config", json.dumps({"brightness": 7}), retain=True)
     dev.cmd("audio 1")
-    _, res, _ = collector.wait_for(lambda m: m[0] == SITE_DEV + "state/result" and b"false" in m[1])
+    _, res, _ = collector.wait_for(
+        lambda m: m[0] == SITE_DEV + "state/result" and b"false" in m[1], pump=dev.pump
+    )
     assert "between 0 and 1" in json.loads(res)["detail"]
     assert json.loads((tmp_path / "config.json").read_text())["rev"] == 5
 
     collector.publish(SITE_DEV + "cmd/ping", b"")
     dev.cmd("audio 1")
-    collector.wait_for(lambda m: m[0] == SITE_DEV + "state/result" and b"pong" in m[1])
+    collector.wait_for(
+        lambda m: m[0] == SITE_DEV + "state/result" and b"pong" in m[1], pump=dev.pump
+    )
     dev.close()
 
 
@@ -251,8 +254,7 @@ def test_model_file_commands_and_policy_config(
     model = _tiny_model()
     (tmp_path / "model.ccm").write_bytes(model)
     dev = Device(host_build, tmp_path, headset_wav, mosquitto.port, heap=HEAP)
-    dev.cmd("audio 1")
-    tele = json.loads(collector.wait_for(lambda m: m[0] == SITE_DEV + "tele")[1])
+    tele = json.loads(collector.wait_for(lambda m: m[0] == SITE_DEV + "tele", pump=dev.pump)[1])
     assert tele["model"] == "tiny-test"
     assert tele["model_hash"] == hashlib.sha256(model).hexdigest()
 
@@ -260,7 +262,8 @@ def test_model_file_commands_and_policy_config(
         collector.publish(SITE_DEV + "cmd/" + cmd, b"")
         dev.cmd("audio 1")
         _, res, _ = collector.wait_for(
-            lambda m: m[0] == SITE_DEV + "state/result" and json.loads(m[1])["cmd"] == cmd
+            lambda m: m[0] == SITE_DEV + "state/result" and json.loads(m[1])["cmd"] == cmd,
+            pump=dev.pump,
         )
         return json.loads(res)
 
@@ -269,7 +272,9 @@ def test_model_file_commands_and_policy_config(
     assert result("unmute")["ok"]
     bad = result("selfdestruct")
     assert not bad["ok"] and "known: ping, tele, mute" in bad["detail"]
-    dev.cmd("audio 2")
+    collector.wait_for(
+        lambda m: m[0] == SITE_DEV + "evt/button" and b"unmute" in m[1], pump=dev.pump
+    )
     actions = [e["action"] for e in collector.events() if e["type"] == "button"]
     assert actions == ["mute", "unmute"]
 
@@ -277,7 +282,8 @@ def test_model_file_commands_and_policy_config(
     collector.publish(SITE_DEV + "config", json.dumps({"policy": {"stress_treshold": 0.7}}))
     dev.cmd("audio 1")
     _, res, _ = collector.wait_for(
-        lambda m: m[0] == SITE_DEV + "state/result" and json.loads(m[1])["cmd"] == "config"
+        lambda m: m[0] == SITE_DEV + "state/result" and json.loads(m[1])["cmd"] == "config",
+        pump=dev.pump,
     )
     assert not json.loads(res)["ok"] and "stress_threshold" in json.loads(res)["detail"]
     dev.close()
