@@ -234,6 +234,9 @@ def apply(base, update, key, site="", device=""):
         manifest = json.loads(manifest_bytes)
         if manifest.get("update") != update:
             raise OtaError("manifest is for update %s, not %s" % (manifest.get("update"), update))
+        if site and manifest.get("site") != site:
+            # signed for another site: a valid bundle, but not one IT released here
+            raise OtaError("update %s is for site %s, not %s" % (update, manifest.get("site"), site))
         p = load_pointer()
         slot = "b" if p["active"] == "a" else "a"
         _rmtree(slot)

@@ -38,7 +38,7 @@ raise RuntimeError("microphone not found")
 def rig(tmp_path: Path):
     fleet = DbFleet(f"sqlite:///{tmp_path / 'fleet.db'}", key_path=tmp_path / "ota_key.pem")
     with FleetServer(fleet.store) as server, \
-            SimulatedBoard(tmp_path / "flash", unique_id=UID, heapsize="64K") as board:
+            SimulatedBoard(tmp_path / "flash", unique_id=UID, heapsize="96K") as board:
         ident = provision.Identity(
             site=SITE, name="counter-2", label="CC-000123", profile="esp32s3-headset",
             mqtt_url="mqtt://127.0.0.1:1883", wifi_ssid="staff", wifi_password="",
@@ -188,3 +188,20 @@ def test_update_that_fails_its_health_check_rolls_back(rig):
     assert summary["counts"]["rolled_back"] == 1
     assert fleet.inventory()[0]["version"] == "1.0.0"
     assert fleet.store.check(site=SITE, device=DEVICE, version="1.0.0") == {}  # not retried
+
+
+def test_update_signed_for_another_site_is_refused(rig):
+    fleet, server, board, tmp = rig
+    root = make_bundle(tmp / "other", "9.0.0", main=HEALTHY_MAIN)
+    files = {p: (root / p).read_bytes()
+             for p in json.loads((root / "manifest.json").read_text())["files"]}
+    other = fleet.create_update(version="9.0.0", site="store-999", percent=100, files=files)
+    with devicelink.DeviceLink(board.port) as link:
+        out = link.exec(
+            "from firmware import ota\n"
+            "try:\n"
+            f"    ota.apply({server.url!r}, {other['update']!r}, ota.load_key(), {SITE!r}, {DEVICE!r})\n"
+            "except ota.OtaError as e:\n"
+            "    print('refused:', e)\n").strip()
+    assert out == f"refused: update {other['update']} is for site store-999, not {SITE}"
+    assert pointer(board)["active"] == "a" and pointer(board)["state"] == "good"
