@@ -18,6 +18,7 @@ BENCHES: list[str] = [
     "companion.bench_ingest",
     "firmware.pi.bench_agent",
     "firmware.tools.bench_headset",
+    "firmware.tools.bench_fleet",
 ]
 
 
