@@ -17,12 +17,13 @@ from firmware.tools import bundle
 from firmware.tools.bench_headset import headset_rendition
 
 SITE_DEV = "calmcue/v1/demo/headset-1/"
-# The smallest -X heapsize the whole firmware (features, policy, attribution, umqtt, app, and the
-# host-only fakes) boots and runs ten minutes in on this 64-bit unix port is 144K; 96K is not
-# reached while every module's bytecode sits in the heap (see docs/firmware.md, "Memory").
-HEAP = "152K"
-# asyncio's tasks, poller and stream objects need a little more (smallest tried: 160K).
-ASYNC_HEAP = "168K"
+# The smallest -X heapsize the whole firmware (features, shipped model, policy, attribution, umqtt,
+# app, and the host-only fakes) boots and runs ten minutes in on this 64-bit unix port is 152K
+# (make bench measures it); 96K is not reached while every module's bytecode sits in the heap
+# (docs/firmware.md, "Memory"). The tests leave a margin for modules that grow.
+HEAP = "160K"
+# asyncio's tasks, poller and stream objects need a little more.
+ASYNC_HEAP = "176K"
 
 
 @pytest.fixture(scope="session")
