@@ -314,7 +314,7 @@ class Device:
             "dropped": self.queue.dropped,
             "sent": self.sent,
             "config_rev": self.cfg["rev"],
-            "config_error": self.config_error,
+            "config_error": self.config_error[:200] if self.config_error else None,
         }
         ts = self.ts(up_ms)
         if ts is not None:
