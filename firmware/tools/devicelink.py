@@ -101,8 +101,13 @@ class DeviceLink:
             ) from None
         try:
             self._wake(wake_s)
-            # no soft reset: a board's soft reset would start main.py; the unix port would exit
             self.t.enter_raw_repl(soft_reset=False)
+            self.platform = bytes(self.t.exec("import sys\nprint(sys.platform)")).decode().strip()
+            if self.platform != "linux":
+                # A board: soft reset from the raw REPL frees what an interrupted main.py still
+                # holds and does not start main.py again (mpremote's default). The unix port has
+                # no soft reset: Ctrl-D there ends the interpreter.
+                self.t.enter_raw_repl(soft_reset=True)
             self.t.exec(_HELPERS)
         except TransportError as e:
             self.close()
