@@ -178,3 +178,26 @@ def test_commands_and_live_config(mosquitto, tmp_path, quiet_wav):
         assert [e["action"] for e in mutes] == ["mute"]
     finally:
         sub.close()
+
+
+def test_a_failing_command_is_reported_and_the_link_carries_on(mosquitto, tmp_path, quiet_wav):
+    sub = Subscriber(mosquitto.port)
+    cfg = agent_config(tmp_path, mosquitto.port, audio={"loop": True})
+    agent = Agent(cfg, source=f"file:{quiet_wav}", realtime=True)
+
+    def broken(name, payload):
+        raise RuntimeError("boom")
+
+    agent.link.on_command = broken
+    try:
+        with RunningAgent(agent):
+            assert wait_until(lambda: agent.link.connected, 5)
+            sub.client.publish("calmcue/v1/store-1/counter-1/cmd/mute", '{"id": 7}', qos=1)
+            res = wait_until(lambda: sub.on("/state/result"), 5)
+            assert json.loads(res[0]) == {"cmd": "mute", "ok": False,
+                                          "error": "internal error: boom", "id": 7}
+            agent.emit("button", {"action": "ack"})
+            assert wait_until(lambda: len(sub.events()) == 1, 5)  # still delivering
+            assert agent.link.connects == 1
+    finally:
+        sub.close()

@@ -124,7 +124,7 @@ class Link:
                 self._last_sent = 0
             try:
                 client.connect(self.settings.host, self.settings.port, self.settings.keepalive_s)
-            except (OSError, ssl.SSLError) as exc:
+            except (OSError, ValueError) as exc:  # refused, unreachable, TLS, bad host name
                 log.warning(
                     "broker %s unreachable (%s); events stay queued (%d), retry in %.1f s",
                     self.settings.url,
@@ -136,13 +136,17 @@ class Link:
                 backoff = min(backoff * 2, self.settings.reconnect_max_s)
                 continue
             rc = mqtt.MQTT_ERR_SUCCESS
-            while not self._stop.is_set() and rc == mqtt.MQTT_ERR_SUCCESS:
-                rc = client.loop(timeout=0.02)
-                if self.connected:
-                    backoff = self.settings.reconnect_min_s
-                    if self._kick.is_set():  # new events, a freed in-flight slot, or a connect
-                        self._pump(client)
-                    self._tick(client)
+            try:
+                while not self._stop.is_set() and rc == mqtt.MQTT_ERR_SUCCESS:
+                    rc = client.loop(timeout=0.02)
+                    if self.connected:
+                        backoff = self.settings.reconnect_min_s
+                        if self._kick.is_set():  # new events, a freed slot, or a connect
+                            self._pump(client)
+                        self._tick(client)
+            except Exception:  # a bug must not end delivery for good: log, drop, reconnect
+                log.exception("MQTT link failed; reconnecting")
+                rc = mqtt.MQTT_ERR_UNKNOWN
             if self._stop.is_set():
                 self._close(client)
                 return
@@ -245,16 +249,20 @@ class Link:
             payload: Any = json.loads(msg.payload) if msg.payload else None
         except ValueError:
             payload = msg.payload.decode(errors="replace")
-        if leaf == "config":
-            if payload is None:  # retained config cleared: keep what we run with
-                return
-            result = self.on_config(payload)
-            result = {"cmd": "config", **result}
-        elif leaf.startswith("cmd/"):
-            result = {"cmd": leaf[4:], **self.on_command(leaf[4:], payload)}
-            if isinstance(payload, dict) and "id" in payload:
-                result["id"] = payload["id"]
-        else:
+        if leaf == "config" and payload is None:  # retained config cleared: keep what we run
             return
+        if leaf != "config" and not leaf.startswith("cmd/"):
+            return
+        name = "config" if leaf == "config" else leaf[4:]
+        try:
+            if leaf == "config":
+                result = {"cmd": name, **self.on_config(payload)}
+            else:
+                result = {"cmd": name, **self.on_command(name, payload)}
+        except Exception as exc:  # report it to whoever sent it; the agent carries on
+            log.exception("%s failed", leaf)
+            result = {"cmd": name, "ok": False, "error": f"internal error: {exc}"}
+        if leaf != "config" and isinstance(payload, dict) and "id" in payload:
+            result["id"] = payload["id"]
         client.publish(self.topic("state/result"), json.dumps(result, separators=(",", ":")), qos=1)
         self.request_telemetry()
