@@ -201,7 +201,7 @@ def test_alsa_capture_never_opens_a_file_for_writing_and_survives_unplugging(tmp
     assert writes == {(tmp_path / "state" / "queue.db").resolve()}, writes
     red, blue = factory.pin(17).states, factory.pin(22).states
     assert max(float(s.state) for s in red) > 0 and len(red) == len(blue)  # magenta fault blink
-    assert json.dumps(tele)  # telemetry is plain JSON
+    assert len(json.dumps(tele)) < 1024  # plain JSON, within what the companion takes
 
 
 class _FakeStream:

@@ -357,7 +357,7 @@ class Agent:
             "cpu_pct": self._cpu.percent(),
             "mem_kb": _rss_kb(),
             "mic_ok": self.mic_ok,
-            "mic_error": self.mic_error,
+            "mic_error": self.mic_error[:200] if self.mic_error else None,  # tele stays < 1 KB
             "muted": self.muted,
             "queue": self.queue.depth(),
             "dropped": self.queue.dropped,
