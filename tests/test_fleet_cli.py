@@ -119,3 +119,50 @@ def test_pi_bad_config_refused_before_anything_is_written(env, capsys):
     assert not (root / "etc").exists()
     code, out, _ = run(capsys, "device", "list", "--json", *db)
     assert json.loads(out) == []
+
+
+FAKE_SSH = """#!{python}
+# A recording stand-in for the network hop: logs the command and runs it against a folder that
+# plays the Pi's root filesystem.
+import os, subprocess, sys
+root = os.environ["FAKE_PI_ROOT"]
+host, cmd = sys.argv[1], " ".join(sys.argv[2:])
+with open(os.environ["FAKE_SSH_LOG"], "a") as log:
+    log.write(host + "\\t" + cmd + "\\n")
+if host.startswith("unreachable"):
+    sys.stderr.write("ssh: connect to host unreachable port 22: No route to host\\n")
+    sys.exit(255)
+if "systemctl" in cmd:
+    sys.exit(0)
+cmd = cmd.replace("sudo -n sh -c ", "sh -c ").replace("/etc/", root + "/etc/").replace("/proc/", root + "/proc/")
+sys.exit(subprocess.call(["sh", "-c", cmd]))
+"""
+
+
+def test_pi_provisioned_over_ssh(env, capsys, monkeypatch):
+    import sys
+
+    tmp, db = env
+    root = tmp / "pi"
+    (root / "proc").mkdir(parents=True)
+    (root / "proc" / "cpuinfo").write_text("Serial\t\t: 10000000feedbeef\n")
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text(FAKE_SSH.format(python=sys.executable))
+    (bin_dir / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("FAKE_PI_ROOT", str(root))
+    monkeypatch.setenv("FAKE_SSH_LOG", str(tmp / "ssh.log"))
+    args = ["device", "provision", "--target", "pi", "--site", "store-042", "--name",
+            "counter-1", "--label", "PI-7", "--mqtt", "mqtts://broker.store-042.lan:8883", *db]
+    code, _, err = run(capsys, *args, "--ssh", "pi@counter-1.lan")
+    assert code == 0, err
+    cfg = json.loads((root / "etc" / "calmcue" / "agent.json").read_text())
+    assert cfg["device"] == "cc-0000feedbeef" and cfg["mqtt"]["username"] == "cc-0000feedbeef"
+    assert oct((root / "etc" / "calmcue" / "agent.json").stat().st_mode & 0o777) == "0o600"
+    log = (tmp / "ssh.log").read_text().splitlines()
+    assert all(line.startswith("pi@counter-1.lan\tsudo -n sh -c ") for line in log)
+    assert "systemctl restart calmcue-agent" in log[-1]
+
+    code, _, err = run(capsys, *args, "--ssh", "unreachable@nowhere")
+    assert code == 2 and "cannot reach unreachable@nowhere over ssh: ssh: connect" in err

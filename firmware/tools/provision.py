@@ -282,18 +282,29 @@ def check_esp32(port: str, bundle: Bundle) -> list[str]:
 
 
 class Runner:
-    """Runs shell commands on the Pi: locally (paths under `root`) or over SSH."""
+    """Runs on the Pi: locally (paths under `root`) or over SSH (`user@host`). Over SSH, a user
+    other than root works through `sudo -n` (passwordless sudo for the provisioning account)."""
 
     def __init__(self, ssh: str | None = None, root: Path = Path("/")):
         self.ssh = ssh
         self.root = root
 
+    def _remote(self, cmd: str, data: str | None = None) -> subprocess.CompletedProcess[str]:
+        assert self.ssh is not None
+        if not self.ssh.startswith("root@"):
+            cmd = "sudo -n sh -c " + shlex.quote(cmd)
+        proc = subprocess.run(["ssh", self.ssh, cmd], input=data, text=True, capture_output=True)
+        if proc.returncode == 255:  # ssh itself failed
+            raise ProvisionError([
+                f"cannot reach {self.ssh} over ssh: {proc.stderr.strip()}; check the address and "
+                "that `ssh " + self.ssh + "` logs in without a prompt (key-based login)"])
+        return proc
+
     def read(self, path: str) -> str | None:
         if self.ssh is None:
             p = self.root / path.lstrip("/")
             return p.read_text() if p.exists() else None
-        proc = subprocess.run(["ssh", self.ssh, f"cat {shlex.quote(path)}"],
-                              capture_output=True, text=True)
+        proc = self._remote(f"cat {shlex.quote(path)}")
         return proc.stdout if proc.returncode == 0 else None
 
     def write_atomic(self, path: str, data: str) -> None:
@@ -306,14 +317,18 @@ class Runner:
             tmp.replace(p)
             return
         q = shlex.quote(path)
-        cmd = f"mkdir -p $(dirname {q}) && umask 077 && cat > {q}.tmp && mv {q}.tmp {q}"
-        proc = subprocess.run(["ssh", self.ssh, cmd], input=data, text=True, capture_output=True)
+        proc = self._remote(
+            f"mkdir -p $(dirname {q}) && umask 077 && cat > {q}.tmp && mv {q}.tmp {q}", data)
         if proc.returncode != 0:
-            raise ProvisionError([f"writing {path} over ssh to {self.ssh} failed: {proc.stderr.strip()}"])
+            raise ProvisionError([
+                f"writing {path} on {self.ssh} failed: {proc.stderr.strip()}; the account needs "
+                "root or passwordless sudo"])
 
     def restart_agent(self) -> None:
-        cmd = ["systemctl", "restart", "calmcue-agent"]
-        subprocess.run(cmd if self.ssh is None else ["ssh", self.ssh, " ".join(cmd)], check=False)
+        if self.ssh is not None:
+            self._remote("systemctl restart calmcue-agent")
+        elif self.root == Path("/"):  # never restart this machine's service for a staged root
+            subprocess.run(["systemctl", "restart", "calmcue-agent"], check=False)
 
 
 PI_CONFIG = "/etc/calmcue/agent.json"
