@@ -53,9 +53,15 @@ def hardware():
     adc.atten(machine.ADC.ATTN_11DB)
     wlan = network.WLAN(network.STA_IF)
     return i2s, Hardware(
-        Mic(i2s, HOP), led, motor, button, Battery(adc), wlan,
-        machine.WDT(timeout=WDT_MS), machine.reset, ntp_unix,
+        Mic(i2s, HOP), led, motor, button, Battery(adc), wlan, None, machine.reset, ntp_unix,
     )
+
+
+def start_watchdog(hw):
+    """Only once the device has booted properly: an unprovisioned device (no device.json) stops
+    at the REPL with a message, and a running watchdog would reset it under the provisioning
+    tool every WDT_MS."""
+    hw.wdt = machine.WDT(timeout=WDT_MS)
 
 
 def ntp_unix():
@@ -81,7 +87,8 @@ def main():
     gc.collect()
     i2s, hw = hardware()
     gc.collect()
-    dev = Device(hw, "/")
+    dev = Device(hw, "/")  # raises with what to do when the device is not provisioned
+    start_watchdog(hw)
     asyncio.run(run(dev, i2s))
 
 

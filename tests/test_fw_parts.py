@@ -144,3 +144,28 @@ def test_bundle_manifest_lists_every_file_with_its_hash(tmp_path):
     # .mpy header: 'M', version 6, and the Xtensa-windowed architecture for @native/@viper.
     head = (tmp_path / "fw" / "firmware" / "features.mpy").read_bytes()[:4]
     assert head[0:2] == b"M\x06" and head[2] >> 2 == 10  # MP_NATIVE_ARCH_XTENSAWIN
+
+
+UNPROVISIONED = """
+import machine
+from firmware import main
+machine.set_i2s_source(%r)
+i2s, hw = main.hardware()
+from firmware.app import Device
+try:
+    Device(hw, %r)
+except RuntimeError as e:
+    print("ERR", e)
+print("WDT", machine.counts.get("wdt", 0))
+"""
+
+
+def test_unprovisioned_device_says_what_to_do_and_starts_no_watchdog(mpy, tmp_path):
+    wav = bundle.REPO / "calmcue" / "data" / "demo_conversation.wav"
+    host = bundle.REPO / "firmware" / "host"
+    out = mpy(UNPROVISIONED % (str(wav), str(tmp_path) + "/"), heapsize="512K", paths=[host])
+    lines = out.stdout.splitlines()
+    assert (
+        lines[0].startswith("ERR device.json is missing") and "calmcue device provision" in lines[0]
+    )
+    assert lines[1] == "WDT 0"  # the REPL stays usable for provisioning

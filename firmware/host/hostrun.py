@@ -107,6 +107,7 @@ class Runner:
         self.i2s, hw = hw_main.hardware()
         gc.collect()
         self.dev = Device(hw, flash, log=self._log)
+        hw_main.start_watchdog(hw)
         emit = self.dev.emit
 
         def emit_and_print(etype, fields, up_ms):
