@@ -80,6 +80,13 @@ def main():
     import asyncio
     import gc
 
+    try:
+        import esp
+
+        esp.osdebug(None)  # no vendor log lines on the UART the REPL uses
+    except ImportError:
+        pass
+
     # All code first, then the buffers, collecting in between: long-lived objects end up packed
     # and the heap keeps contiguous room for the audio and feature buffers.
     from firmware.app import Device, run

@@ -27,7 +27,6 @@ REPO = Path(__file__).resolve().parents[2]
 STRICT = (
     "firmware.app",
     "firmware.battery",
-    "firmware.boot",
     "firmware.button",
     "firmware.config",
     "firmware.main",
