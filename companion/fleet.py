@@ -343,6 +343,27 @@ class FleetStore:
                 )
         return {"update": update_id, "version": version, "site": site, "percent": percent}
 
+    def rollback(self, update_id: str) -> dict[str, Any]:
+        """Take a bad update back fleet-wide: pause it, and re-publish the site's previous
+        update (same files, freshly signed) to every device still on the bad version."""
+        bad = self._update_row(update_id)
+        with self.engine.connect() as conn:
+            prev = conn.execute(
+                select(updates)
+                .where(updates.c.site == bad.site, updates.c.created_at < bad.created_at,
+                       updates.c.version != bad.version)
+                .order_by(updates.c.created_at.desc())
+            ).first()
+            if prev is None:
+                raise FleetError(
+                    f"site {bad.site} has no earlier update to go back to; publish the previous "
+                    "bundle with `calmcue device update --bundle DIR --site ...`")
+            files = {r.path: bytes(r.data) for r in conn.execute(
+                select(update_files).where(update_files.c.update_id == prev.id))}
+        self.set_rollout(update_id, state="paused")
+        # devices still on the previous version are not offered it (same version)
+        return self.create_update(version=prev.version, site=bad.site, percent=100, files=files)
+
     def set_rollout(
         self, update_id: str, *, percent: int | None = None, state: str | None = None
     ) -> dict[str, Any]:
@@ -570,6 +591,13 @@ def it_router(store: FleetStore) -> APIRouter:
     def patch_update(update_id: str, body: RolloutIn) -> dict[str, Any]:
         try:
             return store.set_rollout(update_id, percent=body.percent, state=body.state)
+        except (FleetError, KeyError) as e:
+            raise _bad(e) from None
+
+    @r.post("/updates/{update_id}/rollback")
+    def post_rollback(update_id: str) -> dict[str, Any]:
+        try:
+            return store.rollback(update_id)
         except (FleetError, KeyError) as e:
             raise _bad(e) from None
 

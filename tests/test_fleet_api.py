@@ -149,3 +149,20 @@ def test_mounted_in_the_companion_behind_it_role(tmp_path):
         del http.headers["Authorization"]
         offered = http.get("/fleet/ota/check", params={"site": SITE, "device": "cc-000000000001"})
         assert offered.json()["update"] == up["update"]
+
+
+def test_rollback_pauses_the_bad_update_and_republishes_the_previous(client, store):
+    api = HttpFleet("http://testserver", client=client)
+    with pytest.raises(FleetClientError, match="no earlier update to go back to"):
+        first = api.create_update(version="1.0.0", site=SITE, percent=100,
+                                  files={"main.py": b"v1"})
+        api.rollback(first["update"])
+    bad = api.create_update(version="2.0.0", site=SITE, percent=100, files={"main.py": b"v2"})
+    back = api.rollback(bad["update"])
+    assert back["version"] == "1.0.0" and back["update"] not in (first["update"], bad["update"])
+    assert api.update_summary(bad["update"])["state"] == "paused"
+    assert store.file(back["update"], "main.py") == b"v1"
+    # devices on the bad version get the old one back; devices that never left it are untouched
+    assert store.check(site=SITE, device="cc-1", version="2.0.0") == {
+        "update": back["update"], "version": "1.0.0"}
+    assert store.check(site=SITE, device="cc-2", version="1.0.0") == {}

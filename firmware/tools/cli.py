@@ -83,6 +83,8 @@ def register(sub: Any) -> None:
     u.add_argument("--update", metavar="ID", help="an existing update to change or show")
     u.add_argument("--pause", action="store_true")
     u.add_argument("--resume", action="store_true")
+    u.add_argument("--rollback", action="store_true",
+                   help="pause --update ID and send its devices back to the previous version")
     _fleet_args(u)
     u.set_defaults(func=cmd_update)
 
@@ -222,6 +224,8 @@ def cmd_update(args: argparse.Namespace) -> int:
             out = fleet.create_update(version=args.version or bundle.version, site=args.site,
                                       percent=100 if args.percent is None else args.percent,
                                       files=bundle.files)
+        elif args.update and args.rollback:
+            out = fleet.rollback(args.update)
         elif args.update:
             if args.percent is not None or args.pause or args.resume:
                 state = "paused" if args.pause else "active" if args.resume else None

@@ -29,6 +29,7 @@ class Fleet(Protocol):
     def set_rollout(self, update_id: str, *, percent: int | None = None,
                     state: str | None = None) -> dict[str, Any]: ...
     def update_summary(self, update_id: str) -> dict[str, Any]: ...
+    def rollback(self, update_id: str) -> dict[str, Any]: ...
     def list_updates(self) -> list[dict[str, Any]]: ...
 
 
@@ -76,6 +77,14 @@ class DbFleet:
 
     def update_summary(self, update_id: str) -> dict[str, Any]:
         return self.store.update_summary(update_id)
+
+    def rollback(self, update_id: str) -> dict[str, Any]:
+        from companion.fleet import FleetError
+
+        try:
+            return self.store.rollback(update_id)
+        except FleetError as e:
+            raise FleetClientError(str(e)) from None
 
     def list_updates(self) -> list[dict[str, Any]]:
         return self.store.list_updates()
@@ -149,6 +158,9 @@ class HttpFleet:
 
     def update_summary(self, update_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/fleet/updates/{update_id}"))
+
+    def rollback(self, update_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/fleet/updates/{update_id}/rollback"))
 
     def list_updates(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/fleet/updates"))
