@@ -226,6 +226,9 @@ def apply(base, update, key, site="", device=""):
     The caller resets the device afterwards to boot the new bundle.
     """
     root = "%s/fleet/ota/updates/%s" % (base, update)
+    if load_pointer().get("state") == "trial":
+        # the inactive slot is the way back from the bundle on trial: never overwrite it
+        raise OtaError("the current bundle is still on trial; it must confirm or roll back first")
     try:
         manifest_bytes = _get(root + "/manifest")
         sig = binascii.unhexlify(_get(root + "/signature").strip())

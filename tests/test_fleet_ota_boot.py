@@ -80,3 +80,20 @@ def test_confirmed_before_the_deadline_keeps_the_new_slot(mpy, tmp_path):
     assert got["armed"] == [180000] and got["resets"] == 0
     assert read_pointer(tmp_path)["state"] == "good"
     assert boot(mpy, tmp_path)["slot"] == "b"
+
+
+def test_no_new_update_while_the_current_one_is_on_trial(mpy, tmp_path):
+    write_pointer(tmp_path, active="b", previous="a", state="trial", boots=1)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "main.py").write_text("# the way back\n")
+    code = (
+        f"import sys\nsys.path.insert(0, {str(REPO)!r})\n"
+        "from firmware import ota\n"
+        "try:\n"
+        "    ota.apply('http://127.0.0.1:1', 'u1', (3, 65537))\n"
+        "except ota.OtaError as e:\n"
+        "    print(e)\n"
+    )
+    out = mpy(code, cwd=tmp_path).stdout.strip()
+    assert out == "the current bundle is still on trial; it must confirm or roll back first"
+    assert (tmp_path / "a" / "main.py").read_text() == "# the way back\n"
