@@ -108,3 +108,14 @@ def test_a_44k_stereo_flac_replays_as_16k_mono(tmp_path):
     assert abs(peak - 0.5 * 32767) < 200  # same level after mixing down and resampling
     spectrum = np.abs(np.fft.rfft(chunks[3].astype(float)))
     assert abs(np.argmax(spectrum) * 16000 / 4000 - 440) <= 4  # still 440 Hz at 16 kHz
+
+
+def test_no_model_no_agent(tmp_path, monkeypatch):
+    import pytest
+
+    from firmware.pi import scoring
+
+    monkeypatch.setattr(scoring, "DEFAULT_MODEL", tmp_path / "gone.onnx")
+    with pytest.raises(scoring.ModelError, match="gone.onnx not found; reinstall calmcue"):
+        Agent(agent_config(tmp_path, 1))
+    assert not (tmp_path / "state" / "queue.db").exists()  # nothing started, no boot counted

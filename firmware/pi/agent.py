@@ -26,7 +26,7 @@ from firmware.pi import config as cfgmod
 from firmware.pi.audio import MicError, open_source
 from firmware.pi.config import AgentConfig, ConfigError
 from firmware.pi.cues import CuePolicy
-from firmware.pi.scoring import LevelFrontEnd, LevelVariationScorer, make_front_end, make_scorer
+from firmware.pi.scoring import make_front_end, make_scorer
 from firmware.pi.store import EventQueue
 
 log = logging.getLogger("calmcue.agent")
@@ -61,11 +61,7 @@ class Pipeline:
     def __init__(self, cfg: AgentConfig):
         self._lock = threading.Lock()
         self.scorer = make_scorer(cfg.model.path)
-        if isinstance(self.scorer, LevelVariationScorer):
-            self.front_end: Any = LevelFrontEnd()
-            self.front_end_name = "placeholder-level"
-        else:
-            self.front_end, self.front_end_name = make_front_end()
+        self.front_end, self.front_end_name = make_front_end()
         self.policy = CuePolicy(cfg.policy, cfg.sensitivity, self.scorer.threshold)
         self.attribution = make_attribution(cfg.policy)
         self.enrolling = False
@@ -211,10 +207,10 @@ class Agent:
             cfg = dataclasses.replace(cfg, audio=audio)
         self.cfg = cfg
         self.file_cfg = cfg  # what the retained remote config is laid over
+        self.pipeline = Pipeline(cfg)  # first: a missing model must not count as a boot
         self.queue = EventQueue(cfg.queue_path, cfg.queue.max_events)
         self.boot = self.queue.next_boot()
         self.stamper = events.Stamper(cfg.site, cfg.device, self.boot)
-        self.pipeline = Pipeline(cfg)
         self.started = time.monotonic()
         self.mic_ok = False
         self.mic_error: str | None = None

@@ -77,6 +77,9 @@ def register(sub) -> None:
         action="store_false",
         help="replay a file as fast as the pipeline runs",
     )
-    p.add_argument("--check", action="store_true",
-                   help="validate the config file and exit (0 = ok, 2 = problems listed)")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the config file and exit (0 = ok, 2 = problems listed)",
+    )
     p.set_defaults(func=run_agent)

@@ -77,7 +77,7 @@ class AudioSettings:
 
 @dataclass(frozen=True)
 class ModelSettings:
-    path: str = ""  # default: the packaged models/stress.onnx; "heuristic" = placeholder scorer
+    path: str = ""  # default: the packaged models/stress.onnx
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,9 @@ def _check_type(where: str, value: Any, default: Any, problems: list[str]) -> An
         if where.endswith("_pin") and (value is None or value == "none"):
             return None  # not fitted (TOML has no null: write "none")
         if isinstance(value, bool) or not isinstance(value, int):
-            hint = ' (a BCM GPIO number, or "none" when not fitted)' if where.endswith("_pin") else ""
+            hint = (
+                ' (a BCM GPIO number, or "none" when not fitted)' if where.endswith("_pin") else ""
+            )
             problems.append(f"{where}: {value!r} must be a whole number{hint}")
         return value
     if isinstance(default, float):
@@ -257,7 +259,9 @@ def _check_outputs(o: OutputSettings, problems: list[str]) -> None:
     _range(problems, "outputs.brightness", o.brightness, 0.0, 1.0, "use 0.0 (off) to 1.0 (full)")
     _range(problems, "outputs.haptic_strength", o.haptic_strength, 0.0, 1.0, "use 0.0 to 1.0")
     _range(problems, "outputs.long_press_s", o.long_press_s, 0.5, 10, "use 0.5-10 seconds")
-    _range(problems, "outputs.button_bounce_s", o.button_bounce_s, 0, 0.5, "use 0-0.5 s (0.02 typical)")
+    _range(
+        problems, "outputs.button_bounce_s", o.button_bounce_s, 0, 0.5, "use 0-0.5 s (0.02 typical)"
+    )
     if isinstance(o.led_pins, tuple) and len(o.led_pins) != 3:
         problems.append(
             "outputs.led_pins: give three BCM pins, red, green, blue, e.g. [17, 27, 22]"
@@ -361,7 +365,7 @@ def build(raw: Any, source: str = "config", base_dir: Path | None = None) -> Age
     q = sections["queue"]
     _range(problems, "queue.max_events", q.max_events, 10, 10_000_000, "use 10 to 10000000 events")
     m = sections["model"]
-    if isinstance(m.path, str) and m.path not in ("", "heuristic") and not Path(m.path).is_file():
+    if isinstance(m.path, str) and m.path != "" and not Path(m.path).is_file():
         problems.append(
             f"model.path: {m.path} does not exist; leave it empty for the packaged model"
         )

@@ -1,29 +1,17 @@
-"""Per-window front end and stress scorer for the Pi agent.
-
-The real parts come from other areas and are used as soon as they are present:
-- features: `models.features` (the numpy reference extractor, streaming),
-- scorer: `models/stress.onnx` through onnxruntime, one session, one thread.
-
-Until then (or with `model.path = "heuristic"`) a small placeholder stands in: a level front end
-(20 ms frames, 1 s windows, 0.25 s hop) and a level-variation scorer. It is a placeholder, not a
-stress model: it reacts to loud, strongly varying speech.
-"""
+"""Window features and stress score for the Pi agent: the numpy reference front end
+(`models.features`, streaming) and the shipped model (`models/stress.onnx`) in one onnxruntime
+session, built once, one thread, CPU only. Pure: no clock, no I/O after the model is loaded."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-RATE = 16000
-WINDOW = RATE  # 1.0 s
-HOP = RATE // 4  # 0.25 s
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = REPO / "models" / "stress.onnx"
 log = logging.getLogger("calmcue.agent.scoring")
@@ -45,83 +33,6 @@ class Scorer(Protocol):
     threshold: float | None
 
     def score(self, features: np.ndarray) -> float: ...
-
-
-_FRAME = 320  # 20 ms
-_FLOOR_DB = -45.0  # below this a frame is not speech (placeholder gate)
-
-
-class LevelFrontEnd:
-    """Placeholder window records: level, speech fraction, onset rate, level variation.
-
-    Streaming: leftover samples carry to the next call, so any chunk size gives the same
-    windows."""
-
-    def __init__(self) -> None:
-        self._frames_per_window = WINDOW // _FRAME
-        self._frames_per_hop = HOP // _FRAME
-        self.reset()
-
-    def reset(self) -> None:
-        self._pending = np.zeros(0, dtype=np.int16)
-        self._levels: list[float] = []
-        self._since_hop = 0
-        self._frames = 0
-
-    def process(self, chunk: np.ndarray) -> list[dict[str, Any]]:
-        pcm = np.concatenate([self._pending, np.asarray(chunk, dtype=np.int16)])
-        n = len(pcm) // _FRAME
-        self._pending = pcm[n * _FRAME :]
-        if n == 0:
-            return []
-        frames = pcm[: n * _FRAME].astype(np.float32).reshape(n, _FRAME) / 32768.0
-        rms = np.sqrt(np.mean(frames * frames, axis=1) + 1e-12)
-        out = []
-        for level in (20.0 * np.log10(rms)).tolist():
-            self._levels.append(level)
-            self._frames += 1
-            if len(self._levels) > self._frames_per_window:
-                self._levels.pop(0)
-            self._since_hop += 1
-            if (
-                self._since_hop == self._frames_per_hop
-                and len(self._levels) == self._frames_per_window
-            ):
-                self._since_hop = 0
-                out.append(self._window())
-            elif self._since_hop >= self._frames_per_hop:
-                self._since_hop = 0
-        return out
-
-    def _window(self) -> dict[str, Any]:
-        lv = np.array(self._levels)
-        active = lv[lv > _FLOOR_DB]
-        speech = float(len(active)) / len(lv)
-        level_db = float(active.mean()) if len(active) else float(lv.mean())
-        onsets = int(np.sum((lv[1:] - lv[:-1] > 6.0) & (lv[1:] > _FLOOR_DB)))
-        spread = float(active.std()) if len(active) > 1 else 0.0
-        return {
-            "t": self._frames * _FRAME / RATE,
-            "speech": speech,
-            "level_db": level_db,
-            "f0_hz": 0.0,
-            "rate": float(onsets),
-            "features": np.array([spread, speech, float(onsets)], dtype=np.float32),
-        }
-
-
-class LevelVariationScorer:
-    """Placeholder score: high when speech is loud relative to its own quiet parts (spread)."""
-
-    model_id = "placeholder-level-variation"
-    model_hash = "none"
-    threshold: float | None = 0.5
-
-    def score(self, features: np.ndarray) -> float:
-        spread, speech = float(features[0]), float(features[1])
-        if speech < 0.3:
-            return 0.0
-        return 1.0 / (1.0 + math.exp(-(spread - 9.0) / 1.5))
 
 
 class OnnxScorer:
@@ -212,16 +123,6 @@ class OnnxScorer:
         return min(1.0, max(0.0, value))
 
 
-@dataclass
-class Window:
-    t: float
-    speech: float
-    level_db: float
-    f0_hz: float
-    rate: float
-    score: float
-
-
 class _RecordFrontEnd:
     """models.features.FeatureExtractor with its records as plain dicts."""
 
@@ -261,10 +162,10 @@ def make_front_end() -> tuple[FrontEnd, str]:
 
 
 def make_scorer(path: str) -> Scorer:
-    if path == "heuristic":
-        return LevelVariationScorer()
     model = Path(path) if path else DEFAULT_MODEL
-    if not path and not model.is_file():
-        log.warning("%s not found; scoring with the placeholder level-variation heuristic", model)
-        return LevelVariationScorer()
+    if not model.is_file():
+        raise ModelError(
+            f"model file {model} not found; reinstall calmcue (it ships models/stress.onnx), "
+            "run 'make model', or set model.path"
+        )
     return OnnxScorer(model)
