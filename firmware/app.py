@@ -111,6 +111,7 @@ class Device:
         self._reboot = False
         self._healthy = False
         self.sent = 0
+        self.rejected = 0  # events the schema refused (a bug upstream; shown in telemetry)
         self.heap_min = gc.mem_free()
 
     # ---- time --------------------------------------------------------------------------------
@@ -143,8 +144,16 @@ class Device:
             self.emit(etype, fields, up_ms)
 
     def emit(self, etype, fields, up_ms):
-        ev = self.stamper.stamp(etype, fields, up_ms, self.ts(up_ms))
-        self.queue.put(events.encode(ev))
+        try:
+            ev = self.stamper.stamp(etype, fields, up_ms, self.ts(up_ms))
+            data = events.encode(ev)
+        except events.EventError as e:
+            # A stage produced something the closed schema refuses: drop it, count it, keep
+            # listening (a crash here would take the device down for one bad field).
+            self.rejected += 1
+            self.log("event refused: %s" % e)
+            return
+        self.queue.put(data)
 
     def tick(self, up_ms):
         """Outputs, button, watchdog: call every ~20 ms (or after every hop on the host)."""
@@ -221,7 +230,10 @@ class Device:
             if "ts" not in ev and ev.get("boot") == self.boot and self.unix_at_boot is not None:
                 # Queued before the clock was known: up_ms since this boot gives its time now.
                 ev["ts"] = self.ts(ev["up_ms"])
-                data = events.encode(ev)
+                try:
+                    data = events.encode(ev)
+                except events.EventError:
+                    pass  # send it as queued, without ts
             if not self.link.publish("evt/" + etype, data, False, 1):
                 return
             self.queue.pop()
@@ -313,6 +325,7 @@ class Device:
             "queue": len(self.queue),
             "dropped": self.queue.dropped,
             "sent": self.sent,
+            "rejected": self.rejected,
             "config_rev": self.cfg["rev"],
             "config_error": self.config_error[:200] if self.config_error else None,
         }
