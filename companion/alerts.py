@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, insert, select, update
 
-from companion import device_config
+from companion import device_config, replicas
 from companion.config import Settings
 from companion.db import alert_audit, alerts, devices, sites
 
@@ -64,12 +64,14 @@ class AlertManager:
         publish: Publish,
         notify: Notify,
         clock: Callable[[], float] = time.time,
+        replica: str | None = None,
     ):
         self.settings = settings
         self.engine = engine
         self._publish = publish
         self._notify = notify  # the dashboard's live feed
         self._clock = clock
+        self.replica = replica  # set when replicas share the database: announce changes to them
         self._lock = threading.Lock()  # one state change at a time keeps the audit in order
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -217,7 +219,9 @@ class AlertManager:
         changed: list[dict[str, Any]] = []
         escalations: list[tuple[dict[str, Any], str | None]] = []
         with self._lock, self.engine.begin() as conn:
-            for row in conn.execute(select(alerts).where(alerts.c.state == OPEN)).all():
+            # SKIP LOCKED: with several replicas (PostgreSQL) each alert is handled by one
+            open_alerts = select(alerts).where(alerts.c.state == OPEN)
+            for row in conn.execute(open_alerts.with_for_update(skip_locked=True)).all():
                 values: dict[str, Any] = {"notified_at": now, "notify_count": row.notify_count + 1}
                 if row.escalated_at is None and now - row.opened_at >= s.alert_escalate_s:
                     contact = conn.execute(
@@ -245,6 +249,7 @@ class AlertManager:
                     and_(devices.c.site == alerts.c.site, devices.c.device == alerts.c.device),
                 )
                 .where(alerts.c.kind == SILENT_DEVICE, alerts.c.state.in_(ACTIVE))
+                .with_for_update(skip_locked=True, of=alerts)
             ).all():
                 if row.last_seen > row.opened_at:
                     conn.execute(
@@ -261,9 +266,9 @@ class AlertManager:
                         )
                     )
             silent = conn.execute(
-                select(devices.c.site, devices.c.device).where(
-                    devices.c.silent.is_(False), devices.c.last_seen < now - s.silent_device_s
-                )
+                select(devices.c.site, devices.c.device)
+                .where(devices.c.silent.is_(False), devices.c.last_seen < now - s.silent_device_s)
+                .with_for_update(skip_locked=True)
             ).all()
             for d in silent:
                 conn.execute(
@@ -281,6 +286,9 @@ class AlertManager:
 
     def _announce(self, alert: dict[str, Any]) -> None:
         escalated = alert["escalated_at"] is not None
+        if self.replica:
+            with self.engine.begin() as conn:
+                replicas.notify(conn, self.replica, "a", [alert["id"]])
         with self.engine.connect() as conn:
             contacts = conn.execute(
                 select(sites.c.first_contact, sites.c.second_contact).where(

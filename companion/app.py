@@ -23,7 +23,7 @@ from sqlalchemy import Engine, text
 from starlette.middleware.sessions import SessionMiddleware
 
 from companion import alerts as alerts_mod
-from companion import device_config, ops, stats, store, users
+from companion import device_config, ops, replicas, stats, store, users
 from companion.alerts import AlertError, AlertManager
 from companion.auth import Principal, current_principal
 from companion.config import Settings
@@ -126,7 +126,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         feed = LiveFeed()
         ingest = Ingest(settings, engine)
-        manager = AlertManager(settings, engine, publish=ingest.publish, notify=feed.publish)
+        shared = settings.mqtt_shared_group is not None
+        manager = AlertManager(
+            settings,
+            engine,
+            publish=ingest.publish,
+            notify=feed.publish,
+            replica=ingest.replica if shared else None,
+        )
+        relay = replicas.FeedRelay(engine, ingest.replica, feed) if shared else None
         ingest.on_events(lambda rows: feed.publish("event", rows))
         ingest.on_events(manager.on_events)
         ingest.handle(alerts_mod.ACK_TOPIC_FILTER, manager.on_mqtt)
@@ -135,6 +143,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.alerts = manager
         purger = ops.Purger(engine, settings.retention_days, settings.purge_interval_s)
         app.state.purger = purger
+        if relay is not None:
+            relay.start()
         ingest.start()
         manager.start()
         purger.start()
@@ -145,6 +155,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             feed.close()
+            if relay is not None:
+                relay.stop()
             purger.stop()
             manager.stop()
             ingest.stop()

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # MQTT ingest; None = no ingest (API only); "embedded" is resolved by companion.server
     mqtt_url: str | None = "mqtt://127.0.0.1:1883"
     mqtt_client_id: str = "calmcue-companion"
+    # Several replicas (each with its own mqtt_client_id) share the ingest through the MQTT
+    # shared subscription $share/<group>/...; they need one PostgreSQL database.
+    mqtt_shared_group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,32}$")
     ingest_batch_rows: int = Field(default=500, ge=1)
     ingest_batch_ms: int = Field(default=50, ge=1)
     dead_letter_max_bytes: int = Field(default=2048, ge=64)
@@ -100,6 +103,11 @@ class Settings(BaseSettings):
                 "production refuses the default or a short secret key: set CALMCUE_SECRET_KEY to a "
                 "random value of at least 32 characters, e.g. "
                 "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
+        if self.mqtt_shared_group and not self.db_url.startswith("postgresql"):
+            raise SettingsError(
+                "replicas sharing the ingest (mqtt_shared_group) need one PostgreSQL database: "
+                "set CALMCUE_DB_URL=postgresql+psycopg://..., or unset CALMCUE_MQTT_SHARED_GROUP"
             )
         if self.mqtt_url not in (None, "embedded"):
             MqttTarget.parse(self.mqtt_url)

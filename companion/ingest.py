@@ -15,6 +15,7 @@ import queue
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from sqlalchemy import Engine, insert, select, update
 
-from companion import schema
+from companion import replicas, schema
 from companion.config import Settings
 from companion.db import dead_letters, devices, events
 
@@ -89,6 +90,8 @@ class Ingest:
         self._handlers: list[tuple[str, MessageHandler]] = []
         self._known: set[tuple[str, str]] = set()
         self._dead_logged = 0
+        self.replica = uuid.uuid4().hex[:12]  # tells our own NOTIFYs from other replicas'
+        self._prefix = f"$share/{settings.mqtt_shared_group}/" if settings.mqtt_shared_group else ""
         self._writer: threading.Thread | None = None
         self._client: mqtt.Client | None = None
         self._insert_events = insert_ignoring_duplicates(engine, events).returning(
@@ -112,7 +115,7 @@ class Ingest:
         on the network thread and must not raise."""
         self._handlers.append((topic_filter, handler))
         if self._client is not None and self._counters.connected:
-            self._client.subscribe(topic_filter, qos=1)
+            self._client.subscribe(self._prefix + topic_filter, qos=1)
 
     def register_device(self, site: str, device: str) -> None:
         self._known.add((site, device))
@@ -198,8 +201,9 @@ class Ingest:
             self._counters.connects += 1
         # Subscribing here (not once after connect) brings the subscriptions back after every
         # reconnect, even when the broker lost the session.
-        client.subscribe([(t, 1) for t in SUBSCRIPTIONS] + [(t, 1) for t, _h in self._handlers])
-        log.info("ingest connected; subscribed to %s", ", ".join(SUBSCRIPTIONS))
+        filters = list(SUBSCRIPTIONS) + [t for t, _h in self._handlers]
+        client.subscribe([(self._prefix + t, 1) for t in filters])
+        log.info("ingest connected; subscribed to %s", ", ".join(self._prefix + t for t in filters))
 
     def _on_subscribe(
         self, _c: mqtt.Client, _ud: Any, _mid: int, codes: Any, _props: Any = None
@@ -460,6 +464,8 @@ class Ingest:
                     stored_row = dict(by_key[(row.site, row.device, row.boot, row.seq)])
                     stored_row["id"] = row.id
                     stored.append(stored_row)
+            if stored and self.settings.mqtt_shared_group:
+                replicas.notify(conn, self.replica, "e", [r["id"] for r in stored])
             if dead_rows:
                 conn.execute(insert(dead_letters), dead_rows)
             for (site, device), t in seen.items():
