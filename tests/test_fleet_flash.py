@@ -78,3 +78,14 @@ def test_no_chip_answering_is_explained(tmp_path, port, monkeypatch):
     monkeypatch.setattr(esptool.cmds, "detect_chip", no_answer)
     with pytest.raises(flash.FlashError, match="hold BOOT while pressing RESET"):
         flash.detect_chip(port)
+
+
+def test_failure_while_writing_says_how_to_recover(tmp_path, port):
+    image = esp_image(tmp_path / "s3.bin", 9, 0)
+
+    def esptool_fails(args):
+        raise OSError("Serial port closed unexpectedly")
+
+    with pytest.raises(flash.FlashError, match="hold BOOT, press RESET, and run the same command"):
+        flash.flash(port, "esp32s3", image, detect=lambda p: "ESP32-S3",
+                    run_esptool=esptool_fails, log=lambda m: None)

@@ -123,5 +123,10 @@ def flash(port: str, board_key: str, image: Path, *, baud: int = 460800,
         def run_esptool(a: list[str]) -> Any:
             return esptool.main(a)
 
-    run_esptool(args)
+    try:
+        run_esptool(args)
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - esptool raises FatalError, OSError, exits
+        raise FlashError(
+            f"esptool failed while writing ({e}); the board is not usable until a flash "
+            "completes: hold BOOT, press RESET, and run the same command again") from None
     return args
