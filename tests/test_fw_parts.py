@@ -169,3 +169,35 @@ def test_unprovisioned_device_says_what_to_do_and_starts_no_watchdog(mpy, tmp_pa
         lines[0].startswith("ERR device.json is missing") and "calmcue device provision" in lines[0]
     )
     assert lines[1] == "WDT 0"  # the REPL stays usable for provisioning
+
+
+class FakePWM:
+    def __init__(self):
+        self.duty = None
+
+    def duty_u16(self, d):
+        self.duty = d
+
+
+class FakeADC:
+    def __init__(self, uv):
+        self.uv = uv
+
+    def read_uv(self):
+        return self.uv
+
+
+def test_pwm_led_motor_and_battery():
+    from firmware.battery import Battery
+    from firmware.outputs import Motor, RgbLed
+
+    pwms = [FakePWM(), FakePWM(), FakePWM()]
+    RgbLed(pwms=pwms).set(255, 128, 0)
+    assert [p.duty for p in pwms] == [65535, 128 * 257, 0]
+    motor_pwm = FakePWM()
+    Motor(motor_pwm).set(0.5)
+    assert motor_pwm.duty == 32767
+    assert Battery(FakeADC(2_100_000)).percent() == 100  # 4.2 V through the 1:2 divider
+    assert Battery(FakeADC(1_600_000)).percent() == 0  # 3.2 V: empty
+    assert 40 <= Battery(FakeADC(1_890_000)).percent() <= 60  # 3.78 V
+    assert Battery(FakeADC(1_950_000)).volts() == 3.9
