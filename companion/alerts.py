@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from companion import device_config, replicas
 from companion.config import Settings
@@ -133,6 +134,18 @@ class AlertManager:
     ) -> dict[str, Any] | None:
         """Open an alert unless this counter already has an active one of this kind (then the
         repeat is audited on it). Returns the new alert, or None for a repeat."""
+        for attempt in (1, 2):
+            try:
+                return self._open_once(site, device, kind, event)
+            except IntegrityError:
+                # another replica opened it a moment ago (uq_alerts_active): a repeat after all
+                if attempt == 2:
+                    raise
+        return None
+
+    def _open_once(
+        self, site: str, device: str, kind: str, event: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
         now = self._clock()
         with self._lock, self.engine.begin() as conn:
             active = conn.execute(

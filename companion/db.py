@@ -26,6 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    text,
 )
 
 metadata = MetaData()
@@ -123,6 +124,16 @@ alerts = Table(
     Column("notify_count", Integer, nullable=False, default=1),
     Column("escalated_at", Float),
     Index("ix_alerts_site_state", "site", "state"),
+    # one active alert per counter and kind, even with several replicas opening at once
+    Index(
+        "uq_alerts_active",
+        "site",
+        "device",
+        "kind",
+        unique=True,
+        sqlite_where=text("state IN ('open', 'acknowledged')"),
+        postgresql_where=text("state IN ('open', 'acknowledged')"),
+    ),
 )
 
 alert_audit = Table(
