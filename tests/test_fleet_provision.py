@@ -76,7 +76,8 @@ def test_provision_end_to_end(board, fleet, bundle):
 
 def test_bad_configuration_is_refused_before_anything_is_written(board, fleet, bundle):
     bad = ident(site="Store 42", wifi_password="short", mqtt_url="mqtt://127.0.0.1:1883",
-                settings={"brightness": 3, "colour": "red"})
+                settings={"brightness": 3, "colour": "red",
+                          "policy": {"stress_treshold": 0.7}})
     with pytest.raises(provision.ProvisionError) as err:
         provision.provision_esp32(board.port, bad, bundle, fleet, log=lambda m: None)
     text = str(err.value)
@@ -85,6 +86,7 @@ def test_bad_configuration_is_refused_before_anything_is_written(board, fleet, b
     assert "loopback address, which the device cannot reach" in text
     assert "settings: brightness is 3; choose a value between 0 and 1" in text
     assert "settings: colour is not a config key" in text
+    assert "settings: unknown setting 'stress_treshold'; did you mean 'stress_threshold'?" in text
     assert flash_files(board) == set()
     assert fleet.inventory() == []
 

@@ -141,9 +141,12 @@ def settings_problems(settings: dict[str, Any]) -> list[str]:
         return []
     policy_check = None
     try:
-        from firmware import policy
+        from firmware.cue_settings import validate_settings
 
-        policy_check = getattr(policy, "problems", None)
+        def policy_check(p: dict[str, Any]) -> list[str]:
+            # what firmware/app.py applies (pipeline.policy_settings, which imports device-only
+            # modules): the policy table with a headset's attribution
+            return list(validate_settings({**p, "attribution": "headset"})[1])
     except ImportError:
         pass
     return [f"settings: {p}" for p in device_config.problems(settings, policy_check)]
