@@ -114,6 +114,7 @@ class Link:
         c = _Client(
             self.device, m.get("host", "127.0.0.1"), m.get("port", 1883),
             m.get("user"), m.get("password"), keepalive=self._keepalive,
+            ssl=m.get("ssl", False),  # mqtts: device.json from provisioning says so
         )
         # The broker publishes "offline" for us if we vanish; "online" is our birth message.
         c.set_last_will(self.topic("status"), b"offline", retain=True, qos=1)
