@@ -89,3 +89,16 @@ def test_failure_while_writing_says_how_to_recover(tmp_path, port):
     with pytest.raises(flash.FlashError, match="hold BOOT, press RESET, and run the same command"):
         flash.flash(port, "esp32s3", image, detect=lambda p: "ESP32-S3",
                     run_esptool=esptool_fails, log=lambda m: None)
+
+
+def test_without_image_the_boards_image_is_found(tmp_path):
+    folder = tmp_path / "var" / "firmware"
+    folder.mkdir(parents=True)
+    with pytest.raises(flash.FlashError, match="no --image given and no ESP32-S3 image"):
+        flash.find_image("esp32s3", folder)
+    esp_image(folder / "ESP32_GENERIC.bin", 0, 0x1000)  # another board's image is ignored
+    s3 = esp_image(folder / "ESP32_GENERIC_S3-v1.26.bin", 9, 0)
+    assert flash.find_image("esp32s3", folder) == s3
+    esp_image(folder / "ESP32_GENERIC_S3-v1.27.bin", 9, 0)
+    with pytest.raises(flash.FlashError, match="several ESP32-S3 images"):
+        flash.find_image("esp32s3", folder)

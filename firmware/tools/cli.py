@@ -35,7 +35,8 @@ def register(sub: Any) -> None:
     f = dsub.add_parser("flash", help="write the MicroPython firmware image with esptool")
     f.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyACM0")
     f.add_argument("--board", default="esp32s3", help="esp32s3 (default) or esp32")
-    f.add_argument("--image", required=True, type=Path, help="MicroPython .bin for the board")
+    f.add_argument("--image", type=Path,
+                   help="MicroPython .bin for the board (default: the one in var/firmware/)")
     f.add_argument("--baud", type=int, default=460800)
     f.set_defaults(func=cmd_flash)
 

@@ -76,6 +76,30 @@ def check_image(image: Path, board_key: str) -> None:
         f"use the full .bin from {board.download}, not an .elf, .uf2 or app-only file")
 
 
+IMAGE_DIR = Path("var/firmware")
+
+
+def find_image(board_key: str, folder: Path = IMAGE_DIR) -> Path:
+    """Without --image: the one image in var/firmware/ whose header is for this board."""
+    board = BOARDS[board_key]
+    found = []
+    for f in sorted(folder.glob("*.bin")) if folder.is_dir() else []:
+        try:
+            check_image(f, board_key)
+        except FlashError:
+            continue
+        found.append(f)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise FlashError(
+            f"no --image given and no {board.name} image in {folder}/; download the .bin from "
+            f"{board.download} into {folder}/ or pass --image FILE")
+    raise FlashError(
+        f"several {board.name} images in {folder}/ ({', '.join(f.name for f in found)}); "
+        "choose one with --image FILE")
+
+
 def detect_chip(port: str) -> str:
     """The chip name esptool reads from the board on `port`, e.g. 'ESP32-S3'."""
     from esptool.cmds import detect_chip as esptool_detect
@@ -96,7 +120,7 @@ def detect_chip(port: str) -> str:
     return name
 
 
-def flash(port: str, board_key: str, image: Path, *, baud: int = 460800,
+def flash(port: str, board_key: str, image: Path | None, *, baud: int = 460800,
           detect: Callable[[str], str] = detect_chip,
           run_esptool: Callable[[list[str]], Any] | None = None,
           log: Callable[[str], None] = print) -> list[str]:
@@ -108,6 +132,7 @@ def flash(port: str, board_key: str, image: Path, *, baud: int = 460800,
         check_port(port)
     except DeviceError as e:
         raise FlashError(str(e)) from None
+    image = image or find_image(board_key)
     check_image(image, board_key)
     found = detect(port)
     if found.split(" ")[0].upper() != board.name.upper():
