@@ -27,7 +27,7 @@ _DELIVER_PER_CALL = const(8)  # events sent per network step: the audio loop wai
 _NTP_RETRY_MS = const(60000)
 _NTP_RESYNC_MS = const(21600000)  # 6 h: the RTC drifts a few seconds a day
 _PENDING_MAX = const(4)
-COMMANDS = ("ping", "tele", "mute", "unmute", "ack", "reboot")
+COMMANDS = ("ping", "tele", "mute", "unmute", "ack", "reboot", "ota")
 
 
 def _read_json(path):
@@ -212,7 +212,32 @@ class Device:
         from firmware import ota
 
         ota.confirm()
+        base = self.ident.get("ota_url")
+        if base:
+            try:
+                ota.report_outcome(base, self.ident["site"], self.ident["device"])
+            except (OSError, ValueError) as e:
+                self.log("ota report failed: %r" % e)  # the companion sees it next boot
         del sys.modules["firmware.ota"]  # needed once per boot: give its memory back
+
+    def _update(self, up_ms):
+        """cmd/ota: fetch, verify and switch to the update the companion offers, then reboot
+        into it on trial (firmware/ota.py, firmware/ota_boot.py)."""
+        if not self.ident.get("ota_url"):
+            self._reply("ota", False, "no ota_url in device.json; re-provision with --ota-url", up_ms)
+            return
+        from firmware import ota
+
+        try:
+            version = ota.update_from_companion(self.ident)
+        except (ota.OtaError, OSError, ValueError) as e:
+            self._reply("ota", False, "update refused: %s" % e, up_ms)
+            return
+        if version is None:
+            self._reply("ota", True, "no update offered", up_ms)
+            return
+        self._reply("ota", True, "updated to %s; rebooting" % version, up_ms)
+        self._reboot = True
 
     def deliver(self, budget):
         """Send up to `budget` queued events in order, each acknowledged (QoS 1) before the next."""
@@ -266,6 +291,8 @@ class Device:
         elif name == "ack":
             self.outputs.acknowledge(up_ms)
             self._reply(name, True, "acknowledged", up_ms)
+        elif name == "ota":
+            self._update(up_ms)
         elif name == "reboot":
             self._reply(name, True, "rebooting", up_ms)
             self._reboot = True

@@ -271,6 +271,8 @@ def test_model_file_commands_and_policy_config(
     assert result("mute")["ok"]
     assert dev.cmd("state")["muted"]
     assert result("unmute")["ok"]
+    ota = result("ota")  # this device was provisioned without an update server
+    assert not ota["ok"] and "no ota_url" in ota["detail"]
     bad = result("selfdestruct")
     assert not bad["ok"] and "known: ping, tele, mute" in bad["detail"]
     collector.wait_for(
