@@ -28,14 +28,14 @@ def levels(factory: MockFactory, pin: int) -> list[float]:
 def rig():
     factory = MockFactory(pin_class=MockPWMPin)
     calls: list[object] = []
-    settings = OutputSettings(
-        brightness=BRIGHT, haptic_strength=HAPTIC, long_press_s=0.5, button_bounce_s=0.0
-    )
+    settings = OutputSettings(brightness=BRIGHT, haptic_strength=HAPTIC, long_press_s=0.5,
+                              enrol_press_s=1.2, button_bounce_s=0.0)
     out = Outputs.from_settings(
         settings,
         pin_factory=factory,
         on_ack=lambda: calls.append("ack"),
         on_mute=lambda m: calls.append(("mute", m)),
+        on_enrol=lambda: calls.append("enrol"),
         speed=10.0,  # same sequence, ten times faster
     )
     yield out, factory, calls
@@ -88,15 +88,34 @@ def test_call_manager_repeats_until_acknowledged_by_a_short_press(rig):
 def test_long_press_mutes_and_muted_cues_stay_dark(rig):
     out, f, calls = rig
     f.pin(BUTTON).drive_low()
-    time.sleep(0.7)  # past long_press_s
+    time.sleep(0.7)  # past long_press_s (a faint tick at 0.5 s says "you may let go")
     f.pin(BUTTON).drive_high()
     assert calls == [("mute", True)] and out.muted
     assert out.idle(2)
-    assert levels(f, R) == levels(f, G) == levels(f, B) == [0, 0.5 * BRIGHT, 0]  # white blink
+    white = [0, 0.2 * BRIGHT, 0, 0.5 * BRIGHT, 0]  # the tick, then the mute blink
+    assert levels(f, R) == levels(f, G) == levels(f, B) == [round(v, 3) for v in white]
     n = {p: len(f.pin(p).states) for p in (R, G, B, MOTOR)}
     out.show("call_manager")
     time.sleep(0.1)
     assert {p: len(f.pin(p).states) for p in (R, G, B, MOTOR)} == n  # nothing lit or buzzed
+
+
+def test_holding_longer_starts_the_enrolment_not_mute(rig):
+    out, f, calls = rig
+    f.pin(BUTTON).drive_low()
+    time.sleep(1.3)  # past enrol_press_s
+    f.pin(BUTTON).drive_high()
+    assert calls == ["enrol"] and not out.muted
+
+
+def test_holding_the_button_does_not_hide_a_manager_call(rig):
+    out, f, calls = rig
+    out.show("call_manager")
+    f.pin(BUTTON).drive_low()
+    time.sleep(0.6)  # a hold tick would be due now
+    assert out.playing == "call_manager"
+    f.pin(BUTTON).drive_high()  # released as a mute: the manager call is still not acknowledged
+    assert calls == [("mute", True)]
 
 
 def test_microphone_fault_blinks_magenta_until_cleared(rig):

@@ -237,6 +237,7 @@ class Agent:
         elif self.outputs is not None:
             self.outputs.on_ack = self._on_ack
             self.outputs.on_mute = self._on_mute
+            self.outputs.on_enrol = self._on_enrol
         log.info(
             "agent %s boot %d: site %s device %s, source %s, model %s (%s), front end %s",
             __version__,
@@ -258,6 +259,7 @@ class Agent:
                 pin_factory=pin_factory,
                 on_ack=self._on_ack,
                 on_mute=self._on_mute,
+                on_enrol=self._on_enrol,
             )
         except Exception as exc:  # no GPIO here (a laptop, a container): run without outputs
             log.warning(
@@ -284,6 +286,18 @@ class Agent:
 
     def _on_ack(self) -> None:
         self.emit("button", {"action": "ack"})
+
+    def _on_enrol(self) -> str | None:
+        """Start the counter enrolment (long button hold or cmd/enrol); an error message when
+        this device's attribution mode has none."""
+        err = self.pipeline.start_enrolment()
+        if err:
+            log.warning("enrolment refused: %s", err)
+        else:
+            log.info("enrolment started: the staff member talks alone for a few seconds")
+            if self.outputs is not None:
+                self.outputs.show("enrolling")
+        return err
 
     def _on_mute(self, muted: bool) -> None:
         self.muted = muted
@@ -325,7 +339,7 @@ class Agent:
                 self._on_mute(value)
             return {"ok": True, "muted": value}
         if name == "enrol":
-            err = self.pipeline.start_enrolment()
+            err = self._on_enrol()
             return {"ok": err is None, **({"error": err} if err else {"enrolling": True})}
         updates = {
             "sensitivity": lambda v: {"sensitivity": v},
@@ -373,7 +387,7 @@ class Agent:
             if etype == "enrolled":  # not an event: the staff profile stays on the device
                 log.info("staff voice enrolled")
                 if self.outputs is not None:
-                    self.outputs.show("settled")
+                    self.outputs.show("enrolled")
                 continue
             sent.append(self.emit(etype, fields))
             if etype == "cue" and self.outputs is not None:

@@ -90,6 +90,7 @@ class OutputSettings:
     brightness: float = 0.6
     haptic_strength: float = 0.8
     long_press_s: float = 2.0
+    enrol_press_s: float = 6.0  # hold this long: start the counter enrolment
     button_bounce_s: float = 0.02  # contact bounce of a tactile switch; 0 = off (mock pins)
 
 
@@ -259,6 +260,12 @@ def _check_outputs(o: OutputSettings, problems: list[str]) -> None:
     _range(problems, "outputs.brightness", o.brightness, 0.0, 1.0, "use 0.0 (off) to 1.0 (full)")
     _range(problems, "outputs.haptic_strength", o.haptic_strength, 0.0, 1.0, "use 0.0 to 1.0")
     _range(problems, "outputs.long_press_s", o.long_press_s, 0.5, 10, "use 0.5-10 seconds")
+    if isinstance(o.enrol_press_s, (int, float)) and isinstance(o.long_press_s, (int, float)):
+        if o.enrol_press_s < o.long_press_s + 2:
+            problems.append(
+                f"outputs.enrol_press_s ({o.enrol_press_s} s) must be at least 2 s longer than "
+                f"outputs.long_press_s ({o.long_press_s} s), so a mute is not taken for an enrolment"
+            )
     _range(
         problems, "outputs.button_bounce_s", o.button_bounce_s, 0, 0.5, "use 0-0.5 s (0.02 typical)"
     )

@@ -11,10 +11,15 @@ background thread, so the tests can read the exact sequence off gpiozero's mock 
 | settled       | green, one soft 0.5 s glow            | none                          |
 | fault (mic)   | magenta, 0.1 s blink every 2 s while the microphone is missing | none  |
 | mute / unmute | white, one 0.3 s blink at half level  | none                          |
+| hold          | white, a faint 0.1 s tick each long_press_s the button is held | none  |
+| enrolling     | white, slow pulse until the staff voice is learnt | none               |
+| enrolled      | green, two soft glows                 | none                          |
 
-Brightness and haptic strength scale every level. Button: a short press acknowledges (stops a
-repeating pattern), a long press (outputs.long_press_s) toggles mute. Muted: cues are not shown
-or felt (events are still sent, the manager still needs them); the fault pattern still shows.
+Brightness and haptic strength scale every level. Button, judged on release: a short press
+acknowledges (stops a repeating pattern); held for outputs.long_press_s toggles mute; held for
+outputs.enrol_press_s starts the counter enrolment (the staff member then talks alone for a few
+seconds). Muted: cues are not shown or felt (events are still sent, the manager still needs
+them); the fault and button-feedback patterns still show.
 """
 
 from __future__ import annotations
@@ -74,6 +79,10 @@ PATTERNS: dict[str, Pattern] = {
     "settled": Pattern(GREEN, ((0.5, 0.5), (0.0, 0.0)), haptic=False),
     "fault": Pattern(MAGENTA, ((1.0, 0.1), (0.0, 1.9)), repeat=True, haptic=False),
     "mute": Pattern(WHITE, ((0.5, 0.3), (0.0, 0.0)), haptic=False),
+    "hold": Pattern(WHITE, ((0.2, 0.1), (0.0, 0.0)), haptic=False),
+    "enrolling": Pattern(WHITE, tuple((0.4 * lv, d) for lv, d in _ramp(1.0, 1.0)), repeat=True,
+                         haptic=False),
+    "enrolled": Pattern(GREEN, ((0.5, 0.4), (0.0, 0.3), (0.5, 0.4), (0.0, 0.0)), haptic=False),
     "unmute": Pattern(WHITE, ((0.5, 0.3), (0.0, 0.0)), haptic=False),
 }
 
@@ -106,6 +115,7 @@ class Outputs:
         button: Any = None,
         on_ack: Callable[[], None] | None = None,
         on_mute: Callable[[bool], None] | None = None,
+        on_enrol: Callable[[], None] | None = None,
         speed: float = 1.0,
     ):
         self.settings = settings
@@ -114,6 +124,7 @@ class Outputs:
         self.button = button
         self.on_ack = on_ack
         self.on_mute = on_mute
+        self.on_enrol = on_enrol
         self.speed = speed  # tests play patterns faster; the sequence is the same
         self.muted = False
         self.fault = False
@@ -121,10 +132,12 @@ class Outputs:
         self._request: str | None = None
         self._wake = threading.Event()
         self._closed = False
-        self._held = False
+        self._pressed_at: float | None = None
         self._last_release = -1e9
         if button is not None:
             button.hold_time = settings.long_press_s
+            button.hold_repeat = True
+            button.when_pressed = self._pressed_cb
             button.when_held = self._held_cb
             button.when_released = self._released_cb
         self._thread = threading.Thread(target=self._run, name="calmcue-outputs", daemon=True)
@@ -212,24 +225,34 @@ class Outputs:
 
     # --- button --------------------------------------------------------------------------------
 
+    def _pressed_cb(self) -> None:
+        self._pressed_at = time.monotonic()
+
     def _held_cb(self) -> None:
-        self._held = True
-        self.set_muted(not self.muted)
-        if self.on_mute:
-            self.on_mute(self.muted)
+        # A tick every long_press_s so the staff member can count to release; never over a
+        # manager call or a fault, which must keep showing.
+        if self.playing in (None, "hold", "mute", "unmute", "enrolled"):
+            self.show("hold")
 
     def _released_cb(self) -> None:
-        if self._held:  # the end of a long press, already handled
-            self._held = False
-            return
         # Debounced here rather than by the pin library, so it behaves the same on every one.
         now = time.monotonic()
         last, self._last_release = self._last_release, now
         if now - last < self.settings.button_bounce_s:
             return
-        self.ack()
-        if self.on_ack:
-            self.on_ack()
+        held = now - self._pressed_at if self._pressed_at is not None else 0.0
+        self._pressed_at = None
+        if held >= self.settings.enrol_press_s:
+            if self.on_enrol:
+                self.on_enrol()
+        elif held >= self.settings.long_press_s:
+            self.set_muted(not self.muted)
+            if self.on_mute:
+                self.on_mute(self.muted)
+        else:
+            self.ack()
+            if self.on_ack:
+                self.on_ack()
 
     # --- player --------------------------------------------------------------------------------
 
