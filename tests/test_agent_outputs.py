@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from agent_support import wait_until
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from firmware.pi.config import OutputSettings
@@ -29,7 +30,7 @@ def rig():
     factory = MockFactory(pin_class=MockPWMPin)
     calls: list[object] = []
     settings = OutputSettings(brightness=BRIGHT, haptic_strength=HAPTIC, long_press_s=0.5,
-                              enrol_press_s=1.2, button_bounce_s=0.0)
+                              enrol_press_s=2.0, button_bounce_s=0.0)
     out = Outputs.from_settings(
         settings,
         pin_factory=factory,
@@ -69,7 +70,8 @@ def test_slow_down_is_two_amber_pulses_and_one_long_buzz(rig):
 def test_call_manager_repeats_until_acknowledged_by_a_short_press(rig):
     out, f, calls = rig
     out.show("call_manager")
-    time.sleep(0.55)  # one pass is 3.0 s, here 0.3 s: at least one repetition
+    # one pass is 3.0 s (0.3 s here): wait for the first blink of the second pass
+    assert wait_until(lambda: len(levels(f, R)) >= 8)
     assert out.playing == "call_manager"
     f.pin(BUTTON).drive_low()
     f.pin(BUTTON).drive_high()
@@ -103,7 +105,7 @@ def test_long_press_mutes_and_muted_cues_stay_dark(rig):
 def test_holding_longer_starts_the_enrolment_not_mute(rig):
     out, f, calls = rig
     f.pin(BUTTON).drive_low()
-    time.sleep(1.3)  # past enrol_press_s
+    time.sleep(2.1)  # past enrol_press_s
     f.pin(BUTTON).drive_high()
     assert calls == ["enrol"] and not out.muted
 
@@ -121,7 +123,7 @@ def test_holding_the_button_does_not_hide_a_manager_call(rig):
 def test_microphone_fault_blinks_magenta_until_cleared(rig):
     out, f, _ = rig
     out.set_fault(True)
-    time.sleep(0.45)  # two 0.2 s passes at speed 10
+    assert wait_until(lambda: len(levels(f, R)) >= 5)  # two 0.2 s passes at speed 10
     assert out.playing == "fault"
     out.set_fault(False)
     assert out.idle(2)
