@@ -14,6 +14,7 @@ from pathlib import Path
 
 BENCHES: list[str] = [
     "models.bench_features",
+    "models.bench_model",
     "firmware.bench_policy",
     "companion.bench_ingest",
     "firmware.pi.bench_agent",
