@@ -7,7 +7,7 @@ import gc
 import json
 import os
 
-from firmware import config, events
+from firmware import events
 from firmware.cue_settings import validate_settings
 from firmware.net import Link
 from firmware.outputs import Outputs
@@ -39,6 +39,29 @@ def _write_atomic(path, text):
     with open(path + ".tmp", "w") as f:
         f.write(text)
     os.rename(path + ".tmp", path)
+
+
+def _config():
+    # firmware.config is needed at boot and when a config arrives, not in between: imported on
+    # demand and dropped after use (_forget_config), its code does not sit in the heap.
+    from firmware import config
+
+    return config
+
+
+def _forget(name):
+    """Drop a submodule of firmware (sys.modules and the package attribute both hold it)."""
+    import sys
+
+    import firmware
+
+    sys.modules.pop("firmware." + name, None)
+    if hasattr(firmware, name):
+        delattr(firmware, name)
+
+
+def _forget_config():
+    _forget("config")
 
 
 def _policy_problems(p):
@@ -91,7 +114,8 @@ class Device:
                 "'calmcue device provision' (docs/firmware.md lists its keys)"
             )
         self.boot = next_boot(root)
-        self.cfg, self.config_error = config.load(root, _policy_problems)
+        self.cfg, self.config_error = _config().load(root, _policy_problems)
+        _forget_config()
         if self.config_error:
             log("config: " + self.config_error)
         self.stamper = events.Stamper(self.ident["site"], self.ident["device"], self.boot)
@@ -207,8 +231,6 @@ class Device:
             os.stat(self.root + "ota.json")
         except OSError:
             return
-        import sys
-
         from firmware import ota
 
         ota.confirm()
@@ -218,7 +240,7 @@ class Device:
                 ota.report_outcome(base, self.ident["site"], self.ident["device"])
             except (OSError, ValueError) as e:
                 self.log("ota report failed: %r" % e)  # the companion sees it next boot
-        del sys.modules["firmware.ota"]  # needed once per boot: give its memory back
+        _forget("ota")  # needed once per boot: give its memory back
 
     def _update(self, up_ms):
         """cmd/ota: fetch, verify and switch to the update the companion offers, then reboot
@@ -300,6 +322,13 @@ class Device:
             self._reply(name, False, "unknown command; known: " + ", ".join(COMMANDS), up_ms)
 
     def apply_config(self, payload, up_ms):
+        try:
+            self._apply_config(payload, up_ms)
+        finally:
+            _forget_config()
+
+    def _apply_config(self, payload, up_ms):
+        config = _config()
         if not payload:
             return  # retained config cleared: keep what we have
         try:

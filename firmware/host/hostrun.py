@@ -78,7 +78,7 @@ def _scrub(n):
 
 # Leaves first, one collection after each: import garbage never gets trapped between modules.
 _IMPORT_ORDER = (
-    "firmware.events", "firmware.store", "firmware.config", "umqtt.simple", "firmware.net",
+    "firmware.events", "firmware.store", "umqtt.simple", "firmware.net",
     "firmware.outputs", "firmware.cue_settings", "firmware.features", "firmware.policy",
     "firmware.attribution", "firmware.pipeline", "firmware.app",
 )
