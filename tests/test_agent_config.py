@@ -123,7 +123,7 @@ def test_service_unit_and_install_script(tmp_path):
     from agent_support import REPO
 
     unit = (REPO / "firmware/pi/calmcue-agent.service").read_text()
-    assert "ExecStart=/opt/calmcue/venv/bin/calmcue agent --config /etc/calmcue/agent.toml\n" in unit
+    assert "ExecStart=/opt/calmcue/venv/bin/calmcue agent --config /etc/calmcue\n" in unit
     assert "ReadWritePaths=/var/lib/calmcue\n" in unit and "ProtectSystem=strict" in unit
     assert "Restart=always" in unit and "KillSignal=SIGTERM" in unit
     analyze = shutil.which("systemd-analyze")
@@ -153,3 +153,16 @@ def test_cli_refuses_a_missing_replay_file(tmp_path):
         capture_output=True, text=True, timeout=60,
     )
     assert check.returncode == 0 and "ok (site store-12" in check.stdout
+
+
+def test_a_config_directory_holds_the_provisioned_json_or_the_hand_edited_toml(tmp_path):
+    with pytest.raises(ConfigError, match="no agent.json or agent.toml"):
+        config.load(tmp_path)
+    (tmp_path / "agent.toml").write_text(GOOD.format(state=tmp_path))
+    assert config.load(tmp_path).device == "counter-2"
+    provisioned = {"site": "store-12", "device": "pi-0a1b2c", "mqtt": {"url": "mqtt://127.0.0.1"}}
+    (tmp_path / "agent.json").write_text(json.dumps(provisioned))
+    with pytest.raises(ConfigError, match="keep the one you mean"):
+        config.load(tmp_path)
+    (tmp_path / "agent.toml").unlink()
+    assert config.load(tmp_path).device == "pi-0a1b2c"

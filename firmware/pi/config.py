@@ -397,9 +397,35 @@ def build(raw: Any, source: str = "config", base_dir: Path | None = None) -> Age
     )
 
 
-def load(path: str | os.PathLike[str]) -> AgentConfig:
-    """Read a .toml or .json config file and validate it."""
+CONFIG_NAMES = ("agent.json", "agent.toml")  # written by `calmcue device provision` / by hand
+
+
+def resolve(path: str | os.PathLike[str]) -> Path:
+    """A config file, or a directory holding exactly one of CONFIG_NAMES (the systemd unit
+    passes /etc/calmcue, so a provisioned agent.json and a hand-edited agent.toml both work)."""
     path = Path(path)
+    if not path.is_dir():
+        return path
+    found = [path / n for n in CONFIG_NAMES if (path / n).is_file()]
+    if len(found) > 1:
+        raise ConfigError(
+            [f"both {found[0].name} (from 'calmcue device provision') and {found[1].name} are in "
+             f"{path}; keep the one you mean and delete the other"],
+            str(path),
+        )
+    if not found:
+        raise ConfigError(
+            [f"{path} has no agent.json or agent.toml; provision the device ('calmcue device "
+             "provision --target pi' at the IT bench) or copy agent.toml.example "
+             "(firmware/pi/agent.example.toml) there as agent.toml and edit it"],
+            str(path),
+        )
+    return found[0]
+
+
+def load(path: str | os.PathLike[str]) -> AgentConfig:
+    """Read a .toml or .json config file (or the one in a config directory) and validate it."""
+    path = resolve(path)
     try:
         text = path.read_text()
     except FileNotFoundError:

@@ -5,9 +5,10 @@
 #   sudo firmware/pi/install.sh            # install / upgrade, then start when the config is valid
 #   sudo firmware/pi/install.sh --dry-run  # print what would be done
 #
-# Layout: code in /opt/calmcue/venv, settings in /etc/calmcue/agent.toml (root:calmcue 0640,
-# it holds the MQTT password), the event queue in /var/lib/calmcue (the only place the service
-# may write), logs in the journal (journalctl -u calmcue-agent).
+# Layout: code in /opt/calmcue/venv; settings in /etc/calmcue: agent.json written by
+# `calmcue device provision`, or agent.toml edited by hand (root:calmcue 0640, it holds the MQTT
+# password); the event queue in /var/lib/calmcue (the only place the service may write); logs in
+# the journal (journalctl -u calmcue-agent).
 set -euo pipefail
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -39,25 +40,21 @@ run python3 -m venv --system-site-packages "$PREFIX/venv"
 run "$PREFIX/venv/bin/pip" install --disable-pip-version-check -q "$SRC[pi]"
 run install -m 0644 "$SRC/README.md" "$PREFIX/README.md"
 run install -d -m 0750 -o root -g calmcue "$ETC"
-if [[ ! -e "$ETC/agent.toml" ]]; then
-    run install -m 0640 -o root -g calmcue "$SRC/firmware/pi/agent.example.toml" "$ETC/agent.toml"
-    FRESH=1
-else
-    FRESH=0
-fi
+# The example goes beside the config, never over it: `calmcue device provision` writes
+# agent.json, or copy the example to agent.toml and edit it (exactly one of the two).
+run install -m 0640 -o root -g calmcue "$SRC/firmware/pi/agent.example.toml" "$ETC/agent.toml.example"
 run install -m 0644 "$SRC/firmware/pi/calmcue-agent.service" "$UNIT_DIR/calmcue-agent.service"
 run systemctl daemon-reload
 run systemctl enable calmcue-agent.service
 
 if [[ $DRY == 1 ]]; then
-    echo "+ $PREFIX/venv/bin/calmcue agent --config $ETC/agent.toml --check && systemctl restart calmcue-agent"
+    echo "+ $PREFIX/venv/bin/calmcue agent --config $ETC --check && systemctl restart calmcue-agent"
     exit 0
 fi
-if "$PREFIX/venv/bin/calmcue" agent --config "$ETC/agent.toml" --check; then
+if "$PREFIX/venv/bin/calmcue" agent --config "$ETC" --check; then
     systemctl restart calmcue-agent.service
     echo "calmcue-agent is running: journalctl -u calmcue-agent -f"
 else
-    [[ $FRESH == 1 ]] && echo "A fresh $ETC/agent.toml was installed from the example." >&2
-    echo "Fix the settings above in $ETC/agent.toml, then: systemctl restart calmcue-agent" >&2
+    echo "Fix the settings above in $ETC, then: systemctl restart calmcue-agent" >&2
     exit 2
 fi
