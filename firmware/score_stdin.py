@@ -6,7 +6,7 @@
 # stdin: clips, each b"PCM0" + uint32 LE sample count + int16 LE samples (16 kHz mono); a count
 # of 0 ends the stream. Each clip is a fresh stream (reset()), fed in 0.25 s chunks.
 # stdout per clip: {"id": n, "score": s, "windows": [{"t", "score"}, ...]}
-# Clip score = median window score over windows with speech >= speech_min (models/train.py).
+# Clip score = mean window score over windows with speech >= speech_min (models/train.py).
 import json
 import sys
 
@@ -23,9 +23,7 @@ def clip_score(scores, speech, speech_min):
     if not sel:
         top = max(speech)
         sel = [s for s, sp in zip(scores, speech) if sp >= top - 1e-9]
-    sel.sort()
-    n = len(sel)
-    return (sel[(n - 1) // 2] + sel[n // 2]) / 2.0
+    return sum(sel) / len(sel)
 
 
 def _read_exact(stream, mv, n):

@@ -6,7 +6,7 @@ Engines:
   MicroPython unix port (what the ESP32 runs). The audio is streamed to it over stdin as raw
   PCM, never through a file.
 
-Clip score = the median window score over speech windows (see models/train.py clip_score).
+Clip score = the mean window score over speech windows (see models/train.py clip_score).
 """
 
 from __future__ import annotations

@@ -34,11 +34,13 @@ def test_speaker_folds_never_share_a_speaker_and_mix_genders():
         assert {clips[i].gender for i in f} == {"f", "m"}
 
 
-def test_clip_score_is_median_over_speech_windows():
+def test_clip_score_is_mean_over_speech_windows():
     s = np.array([0.9, 0.1, 0.2, 0.3, 0.95])
     sp = np.array([0.1, 0.8, 0.9, 1.0, 0.2])
     assert train.clip_score(s, sp) == pytest.approx(0.2)
-    assert train.clip_score(s, np.full(5, 0.1)) == pytest.approx(0.3)  # no speech: all ties
+    assert train.clip_score(s, np.full(5, 0.1)) == pytest.approx(0.49)  # no speech: all ties
+    sp2 = np.array([0.0, 0.0, 0.3, 0.1, 0.3])  # no speech window: the most speech-like ones
+    assert train.clip_score(s, sp2) == pytest.approx(0.575)
     assert train.clip_score(np.array([]), np.array([])) == 0.0
 
 
