@@ -1,7 +1,7 @@
 """The Raspberry Pi edge agent: microphone → features → stress model → cue policy → LED, motor
 and events, with store-and-forward MQTT, telemetry, live config and commands.
 
-    agent = Agent(config.load("/etc/calmcue/agent.toml"))
+    agent = Agent(config.load("/etc/calmcue"))   # or Agent(dict) / Agent(path); see docs/agent.md
     agent.run(stop_event)          # returns when stop_event is set (or a file source ends)
 
 Threads: the caller's thread runs capture and the pipeline; `Link` owns MQTT; `Outputs` plays
@@ -26,6 +26,7 @@ from firmware.pi import config as cfgmod
 from firmware.pi.audio import MicError, open_source
 from firmware.pi.config import AgentConfig, ConfigError
 from firmware.pi.cues import CuePolicy
+from firmware.pi.link import Link
 from firmware.pi.scoring import make_front_end, make_scorer
 from firmware.pi.store import EventQueue
 
@@ -220,8 +221,6 @@ class Agent:
         self.busy_s = 0.0
         self._cpu = _CpuMeter()
         self._lock = threading.Lock()  # stamping: pipeline thread, button thread, MQTT thread
-        from firmware.pi.link import Link
-
         self.link = Link(
             cfg.mqtt,
             cfg.site,
