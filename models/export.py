@@ -207,3 +207,33 @@ def convert(onnx_path: str | Path, out_path: str | Path, name: str = "stress") -
     out = Path(out_path)
     out.write_bytes(to_compact(onnx_path, name))
     return out
+
+
+def merge_ensemble(nets: list[Network]) -> Network:
+    """K networks of one shape (same input standardisation) -> one wider network whose output
+    is the sigmoid of their mean logit: first layers stacked, hidden layers block-diagonal, the
+    last layer averaged. Exact, and still only Gemm/Tanh/Relu/Sigmoid for the device."""
+    from scipy.linalg import block_diag
+
+    first = nets[0]
+    if any(
+        not np.allclose(n.mean, first.mean) or not np.allclose(n.scale, first.scale) for n in nets
+    ):
+        raise ValueError("ensemble members must share their input standardisation")
+    k = len(nets)
+    depth = len(first.weights)
+    weights, biases = [], []
+    for i in range(depth):
+        ws = [n.weights[i] for n in nets]
+        bs = [n.biases[i] for n in nets]
+        if i == depth - 1:
+            w = np.hstack(ws) / k if depth > 1 else np.mean(ws, axis=0)
+            weights.append(w)
+            biases.append(np.mean(bs, axis=0))
+        elif i == 0:
+            weights.append(np.vstack(ws))
+            biases.append(np.concatenate(bs))
+        else:
+            weights.append(block_diag(*ws))
+            biases.append(np.concatenate(bs))
+    return Network(first.mean, first.scale, weights, biases, first.activation, first.name)

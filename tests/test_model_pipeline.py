@@ -74,7 +74,7 @@ def test_smoke_train_evaluate_export(ravdess: Path, tmp_path: Path):
         if c.speaker in keep and c.label in wanted and "-01-01-" in c.path.name[6:]
     ]
     write_manifest(rows, tmp_path / "m.csv")
-    s = train.TrainSettings(hidden=(8,), max_iter=30, folds=2)
+    s = train.TrainSettings(hidden=(8,), max_iter=30, folds=2, ensemble=2)
     t = pipeline.run_train(str(tmp_path / "m.csv"), s, work=tmp_path, cache=None)
     assert len(t.fold_nets) == 2 and set(t.gender_nets) == {"f", "m"}
     assert 0.0 < t.threshold < 1.0

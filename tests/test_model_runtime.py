@@ -119,3 +119,23 @@ print(json.dumps({{"us": us, "scores": out}}))
     assert np.abs(np.array(res["scores"]) - _ort(model, x)).max() < 1e-5
     assert res["us"] < 1000, f"{res['us']:.0f} us per window in MicroPython (budget 1000 us)"
     assert net.n_params > 1800
+
+
+def test_merged_ensemble_is_the_mean_logit_and_exports():
+    from models.export import merge_ensemble
+
+    members = [_net(n_in=12, hidden=(6, 4), activation="tanh", seed=s) for s in range(3)]
+    members = [
+        Network(members[0].mean, members[0].scale, m.weights, m.biases, "tanh") for m in members
+    ]
+    x = np.random.default_rng(9).normal(size=(64, 12))
+    p = np.array([m.predict(x) for m in members])
+    want = 1 / (1 + np.exp(-np.mean(np.log(p / (1 - p)), axis=0)))
+    merged = merge_ensemble(members)
+    assert np.abs(merged.predict(x) - want).max() < 1e-12
+    assert merged.n_params > 3 * members[0].n_params  # block-diagonal zeros count as weights
+    model = to_onnx(merged)
+    assert np.abs(_ort(model, x) - want).max() < 1e-5
+    dev = nnrt.Model(to_compact(model))
+    got = np.array([dev.score(list(map(float, r))) for r in x.astype(np.float32)])
+    assert np.abs(got - want).max() < 1e-5
