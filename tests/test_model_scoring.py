@@ -70,3 +70,27 @@ def test_unknown_engine_is_refused(capsys):
     with pytest.raises(SystemExit):
         main(["score", "--engine", "tflite", "x.wav"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_recording_level_does_not_change_the_meaning_of_a_score(ravdess: Path):
+    """Held-in-memory gain copies (-20..+10 dB) of 48 RAVDESS clips: scores barely move and
+    almost no decision at the shipped threshold flips."""
+    from models import augment
+    from models.corpora import load_ravdess
+    from models.dataset import read_audio, to_pcm
+    from models.scoring import OnnxScorer, shipped
+
+    model = shipped()
+    scorer = OnnxScorer(model)
+    clips = [c for c in load_ravdess(ravdess) if c.stress is not None][::14]
+    flips = 0
+    for db in (-20.0, -10.0, 6.0, 10.0):
+        diffs = []
+        for c in clips:
+            x = read_audio(c.path).astype(np.float32) / 32768.0
+            base = scorer.score_pcm(to_pcm(x))["score"]
+            moved = scorer.score_pcm(to_pcm(augment.gain(x, db)))["score"]
+            diffs.append(abs(moved - base))
+            flips += (moved >= model.threshold) != (base >= model.threshold)
+        assert np.mean(diffs) < 0.05, (db, np.mean(diffs))
+    assert flips <= 4  # of 4 x 48 decisions
