@@ -143,8 +143,12 @@ def _score_micropython(paths: list[str], model: ShippedModel, batch: int = 500) 
         stream.append(b"PCM0" + struct.pack("<I", 0))
         results: list[dict] = []
         if len(errors) < len(part):
+            try:
+                cmd = [*mpy.interpreter(), "-X", "heapsize=256K", "-c", code]
+            except mpy.MicroPythonError as exc:
+                raise ScoringError(str(exc)) from None
             proc = subprocess.run(
-                [*mpy.interpreter(), "-X", "heapsize=256K", "-c", code],
+                cmd,
                 input=b"".join(stream),
                 capture_output=True,
                 timeout=900,
@@ -163,6 +167,9 @@ def _score_micropython(paths: list[str], model: ShippedModel, batch: int = 500) 
             if k in errors:
                 yield {"path": p, "error": errors[k]}
             else:
-                res = next(ok)
-                res.pop("id")
-                yield {"path": p, **res}
+                res = next(ok)  # MicroPython dicts are unordered: same key order as onnxruntime
+                yield {
+                    "path": p,
+                    "score": res["score"],
+                    "windows": [{"t": w["t"], "score": w["score"]} for w in res["windows"]],
+                }
