@@ -94,3 +94,11 @@ def test_recording_level_does_not_change_the_meaning_of_a_score(ravdess: Path):
             flips += (moved >= model.threshold) != (base >= model.threshold)
         assert np.mean(diffs) < 0.05, (db, np.mean(diffs))
     assert flips <= 4  # of 4 x 48 decisions
+
+
+def test_clip_shorter_than_a_window_scores_zero_on_both_engines(tmp_path: Path):
+    short = tmp_path / "short.wav"
+    sf.write(short, _voice(16000, seconds=0.6), 16000)
+    for engine in ("onnxruntime", "micropython"):
+        (res,) = score_files([str(short)], engine)
+        assert res == {"path": str(short), "score": 0.0, "windows": []}, engine
