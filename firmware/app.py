@@ -69,24 +69,10 @@ def _policy_problems(p):
 
 
 def load_model(root):
-    """The compact stress model (model.ccm) from flash or the bundle folder, with its SHA-256;
-    (None, None) when there is none (placeholder score)."""
-    import sys
+    # Kept here for callers of firmware.app; the boot code loads it first (firmware/modelfile.py).
+    from firmware.modelfile import load_model
 
-    for base in [root] + [p + "/" for p in sys.path if p]:
-        try:
-            with open(base + "model.ccm", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        import binascii
-        import hashlib
-
-        from firmware import nnrt
-
-        digest = binascii.hexlify(hashlib.sha256(data).digest()).decode()
-        return nnrt.Model(data), digest
-    return None, None
+    return load_model(root)
 
 
 def next_boot(root):
@@ -101,7 +87,10 @@ def next_boot(root):
 
 
 class Device:
-    def __init__(self, hw, root="", rand=os.urandom, log=print):
+    def __init__(self, hw, root="", rand=os.urandom, log=print, model=None):
+        # model: (nnrt.Model or None, sha256 hex or None) from firmware.modelfile.load_model,
+        # loaded by the boot code before the rest of the firmware (its weights then sit in
+        # one piece at the bottom of the heap); None = load it here.
         self.hw = hw
         self.root = root
         self.log = log
@@ -114,6 +103,10 @@ class Device:
                 "'calmcue device provision' (docs/firmware.md lists its keys)"
             )
         self.boot = next_boot(root)
+        if model is None:
+            model = load_model(root)
+            gc.collect()
+        self.model, self.model_hash = model
         self.cfg, self.config_error = _config().load(root, _policy_problems)
         _forget_config()
         if self.config_error:
@@ -123,7 +116,6 @@ class Device:
         self.outputs = Outputs(hw.led, hw.motor, self.cfg["brightness"], self.cfg["haptic"])
         hw.button.long_press_ms = self.cfg["long_press_ms"]
         gc.collect()  # boot makes garbage (config, queue scan): clear it before the big buffers
-        self.model, self.model_hash = load_model(root)
         self.pipeline = Pipeline(self.cfg, rand, self.model)
         gc.collect()
         self.link = Link(hw.wlan, self.ident, self._on_message, log)

@@ -5,56 +5,158 @@
 # Why each default is what it is: docs/policy.md. Durations are in seconds and turned into a
 # number of windows (hop_s apart) by the policy, so a change of hop keeps their meaning.
 
-# (key, default, limits, unit). limits: (lo, hi) for numbers, a tuple of strings for a choice,
-# None for a bool. An int default means the setting takes whole numbers.
-SPEC = (
+# The limits, one line per setting: "key kind [limits] [unit]". kind: num (lo hi), int (lo hi,
+# whole numbers), choice (comma-separated options) or bool. Kept as text and parsed only for the
+# keys being checked: as a tuple of tuples of floats the table cost ~9 KB of the headset's heap
+# for the whole run, as text ~1.5 KB. The defaults, same order, are the dict below (built in
+# one piece, its keys interned). `SPEC` still gives the rows as tuples (key, default, limits,
+# unit): limits (lo, hi), a tuple of strings for a choice, None for a bool; an int default
+# means the setting takes whole numbers.
+_TABLE = """
+# windows and scores
+hop_s num 0.05 2.0 s
+min_speech num 0.05 1.0 fraction
+smoothing choice median,ema,none
+smoothing_windows int 1 15 windows
+ema_alpha num 0.05 1.0
+# empathize
+stress_threshold num 0.3 0.95 score
+empathize_after_s num 0.25 10.0 s
+empathize_refractory_s num 0.0 600.0 s
+# call_manager
+manager_after_s num 1.0 120.0 s
+manager_rise num 0.05 0.5 score
+manager_rise_s num 0.25 10.0 s
+intense_threshold num 0.5 1.0 score
+intense_after_s num 0.25 10.0 s
+# settled and the per-conversation baseline
+settle_margin num 0.0 0.4 score
+settle_after_s num 0.25 60.0 s
+baseline_s num 0.25 30.0 s
+baseline_default num 0.0 0.9 score
+baseline_max num 0.0 0.9 score
+# slow_down (pace and loudness)
+tense_threshold num 0.1 0.95 score
+slow_down_after_s num 0.25 10.0 s
+slow_down_refractory_s num 0.0 600.0 s
+pace_min_speech num 0.05 1.0 fraction
+pace_window_s num 0.25 10.0 s
+speaker_baseline_s num 0.25 30.0 s
+rate_rise num 0.1 5.0 onsets/s
+rate_margin num 0.0 5.0 onsets/s
+level_rise_db num 1.0 30.0 dB
+level_margin_db num 0.0 30.0 dB
+# alert fatigue and conversations
+cue_budget int 0 50 cues
+min_gap_s num 0.0 60.0 s
+conversation_gap_s num 2.0 600.0 s
+# who is talking
+attribution choice counter,headset,none
+stress_from_unknown bool
+eu_mode bool
+headset_wearer_db num -80.0 0.0 dBFS
+near_field_db num 3.0 40.0 dB
+pitch_tol_st num 0.5 12.0 semitones
+level_tol_db num 1.0 30.0 dB
+enrol_min_s num 2.0 60.0 s
+"""
+
+_DEFAULTS = {
     # windows and scores
-    ("hop_s", 0.25, (0.05, 2.0), "s"),
-    ("min_speech", 0.4, (0.05, 1.0), "fraction"),
-    ("smoothing", "median", ("median", "ema", "none"), ""),
-    ("smoothing_windows", 3, (1, 15), "windows"),
-    ("ema_alpha", 0.5, (0.05, 1.0), ""),
+    "hop_s": 0.25,
+    "min_speech": 0.4,
+    "smoothing": "median",
+    "smoothing_windows": 3,
+    "ema_alpha": 0.5,
     # empathize
-    ("stress_threshold", 0.6, (0.3, 0.95), "score"),
-    ("empathize_after_s", 0.75, (0.25, 10.0), "s"),
-    ("empathize_refractory_s", 20.0, (0.0, 600.0), "s"),
+    "stress_threshold": 0.6,
+    "empathize_after_s": 0.75,
+    "empathize_refractory_s": 20.0,
     # call_manager
-    ("manager_after_s", 6.0, (1.0, 120.0), "s"),
-    ("manager_rise", 0.15, (0.05, 0.5), "score"),
-    ("manager_rise_s", 1.0, (0.25, 10.0), "s"),
-    ("intense_threshold", 0.9, (0.5, 1.0), "score"),
-    ("intense_after_s", 1.0, (0.25, 10.0), "s"),
+    "manager_after_s": 6.0,
+    "manager_rise": 0.15,
+    "manager_rise_s": 1.0,
+    "intense_threshold": 0.9,
+    "intense_after_s": 1.0,
     # settled and the per-conversation baseline
-    ("settle_margin", 0.1, (0.0, 0.4), "score"),
-    ("settle_after_s", 2.0, (0.25, 60.0), "s"),
-    ("baseline_s", 2.0, (0.25, 30.0), "s"),
-    ("baseline_default", 0.3, (0.0, 0.9), "score"),
-    ("baseline_max", 0.4, (0.0, 0.9), "score"),
+    "settle_margin": 0.1,
+    "settle_after_s": 2.0,
+    "baseline_s": 2.0,
+    "baseline_default": 0.3,
+    "baseline_max": 0.4,
     # slow_down (pace and loudness)
-    ("tense_threshold", 0.5, (0.1, 0.95), "score"),
-    ("slow_down_after_s", 1.0, (0.25, 10.0), "s"),
-    ("slow_down_refractory_s", 15.0, (0.0, 600.0), "s"),
-    ("pace_min_speech", 0.6, (0.05, 1.0), "fraction"),
-    ("pace_window_s", 2.0, (0.25, 10.0), "s"),
-    ("speaker_baseline_s", 2.0, (0.25, 30.0), "s"),
-    ("rate_rise", 0.8, (0.1, 5.0), "onsets/s"),
-    ("rate_margin", 0.3, (0.0, 5.0), "onsets/s"),
-    ("level_rise_db", 4.0, (1.0, 30.0), "dB"),
-    ("level_margin_db", 3.0, (0.0, 30.0), "dB"),
+    "tense_threshold": 0.5,
+    "slow_down_after_s": 1.0,
+    "slow_down_refractory_s": 15.0,
+    "pace_min_speech": 0.6,
+    "pace_window_s": 2.0,
+    "speaker_baseline_s": 2.0,
+    "rate_rise": 0.8,
+    "rate_margin": 0.3,
+    "level_rise_db": 4.0,
+    "level_margin_db": 3.0,
     # alert fatigue and conversations
-    ("cue_budget", 4, (0, 50), "cues"),
-    ("min_gap_s", 3.0, (0.0, 60.0), "s"),
-    ("conversation_gap_s", 8.0, (2.0, 600.0), "s"),
+    "cue_budget": 4,
+    "min_gap_s": 3.0,
+    "conversation_gap_s": 8.0,
     # who is talking
-    ("attribution", "counter", ("counter", "headset", "none"), ""),
-    ("stress_from_unknown", False, None, ""),
-    ("eu_mode", False, None, ""),
-    ("headset_wearer_db", -30.0, (-80.0, 0.0), "dBFS"),
-    ("near_field_db", 12.0, (3.0, 40.0), "dB"),
-    ("pitch_tol_st", 3.0, (0.5, 12.0), "semitones"),
-    ("level_tol_db", 6.0, (1.0, 30.0), "dB"),
-    ("enrol_min_s", 5.0, (2.0, 60.0), "s"),
-)
+    "attribution": "counter",
+    "stress_from_unknown": False,
+    "eu_mode": False,
+    "headset_wearer_db": -30.0,
+    "near_field_db": 12.0,
+    "pitch_tol_st": 3.0,
+    "level_tol_db": 6.0,
+    "enrol_min_s": 5.0,
+}
+
+
+def _num(text, kind):
+    return int(text) if kind == "int" else float(text)
+
+
+def _lines():
+    # The fields of each setting's line, walking the text (no list of all lines at once).
+    i = 0
+    while True:
+        j = _TABLE.find("\n", i)
+        if j < 0:
+            return
+        if j > i and _TABLE[i] != "#":
+            yield _TABLE[i:j].split(" ")
+        i = j + 1
+
+
+def _as_row(f):
+    kind = f[1]
+    default = _DEFAULTS[f[0]]
+    if kind == "bool":
+        return (f[0], default, None, "")
+    if kind == "choice":
+        return (f[0], default, tuple(f[2].split(",")), "")
+    return (f[0], default, (_num(f[2], kind), _num(f[3], kind)), f[4] if len(f) > 4 else "")
+
+
+def rows():
+    """Each setting as (key, default, limits, unit), in table order (parsed on every call)."""
+    for f in _lines():
+        yield _as_row(f)
+
+
+def _row(key):
+    i = _TABLE.find("\n" + key + " ") if isinstance(key, str) and key else -1
+    if i < 0:
+        return None
+    row = _as_row(_TABLE[i + 1 : _TABLE.find("\n", i + 1)].split(" "))
+    return row if row[0] == key else None  # a "key" with spaces in it matched a line's middle
+
+
+def __getattr__(name):
+    # SPEC on demand (companion, docs checks): the device never builds it.
+    if name == "SPEC":
+        return tuple(rows())
+    raise AttributeError(name)
+
 
 # Durations that become a number of windows: each must be at least one hop long.
 _WINDOWED = (
@@ -75,10 +177,7 @@ class SettingsError(ValueError):
 
 def defaults():
     """A fresh dict of every setting at its default."""
-    out = {}
-    for row in SPEC:
-        out[row[0]] = row[1]
-    return out
+    return _DEFAULTS.copy()  # one allocation: no dict grown key by key in a busy heap
 
 
 def _bigrams(s):
@@ -89,7 +188,7 @@ def _closest(key):
     # The known key sharing most letter pairs with a misspelt one ("empathise_after_s").
     best, best_n = None, 1
     kb = _bigrams(key)
-    for row in SPEC:
+    for row in rows():
         n = len(kb & _bigrams(row[0]))
         if n > best_n:
             best, best_n = row[0], n
@@ -194,11 +293,8 @@ def validate_settings(given):
         given = {}
     if not isinstance(given, dict):
         return s, ["settings must be a JSON object of name: value pairs"]
-    rows = {}
-    for row in SPEC:
-        rows[row[0]] = row
     for key in given:
-        row = rows.get(key)
+        row = _row(key)
         if row is None:
             hint = _closest(key) if isinstance(key, str) else None
             if hint:

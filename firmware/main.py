@@ -87,14 +87,19 @@ def main():
     except ImportError:
         pass
 
-    # All code first, then the buffers, collecting in between: long-lived objects end up packed
-    # and the heap keeps contiguous room for the audio and feature buffers.
+    # The model's weights first (the biggest blocks, while the heap is in one piece), then all
+    # code, then the buffers, collecting in between: long-lived objects end up packed and the
+    # heap keeps contiguous room for the audio and feature buffers.
+    from firmware.modelfile import load_model
+
+    model = load_model("/")
+    gc.collect()
     from firmware.app import Device, run
 
     gc.collect()
     i2s, hw = hardware()
     gc.collect()
-    dev = Device(hw, "/")  # raises with what to do when the device is not provisioned
+    dev = Device(hw, "/", model=model)  # raises with what to do when the device is not provisioned
     start_watchdog(hw)
     asyncio.run(run(dev, i2s))
 

@@ -96,9 +96,13 @@ class Runner:
         machine.now_ms = self.up_ms
         if o["trace"]:
             machine.trace = self._trace
-        # As firmware/main.py does on the device: all code first, then the buffers, each step
-        # followed by a collection, so long-lived objects are packed and the heap stays in one
-        # piece for the big audio and feature buffers.
+        # As firmware/main.py does on the device: the model's weights first (the biggest
+        # blocks, while the heap is in one piece), then all code, then the buffers, each step
+        # followed by a collection, so long-lived objects are packed.
+        from firmware.modelfile import load_model
+
+        model = load_model(flash)
+        gc.collect()
         for name in _IMPORT_ORDER:
             __import__(name)
             gc.collect()
@@ -106,7 +110,7 @@ class Runner:
 
         self.i2s, hw = hw_main.hardware()
         gc.collect()
-        self.dev = Device(hw, flash, log=self._log)
+        self.dev = Device(hw, flash, log=self._log, model=model)
         hw_main.start_watchdog(hw)
         emit = self.dev.emit
 

@@ -31,6 +31,7 @@ STRICT = (
     "firmware.config",
     "firmware.main",
     "firmware.mic",
+    "firmware.modelfile",
     "firmware.net",
     "firmware.outputs",
     "firmware.pipeline",
