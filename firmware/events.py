@@ -109,24 +109,21 @@ def problems(event):
         return ["event must be a JSON object"]
     out = []
     etype = event.get("type")
-    spec = {}
-    for k in _COMMON:
-        spec[k] = _COMMON[k]
-    if etype in _BY_TYPE:
-        extra = _BY_TYPE[etype]
-        for k in extra:
-            spec[k] = extra[k]
-    for key in spec:
-        kind, required = spec[key]
-        if key not in event or event[key] is None:
-            if required:
-                out.append("%s is required" % key)
-            continue
-        msg = _check(key, kind, event[key])
-        if msg:
-            out.append(msg)
+    # The two tables are walked in turn, not merged: a dict built per event would be garbage
+    # (and a growing block to find) for every event on a device with a small heap.
+    extra = _BY_TYPE[etype] if etype in _BY_TYPE else {}
+    for spec in (_COMMON, extra):
+        for key in spec:
+            kind, required = spec[key]
+            if key not in event or event[key] is None:
+                if required:
+                    out.append("%s is required" % key)
+                continue
+            msg = _check(key, kind, event[key])
+            if msg:
+                out.append(msg)
     for key in event:
-        if key not in spec:
+        if key not in _COMMON and key not in extra:
             out.append("%s is not an allowed field" % key)
     v = event.get("v")
     if isinstance(v, int) and v != SCHEMA_VERSION:
