@@ -1,4 +1,4 @@
-"""The headset firmware end to end on the real MicroPython unix port (-X heapsize=96K) with fake
+"""The headset firmware end to end on the real MicroPython unix port (-X heapsize=HEAP, below) with fake
 hardware and a real Mosquitto: audio -> cue -> LED/motor -> event; outages; reboots; config."""
 
 from __future__ import annotations
