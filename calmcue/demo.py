@@ -18,6 +18,7 @@ from pathlib import Path
 log = logging.getLogger("calmcue.demo")
 
 DEFAULT_DATA_DIR = "var/demo"
+ENROLMENT_WAV = Path(__file__).resolve().parent / "data" / "demo_staff_enrolment.wav"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from calmcue.broker import BrokerError, Mosquitto
     from companion.config import Settings
     from companion.server import start
-    from firmware.pi.agent import Agent, demo_config
+    from firmware.pi.agent import Agent
 
     data = Path(args.data_dir).resolve()
     data.mkdir(parents=True, exist_ok=True)
@@ -71,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         except (RuntimeError, OSError) as exc:
             log.error("%s (is port %d already in use? try --port)", exc, args.port)
             return 1
-        agent = Agent(demo_config(broker.url, data / "device", site=args.site, device=args.device))
+        agent = Agent(demo_device_config(broker.url, data / "device", args.site, args.device))
+        enrol_staff_voice(agent, ENROLMENT_WAV)
         device_thread = threading.Thread(
             target=agent.run, args=(stop,), name="calmcue-sim-device", daemon=True
         )
@@ -91,6 +93,41 @@ def run(args: argparse.Namespace) -> int:
         if companion is not None:
             companion.stop()
         broker.close()
+
+
+def demo_device_config(mqtt_url: str, state_dir: Path, site: str, device: str) -> dict:
+    """The simulated counter: the agent's demo settings, in counter mode as a store would run it
+    (the staff voice is enrolled at shift start, so only the customer's stress can cue)."""
+    from firmware.pi.agent import demo_config
+
+    cfg = demo_config(mqtt_url, state_dir, site=site, device=device)
+    cfg["policy"] = {"attribution": "counter"}
+    return cfg
+
+
+def enrol_staff_voice(agent: object, wav: Path) -> None:
+    """Shift start: feed the staff member's enrolment recording through the agent's pipeline,
+    as holding the button would. Raises RuntimeError if it did not complete."""
+    import numpy as np
+    import soundfile as sf
+
+    from firmware.pi.agent import CHUNK
+
+    pipeline = agent.pipeline  # type: ignore[attr-defined]
+    err = pipeline.start_enrolment()
+    if err:
+        raise RuntimeError(err)
+    samples, sr = sf.read(str(wav), dtype="int16")
+    if sr != 16000:
+        raise RuntimeError(f"{wav} is {sr} Hz; the enrolment clip must be 16 kHz")
+    for i in range(0, len(samples), CHUNK):
+        pipeline.process(np.ascontiguousarray(samples[i : i + CHUNK]))
+        if not pipeline.enrolling:
+            break
+    else:
+        raise RuntimeError(f"{wav} was too short to learn the staff voice")
+    pipeline.reset()  # the enrolment is not part of a conversation; the learnt profile stays
+    log.info("staff voice enrolled from %s (kept in RAM only)", wav.name)
 
 
 def _wait_for_signal(stop: threading.Event) -> None:

@@ -4,7 +4,8 @@ Run once by hand when the script changes (needs Debian's espeak-ng):
 
     .venv/bin/python scripts/render_demo_audio.py
 
-It writes calmcue/data/demo_conversation.wav (16 kHz mono int16) and a timeline of the turns,
+It writes calmcue/data/demo_conversation.wav (16 kHz mono int16), the staff member's shift-start
+enrolment calmcue/data/demo_staff_enrolment.wav, and a timeline of the turns,
 calmcue/data/demo_conversation.json, which the end-to-end tests use to measure how long after
 the customer's voice turns stressed the first cue arrives. The audio is the project's own:
 synthetic speech, no recordings.
@@ -58,6 +59,12 @@ TURNS = [
     ("staff", "calm", 0.6, "You too. Goodbye."),
 ]
 TAIL_SILENCE_S = 4.0
+# Shift start at a counter: the staff member speaks alone for a few seconds so the device learns
+# their voice (counter-mode enrolment). The demo device enrols from this before the conversation.
+ENROLMENT = (
+    "Good morning. This is the start of my shift at counter one. "
+    "Today I will be helping customers with returns, refunds and questions about orders."
+)
 
 
 def speak(text: str, speaker: str, style: str) -> np.ndarray:
@@ -99,6 +106,10 @@ def main() -> int:
     (OUT / "demo_conversation.json").write_text(json.dumps(
         {"sample_rate": SR, "duration_s": round(audio.size / SR, 3), "turns": timeline}, indent=1))
     print(f"wrote {OUT / 'demo_conversation.wav'}: {audio.size / SR:.1f} s")
+    enrol = np.concatenate([np.zeros(SR // 2), 0.8 * speak(ENROLMENT, "staff", "calm"), np.zeros(SR // 2)])
+    enrol += rng.normal(0.0, 10 ** (-62 / 20), enrol.size)
+    sf.write(OUT / "demo_staff_enrolment.wav", enrol * 0.7 / peak, SR, subtype="PCM_16")
+    print(f"wrote {OUT / 'demo_staff_enrolment.wav'}: {enrol.size / SR:.1f} s")
     return 0
 
 

@@ -1,0 +1,53 @@
+"""The demo conversation through the simulated counter's real pipeline (numpy features, shipped
+ONNX model, counter-mode attribution after the staff enrolment, cue policy), faster than real
+time. It pins what the demo shows: nothing while the exchange is calm, a stress cue soon after the
+customer's voice turns tense, and `settled` once they calm down.
+
+Issue 5 asks for stressed-speech onset to cue <= 1.5 s; measured here it is 2.0 s with the shipped
+model, so the bound below is the current behaviour (a regression guard), not the target."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from calmcue.demo import ENROLMENT_WAV, demo_device_config, enrol_staff_voice
+from firmware.pi import config as cfgmod
+from firmware.pi.agent import CHUNK, Pipeline
+
+DATA = Path(__file__).resolve().parent.parent / "calmcue" / "data"
+
+
+class _Device:
+    def __init__(self, tmp: Path):
+        cfg = demo_device_config("mqtt://127.0.0.1:1", tmp, "demo", "counter-1")
+        self.pipeline = Pipeline(cfgmod.build(cfg))
+
+
+def test_demo_timeline(tmp_path: Path) -> None:
+    turns = json.loads((DATA / "demo_conversation.json").read_text())["turns"]
+    onset = min(t["start"] for t in turns if t["style"] != "calm" and t["speaker"] == "customer")
+    calm_again = min(
+        t["start"] for t in turns if t["start"] > onset and t["speaker"] == "customer"
+        and t["style"] == "calm"
+    )
+    device = _Device(tmp_path)
+    enrol_staff_voice(device, ENROLMENT_WAV)
+    audio, sr = sf.read(str(DATA / "demo_conversation.wav"), dtype="int16")
+    cues = []
+    for i in range(0, len(audio), CHUNK):
+        for etype, fields in device.pipeline.process(np.ascontiguousarray(audio[i : i + CHUNK])):
+            if etype == "cue":
+                cues.append(((i + CHUNK) / sr, fields["cue"]))
+    print("demo cues:", cues, f"(tense onset {onset} s, calm again {calm_again} s)")
+    assert all(t > onset for t, _ in cues), f"cue during the calm opening: {cues}"
+    stress = [t for t, c in cues if c in ("empathize", "call_manager")]
+    assert stress, cues
+    latency = stress[0] - onset
+    print(f"stressed-speech onset to first stress cue: {latency:.2f} s")
+    assert latency <= 2.5
+    assert sum(c == "call_manager" for _, c in cues) == 1
+    assert any(c == "settled" and t > calm_again for t, c in cues), cues
