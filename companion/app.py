@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
 from fastapi.responses import (
     FileResponse,
+    HTMLResponse,
     PlainTextResponse,
     RedirectResponse,
     StreamingResponse,
@@ -167,6 +168,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         summary="Cue events, manager alerts and device health from calmcue counter devices.",
         lifespan=lifespan,
+        docs_url=None,  # served below from local files: a store may have no internet
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -463,5 +466,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def dashboard() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
+    _mount_offline_docs(app)  # before /static, which would otherwise take /static/swagger
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def _mount_offline_docs(app: FastAPI) -> None:
+    """Swagger UI 5 at /docs from the swagger-ui-bundle-v2 package, not a CDN."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/static/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="calmcue companion API",
+            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger/swagger-ui.css",
+            swagger_favicon_url="/static/swagger/favicon-32x32.png",
+        )

@@ -128,3 +128,16 @@ def test_demo_mode_dashboard_needs_no_login_and_updates_live(tmp_path, mosquitto
         page.wait_for_selector("#config-result:text('published')")
         info = httpx.get(comp.url + "/api/devices/store-1/counter-2/config").json()
         assert info["payload"]["brightness"] == 0.2
+
+
+def test_api_docs_render_offline(tmp_path, mosquitto, browser):
+    """Swagger UI comes from the swagger-ui-bundle-v2 package: a store without internet still has
+    working API docs, and the page fetches nothing from outside."""
+    with running_companion(sqlite_url(tmp_path), mosquitto.url, env="demo") as comp:
+        page = browser.new_context().new_page()
+        outside: list[str] = []
+        page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(comp.url) else None)
+        page.goto(comp.url + "/docs")
+        page.wait_for_selector(".swagger-ui .opblock", timeout=10000)
+        assert "/api/events" in page.inner_text(".swagger-ui")
+        assert outside == [], outside
