@@ -67,12 +67,15 @@ class _Voice:
 
 
 class _Smoother:
-    """Median of the last k scores, an EMA, or nothing; preallocated, no per-window lists."""
+    """Median of the last k scores, an EMA, or nothing; preallocated, no per-window lists.
+    Scores further apart than the smoothing span (k hops) belong to different turns: a new
+    turn starts afresh instead of being held back by the end of the speaker's previous one."""
 
-    def __init__(self, mode, k, alpha):
+    def __init__(self, mode, k, alpha, span_s):
         self.mode = mode
         self.k = k if mode == "median" else 1
         self.alpha = alpha
+        self.span = span_s
         self.buf = [0.0] * self.k
         self.tmp = [0.0] * self.k
         self.reset()
@@ -81,8 +84,12 @@ class _Smoother:
         self.n = 0
         self.i = 0
         self.value = 0.0
+        self.t = 0.0
 
-    def add(self, x):
+    def add(self, t, x):
+        if self.n and t - self.t > self.span:
+            self.reset()
+        self.t = t
         if self.mode == "ema":
             self.value = x if self.n == 0 else self.value + self.alpha * (x - self.value)
             self.n += 1
@@ -164,9 +171,10 @@ class Policy:
         self.staff = _Voice(n_spk, alpha)
         self.customer = _Voice(n_spk, alpha)
         k = s["smoothing_windows"]
-        self.cust_smooth = _Smoother(s["smoothing"], k, s["ema_alpha"])
+        span = k * hop + hop / 2  # k consecutive hops, with room for float rounding
+        self.cust_smooth = _Smoother(s["smoothing"], k, s["ema_alpha"], span)
         # Outside EU mode only: the staff voice's own stress counts as mirroring.
-        self.staff_smooth = None if self.eu else _Smoother(s["smoothing"], k, s["ema_alpha"])
+        self.staff_smooth = None if self.eu else _Smoother(s["smoothing"], k, s["ema_alpha"], span)
         self.reset()
 
     # ---- state ---------------------------------------------------------------------------
@@ -190,6 +198,9 @@ class Policy:
         self.base_sum = 0.0
         self.slow_run = 0
         self.staff_score = 0.0
+        # Highest smoothed staff score while the customer was not tense: what this voice
+        # reads as when it is calm (the model scores some calm voices high).
+        self.staff_calm = 0.0
         self.staff.reset()
         self.customer.reset()
         self.cust_smooth.reset()
@@ -244,7 +255,9 @@ class Policy:
         solid = speech >= self.pace_min_speech
         if speaker == "staff":
             if self.staff_smooth is not None and score is not None:
-                self.staff_score = self.staff_smooth.add(score)
+                self.staff_score = self.staff_smooth.add(t, score)
+                if self.score < self.tense and self.staff_score > self.staff_calm:
+                    self.staff_calm = self.staff_score
             if solid:
                 self.staff.add(rate, level_db)
                 self._slow_down(t, out)
@@ -252,9 +265,9 @@ class Policy:
             if solid:
                 self.customer.add(rate, level_db)
             if score is not None:
-                self._stress(t, self.cust_smooth.add(score), out)
+                self._stress(t, self.cust_smooth.add(t, score), out)
         elif self.from_unknown and score is not None:
-            self._stress(t, self.cust_smooth.add(score), out)
+            self._stress(t, self.cust_smooth.add(t, score), out)
         return out
 
     def finish(self, t):
@@ -410,9 +423,12 @@ class Policy:
             return "faster"
         if louder and rising:
             return "louder"
+        # The staff voice's stress mirrors the customer's only when it rose above what the
+        # same voice read while the customer was calm.
         if (
             self.staff_smooth is not None
             and self.staff_score >= self.thr
+            and self.staff_score > self.staff_calm + self.settle_margin
             and (tense or cust_rising)
         ):
             return "mirroring"

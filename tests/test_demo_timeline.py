@@ -1,10 +1,9 @@
 """The demo conversation through the simulated counter's real pipeline (numpy features, shipped
 ONNX model, counter-mode attribution after the staff enrolment, cue policy), faster than real
-time. It pins what the demo shows: nothing while the exchange is calm, a stress cue soon after the
-customer's voice turns tense, and `settled` once they calm down.
-
-Issue 5 asks for stressed-speech onset to cue <= 1.5 s; measured here it is 2.0 s with the shipped
-model, so the bound below is the current behaviour (a regression guard), not the target."""
+time. It pins what the demo shows: nothing while the exchange is calm, a stress cue within
+1.5 s of the customer's voice turning tense (issue 5), no slow_down while the staff member speaks
+calmly (the model scores this staff voice high even when calm; that alone is not mirroring), and
+`settled` once the customer calms down."""
 
 from __future__ import annotations
 
@@ -31,8 +30,9 @@ def test_demo_timeline(tmp_path: Path) -> None:
     turns = json.loads((DATA / "demo_conversation.json").read_text())["turns"]
     onset = min(t["start"] for t in turns if t["style"] != "calm" and t["speaker"] == "customer")
     calm_again = min(
-        t["start"] for t in turns if t["start"] > onset and t["speaker"] == "customer"
-        and t["style"] == "calm"
+        t["start"]
+        for t in turns
+        if t["start"] > onset and t["speaker"] == "customer" and t["style"] == "calm"
     )
     device = _Device(tmp_path)
     enrol_staff_voice(device, ENROLMENT_WAV)
@@ -42,12 +42,19 @@ def test_demo_timeline(tmp_path: Path) -> None:
         for etype, fields in device.pipeline.process(np.ascontiguousarray(audio[i : i + CHUNK])):
             if etype == "cue":
                 cues.append(((i + CHUNK) / sr, fields["cue"]))
+                if fields["cue"] == "slow_down":
+                    t = (i + CHUNK) / sr
+                    # the window (1 s) ending at t is mostly inside the turn it is judged on
+                    speaking = [u for u in turns if u["start"] <= t - 0.5 <= u["end"] + 0.5]
+                    assert all(u["speaker"] != "staff" or u["style"] != "calm" for u in speaking), (
+                        f"slow_down at {t} s while the staff member speaks calmly: {speaking}"
+                    )
     print("demo cues:", cues, f"(tense onset {onset} s, calm again {calm_again} s)")
     assert all(t > onset for t, _ in cues), f"cue during the calm opening: {cues}"
     stress = [t for t, c in cues if c in ("empathize", "call_manager")]
     assert stress, cues
     latency = stress[0] - onset
     print(f"stressed-speech onset to first stress cue: {latency:.2f} s")
-    assert latency <= 2.5
+    assert latency <= 1.5
     assert sum(c == "call_manager" for _, c in cues) == 1
     assert any(c == "settled" and t > calm_again for t, c in cues), cues

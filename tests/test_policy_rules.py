@@ -31,9 +31,25 @@ def test_eu_mode_ignores_the_staff_voice_stress(name: str) -> None:
     calm = policy_replay.run(_with_staff_score(sc, 0.0, eu_mode=True))
     tense = policy_replay.run(_with_staff_score(sc, 0.99, eu_mode=True))
     assert calm == tense  # nothing decided or sent depends on the staff member's stress
-    # ... while outside EU mode a stressed staff voice does count (as mirroring).
-    outside = policy_replay.run(_with_staff_score(sc, 0.99))
+    # ... while outside EU mode a staff voice whose stress rises with the customer's counts
+    # (as mirroring) ...
+    outside = policy_replay.run(_staff_stressed_with_customer(sc, 0.99))
     assert [d.get("reason") for d in outside].count("mirroring") >= 1
+    # ... but a voice the model reads as stressed from its first words, before the customer
+    # was tense, is just how that voice scores: that alone is not mirroring.
+    always = policy_replay.run(_with_staff_score(sc, 0.99))
+    assert always == policy_replay.run(_with_staff_score(sc, 0.0))
+
+
+def _staff_stressed_with_customer(sc: dict, score: float) -> dict:
+    """Staff turns keep their calm scores until the customer turns tense, then read `score`."""
+    script, tense = [], False
+    for seg in sc["script"]:
+        s = seg.get("score", 0.0)
+        if seg.get("speaker") == "customer" and max(s if isinstance(s, list) else [s]) >= 0.5:
+            tense = True
+        script.append(dict(seg, score=score) if tense and seg.get("speaker") == "staff" else seg)
+    return {"script": script, "settings": dict(sc.get("settings", {}))}
 
 
 def test_eu_mode_events_carry_customer_figures_only() -> None:
