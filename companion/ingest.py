@@ -285,6 +285,12 @@ class Ingest:
         row["received_at"] = now
         self._queue.put(("event", row))
 
+    def _device_problem(self, site: str, device: str) -> str | None:
+        """Why a status/telemetry message cannot be attributed to a known device, if it cannot."""
+        if not _ident_ok(site, device):
+            return "site and device in the topic must be 1-32 chars of a-z, 0-9, _ or -"
+        return self._unknown(site, device)
+
     def _classify_status(
         self, topic: str, site: str, device: str, payload: bytes, now: float
     ) -> None:
@@ -292,15 +298,7 @@ class Ingest:
         if status not in ("online", "offline"):
             self._dead(topic, payload, "status must be 'online' or 'offline'", now)
             return
-        if not _ident_ok(site, device):
-            self._dead(
-                topic,
-                payload,
-                "site and device in the topic must be 1-32 chars of a-z, 0-9, _ or -",
-                now,
-            )
-            return
-        reason = self._unknown(site, device)
+        reason = self._device_problem(site, device)
         if reason:
             self._dead(topic, payload, reason, now)
             return
@@ -325,15 +323,7 @@ class Ingest:
         if not isinstance(tele, dict):
             self._dead(topic, payload, "telemetry must be a JSON object", now)
             return
-        if not _ident_ok(site, device):
-            self._dead(
-                topic,
-                payload,
-                "site and device in the topic must be 1-32 chars of a-z, 0-9, _ or -",
-                now,
-            )
-            return
-        reason = self._unknown(site, device)
+        reason = self._device_problem(site, device)
         if reason:
             self._dead(topic, payload, reason, now)
             return
