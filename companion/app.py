@@ -112,9 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        migrate(engine)
-        if fleet is not None:
-            fleet.create_tables(engine)
+        migrate(engine)  # every table, the fleet's included
         if settings.admin_password and users.count_users(engine) == 0:
             users.create_user(
                 engine, username=settings.admin_user, password=settings.admin_password, role="admin"

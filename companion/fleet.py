@@ -2,11 +2,10 @@
 accounts (the source of the Mosquitto password and ACL files), and signed over-the-air updates
 with staged roll-out and per-device status.
 
-Self-contained: its own tables (prefix `fleet_`, created by `create_tables`) and two routers,
+Self-contained: its own tables (prefix `fleet_`, made by migration 0004) and two routers,
 so the rest of the companion only mounts it (docs/fleet.md):
 
     from companion import fleet
-    fleet.create_tables(engine)
     store = fleet.FleetStore(engine, key_path=Path("var/fleet/ota_signing_key.pem"))
     app.include_router(fleet.it_router(store), dependencies=[Depends(<IT or admin>)])
     app.include_router(fleet.device_router(store))   # devices fetch updates without a login
@@ -114,7 +113,11 @@ class FleetError(ValueError):
 
 
 def create_tables(engine: Engine) -> None:
-    fleet_metadata.create_all(engine)
+    """The fleet tables come from the companion's Alembic migrations (0004), like every other
+    table; this brings a database to the newest schema."""
+    from companion.db import migrate
+
+    migrate(engine)
 
 
 def in_rollout(update_id: str, device: str, percent: int) -> bool:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from alembic import context
 
 from companion.db import make_engine, metadata
+from companion.fleet import fleet_metadata
 
 config = context.config
-target_metadata = metadata
+target_metadata = [metadata, fleet_metadata]
 
 
 def run_migrations() -> None:
