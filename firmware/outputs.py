@@ -5,6 +5,12 @@
 # Patterns are discreet and distinct (PRODUCT.md): amber slow pulse + one long buzz = slow down;
 # blue double blink + two short = empathize; red + three short, repeating until acknowledged =
 # call manager; a short green = settled.
+#
+# RAM (the unix port's heap is the yardstick, docs/firmware.md): the patterns are one text
+# constant, decoded into a small list of ints when a cue starts, instead of a dict of tuples of
+# tuples (each a heap object of >= 32 B); colours are 0xRRGGBB ints; the tables are const(), so
+# MicroPython inlines them into show() and the module's globals hold no names for them; the motor
+# is an RgbLed with one channel, so there are two classes.
 
 try:
     from micropython import const
@@ -17,53 +23,44 @@ except ImportError:  # CPython
 _MANAGER_REPEAT_MS = const(4000)
 _MANAGER_GIVE_UP_MS = const(120000)  # stop nagging the wearer; the companion escalates anyway
 
-_OFF = (0, 0, 0)
-_AMBER = (255, 120, 0)
-_BLUE = (0, 60, 255)
-_RED = (255, 0, 0)
-_GREEN = (0, 200, 40)
-_WHITE = (200, 200, 200)
-_VIOLET = (120, 0, 200)
+# Colour letters of the table below, in the order of _COLOURS.
+_LETTERS = const("-abrgwv")
+#           off       amber     blue      red       green     white     violet
+_COLOURS = const((0x000000, 0xFF7800, 0x003CFF, 0xFF0000, 0x00C828, 0xC8C8C8, 0x7800C8))
 
-# step = (duration_ms, colour, motor on)
-PATTERNS = {
-    "slow_down": ((700, _AMBER, 1), (700, _OFF, 0), (700, _AMBER, 0), (700, _OFF, 0)),
-    "empathize": ((150, _BLUE, 1), (150, _OFF, 0), (150, _BLUE, 1), (150, _OFF, 0)),
-    "call_manager": (
-        (150, _RED, 1), (150, _RED, 0), (150, _RED, 1), (150, _RED, 0), (150, _RED, 1),
-        (1000, _RED, 0), (100, _OFF, 0),
-    ),
-    "settled": ((300, _GREEN, 0), (10, _OFF, 0)),
-    "ack": ((120, _WHITE, 0), (10, _OFF, 0)),
-    "mute": ((600, _VIOLET, 0), (10, _OFF, 0)),
-    "unmute": ((150, _VIOLET, 0), (150, _OFF, 0), (150, _VIOLET, 0), (10, _OFF, 0)),
-}
+# One pattern a line: its name, then its steps as <duration ms><colour letter><motor 0/1>.
+_PATTERNS = const("""
+slow_down 700a1 700-0 700a0 700-0
+empathize 150b1 150-0 150b1 150-0
+call_manager 150r1 150r0 150r1 150r0 150r1 1000r0 100-0
+settled 300g0 10-0
+ack 120w0 10-0
+mute 600v0 10-0
+unmute 150v0 150-0 150v0 10-0
+""")
 
 
 class RgbLed:
-    """One RGB LED: a WS2812 (`neopixel.NeoPixel` with one pixel) or three PWM channels."""
+    """One RGB LED: a WS2812 (`neopixel.NeoPixel` with one pixel) or PWM channels, each value
+    times `scale` as the duty (0-255 x 257 = full duty). The motor is one of these: see Motor."""
 
-    def __init__(self, pixel=None, pwms=None):
-        self._pixel = pixel
-        self._pwms = pwms
+    def __init__(self, pixel=None, pwms=None, scale=257):
+        self.pixel = pixel
+        self.pwms = pwms
+        self.scale = scale
 
-    def set(self, r, g, b):
-        if self._pixel is not None:
-            self._pixel[0] = (r, g, b)
-            self._pixel.write()
+    def set(self, *rgb):
+        if self.pixel is not None:
+            self.pixel[0] = rgb
+            self.pixel.write()
         else:
-            for pwm, v in zip(self._pwms, (r, g, b)):
-                pwm.duty_u16(v * 257)
+            for pwm, v in zip(self.pwms, rgb):
+                pwm.duty_u16(int(v * self.scale))
 
 
-class Motor:
-    """Coin vibration motor behind a transistor, strength by PWM duty."""
-
-    def __init__(self, pwm):
-        self._pwm = pwm
-
-    def set(self, strength):
-        self._pwm.duty_u16(int(strength * 65535))
+def Motor(pwm):  # a function, not a class: one class fewer in RAM
+    """Coin vibration motor behind a transistor: set(strength 0-1) as the PWM duty."""
+    return RgbLed(None, (pwm,), 65535)
 
 
 class Outputs:
@@ -73,12 +70,10 @@ class Outputs:
         self.brightness = brightness
         self.haptic = haptic
         self.playing = None  # name of the pattern being shown
-        self._steps = None
-        self._level = 1
-        self._start = 0
-        self._repeat_until = 0
-        self._shown = None  # (colour, motor) currently on the hardware
-        self.shown_count = 0  # patterns started since boot (telemetry/tests)
+        self.steps = None  # [ms, 0xRRGGBB, motor, ...] of that pattern
+        self.level = 1
+        self.start = 0  # ms when it began
+        self.value = -1  # colour << 1 | motor now on the hardware (-1: not written yet)
         led.set(0, 0, 0)
         motor.set(0)
 
@@ -86,12 +81,16 @@ class Outputs:
         """Start a pattern. call_manager repeats until acknowledge() or it gives up."""
         if self.playing == "call_manager" and name not in ("call_manager", "ack", "mute"):
             return  # the most urgent cue stays on until the wearer acknowledges it
+        i = _PATTERNS.index("\n" + name + " ")  # ValueError for a name not in the table
+        steps = []
+        for s in _PATTERNS[i + len(name) + 2 : _PATTERNS.index("\n", i + 1)].split():
+            steps.append(int(s[:-2]))
+            steps.append(_COLOURS[_LETTERS.index(s[-2])])
+            steps.append(s[-1] == "1")
         self.playing = name
-        self._steps = PATTERNS[name]
-        self._level = level
-        self._start = now_ms
-        self._repeat_until = now_ms + _MANAGER_GIVE_UP_MS if name == "call_manager" else 0
-        self.shown_count += 1
+        self.steps = steps
+        self.level = level
+        self.start = now_ms
         self.tick(now_ms)
 
     def acknowledge(self, now_ms):
@@ -101,38 +100,34 @@ class Outputs:
         self.show("ack", now_ms)
         return was
 
-    def _apply(self, colour, motor_on):
-        if self._shown == (colour, motor_on):
-            return
-        self._shown = (colour, motor_on)
-        # Level 1-3 raises brightness a little: a stronger cue is slightly more visible.
-        k = self.brightness * (0.6 + 0.2 * self._level)
-        if k > 1:
-            k = 1
-        self.led.set(int(colour[0] * k), int(colour[1] * k), int(colour[2] * k))
-        self.motor.set(self.haptic if motor_on else 0)
-
     def tick(self, now_ms):
-        steps = self._steps
+        steps = self.steps
         if steps is None:
             return
-        t = now_ms - self._start
-        if self._repeat_until:
-            if now_ms >= self._repeat_until:
-                self._stop()
-                return
-            t %= _MANAGER_REPEAT_MS
-        for dur, colour, motor_on in steps:
-            if t < dur:
-                self._apply(colour, motor_on)
-                return
-            t -= dur
-        if self._repeat_until:
-            self._apply(_OFF, 0)
+        t = now_ms - self.start
+        nag = self.playing == "call_manager"
+        colour = motor = 0  # off between the manager call's repeats and at the end
+        keep = False
+        if not nag or t < _MANAGER_GIVE_UP_MS:
+            if nag:
+                t %= _MANAGER_REPEAT_MS
+                keep = True
+            for i in range(0, len(steps), 3):
+                if t < steps[i]:
+                    colour = steps[i + 1]
+                    motor = steps[i + 2]
+                    keep = True
+                    break
+                t -= steps[i]
+        if not keep:
+            self.steps = None
+            self.playing = None
+        if self.value == colour << 1 | motor:
             return
-        self._stop()
-
-    def _stop(self):
-        self._steps = None
-        self.playing = None
-        self._apply(_OFF, 0)
+        self.value = colour << 1 | motor
+        # Level 1-3 raises brightness a little: a stronger cue is slightly more visible.
+        k = self.brightness * (0.6 + 0.2 * self.level)
+        if k > 1:
+            k = 1
+        self.led.set(int((colour >> 16) * k), int((colour >> 8 & 255) * k), int((colour & 255) * k))
+        self.motor.set(self.haptic if motor else 0)
