@@ -1,12 +1,15 @@
 # The host runner's body; firmware/host/runner.py sets up the paths and calls main(). The headset
-# firmware on the MicroPython unix port, faster than real time. Fakes only the hardware (firmware/host/machine.py, network.py, neopixel.py, ntptime.py);
-# MQTT goes over real sockets to a real broker. Prints one JSON line per happening.
+# firmware on the MicroPython unix port, faster than real time. Fakes only the hardware
+# (firmware/host/machine.py); MQTT goes over real sockets to a real broker. Prints one JSON line
+# per happening. Host-only code costs heap the device does not spend, so this is one function
+# (closures for what the loop calls) and the import list below is dropped once used.
 #
 #   micropython -X heapsize=96K firmware/host/runner.py --flash DIR --wav FILE [options]
 #     --seconds S        audio to play (the WAV loops when S is longer); default: the WAV once
 #     --site S --device D --mqtt-port P [--mqtt-host H]   provision DIR/device.json if missing
 #     --trace            print every LED/motor change
-#     --heap-at 60,600   print free heap (after gc.collect) at these audio seconds
+#     --heap-at 60,600   print free heap at these audio seconds: right after the hop that ends
+#                        there, the C stack scrubbed, after gc.collect()
 #     --build DIR        run the compiled modules in DIR (firmware.tools.bundle.compile_host),
 #                        as the device does, instead of compiling the sources into the heap
 #     --asyncio S        run the device's asyncio main loop (firmware.app.run) for S seconds of
@@ -14,60 +17,25 @@
 #     --control          read commands from stdin instead of playing straight through:
 #                          audio S | press MS | radio up|down | state | quit
 #
-# Lines: {"boot":..}, {"evt":{..}} when an event is queued, {"out":..} with --trace,
+# Lines: {"boot":..}, {"evt":{..}} when an event is queued, {"out":..} with --trace, {"log":..},
 # {"heap":..}, {"state":..}, {"done":..}. Time in the firmware is audio time (samples / 16 kHz).
 import gc
 import json
 import sys
 
 import machine
-import network
 
-from firmware.mic import RATE
-
-
-def _args(argv):
-    opts = {"seconds": None, "site": "demo", "device": "headset-1", "mqtt-host": "127.0.0.1",
-            "mqtt-port": None, "trace": False, "control": False, "heap-at": "", "flash": None,
-            "wav": None, "build": None, "asyncio": None}
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        if not a.startswith("--") or a[2:] not in opts:
-            raise SystemExit("runner: unknown argument %s" % a)
-        key = a[2:]
-        if isinstance(opts[key], bool):
-            opts[key] = True
-            i += 1
-            continue
-        opts[key] = argv[i + 1]
-        i += 2
-    if not opts["flash"] or not opts["wav"]:
-        raise SystemExit("runner: --flash DIR and --wav FILE are required")
-    return opts
+# Leaves first, one collection after each: import garbage never gets trapped between modules.
+# (firmware/tools/heap_report.py reads this list.)
+_IMPORT_ORDER = (
+    "firmware.events", "firmware.store", "umqtt.simple", "firmware.net",
+    "firmware.outputs", "firmware.cue_settings", "firmware.features", "firmware.policy",
+    "firmware.attribution", "firmware.pipeline", "firmware.app",
+)
 
 
-def _out(obj):
-    sys.stdout.write(json.dumps(obj))
-    sys.stdout.write("\n")
-
-
-def _provision(flash, o):
-    path = flash + "device.json"
-    try:
-        open(path).close()
-        return
-    except OSError:
-        pass
-    if o["mqtt-port"] is None:
-        raise SystemExit("runner: %s missing; give --mqtt-port (and --site/--device)" % path)
-    ident = {
-        "site": o["site"], "device": o["device"],
-        "wifi": {"ssid": "store-wifi", "password": "not-a-real-one"},
-        "mqtt": {"host": o["mqtt-host"], "port": int(o["mqtt-port"]), "keepalive": 60},
-    }
-    with open(path, "w") as f:
-        f.write(json.dumps(ident))
+def out(v, k="log"):
+    print(json.dumps({k: v}))
 
 
 def _scrub(n):
@@ -76,161 +44,118 @@ def _scrub(n):
     return 0 if n == 0 else _scrub(n - 1) + 0
 
 
-# Leaves first, one collection after each: import garbage never gets trapped between modules.
-_IMPORT_ORDER = (
-    "firmware.events", "firmware.store", "umqtt.simple", "firmware.net",
-    "firmware.outputs", "firmware.cue_settings", "firmware.features", "firmware.policy",
-    "firmware.attribution", "firmware.pipeline", "firmware.app",
-)
+def main(argv):
+    o = {"site": "demo", "device": "headset-1", "mqtt-host": "127.0.0.1"}
+    while argv:
+        k = argv.pop(0)[2:]
+        if "|%s|" % k not in "|seconds|heap-at|asyncio|control|trace|flash|wav|build|site|device|mqtt-host|mqtt-port|":
+            raise SystemExit("runner: unknown argument --" + k)
+        o[k] = k in ("control", "trace") or argv.pop(0)
+    flash = o["flash"].rstrip("/") + "/"  # KeyError: --flash DIR is required (and --wav FILE)
+    try:
+        open(flash + "device.json").close()
+    except OSError:  # provision it (KeyError: --mqtt-port is needed for that)
+        with open(flash + "device.json", "w") as f:
+            json.dump({"site": o["site"], "device": o["device"],
+                       "wifi": {"ssid": "store-wifi", "password": "not-a-real-one"},
+                       "mqtt": {"host": o["mqtt-host"], "port": int(o["mqtt-port"]),
+                                "keepalive": 60}}, f)
+    machine.wav = [o["wav"], "seconds" in o or "control" in o, "asyncio" in o]
+    machine.trace = "trace" in o
+    # As firmware/main.py does on the device: the model's weights first (the biggest blocks,
+    # while the heap is in one piece), then all code, then the buffers, each step followed by a
+    # collection, so long-lived objects are packed.
+    from firmware.modelfile import load_model
 
-
-class Runner:
-    def __init__(self, o):
-        from firmware import main as hw_main
-
-        flash = o["flash"].rstrip("/") + "/"
-        _provision(flash, o)
-        loop = o["seconds"] is not None or o["control"]
-        machine.set_i2s_source(o["wav"], loop, o["asyncio"] is not None)
-        self.samples = 0
-        machine.now_ms = self.up_ms
-        if o["trace"]:
-            machine.trace = self._trace
-        # As firmware/main.py does on the device: the model's weights first (the biggest
-        # blocks, while the heap is in one piece), then all code, then the buffers, each step
-        # followed by a collection, so long-lived objects are packed.
-        from firmware.modelfile import load_model
-
-        model = load_model(flash)
+    model = load_model(flash)
+    gc.collect()
+    for k in _IMPORT_ORDER:
+        __import__(k)
         gc.collect()
-        for name in _IMPORT_ORDER:
-            __import__(name)
-            gc.collect()
-        from firmware.app import Device
+    del globals()["_IMPORT_ORDER"]
+    from firmware import main as hw
+    from firmware.app import Device
 
-        self.i2s, hw = hw_main.hardware()
-        gc.collect()
-        self.dev = Device(hw, flash, log=self._log, model=model)
-        hw_main.start_watchdog(hw)
-        emit = self.dev.emit
+    i2s, h = hw.hardware()
+    gc.collect()
+    dev = Device(h, flash, log=out, model=model)
+    hw.start_watchdog(h)
+    emit = dev.emit
 
-        def emit_and_print(etype, fields, up_ms):
-            emit(etype, fields, up_ms)
-            _out({"evt": {"type": etype, "boot": self.dev.boot, "seq": self.dev.stamper.seq - 1, "up_ms": up_ms,
-                          "fields": fields}})
+    def ev(etype, fields, up_ms):
+        emit(etype, fields, up_ms)
+        out({"type": etype, "boot": dev.boot, "seq": dev.stamper.seq - 1, "up_ms": up_ms,
+             "fields": fields}, "evt")
 
-        self.dev.emit = emit_and_print
-        self.heap_min = None
-        _out({"boot": self.dev.boot, "config_error": self.dev.config_error,
-              "queued": len(self.dev.queue), "heap_free": gc.mem_free()})
+    dev.emit = ev
+    print(json.dumps({"boot": dev.boot, "config_error": dev.config_error,
+                      "queued": len(dev.queue), "heap_free": gc.mem_free()}))
+    rate = i2s.rate
+    marks = [int(float(x) * rate) for x in o.get("heap-at", "").split(",") if x]  # in samples
+    low = None
 
-    def up_ms(self):
-        return self.samples * 1000 // RATE
-
-    def _trace(self, kind, name, value):
-        _out({"out": name, "value": value, "t_ms": self.up_ms()})
-
-    def _log(self, msg):
-        _out({"log": msg, "t_ms": self.up_ms()})
-
-    def hop(self):
-        """One hop of audio through the firmware, then outputs/button and the network."""
-        dev = self.dev
-        n = dev.hw.mic.read()
-        if n == 0:
-            return False
-        before = self.up_ms()
-        self.samples += n
-        t = self.up_ms()
-        dev.audio(n, t)
-        for sub in range(before + 20, t, 20):  # the 20 ms outputs/button task of the device
-            dev.tick(sub)
-        dev.tick(t)
-        dev.network(t)
-        if self.samples % RATE < n:  # about once per audio second
-            gc.collect()
-            free = gc.mem_free()
-            if self.heap_min is None or free < self.heap_min:
-                self.heap_min = free
-        return True
-
-    def play(self, seconds, marks=()):
-        end = self.samples + int(seconds * RATE) if seconds is not None else None
-        while end is None or self.samples < end:
-            if not self.hop():
-                break
+    def play(s):  # s seconds of audio (None: the WAV once), each hop stepped as the device does
+        nonlocal low
+        end = None if s is None else i2s.count + int(s * rate)
+        while end is None or i2s.count < end:
+            t0 = i2s.count * 1000 // rate
+            n = h.mic.read()
+            if not n:
+                return
+            t = i2s.count * 1000 // rate
+            dev.audio(n, t)
+            for sub in range(t0 + 20, t, 20):  # the 20 ms outputs/button task of the device
+                dev.tick(sub)
+            dev.tick(t)
+            dev.network(t)
+            if i2s.count % rate < n:  # about once per audio second
+                gc.collect()
+                low = min(low or gc.mem_free(), gc.mem_free())
             for m in marks:
-                if (self.samples - len(self.dev.hw.mic.samples)) < m * RATE <= self.samples:
+                if i2s.count - n < m <= i2s.count:
                     _scrub(40)
                     gc.collect()
-                    _out({"heap": {"t_s": m, "free": gc.mem_free(), "alloc": gc.mem_alloc()}})
+                    out({"t_s": m / rate, "free": gc.mem_free(), "alloc": gc.mem_alloc()}, "heap")
 
-    def run_device_loop(self, seconds):
-        """The device's own main loop (firmware.app.run: asyncio audio, outputs and network
-        tasks on real time), the I2S paced at 16 kHz, stopped after `seconds`."""
-        import asyncio
+    c = ["run"]
+    while c[0] != "quit":
+        if "control" in o:
+            c = (sys.stdin.readline() or "quit").split() + ["0"]
+            if c[0] == "audio":
+                play(float(c[1]))
+            elif c[0] == "press":  # the test's finger on the button for c[1] ms
+                machine.Pin.pressed.append(h.button.pin.id)
+                play(float(c[1]) / 1000)
+                machine.Pin.pressed.pop()
+                play(0.25)
+            elif c[0] == "radio":
+                machine.radio = c[1] == "up"
+                if not machine.radio:
+                    h.wlan.pos = False  # the access point vanished: the join is lost
+            elif c[0] != "state" and c[0] != "quit":
+                out("unknown command " + c[0], "error")
+        else:
+            c = ["quit"]
+            if "asyncio" in o:
+                # The device's own main loop (asyncio audio, outputs and network tasks on real
+                # time), the I2S paced at 16 kHz, stopped after that many seconds.
+                import asyncio
 
-        from firmware.app import run
+                from firmware.app import run
 
-        try:
-            asyncio.run(asyncio.wait_for(run(self.dev, self.i2s), seconds))
-        except asyncio.TimeoutError:  # noqa: UP041 (MicroPython: not the builtin)
-            pass
-        self.samples = self.i2s.samples_read
-
-    def state(self):
-        d = self.dev
-        return {"t_ms": self.up_ms(), "queue": len(d.queue), "sent": d.sent, "mqtt": d.link.up,
-                "connects": d.link.connects, "seq": d.stamper.seq, "boot": d.boot,
-                "muted": d.muted, "heap_min": self.heap_min, "led": machine.state.get("led48"),
-                "outputs": machine.counts, "wdt_feeds": machine.WDT.feeds,
-                "dropped": d.queue.dropped, "ts_known": d.unix_at_boot is not None,
-                "wifi_connects": network.connect_calls[0]}
-
-    def control(self):
-        while True:
-            line = sys.stdin.readline()
-            if not line:
-                return
-            cmd = line.split()
-            if not cmd:
-                continue
-            if cmd[0] == "audio":
-                self.play(float(cmd[1]))
-            elif cmd[0] == "press":
-                machine.press(0, True)
-                self.play(float(cmd[1]) / 1000)
-                machine.press(0, False)
-                self.play(0.25)
-            elif cmd[0] == "radio":
-                network.radio(cmd[1] == "up")
-            elif cmd[0] == "state":
-                pass
-            elif cmd[0] == "quit":
-                _out({"state": self.state()})
-                return
+                try:
+                    asyncio.run(asyncio.wait_for(run(dev, i2s), float(o["asyncio"])))
+                except asyncio.TimeoutError:  # noqa: UP041 (MicroPython: not the builtin)
+                    pass
             else:
-                _out({"error": "unknown command %s" % cmd[0]})
-            _out({"state": self.state()})
-
-
-def main(argv):
-    o = _args(argv)
-    r = Runner(o)
-    if o["control"]:
-        r.control()
-        return
-    if o["asyncio"] is not None:
-        r.run_device_loop(float(o["asyncio"]))
-        _out({"done": r.state()})
-        return
-    marks = [float(x) for x in o["heap-at"].split(",") if x]
-    r.play(float(o["seconds"]) if o["seconds"] is not None else None, marks)
-    # Let the network drain what the audio produced (audio time keeps running: silence of the
-    # WAV's own end is not needed, the queue is sent a few events per step).
-    for _ in range(200):
-        if not len(r.dev.queue) or not r.dev.link.up:
-            break
-        r.dev.network(r.up_ms())
-    _out({"done": r.state()})
-
+                play(float(o["seconds"]) if "seconds" in o else None)
+                # Let the network drain what the audio produced (a few events per step).
+                for _ in range(200):
+                    if not len(dev.queue) or not dev.link.up:
+                        break
+                    dev.network(i2s.count * 1000 // rate)
+        out({"t_ms": i2s.count * 1000 // rate, "queue": len(dev.queue), "sent": dev.sent,
+             "mqtt": dev.link.up, "connects": dev.link.connects, "seq": dev.stamper.seq,
+             "boot": dev.boot, "muted": dev.muted, "heap_min": low, "wdt_feeds": h.wdt.count,
+             "dropped": dev.queue.dropped, "ts_known": dev.unix_at_boot is not None,
+             "outputs": machine.state}, "state" if "control" in o else "done")

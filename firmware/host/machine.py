@@ -1,216 +1,141 @@
-# Fake `machine` for running the headset firmware on the MicroPython unix port (host runner,
-# tests). Only the hardware is fake: I2S reads a WAV file, Pin/PWM/ADC/NeoPixel/WDT record what
-# they were told. Recording is streamed to `trace` (the runner prints it as JSON lines) and kept
-# as last values and counters only, so a ten-minute run holds no growing history in RAM.
+# Fake hardware for the headset firmware on the MicroPython unix port (host runner, tests). On the
+# ESP32 all of this is C in ROM; here every function, class and new name costs heap and qstrs,
+# so it is one module with one class for the pins and as few methods as the firmware calls.
+# Importing it also registers it as `network`, `neopixel` and `ntptime`, the other hardware
+# modules firmware/main.py imports (import looks in sys.modules first):
 #
-# Put firmware/host first on sys.path: a `machine.py` on the path takes precedence over the
-# unix port's built-in `machine`.
+#   I2S       reads `wav` = [path, loop, paced]: a 16 kHz (the rate asked for) mono 16-bit WAV
+#             with the canonical 44-byte header (what soundfile and sox write). At the end of the
+#             data it loops, or returns 0. Polled by asyncio (the runner's --asyncio) it is
+#             paced at the sample rate when `paced`; read directly it returns at once.
+#   Pin       is also I2S, PWM, ADC (read_uv: half of a 3.9 V cell through the divider),
+#             NeoPixel (records the colour set; write() is then a no-op), WDT (feed counts
+#             into .count) and WLAN (joins only while `radio` is up; the runner drops the join
+#             when it takes the radio down): one class, only the methods the firmware calls.
+#   time()    ntptime.time(): the host clock, only while the radio is up.
+#
+# Outputs are recorded in `state` (name -> [last value, writes]), so a ten-minute run keeps no
+# growing history; with `trace` true each write is also printed as a JSON line (the runner's
+# {"out": ...} lines, at the audio time of the I2S).
+#
+# Put firmware/host first on sys.path: a machine.py on the path shadows the unix port's built-in.
+import sys
+from time import ticks_diff, ticks_ms
 
-import io
-import time
+state = {}
+wav = None
+trace = False
+radio = True
+mic = None  # the I2S: its sample count is the firmware's (audio) time
+STA_IF = 0
 
-trace = None  # trace(kind, name, value) or None
-now_ms = None  # () -> ms of (audio) time, set by the runner
-state = {}  # name -> last value written
-counts = {}  # name -> number of writes
-_i2s_source = [None, False, False]  # path, loop, real time
-_pins_in = {}  # pin id -> value the "user" holds it at (button presses)
-
-
-def _record(kind, name, value):
-    state[name] = value
-    counts[name] = counts.get(name, 0) + 1
-    if trace is not None:
-        trace(kind, name, value)
-
-
-def set_i2s_source(path, loop=False, realtime=False):
-    """realtime: deliver audio no faster than 16 kHz, for the asyncio main loop of the device
-    (firmware.app.run); otherwise readinto returns at once (faster than real time)."""
-    _i2s_source[0] = path
-    _i2s_source[1] = loop
-    _i2s_source[2] = realtime
-
-
-def press(pin_id, down):
-    """The test's finger on a button: hold the pin low (down) or release it."""
-    _pins_in[pin_id] = 0 if down else 1
+sys.modules["network"] = sys.modules["neopixel"] = sys.modules["ntptime"] = sys.modules[__name__]
 
 
-class Pin:
-    IN = 1
-    OUT = 3
-    PULL_UP = 1
-    PULL_DOWN = 2
+def _rec(name, v):
+    s = state.get(name)
+    state[name] = [v, s[1] + 1 if s else 1]
+    if trace:
+        t = mic.count * 1000 // mic.rate
+        print(__import__("json").dumps({"out": name, "value": v, "t_ms": t}))
 
-    def __init__(self, id, mode=-1, pull=-1, value=None):
-        self.id = id
-        self.mode = mode
-        self.pull = pull
-        if value is not None:
-            self.value(value)
+
+reset = sys.exit  # never returns: the runner's process ends, as a reset ends the device's run
+
+
+def time():
+    if not radio:
+        raise OSError("no NTP")
+    return __import__("time").time()
+
+
+class Pin(__import__("io").IOBase):  # IOBase: asyncio can poll it (ioctl) when it is the I2S
+    IN = PULL_UP = 1
+    ATTN_11DB = 3
+    RX = MONO = 0
+    pressed = []  # pin ids the test's finger holds down (to GND: they read 0)
+    # Class-level defaults: an instance gets its own only when used (fewer bytes per Pin).
+    count = 0  # WDT: feeds; I2S: samples delivered
+    pos = False  # WLAN: joined
+
+    def __init__(self, id=0, *args, rate=0, timeout=0, **kw):
+        self.id = getattr(id, "id", id)  # ADC, NeoPixel, PWM: the Pin they drive
+        if timeout:
+            _rec("wdt", timeout)
+        if rate:  # I2S
+            global mic
+            mic = self
+            self.rate = rate
+            self.f = open(wav[0], "rb")
+            h = self.f.read(44)
+            # RIFF/WAVE, a 16-byte "fmt " chunk (PCM, 1 channel, rate, 16 bit), "data" at 36.
+            if (h[:4] + h[8:16] + h[36:40] != b"RIFFWAVEfmt data" or h[20:24] + h[34:36] !=
+                    b"\x01\x00\x01\x00\x10\x00" or int.from_bytes(h[24:28], "little") != rate):
+                raise ValueError("%s: want a 16-bit mono %d Hz WAV, 44-byte header" % (wav[0], rate))
+            self.end = 44 + int.from_bytes(h[40:], "little")
+            self.start = None  # ticks_ms of the first poll (paced mode)
 
     def value(self, v=None):
         if v is None:
-            return _pins_in.get(self.id, 1 if self.pull == Pin.PULL_UP else 0)
-        _record("pin", "pin%d" % self.id, v)
+            return 0 if self.id in Pin.pressed else 1
+        _rec("pin%d" % self.id, v)
 
-    def __call__(self, v=None):
-        return self.value(v)
+    def duty_u16(self, d, rgb=None):  # also NeoPixel's pixel[0] = rgb
+        _rec(("pwm%d" if rgb is None else "led%d") % self.id, d if rgb is None else rgb)
 
+    __setitem__ = duty_u16
 
-class PWM:
-    def __init__(self, pin, freq=1000, duty_u16=0):
-        self.pin = pin
-        self._freq = freq
-        self._duty = 0
-        self.duty_u16(duty_u16)
+    def feed(self, *args):  # WDT.feed; as NeoPixel.write, WLAN.active and ADC.atten: ignored
+        self.count += 1
 
-    def freq(self, f=None):
-        if f is None:
-            return self._freq
-        self._freq = f
-
-    def duty_u16(self, d=None):
-        if d is None:
-            return self._duty
-        if d != self._duty or ("pwm%d" % self.pin.id) not in state:
-            self._duty = d
-            _record("pwm", "pwm%d" % self.pin.id, d)
-
-
-class ADC:
-    ATTN_0DB = 0
-    ATTN_2_5DB = 1
-    ATTN_6DB = 2
-    ATTN_11DB = 3
-    uv = 1950000  # what the pin "sees": half of a 3.9 V cell through the divider
-
-    def __init__(self, pin, atten=None):
-        self.pin = pin
-
-    def atten(self, a):
-        self._atten = a
+    write = active = atten = feed
 
     def read_uv(self):
-        return ADC.uv
+        return 1950000
 
-    def read_u16(self):
-        return ADC.uv * 65535 // 3100000
+    def connect(self, *args):
+        self.pos = radio
+        _rec("wifi", radio)
 
+    def isconnected(self):
+        return self.pos
 
-class I2S(io.IOBase):
-    RX = 0
-    TX = 1
-    MONO = 0
-    STEREO = 1
-
-    def __init__(self, id, sck=None, ws=None, sd=None, mode=0, bits=16, format=0, rate=16000,
-                 ibuf=0):
-        path, loop, self.realtime = _i2s_source
-        self.rate = rate
-        self.t0 = None
-        if path is None:
-            raise OSError("fake I2S: no WAV source; call machine.set_i2s_source(path)")
-        if bits != 16 or format != I2S.MONO:
-            raise ValueError("fake I2S supports 16-bit mono only")
-        self.loop = loop
-        self.f = open(path, "rb")
-        self.start, self.end = _wav_data(self.f, rate)
-        self.f.seek(self.start)
-        self.samples_read = 0
+    def status(self, what):  # only "rssi" is asked for
+        if not self.pos:
+            raise OSError("no wifi")
+        return -58
 
     def readinto(self, buf):
-        """Returns immediately (faster than real time). At the end of the WAV: loops, or 0."""
+        """Fill buf (array('h') or a memoryview of one: 2-byte items) from the WAV's data;
+        returns the bytes read."""
         mv = memoryview(buf)
-        # Mic reads into array('h') (or a memoryview of it): its items are 2 bytes.
-        per = len(bytes(mv[:1])) if len(mv) else 1
-        want = len(buf) * per
-        got = 0
-        while got < want:
-            room = self.end - self.f.tell()
+        f = self.f
+        i = 0
+        while i < len(mv):
+            room = (self.end - f.tell()) // 2
             if room <= 0:
-                if not self.loop:
+                if not wav[1]:
                     break
-                self.f.seek(self.start)
+                f.seek(44)
                 continue
-            n = self.f.readinto(_bytes_view(mv, per, got, min(want - got, room)))
-            if not n:
+            n = f.readinto(mv[i:i + room]) // 2
+            if not n:  # a file shorter than its header says
                 break
-            got += n
-        self.samples_read += got // 2
-        return got
+            i += n
+        self.count += i
+        return 2 * i
 
     def ioctl(self, req, arg):
-        # select.poll / asyncio.StreamReader ask whether a read would return data now.
-        if req == 10:  # MP_STREAM_GET_FILENO: no file descriptor, so poll asks MP_STREAM_POLL
-            return -1
-        if req != 3:  # MP_STREAM_POLL
-            return 0
-        if not self.realtime:
+        # select.poll / asyncio ask whether a read would return data now (MP_STREAM_POLL = 3,
+        # readable = 1); MP_STREAM_GET_FILENO (10): none, so poll asks MP_STREAM_POLL.
+        if req != 3:
+            return -1 if req == 10 else 0
+        if not wav[2]:
             return arg & 1
-        now = time.ticks_ms()
-        if self.t0 is None:
-            self.t0 = now
-        return arg & 1 if self.samples_read * 1000 // self.rate <= time.ticks_diff(now, self.t0) else 0
-
-    def deinit(self):
-        self.f.close()
+        t = ticks_ms()
+        if self.start is None:
+            self.start = t
+        return arg & 1 if self.count * 1000 // self.rate <= ticks_diff(t, self.start) else 0
 
 
-def _bytes_view(mv, per, start, n):
-    # A memoryview over array('h') indexes in samples; readinto fills bytes.
-    return mv[start // per:(start + n) // per]
-
-
-def _wav_data(f, rate):
-    head = f.read(12)
-    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        raise ValueError("fake I2S: not a WAV file")
-    while True:
-        ck = f.read(8)
-        if len(ck) < 8:
-            raise ValueError("fake I2S: WAV has no data chunk")
-        size = int.from_bytes(ck[4:8], "little")
-        if ck[:4] == b"fmt ":
-            fmt = f.read(size)
-            ch = int.from_bytes(fmt[2:4], "little")
-            sr = int.from_bytes(fmt[4:8], "little")
-            bits = int.from_bytes(fmt[14:16], "little")
-            if (ch, sr, bits) != (1, rate, 16):
-                raise ValueError(
-                    "fake I2S: WAV is %d ch, %d Hz, %d bit; the microphone gives 1 ch, %d Hz, "
-                    "16 bit (convert with: sox in.wav -c 1 -r %d -b 16 out.wav)"
-                    % (ch, sr, bits, rate, rate))
-        elif ck[:4] == b"data":
-            start = f.tell()
-            return start, start + size
-        else:
-            f.seek(f.tell() + size + (size & 1))
-
-
-class WDT:
-    feeds = 0
-
-    def __init__(self, id=0, timeout=5000):
-        self.timeout = timeout
-        _record("wdt", "wdt", timeout)
-
-    def feed(self):
-        WDT.feeds += 1
-
-
-class ResetRequested(Exception):
-    pass
-
-
-def reset():
-    raise ResetRequested()
-
-
-def unique_id():
-    return b"\x24\x0a\xc4\x00\x00\x01"
-
-
-def freq(f=None):
-    return 240000000
+I2S = PWM = ADC = NeoPixel = WLAN = WDT = Pin
