@@ -1,79 +1,170 @@
 # Hardware main for the ESP32-S3 headset (hardware/esp32s3-headset.md has the pins and wiring).
-# On the device this file is copied to /main.py by the bundle; the host runner calls hardware()
-# with the fake `machine` and `network` from firmware/host/ and steps the same Device.
-import machine
-import network
+# On the device /main.py (written by the bundle) calls main(); the host runner calls hardware()
+# with the fakes of firmware/host/machine.py and steps the same Device.
+#
+# RAM (the unix port's heap is the yardstick, docs/firmware.md): each class costs ~0.4 KB and
+# each method ~0.15 KB resident, so one class, Hardware, is both what firmware.app.Device is
+# handed and its inputs: the microphone, the button and the battery (hw.mic, hw.button and
+# hw.battery are hw itself; they were three modules and four classes, 5.3 KB, now 2.3 KB).
+# Constants are const() with a leading underscore, so they take no names in the module.
+# `machine` is imported where used, so the inputs run on CPython too (tests with fakes).
+from array import array
 
-from firmware.battery import Battery
-from firmware.button import Button
-from firmware.mic import HOP, RATE, Mic
-from firmware.outputs import Motor, RgbLed
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+_RATE = const(16000)
+# 0.1 s per read. The feature front end takes any chunk size (it completes a window every 0.25 s);
+# a small buffer needs only a small contiguous block of the fragmented heap.
+_HOP = const(1600)
 
 # GPIO numbers (ESP32-S3-DevKitC-1 / XIAO ESP32S3 wiring in hardware/esp32s3-headset.md).
-PIN_I2S_SCK = 4
-PIN_I2S_WS = 5
-PIN_I2S_SD = 6
-PIN_LED = 48  # WS2812 data (on-board RGB LED of the DevKitC-1)
-PIN_MOTOR = 7  # gate of the motor transistor (PWM)
-PIN_BUTTON = 0  # to GND, internal pull-up
-PIN_BATTERY = 1  # ADC1_CH0, middle of the 100k/100k divider
-WDT_MS = 30000
+_PIN_I2S_SCK = const(4)
+_PIN_I2S_WS = const(5)
+_PIN_I2S_SD = const(6)
+_PIN_LED = const(48)  # WS2812 data (on-board RGB LED of the DevKitC-1)
+_PIN_MOTOR = const(7)  # gate of the motor transistor (PWM)
+_PIN_BUTTON = const(0)  # to GND, internal pull-up
+_PIN_BATTERY = const(1)  # ADC1_CH0, middle of the 100k/100k divider
+_WDT_MS = const(30000)
 # I2S DMA buffer: 1 s of audio, so a slow network step (an MQTT publish is ~10 ms; a dead
 # broker costs up to the 5 s socket timeout, rarely) does not drop samples.
-I2S_IBUF = 32000
+_I2S_IBUF = const(32000)
+_DEBOUNCE_MS = const(30)
+# (mV, percent) points of a typical 1-cell LiPo discharge curve at low load; text parsed when
+# telemetry asks (once a minute), not a resident tuple of floats.
+_CURVE = const("3300 0 3600 8 3700 25 3750 40 3800 55 3900 70 4000 82 4100 93 4200 100")
 
 
 class Hardware:
-    """What the firmware drives, handed to firmware.app.Device."""
+    """What the firmware drives, handed to firmware.app.Device: led and motor
+    (firmware.outputs.RgbLed), wlan (network.WLAN(STA_IF)), wdt (machine.WDT once started),
+    reset (machine.reset), ntp() (Unix seconds, OSError when offline), and the inputs:
+    mic (read(), samples, ok), button (poll(), long_press_ms) and battery (volts(), percent()),
+    which are all this object."""
 
-    def __init__(self, mic, led, motor, button, battery, wlan, wdt=None, reset=None, ntp=None):
-        self.mic = mic  # firmware.mic.Mic
-        self.led = led  # firmware.outputs.RgbLed
-        self.motor = motor  # firmware.outputs.Motor
-        self.button = button  # firmware.button.Button
-        self.battery = battery  # firmware.battery.Battery or None
-        self.wlan = wlan  # network.WLAN(STA_IF)
-        self.wdt = wdt  # machine.WDT
-        self.reset = reset  # machine.reset
-        self.ntp = ntp  # () -> Unix seconds; raises OSError when offline
+    # Set by hardware() (annotations cost nothing in MicroPython; they tell mypy these exist).
+    led: object  # firmware.outputs.RgbLed
+    motor: object  # firmware.outputs.Motor (an RgbLed with one channel)
+    wlan: object  # network.WLAN(STA_IF)
+    reset: object  # machine.reset
+
+    def __init__(self, i2s, pin, adc):
+        self.mic = self.button = self.battery = self
+        self.wdt = None  # machine.WDT, set by start_watchdog()
+        # Microphone: one preallocated buffer, so the audio loop allocates nothing. Audio only
+        # ever lives in this RAM buffer: never written to flash or sent.
+        self.i2s = i2s
+        self.samples = array("h", bytearray(2 * _HOP))
+        self.ok = True  # the last read worked (telemetry mic_ok)
+        # Button: active low (internal pull-up, button to GND).
+        self.pin = pin
+        self.long_press_ms = 1500
+        self.raw = 1  # last pin level seen
+        self.changed = 0  # ms when it last changed
+        # ms when a debounced press began; -1 released; -2 held after the long press fired
+        self.down = -1
+        # Battery: ADC pin between the 2 x 100 k divider (it sees half the cell voltage).
+        self.adc = adc
+
+    def read(self):
+        """Fill the buffer; returns the number of samples read (0 at the end of a WAV on the host
+        runner, or when the microphone fails, shown in telemetry as mic_ok)."""
+        try:
+            n = self.i2s.readinto(self.samples)
+        except OSError:
+            self.ok = False
+            return 0
+        self.ok = True
+        return n // 2
+
+    def poll(self, now_ms):
+        """Button, polled from the main loop: returns "ack" (short press), "mute" (long press,
+        fired while still held, so the wearer feels it) or None."""
+        raw = self.pin.value()
+        if raw != self.raw:
+            self.raw = raw
+            self.changed = now_ms
+            return None
+        if now_ms - self.changed < _DEBOUNCE_MS:
+            return None
+        down = self.down
+        if raw == 0:
+            if down == -1:
+                self.down = self.changed
+            elif down >= 0 and now_ms - down >= self.long_press_ms:
+                self.down = -2
+                return "mute"
+            return None
+        self.down = -1
+        return "ack" if down >= 0 else None
+
+    def volts(self):
+        # read_uv() uses the chip's calibration, better than scaling read_u16() by hand; x 2 for
+        # the divider.
+        return self.adc.read_uv() * 2 / 1000000
+
+    def percent(self, v=None):
+        if v is None:
+            v = self.volts()
+        v *= 1000
+        c = _CURVE.split()
+        lo_v = lo_p = 0
+        for i in range(0, len(c), 2):
+            hi_v = int(c[i])
+            hi_p = int(c[i + 1])
+            if v <= hi_v:
+                return int(lo_p + (hi_p - lo_p) * (v - lo_v) / (hi_v - lo_v)) if i else 0
+            lo_v = hi_v
+            lo_p = hi_p
+        return 100
+
+    def ntp(self):
+        """Unix time from NTP (raises OSError when offline). ESP32 ports count from 2000."""
+        import time
+
+        import ntptime
+
+        t = ntptime.time()
+        if time.gmtime(0)[0] == 2000:
+            t += 946684800
+        return t
 
 
 def hardware():
-    """Build the hardware objects (after the code is loaded: see main())."""
-    i2s = machine.I2S(
-        0, sck=machine.Pin(PIN_I2S_SCK), ws=machine.Pin(PIN_I2S_WS), sd=machine.Pin(PIN_I2S_SD),
-        mode=machine.I2S.RX, bits=16, format=machine.I2S.MONO, rate=RATE, ibuf=I2S_IBUF,
-    )
+    """Build the hardware objects (after the code is loaded: see main()); returns (i2s, hw)."""
+    import machine
     import neopixel
+    import network
 
-    led = RgbLed(pixel=neopixel.NeoPixel(machine.Pin(PIN_LED), 1))
-    motor = Motor(machine.PWM(machine.Pin(PIN_MOTOR), freq=1000, duty_u16=0))
-    button = Button(machine.Pin(PIN_BUTTON, machine.Pin.IN, machine.Pin.PULL_UP))
-    adc = machine.ADC(machine.Pin(PIN_BATTERY))
-    adc.atten(machine.ADC.ATTN_11DB)
-    wlan = network.WLAN(network.STA_IF)
-    return i2s, Hardware(
-        Mic(i2s, HOP), led, motor, button, Battery(adc), wlan, None, machine.reset, ntp_unix,
-    )
+    from firmware.outputs import Motor, RgbLed
+
+    Pin = machine.Pin
+    i2s = machine.I2S(
+        0, sck=Pin(_PIN_I2S_SCK), ws=Pin(_PIN_I2S_WS), sd=Pin(_PIN_I2S_SD),
+        mode=machine.I2S.RX, bits=16, format=machine.I2S.MONO, rate=_RATE, ibuf=_I2S_IBUF,
+    )  # fmt: skip
+    hw = Hardware(i2s, Pin(_PIN_BUTTON, Pin.IN, Pin.PULL_UP), machine.ADC(Pin(_PIN_BATTERY)))
+    hw.adc.atten(machine.ADC.ATTN_11DB)
+    hw.led = RgbLed(neopixel.NeoPixel(Pin(_PIN_LED), 1))
+    hw.motor = Motor(machine.PWM(Pin(_PIN_MOTOR), freq=1000, duty_u16=0))
+    hw.wlan = network.WLAN(network.STA_IF)
+    hw.reset = machine.reset
+    return i2s, hw
 
 
 def start_watchdog(hw):
     """Only once the device has booted properly: an unprovisioned device (no device.json) stops
     at the REPL with a message, and a running watchdog would reset it under the provisioning
-    tool every WDT_MS."""
-    hw.wdt = machine.WDT(timeout=WDT_MS)
+    tool every _WDT_MS."""
+    import machine
 
-
-def ntp_unix():
-    """Unix time from NTP (raises OSError when offline). ESP32 ports count from 2000."""
-    import time
-
-    import ntptime
-
-    t = ntptime.time()
-    if time.gmtime(0)[0] == 2000:
-        t += 946684800
-    return t
+    hw.wdt = machine.WDT(timeout=_WDT_MS)
 
 
 def main():

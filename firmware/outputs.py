@@ -64,7 +64,7 @@ def Motor(pwm):  # a function, not a class: one class fewer in RAM
 
 
 class Outputs:
-    def __init__(self, led, motor, brightness=0.3, haptic=0.7):
+    def __init__(self, led, motor, brightness, haptic):
         self.led = led
         self.motor = motor
         self.brightness = brightness

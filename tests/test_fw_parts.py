@@ -7,7 +7,7 @@ import hashlib
 import json
 
 from firmware import config
-from firmware.button import Button
+from firmware.main import Hardware
 from firmware.outputs import Outputs
 from firmware.store import Queue
 from firmware.tools import bundle
@@ -98,7 +98,8 @@ class Rec:
 
 def test_button_short_press_acks_long_press_mutes():
     pin = Rec()
-    b = Button(pin, long_press_ms=1500)
+    b = Hardware(None, pin, None)  # hw.button is the Hardware object itself
+    b.long_press_ms = 1500
     seen = []
     for t in range(0, 3000, 20):
         pin.v = 0 if 100 <= t < 300 or 1000 <= t < 2800 else 1
@@ -188,8 +189,10 @@ class FakeADC:
 
 
 def test_pwm_led_motor_and_battery():
-    from firmware.battery import Battery
     from firmware.outputs import Motor, RgbLed
+
+    def battery(uv):  # hw.battery is the Hardware object itself
+        return Hardware(None, None, FakeADC(uv))
 
     pwms = [FakePWM(), FakePWM(), FakePWM()]
     RgbLed(pwms=pwms).set(255, 128, 0)
@@ -197,7 +200,7 @@ def test_pwm_led_motor_and_battery():
     motor_pwm = FakePWM()
     Motor(motor_pwm).set(0.5)
     assert motor_pwm.duty == 32767
-    assert Battery(FakeADC(2_100_000)).percent() == 100  # 4.2 V through the 1:2 divider
-    assert Battery(FakeADC(1_600_000)).percent() == 0  # 3.2 V: empty
-    assert 40 <= Battery(FakeADC(1_890_000)).percent() <= 60  # 3.78 V
-    assert Battery(FakeADC(1_950_000)).volts() == 3.9
+    assert battery(2_100_000).percent() == 100  # 4.2 V through the 1:2 divider
+    assert battery(1_600_000).percent() == 0  # 3.2 V: empty
+    assert 40 <= battery(1_890_000).percent() <= 60  # 3.78 V
+    assert battery(1_950_000).volts() == 3.9
