@@ -11,9 +11,8 @@ from firmware import events
 from firmware.cue_settings import validate_settings
 from firmware.net import Link
 from firmware.outputs import Outputs
-from firmware.pipeline import PLACEHOLDER_MODEL, Pipeline, policy_settings
+from firmware.pipeline import Pipeline, policy_settings
 from firmware.store import Queue
-from firmware.version import FIRMWARE
 
 try:
     from micropython import const
@@ -27,7 +26,6 @@ _DELIVER_PER_CALL = const(8)  # events sent per network step: the audio loop wai
 _NTP_RETRY_MS = const(60000)
 _NTP_RESYNC_MS = const(21600000)  # 6 h: the RTC drifts a few seconds a day
 _PENDING_MAX = const(4)
-COMMANDS = ("ping", "tele", "mute", "unmute", "ack", "reboot", "ota")
 
 
 def _read_json(path):
@@ -115,6 +113,11 @@ class Device:
         self.queue = Queue(root + "queue", self.ident.get("queue_max", 500))
         self.outputs = Outputs(hw.led, hw.motor, self.cfg["brightness"], self.cfg["haptic"])
         hw.button.long_press_ms = self.cfg["long_press_ms"]
+        # Loaded once now, while the heap is in one piece: its names join the qstr pool and
+        # sys.modules grows to hold it, so loading it again later needs only small blocks.
+        from firmware import control  # noqa: F401
+
+        _forget("control")
         gc.collect()  # boot makes garbage (config, queue scan): clear it before the big buffers
         self.pipeline = Pipeline(self.cfg, rand, self.model)
         gc.collect()
@@ -204,54 +207,16 @@ class Device:
         if not was_up:
             self._tele_next = up_ms  # fresh session: report health at once
         self._sync_time(up_ms)
-        while self._pending:
-            leaf, payload = self._pending.pop(0)
-            self._handle(leaf, payload, up_ms)
-        self.deliver(_DELIVER_PER_CALL)
-        if up_ms >= self._tele_next and self.link.up:
-            self._tele_next = up_ms + self.cfg["tele_s"] * 1000
-            if self.link.publish("tele", json.dumps(self.telemetry(up_ms))) and not self._healthy:
-                self._healthy = True
-                self._confirm_update()
+        if self._pending or up_ms >= self._tele_next:
+            # Occasional work (commands, config, telemetry): its code is loaded only for it.
+            from firmware import control
+
+            control.run(self, up_ms, _DELIVER_PER_CALL)
+            _forget("control")
+        else:
+            self.deliver(_DELIVER_PER_CALL)
         if self._reboot and self.hw.reset is not None:
             self.hw.reset()
-
-    def _confirm_update(self):
-        """Connected and reporting: tell the A/B loader (firmware/ota_boot.py, issue 9) that this
-        bundle is good, so it is not rolled back. Only on devices that were updated over the air."""
-        try:
-            os.stat(self.root + "ota.json")
-        except OSError:
-            return
-        from firmware import ota
-
-        ota.confirm()
-        base = self.ident.get("ota_url")
-        if base:
-            try:
-                ota.report_outcome(base, self.ident["site"], self.ident["device"])
-            except (OSError, ValueError) as e:
-                self.log("ota report failed: %r" % e)  # the companion sees it next boot
-        _forget("ota")  # needed once per boot: give its memory back
-
-    def _update(self, up_ms):
-        """cmd/ota: fetch, verify and switch to the update the companion offers, then reboot
-        into it on trial (firmware/ota.py, firmware/ota_boot.py)."""
-        if not self.ident.get("ota_url"):
-            self._reply("ota", False, "no ota_url in device.json; re-provision with --ota-url", up_ms)
-            return
-        from firmware import ota
-
-        try:
-            version = ota.update_from_companion(self.ident)
-        except (ota.OtaError, OSError, ValueError) as e:
-            self._reply("ota", False, "update refused: %s" % e, up_ms)
-            return
-        if version is None:
-            self._reply("ota", True, "no update offered", up_ms)
-            return
-        self._reply("ota", True, "updated to %s; rebooting" % version, up_ms)
-        self._reboot = True
 
     def deliver(self, budget):
         """Send up to `budget` queued events in order, each acknowledged (QoS 1) before the next."""
@@ -279,39 +244,15 @@ class Device:
             self.sent += 1
             budget -= 1
 
-    def _on_message(self, leaf, payload):
-        # Called from inside umqtt (possibly while it waits for a PUBACK): only note it here.
-        if leaf == "config" or leaf.startswith("cmd/"):
-            if len(self._pending) < _PENDING_MAX:
-                self._pending.append((leaf, bytes(payload)))
+    def _on_message(self, topic, payload):
+        # umqtt's callback for our config and cmd/+ topics, called from inside it (possibly
+        # while it waits for a PUBACK): only note it here.
+        if len(self._pending) < _PENDING_MAX:
+            self._pending.append((topic, payload))
 
     def _reply(self, name, ok, detail, up_ms):
         self.link.publish("state/result", json.dumps(
             {"cmd": name, "ok": ok, "detail": detail, "up_ms": up_ms, "rev": self.cfg["rev"]}))
-
-    def _handle(self, leaf, payload, up_ms):
-        if leaf == "config":
-            self.apply_config(payload, up_ms)
-            return
-        name = leaf[4:]
-        if name == "ping":
-            self._reply(name, True, "pong", up_ms)
-        elif name == "tele":
-            self._tele_next = up_ms
-            self._reply(name, True, "telemetry follows", up_ms)
-        elif name == "mute" or name == "unmute":
-            self.set_muted(name == "mute", up_ms)
-            self._reply(name, True, name + "d", up_ms)
-        elif name == "ack":
-            self.outputs.acknowledge(up_ms)
-            self._reply(name, True, "acknowledged", up_ms)
-        elif name == "ota":
-            self._update(up_ms)
-        elif name == "reboot":
-            self._reply(name, True, "rebooting", up_ms)
-            self._reboot = True
-        else:
-            self._reply(name, False, "unknown command; known: " + ", ".join(COMMANDS), up_ms)
 
     def apply_config(self, payload, up_ms):
         try:
@@ -349,38 +290,6 @@ class Device:
             self.pipeline = Pipeline(new, self.rand, self.model)
         self._reply("config", True, "applied rev %d" % new["rev"], up_ms)
         self._tele_next = up_ms
-
-    def telemetry(self, up_ms):
-        gc.collect()
-        free = gc.mem_free()
-        if free < self.heap_min:
-            self.heap_min = free
-        bat = self.hw.battery
-        volts = bat.volts() if bat is not None else None
-        t = {
-            "fw": FIRMWARE,
-            "model": self.model.name if self.model is not None else PLACEHOLDER_MODEL,
-            "model_hash": self.model_hash,
-            "boot": self.boot,
-            "up_s": up_ms // 1000,
-            "heap_free": free,
-            "heap_min": self.heap_min,
-            "rssi": self.link.rssi(),
-            "batt_v": round(volts, 2) if volts is not None else None,
-            "batt_pct": bat.percent(volts) if bat is not None else None,
-            "mic_ok": self.hw.mic.ok,
-            "muted": self.muted,
-            "queue": len(self.queue),
-            "dropped": self.queue.dropped,
-            "sent": self.sent,
-            "rejected": self.rejected,
-            "config_rev": self.cfg["rev"],
-            "config_error": self.config_error[:200] if self.config_error else None,
-        }
-        ts = self.ts(up_ms)
-        if ts is not None:
-            t["ts"] = ts
-        return t
 
 
 # ---- on the ESP32: three asyncio tasks --------------------------------------------------------

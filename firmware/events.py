@@ -19,88 +19,57 @@ SCHEMA_VERSION = const(1)
 MAX_BYTES = const(512)
 TOPIC_ROOT = "calmcue/v1"
 
-EVENT_TYPES = ("cue", "conversation", "button")
-CUES = ("slow_down", "empathize", "call_manager", "settled")
-PHASES = ("start", "end")
-ACTIONS = ("ack", "mute", "unmute")
-
-# key -> (kind, required). kind: "int", "num", "str", "id", "hex", or a tuple of allowed strings.
-_COMMON = {
-    "v": ("int", True),
-    "type": (EVENT_TYPES, True),
-    "site": ("id", True),
-    "device": ("id", True),
-    "boot": ("int", True),
-    "seq": ("int", True),
-    "up_ms": ("int", True),
-    "ts": ("num", False),
-}
-_BY_TYPE = {
-    "cue": {
-        "conv": ("hex", True),
-        "cue": (CUES, True),
-        "level": ("int", True),
-        "score": ("num", True),
-        "conv_s": ("num", True),
-        "stress_s": ("num", False),
-        "ttd_s": ("num", False),
-        "reason": ("id", False),
-    },
-    "conversation": {
-        "conv": ("hex", True),
-        "phase": (PHASES, True),
-        "conv_s": ("num", True),
-        "cues": ("int", False),
-        "peak": ("num", False),
-    },
-    "button": {
-        "action": (ACTIONS, True),
-    },
-}
-
-_ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-"
-_HEX_CHARS = "0123456789abcdef"
+# The closed schema as text, read on use: on the headset a table of dicts and tuples would sit
+# in the heap for good. One line per event type ("*": the fields every event has), each field
+# name[?]:kind ("?" = optional). Kinds: int (>= 0), num (0 to 1e10, finite), int:lo-hi and
+# num:lo-hi (own bounds), id (1-32 of a-z 0-9 _ -, not starting with _ or -), hex (8-16 lowercase
+# hex digits), or the allowed strings joined by "|".
+_SCHEMA = const(
+    "* v:int:1-1 type:cue|conversation|button site:id device:id boot:int seq:int up_ms:int ts?:num\n"
+    "cue conv:hex cue:slow_down|empathize|call_manager|settled level:int:1-3 score:num:0-1 "
+    "conv_s:num stress_s?:num ttd_s?:num reason?:id\n"
+    "conversation conv:hex phase:start|end conv_s:num cues?:int peak?:num\n"
+    "button action:ack|mute|unmute"
+)
+_TOO_BIG = const("%s is %d bytes, over the %d byte limit")
+_CHARS = const("0123456789abcdefghijklmnopqrstuvwxyz_-")  # hex digits, then the rest of an id's
 
 
 class EventError(ValueError):
     pass
 
 
-def _check_chars(s, allowed, lo, hi):
-    if not (lo <= len(s) <= hi):
-        return False
-    for c in s:
-        if c not in allowed:
-            return False
-    return True
-
-
 def _check(key, kind, value):
-    if isinstance(kind, tuple):
-        if value not in kind:
-            return "%s must be one of %s" % (key, ", ".join(kind))
-        return None
-    if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            return "%s must be a non-negative integer" % key
-        return None
-    if kind == "num":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return "%s must be a number" % key
-        if value != value or value < 0 or value > 1e10:
-            return "%s must be a finite non-negative number" % key
-        return None
-    if not isinstance(value, str):
-        return "%s must be a string" % key
-    if kind == "id":
-        if not _check_chars(value, _ID_CHARS, 1, 32) or value[0] in "_-":
-            return "%s must be 1-32 chars of a-z, 0-9, '_' or '-', starting with a letter or digit" % key
-        return None
-    if kind == "hex":
-        if not _check_chars(value, _HEX_CHARS, 8, 16):
-            return "%s must be 8-16 lowercase hex digits" % key
-        return None
-    return "%s has an unknown kind" % key
+    """Why `value` is not a valid `kind` (see _SCHEMA) for field `key`; None when it is."""
+    if "|" in kind:
+        ok = value in kind.split("|")
+        why = "one of " + kind.replace("|", ", ")
+    elif kind == "id" or kind == "hex":
+        ident = kind == "id"
+        ok = isinstance(value, str) and (1 if ident else 8) <= len(value) <= (32 if ident else 16)
+        for c in value if ok else "":  # hex digits come first in _CHARS, "_" and "-" last
+            ok = ok and 0 <= _CHARS.find(c) < (38 if ident else 16) and _CHARS.find(value[0]) < 36
+        why = (
+            "1-32 chars of a-z, 0-9, '_' or '-', starting with a letter or digit"
+            if ident
+            else "8-16 lowercase hex digits"
+        )
+    else:
+        num = kind[0] == "n"
+        bounds = kind[4:]
+        lo, hi = map(int, bounds.split("-")) if bounds else (0, 10000000000)
+        ok = (
+            not isinstance(value, bool)  # JSON true/false are ints to Python
+            and isinstance(value, (int, float) if num else int)
+            and lo <= value
+            and (value <= hi or not (bounds or num))  # a plain int has no upper bound
+        )
+        why = "%s from %d to %d" % ("a number" if num else "an integer", lo, hi)
+        if not (bounds or num):
+            why = "a non-negative integer"
+        elif lo == hi:
+            why = str(lo)
+    return None if ok else "%s must be %s" % (key, why)
 
 
 def problems(event):
@@ -108,68 +77,38 @@ def problems(event):
     if not isinstance(event, dict):
         return ["event must be a JSON object"]
     out = []
-    etype = event.get("type")
-    # The two tables are walked in turn, not merged: a dict built per event would be garbage
-    # (and a growing block to find) for every event on a device with a small heap.
-    extra = _BY_TYPE[etype] if etype in _BY_TYPE else {}
-    for spec in (_COMMON, extra):
-        for key in spec:
-            kind, required = spec[key]
-            if key not in event or event[key] is None:
-                if required:
-                    out.append("%s is required" % key)
-                continue
-            msg = _check(key, kind, event[key])
-            if msg:
-                out.append(msg)
+    known = []
+    for line in _SCHEMA.split("\n"):
+        spec = line.split()
+        if spec[0] == "*" or spec[0] == event.get("type"):
+            for f in spec[1:]:
+                key, kind = f.split(":", 1)
+                name = key.rstrip("?")
+                known.append(name)
+                value = event.get(name)
+                if value is not None:
+                    f = _check(name, kind, value)
+                elif name == key:
+                    f = name + " is required"
+                else:
+                    continue
+                if f:
+                    out.append(f)
     for key in event:
-        if key not in _COMMON and key not in extra:
+        if key not in known:
             out.append("%s is not an allowed field" % key)
-    v = event.get("v")
-    if isinstance(v, int) and v != SCHEMA_VERSION:
-        out.append("v must be %d (this is schema version %d)" % (SCHEMA_VERSION, v))
-    if etype == "cue":
-        level = event.get("level")
-        if isinstance(level, int) and not 1 <= level <= 3:
-            out.append("level must be 1, 2 or 3")
-        score = event.get("score")
-        if isinstance(score, (int, float)) and score > 1:
-            out.append("score must be between 0 and 1")
     return out
 
 
 def encode(event):
     """Validate and serialise an event dict to compact JSON bytes. Raises EventError."""
     errs = problems(event)
-    if errs:
-        raise EventError("; ".join(errs))
-    data = json.dumps(event).encode()
-    if len(data) > MAX_BYTES:
-        raise EventError("event is %d bytes, over the %d byte limit" % (len(data), MAX_BYTES))
-    return data
-
-
-def decode(data):
-    """Parse and validate JSON bytes from the wire. Raises EventError with the reason."""
-    if len(data) > MAX_BYTES:
-        raise EventError("payload is %d bytes, over the %d byte limit" % (len(data), MAX_BYTES))
-    try:
-        event = json.loads(data)
-    except ValueError:
-        raise EventError("payload is not valid JSON")
-    errs = problems(event)
-    if errs:
-        raise EventError("; ".join(errs))
-    return event
-
-
-def topic(site, device, leaf):
-    """`calmcue/v1/<site>/<device>/<leaf>`, e.g. leaf 'evt/cue', 'status', 'tele'."""
-    return "%s/%s/%s/%s" % (TOPIC_ROOT, site, device, leaf)
-
-
-def event_topic(event):
-    return topic(event["site"], event["device"], "evt/" + event["type"])
+    if not errs:
+        data = json.dumps(event).encode()
+        if len(data) <= MAX_BYTES:
+            return data
+        errs.append(_TOO_BIG % ("event", len(data), MAX_BYTES))
+    raise EventError("; ".join(errs))
 
 
 class Stamper:
@@ -207,4 +146,42 @@ class Stamper:
 def new_conversation_id(rand_bytes):
     """A random 8-hex-digit id, short-lived: a new one every conversation. `rand_bytes` is
     os.urandom (CPython, MicroPython unix) or the device's equivalent, passed in."""
-    return "".join("%02x" % b for b in rand_bytes(4))
+    return "%02x%02x%02x%02x" % tuple(rand_bytes(4))
+
+
+try:
+    from micropython import const
+except ImportError:  # CPython: the Pi agent, the companion's tests and tools. The headset
+    # neither decodes events nor names their topics (firmware/net.py builds its topic prefix
+    # once), and its heap has no room for code it never runs.
+
+    def decode(data):
+        """Parse and validate JSON bytes from the wire. Raises EventError with the reason."""
+        if len(data) > MAX_BYTES:
+            raise EventError(_TOO_BIG % ("payload", len(data), MAX_BYTES))
+        try:
+            event = json.loads(data)
+        except ValueError:
+            raise EventError("payload is not valid JSON")
+        errs = problems(event)
+        if errs:
+            raise EventError("; ".join(errs))
+        return event
+
+    def topic(site, device, leaf):
+        """`calmcue/v1/<site>/<device>/<leaf>`, e.g. leaf 'evt/cue', 'status', 'tele'."""
+        return "%s/%s/%s/%s" % (TOPIC_ROOT, site, device, leaf)
+
+    def event_topic(event):
+        return topic(event["site"], event["device"], "evt/" + event["type"])
+
+    def fields(etype):
+        """[(key, kind, required)] of an event of type `etype`: the common fields, then its own."""
+        out = []
+        for line in _SCHEMA.split("\n"):
+            spec = line.split()
+            if spec[0] == "*" or spec[0] == etype:
+                for f in spec[1:]:
+                    key, kind = f.split(":", 1)
+                    out.append((key.rstrip("?"), kind, key[-1] != "?"))
+        return out

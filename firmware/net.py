@@ -6,7 +6,7 @@
 # stall the audio loop; the backoff lives here instead, around umqtt.simple.
 from umqtt.simple import MQTTClient, MQTTException
 
-from firmware import events
+from firmware.events import TOPIC_ROOT
 
 try:
     from micropython import const
@@ -22,14 +22,9 @@ _SOCKET_TIMEOUT_S = const(5)
 
 
 class _Client(MQTTClient):
-    """umqtt.simple with a socket timeout: a broker that vanishes without closing the connection
-    raises OSError after a few seconds instead of blocking forever. check_msg() leaves the socket
-    blocking, so the timeout is put back after every read."""
-
-    def connect(self, clean_session=True, timeout=None):
-        r = super().connect(clean_session)
-        self.sock.settimeout(_SOCKET_TIMEOUT_S)
-        return r
+    """umqtt.simple with a socket timeout (set by Link once connected): a broker that vanishes
+    without closing the connection raises OSError after a few seconds instead of blocking
+    forever. wait_msg() leaves the socket blocking, so the timeout is put back after every read."""
 
     def wait_msg(self):
         try:
@@ -43,7 +38,8 @@ class Link:
     """Wi-Fi station + MQTT session for one device.
 
     ident: the provisioned identity dict (site, device, wifi{ssid,password}, mqtt{host,port,...}).
-    on_message(topic_leaf, payload): called for config and commands.
+    on_message(topic, payload): umqtt's callback (bytes, bytes), for config and commands: topics
+    under `prefix` ("calmcue/v1/<site>/<device>/").
     """
 
     def __init__(self, wlan, ident, on_message, log=print):
@@ -51,37 +47,20 @@ class Link:
         self.ident = ident
         self.on_message = on_message
         self.log = log
-        self.site = ident["site"]
-        self.device = ident["device"]
-        self.prefix = events.topic(self.site, self.device, "")
+        self.prefix = "%s/%s/%s/" % (TOPIC_ROOT, ident["site"], ident["device"])
         self.client = None
+        self.up = False  # an MQTT session is open
         self.connects = 0  # successful MQTT sessions since boot
         self._wifi_next = 0
         self._wifi_backoff = _BACKOFF_MIN_MS
-        self._mqtt_next = 0
-        self._mqtt_backoff = _BACKOFF_MIN_MS
-        self._ping_next = 0
-        m = ident.get("mqtt", {})
-        self._keepalive = m.get("keepalive", 60)
+        self._next = 0  # without a session: the next MQTT try; with one: the next ping
+        self._backoff = _BACKOFF_MIN_MS  # MQTT's
         wlan.active(True)
-
-    def topic(self, leaf):
-        return self.prefix + leaf
-
-    @property
-    def up(self):
-        return self.client is not None
-
-    def rssi(self):
-        try:
-            return self.wlan.status("rssi")
-        except (OSError, ValueError):
-            return None
 
     def service(self, now_ms):
         """Bring the links up when due; handle incoming messages. Returns True when MQTT is up."""
         if not self.wlan.isconnected():
-            if self.client is not None:
+            if self.up:
                 self.drop("wifi lost")
             if now_ms >= self._wifi_next:
                 w = self.ident.get("wifi", {})
@@ -93,56 +72,52 @@ class Link:
                 self._wifi_backoff = min(self._wifi_backoff * 2, _BACKOFF_MAX_MS)
             return False
         self._wifi_backoff = _BACKOFF_MIN_MS
-        if self.client is None:
-            if now_ms < self._mqtt_next:
-                return False
-            self._connect(now_ms)
-            return self.client is not None
-        try:
-            for _ in range(4):  # a few pending messages per call, never an unbounded loop
-                if self.client.check_msg() is None:
-                    break
-            if now_ms >= self._ping_next:
-                self.client.ping()
-                self._ping_next = now_ms + self._keepalive * 500
-        except (OSError, MQTTException, IndexError, AssertionError) as e:
-            self.drop("mqtt lost: %r" % e)
-        return self.client is not None
-
-    def _connect(self, now_ms):
+        if not self.up and now_ms < self._next:
+            return False
         m = self.ident.get("mqtt", {})
-        c = _Client(
-            self.device, m.get("host", "127.0.0.1"), m.get("port", 1883),
-            m.get("user"), m.get("password"), keepalive=self._keepalive,
-            ssl=m.get("ssl", False),  # mqtts: device.json from provisioning says so
-        )
-        # The broker publishes "offline" for us if we vanish; "online" is our birth message.
-        c.set_last_will(self.topic("status"), b"offline", retain=True, qos=1)
-        c.set_callback(self._on_raw)
+        c = self.client
+        new = c is None
         try:
-            c.connect()
-            self.client = c
-            c.publish(self.topic("status"), b"online", True, 1)
-            c.subscribe(self.topic("config"), 1)
-            c.subscribe(self.topic("cmd/+"), 1)
+            if c is None:
+                c = _Client(
+                    self.ident["device"], m.get("host", "127.0.0.1"), m.get("port", 1883),
+                    m.get("user"), m.get("password"), keepalive=m.get("keepalive", 60),
+                    ssl=m.get("ssl", False),  # mqtts: device.json from provisioning says so
+                )  # fmt: skip
+                # The broker publishes "offline" for us if we vanish; "online" is our birth
+                # message.
+                c.set_last_will(self.prefix + "status", b"offline", retain=True, qos=1)
+                c.set_callback(self.on_message)
+                c.connect()
+                c.sock.settimeout(_SOCKET_TIMEOUT_S)
+                self.client = c
+                self.up = True
+                c.publish(self.prefix + "status", b"online", True, 1)
+                c.subscribe(self.prefix + "config", 1)
+                c.subscribe(self.prefix + "cmd/+", 1)
+                self._backoff = _BACKOFF_MIN_MS
+                self.connects += 1
+                self.log("mqtt connected to %s:%s" % (c.server, c.port))
+            else:
+                for _ in range(4):  # a few pending messages per call, never an unbounded loop
+                    if c.check_msg() is None:
+                        break
+                if now_ms < self._next:
+                    return True
+                c.ping()
+            self._next = now_ms + c.keepalive * 500
         except (OSError, MQTTException, IndexError, AssertionError) as e:
-            self.drop("mqtt connect failed: %r" % e, c)
-            self._mqtt_next = now_ms + self._mqtt_backoff
-            self._mqtt_backoff = min(self._mqtt_backoff * 2, _BACKOFF_MAX_MS)
-            return
-        self._mqtt_backoff = _BACKOFF_MIN_MS
-        self._ping_next = now_ms + self._keepalive * 500
-        self.connects += 1
-        self.log("mqtt connected to %s:%s" % (c.server, c.port))
-
-    def _on_raw(self, topic, msg):
-        t = topic.decode()
-        if t.startswith(self.prefix):
-            self.on_message(t[len(self.prefix):], msg)
+            self.drop(("mqtt connect failed: %r" if new else "mqtt lost: %r") % e, c)
+            if new:  # try again later, less often
+                self._next = now_ms + self._backoff
+                self._backoff = min(self._backoff * 2, _BACKOFF_MAX_MS)
+        return self.up
 
     def drop(self, why, client=None):
         c = client or self.client
         self.client = None
+        self.up = False
+        self._next = 0  # reconnect at once (a failed connect sets its backoff after this)
         if c is not None and c.sock is not None:
             try:
                 c.sock.close()  # no DISCONNECT: the broker sends our last will ("offline")
@@ -156,7 +131,7 @@ class Link:
         if self.client is None:
             return False
         try:
-            self.client.publish(self.topic(leaf), payload, retain, qos)
+            self.client.publish(self.prefix + leaf, payload, retain, qos)
             return True
         except (OSError, MQTTException, IndexError, AssertionError) as e:
             self.drop("publish failed: %r" % e)

@@ -11,7 +11,7 @@ from firmware import events
 from firmware.pi.agent import Agent
 from firmware.pi.cues import CuePolicy
 
-ALLOWED = set(events._COMMON) | {k for spec in events._BY_TYPE.values() for k in spec}
+ALLOWED = {f[0] for etype in ("cue", "conversation", "button") for f in events.fields(etype)}
 
 
 def voice(seconds: float, f0: float, amp: float, seed: int) -> np.ndarray:

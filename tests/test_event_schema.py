@@ -51,8 +51,10 @@ def test_no_schema_field_can_carry_audio_or_identity():
     for model in (CueEvent, ConversationEvent, ButtonEvent):
         for field in model.model_fields:
             assert not any(b in field for b in banned), (model.__name__, field)
-    for etype, spec in events._BY_TYPE.items():
-        for field in list(spec) + list(events._COMMON):
+    common = {key: kind for key, kind, _ in events.fields(None)}
+    assert common["type"] == "cue|conversation|button"
+    for etype in common["type"].split("|"):
+        for field, _, _ in events.fields(etype):
             assert not any(b in field for b in banned), (etype, field)
 
 
@@ -79,8 +81,8 @@ def test_micropython_encoder_agrees(mpy):
         "import json\nfrom firmware import events\n"
         f"V = json.loads({json.dumps(json.dumps(VECTORS))})\n"
         "for e in V['valid']:\n"
-        "    d = events.encode(e)\n"
-        "    assert events.decode(d) == e, e\n"
+        "    d = events.encode(e)\n"  # the headset has no decode(): it never reads events
+        "    assert json.loads(d) == e and events.problems(json.loads(d)) == [], e\n"
         "    print('ok', len(d))\n"
         "for name in V['invalid']:\n"
         "    p = events.problems(V['invalid'][name])\n"
