@@ -68,7 +68,7 @@ class Hardware:
         self.raw = 1  # last pin level seen
         self.changed = 0  # ms when it last changed
         # ms when a debounced press began; -1 released; -2 held after the long press fired
-        self.down = -1
+        self.start = -1
         # Battery: ADC pin between the 2 x 100 k divider (it sees half the cell voltage).
         self.adc = adc
 
@@ -93,16 +93,16 @@ class Hardware:
             return None
         if now_ms - self.changed < _DEBOUNCE_MS:
             return None
-        down = self.down
+        start = self.start
         if raw == 0:
-            if down == -1:
-                self.down = self.changed
-            elif down >= 0 and now_ms - down >= self.long_press_ms:
-                self.down = -2
+            if start == -1:
+                self.start = self.changed
+            elif start >= 0 and now_ms - start >= self.long_press_ms:
+                self.start = -2
                 return "mute"
             return None
-        self.down = -1
-        return "ack" if down >= 0 else None
+        self.start = -1
+        return "ack" if start >= 0 else None
 
     def volts(self):
         # read_uv() uses the chip's calibration, better than scaling read_u16() by hand; x 2 for

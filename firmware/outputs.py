@@ -86,7 +86,7 @@ class Outputs:
         for s in _PATTERNS[i + len(name) + 2 : _PATTERNS.index("\n", i + 1)].split():
             steps.append(int(s[:-2]))
             steps.append(_COLOURS[_LETTERS.index(s[-2])])
-            steps.append(s[-1] == "1")
+            steps.append(int(s[-1]))
         self.playing = name
         self.steps = steps
         self.level = level
