@@ -2,7 +2,7 @@
 # firmware on the MicroPython unix port, faster than real time. Fakes only the hardware
 # (firmware/host/machine.py); MQTT goes over real sockets to a real broker. Prints one JSON line
 # per happening. Host-only code costs heap the device does not spend, so this is one function
-# (closures for what the loop calls) and the import list below is dropped once used.
+# (closures for what the loop calls); the boot is firmware/host/hostboot.py, freed once done.
 #
 #   micropython -X heapsize=96K firmware/host/runner.py --flash DIR --wav FILE [options]
 #     --seconds S        audio to play (the WAV loops when S is longer); default: the WAV once
@@ -25,8 +25,9 @@ import sys
 
 import machine
 
+o = None  # the options: argv for hostboot, then what it parsed
 # Leaves first, one collection after each: import garbage never gets trapped between modules.
-# (firmware/tools/heap_report.py reads this list.)
+# (firmware/tools/heap_report.py reads this list; hostboot.py imports them and drops it.)
 _IMPORT_ORDER = (
     "firmware.events", "firmware.store", "umqtt.simple", "firmware.net",
     "firmware.outputs", "firmware.cue_settings", "firmware.features", "firmware.policy",
@@ -45,41 +46,13 @@ def _scrub(n):
 
 
 def main(argv):
-    o = {"site": "demo", "device": "headset-1", "mqtt-host": "127.0.0.1"}
-    while argv:
-        k = argv.pop(0)[2:]
-        if "|%s|" % k not in "|seconds|heap-at|asyncio|control|trace|flash|wav|build|site|device|mqtt-host|mqtt-port|":
-            raise SystemExit("runner: unknown argument --" + k)
-        o[k] = k in ("control", "trace") or argv.pop(0)
-    flash = o["flash"].rstrip("/") + "/"  # KeyError: --flash DIR is required (and --wav FILE)
-    try:
-        open(flash + "device.json").close()
-    except OSError:  # provision it (KeyError: --mqtt-port is needed for that)
-        with open(flash + "device.json", "w") as f:
-            json.dump({"site": o["site"], "device": o["device"],
-                       "wifi": {"ssid": "store-wifi", "password": "not-a-real-one"},
-                       "mqtt": {"host": o["mqtt-host"], "port": int(o["mqtt-port"]),
-                                "keepalive": 60}}, f)
-    machine.wav = [o["wav"], "seconds" in o or "control" in o, "asyncio" in o]
-    machine.trace = "trace" in o
-    # As firmware/main.py does on the device: the model's weights first (the biggest blocks,
-    # while the heap is in one piece), then all code, then the buffers, each step followed by a
-    # collection, so long-lived objects are packed.
-    from firmware.modelfile import load_model
+    global o
+    o = argv
+    import hostboot as b
 
-    model = load_model(flash)
-    gc.collect()
-    for k in _IMPORT_ORDER:
-        __import__(k)
-        gc.collect()
-    del globals()["_IMPORT_ORDER"]
-    from firmware import main as hw
-    from firmware.app import Device
-
-    i2s, h = hw.hardware()
-    gc.collect()
-    dev = Device(h, flash, log=out, model=model)
-    hw.start_watchdog(h)
+    dev, i2s, h = b.dev, b.i2s, b.h
+    b = None
+    del sys.modules["hostboot"]
     emit = dev.emit
 
     def ev(etype, fields, up_ms):
@@ -88,10 +61,11 @@ def main(argv):
              "fields": fields}, "evt")
 
     dev.emit = ev
+    gc.collect()
     print(json.dumps({"boot": dev.boot, "config_error": dev.config_error,
                       "queued": len(dev.queue), "heap_free": gc.mem_free()}))
+    marks = o["heap-at"]
     rate = i2s.rate
-    marks = [int(float(x) * rate) for x in o.get("heap-at", "").split(",") if x]  # in samples
     low = None
 
     def play(s):  # s seconds of audio (None: the WAV once), each hop stepped as the device does
@@ -124,9 +98,9 @@ def main(argv):
             if c[0] == "audio":
                 play(float(c[1]))
             elif c[0] == "press":  # the test's finger on the button for c[1] ms
-                machine.Pin.pressed.append(h.button.pin.id)
+                h.button.pin.pos = 0
                 play(float(c[1]) / 1000)
-                machine.Pin.pressed.pop()
+                h.button.pin.pos = 1
                 play(0.25)
             elif c[0] == "radio":
                 machine.radio = c[1] == "up"

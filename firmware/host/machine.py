@@ -27,7 +27,7 @@ wav = None
 trace = False
 radio = True
 mic = None  # the I2S: its sample count is the firmware's (audio) time
-STA_IF = 0
+STA_IF = "wlan"  # WLAN(STA_IF) is the one Pin that starts low: not joined
 
 sys.modules["network"] = sys.modules["neopixel"] = sys.modules["ntptime"] = sys.modules[__name__]
 
@@ -53,13 +53,14 @@ class Pin(__import__("io").IOBase):  # IOBase: asyncio can poll it (ioctl) when 
     IN = PULL_UP = 1
     ATTN_11DB = 3
     RX = MONO = 0
-    pressed = []  # pin ids the test's finger holds down (to GND: they read 0)
     # Class-level defaults: an instance gets its own only when used (fewer bytes per Pin).
     count = 0  # WDT: feeds; I2S: samples delivered
-    pos = False  # WLAN: joined
+    pos = 1  # the level read: 1 released (pull-up), 0 held down (the runner's finger); WLAN: joined
 
     def __init__(self, id=0, *args, rate=0, timeout=0, **kw):
         self.id = getattr(id, "id", id)  # ADC, NeoPixel, PWM: the Pin they drive
+        if id == STA_IF:
+            self.pos = False
         if timeout:
             _rec("wdt", timeout)
         if rate:  # I2S
@@ -75,10 +76,10 @@ class Pin(__import__("io").IOBase):  # IOBase: asyncio can poll it (ioctl) when 
             self.end = 44 + int.from_bytes(h[40:], "little")
             self.start = None  # ticks_ms of the first poll (paced mode)
 
-    def value(self, v=None):
-        if v is None:
-            return 0 if self.id in Pin.pressed else 1
-        _rec("pin%d" % self.id, v)
+    def value(self):  # an input (the firmware drives no plain output pin); WLAN.isconnected
+        return self.pos
+
+    isconnected = value
 
     def duty_u16(self, d, rgb=None):  # also NeoPixel's pixel[0] = rgb
         _rec(("pwm%d" if rgb is None else "led%d") % self.id, d if rgb is None else rgb)
@@ -96,9 +97,6 @@ class Pin(__import__("io").IOBase):  # IOBase: asyncio can poll it (ioctl) when 
     def connect(self, *args):
         self.pos = radio
         _rec("wifi", radio)
-
-    def isconnected(self):
-        return self.pos
 
     def status(self, what):  # only "rssi" is asked for
         if not self.pos:

@@ -1,0 +1,49 @@
+# The host runner's boot (firmware/host/hostrun.py imports it, takes what it made and forgets
+# it): options, provisioning, the model, the firmware's code, the hardware fakes and the Device.
+# All of it is module top-level code, which MicroPython frees once the import is done, so none
+# of this bytecode stays in the heap the firmware runs in (the device has no such code at all).
+import gc
+import json
+
+import hostrun
+import machine
+
+argv = hostrun.o
+o = {"site": "demo", "device": "headset-1", "mqtt-host": "127.0.0.1", "heap-at": ""}
+while argv:
+    k = argv.pop(0)[2:]
+    if "|%s|" % k not in "|seconds|heap-at|asyncio|control|trace|flash|wav|build|site|device|mqtt-host|mqtt-port|":
+        raise SystemExit("runner: unknown argument --" + k)
+    o[k] = k in ("control", "trace") or argv.pop(0)
+flash = o["flash"].rstrip("/") + "/"  # KeyError: --flash DIR is required (and --wav FILE)
+try:
+    open(flash + "device.json").close()
+except OSError:  # provision it (KeyError: --mqtt-port is needed for that)
+    with open(flash + "device.json", "w") as f:
+        json.dump({"site": o["site"], "device": o["device"],
+                   "wifi": {"ssid": "store-wifi", "password": "not-a-real-one"},
+                   "mqtt": {"host": o["mqtt-host"], "port": int(o["mqtt-port"]),
+                            "keepalive": 60}}, f)
+machine.wav = [o["wav"], "seconds" in o or "control" in o, "asyncio" in o]
+machine.trace = "trace" in o
+# As firmware/main.py does on the device: the model's weights first (the biggest blocks, while
+# the heap is in one piece), then all code, then the buffers, each step followed by a
+# collection, so long-lived objects are packed.
+from firmware.modelfile import load_model  # noqa: E402
+
+model = load_model(flash)
+gc.collect()
+for k in hostrun._IMPORT_ORDER:
+    __import__(k)
+    gc.collect()
+del hostrun._IMPORT_ORDER
+from firmware import main as hw  # noqa: E402
+from firmware.app import Device  # noqa: E402
+
+i2s, h = hw.hardware()
+gc.collect()
+dev = Device(h, flash, log=hostrun.out, model=model)
+hw.start_watchdog(h)
+# --heap-at seconds as sample counts (ints: no float objects held for the run).
+o["heap-at"] = [int(float(x) * i2s.rate) for x in o["heap-at"].split(",") if x]
+hostrun.o = o
