@@ -22,94 +22,56 @@ except ImportError:  # CPython
 _SEGMENT_EVENTS = const(32)
 
 
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
-def _mkdirs(path):
-    part = ""
-    for name in path.split("/"):
-        if not name:
-            part += "/"
-            continue
-        part += name
-        if not _exists(part):
-            os.mkdir(part)
-        part += "/"
-
-
 class Queue:
     def __init__(self, path, max_events=500):
-        self.path = path.rstrip("/")
+        self.path = path = path.rstrip("/")
         self.max_events = max_events
         self.dropped = 0  # dropped since boot because the queue was full
         self.damaged = 0  # half-written lines skipped (power cut during an append)
-        _mkdirs(self.path)
-        segs = self._segments()
-        self._head_seg, self._head_off = self._read_head(segs)
-        self._tail_seg = max(segs[-1], self._head_seg) if segs else self._head_seg
-        self._tail_lines = 0
-        self._peeked = 0
-        self.count = 0
-        for seg in segs:
-            if seg < self._head_seg:
-                os.remove(self._name(seg))  # delivered, deletion was cut short
-                continue
-            n, partial = self._scan(seg, self._head_off if seg == self._head_seg else 0)
-            self.count += n
-            if seg == self._tail_seg:
-                self._tail_lines = n
-                if partial:
-                    # Never append after a torn line: a new segment starts clean.
-                    self._tail_seg += 1
-                    self._tail_lines = 0
-
-    def _name(self, seg):
-        return "%s/%08d" % (self.path, seg)
-
-    def _segments(self):
-        out = []
-        for name in os.listdir(self.path):
+        part = ""
+        for name in path.split("/"):  # make the folder and its parents
+            part += name
+            if name:
+                try:
+                    os.mkdir(part)
+                except OSError:
+                    pass  # there already
+            part += "/"
+        segs = []
+        for name in os.listdir(path):
             if len(name) == 8 and name.isdigit():
-                out.append(int(name))
-        out.sort()
-        return out
-
-    def _read_head(self, segs):
+                segs.append(int(name))
+        segs.sort()
         try:
-            with open(self.path + "/head") as f:
+            with open(path + "/head") as f:
                 seg, off = f.read().split()
-            return int(seg), int(off)
+            seg, off = int(seg), int(off)
         except (OSError, ValueError):
             # No head yet (new queue) or unreadable: start at the oldest segment. At worst an
             # event is sent twice; the companion drops duplicates by (device, boot, seq).
-            return (segs[0] if segs else 1), 0
-
-    def _scan(self, seg, off):
-        n = 0
-        partial = False
-        with open(self._name(seg), "rb") as f:
-            f.seek(off)
-            while True:
-                line = f.readline()
-                if not line:
-                    break
-                if line[-1:] == b"\n":
-                    n += 1
-                else:
-                    partial = True
-                    n += 1  # counted so that peek() reaches and skips it
-        return n, partial
-
-    def _write_head(self):
-        tmp = self.path + "/head.tmp"
-        with open(tmp, "w") as f:
-            f.write("%d %d" % (self._head_seg, self._head_off))
-        os.rename(tmp, self.path + "/head")
+            seg, off = (segs[0] if segs else 1), 0
+        self._head_seg, self._head_off = seg, off
+        self._tail_seg = max(segs[-1], seg) if segs else seg
+        self._tail_lines = 0
+        self._peeked = 0
+        self.count = 0
+        for s in segs:
+            if s < seg:
+                os.remove("%s/%08d" % (path, s))  # delivered, deletion was cut short
+                continue
+            n = 0
+            line = b"\n"
+            with open("%s/%08d" % (path, s), "rb") as f:
+                f.seek(off if s == seg else 0)
+                for line in f:  # noqa: B007 (the last one is looked at below)
+                    n += 1  # a torn last line too, so that peek() reaches and skips it
+            self.count += n
+            if s == self._tail_seg:
+                self._tail_lines = n
+                if line[-1:] != b"\n":
+                    # Never append after a torn line: a new segment starts clean.
+                    self._tail_seg += 1
+                    self._tail_lines = 0
 
     def __len__(self):
         return self.count
@@ -117,13 +79,12 @@ class Queue:
     def put(self, data):
         """Append one encoded event (bytes without newline). Survives a reboot once it returns."""
         if self.count >= self.max_events:
-            self.peek()
             self.pop()
             self.dropped += 1
         if self._tail_lines >= _SEGMENT_EVENTS:
             self._tail_seg += 1
             self._tail_lines = 0
-        with open(self._name(self._tail_seg), "ab") as f:
+        with open("%s/%08d" % (self.path, self._tail_seg), "ab") as f:
             f.write(data)
             f.write(b"\n")
         self._tail_lines += 1
@@ -132,30 +93,25 @@ class Queue:
     def peek(self):
         """The oldest undelivered event (bytes) or None. Torn lines are skipped and counted."""
         while self.count:
+            line = b""
             try:
-                f = open(self._name(self._head_seg), "rb")
+                with open("%s/%08d" % (self.path, self._head_seg), "rb") as f:
+                    f.seek(self._head_off)
+                    line = f.readline()
             except OSError:
                 # Missing segment: move on to the next one that exists.
-                self._head_seg += 1
-                self._head_off = 0
-                if self._head_seg > self._tail_seg:
-                    self._tail_seg = self._head_seg
+                if self._head_seg >= self._tail_seg:
+                    self._tail_seg = self._head_seg + 1
                     self._tail_lines = 0
                     self.count = 0
-                    return None
-                continue
-            with f:
-                f.seek(self._head_off)
-                line = f.readline()
             if not line:
-                self._next_segment()
+                self._move(self._head_seg + 1, 0)
                 continue
             self._peeked = len(line)
-            if line[-1:] != b"\n":
-                self.damaged += 1
-                self.pop()
-                continue
-            return line[:-1]
+            if line[-1:] == b"\n":
+                return line[:-1]
+            self.damaged += 1
+            self.pop()
         return None
 
     def pop(self):
@@ -164,22 +120,28 @@ class Queue:
             return
         if not self._peeked:
             self.peek()
-        self._head_off += self._peeked
+            if not self.count:  # only torn lines were left, and peek() skipped them
+                return
+        seg = self._head_seg
+        off = self._head_off + self._peeked
         self._peeked = 0
         self.count -= 1
-        if self._head_seg < self._tail_seg:
-            size = os.stat(self._name(self._head_seg))[6]
-            if self._head_off >= size:
-                self._next_segment()
-                return
-        self._write_head()
+        if seg < self._tail_seg and off >= os.stat("%s/%08d" % (self.path, seg))[6]:
+            seg += 1
+            off = 0
+        self._move(seg, off)
 
-    def _next_segment(self):
+    def _move(self, seg, off):
+        """The head to (seg, off), on flash first; a segment left behind is deleted."""
+        tmp = self.path + "/head.tmp"
+        with open(tmp, "w") as f:
+            f.write("%d %d" % (seg, off))
+        os.rename(tmp, self.path + "/head")
         old = self._head_seg
-        self._head_seg += 1
-        self._head_off = 0
-        self._write_head()
-        try:
-            os.remove(self._name(old))
-        except OSError:
-            pass
+        self._head_seg = seg
+        self._head_off = off
+        if seg != old:
+            try:
+                os.remove("%s/%08d" % (self.path, old))
+            except OSError:
+                pass
