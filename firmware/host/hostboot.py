@@ -4,6 +4,8 @@
 # of this bytecode stays in the heap the firmware runs in (the device has no such code at all).
 import gc
 import json
+import os
+import sys
 
 import hostrun
 import machine
@@ -24,6 +26,18 @@ except OSError:  # provision it (KeyError: --mqtt-port is needed for that)
                    "wifi": {"ssid": "store-wifi", "password": "not-a-real-one"},
                    "mqtt": {"host": o["mqtt-host"], "port": int(o["mqtt-port"]),
                             "keepalive": 60}}, f)
+if "build" in o:
+    # Import the firmware from the build folder as the current directory: each module's file
+    # name is a qstr for the whole run, and a short "firmware/app.mpy" (as on the device) costs
+    # far less than the tests' long temporary path (~1 KB of qstr text over the modules).
+    d = os.getcwd() + "/"
+    for k in ("flash", "wav"):
+        if o[k][0] != "/":
+            o[k] = d + o[k]
+    flash = o["flash"].rstrip("/") + "/"
+    os.chdir(o["build"])
+    sys.path.remove(o["build"])
+    sys.path.insert(0, ".")
 machine.wav = [o["wav"], "seconds" in o or "control" in o, "asyncio" in o]
 machine.trace = "trace" in o
 # As firmware/main.py does on the device: the model's weights first (the biggest blocks, while
