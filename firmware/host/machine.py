@@ -70,8 +70,8 @@ class Pin(__import__("io").IOBase):  # IOBase: asyncio can poll it (ioctl) when 
             self.f = open(wav[0], "rb")
             h = self.f.read(44)
             # RIFF/WAVE, a 16-byte "fmt " chunk (PCM, 1 channel, rate, 16 bit), "data" at 36.
-            if (h[:4] + h[8:16] + h[36:40] != b"RIFFWAVEfmt data" or h[20:24] + h[34:36] !=
-                    b"\x01\x00\x01\x00\x10\x00" or int.from_bytes(h[24:28], "little") != rate):
+            if (h[:4] + h[8:16] + h[20:24] + h[34:40] != b"RIFFWAVEfmt \x01\x00\x01\x00\x10\x00data"
+                    or int.from_bytes(h[24:28], "little") != rate):
                 raise ValueError("%s: want a 16-bit mono %d Hz WAV, 44-byte header" % (wav[0], rate))
             self.end = 44 + int.from_bytes(h[40:], "little")
             self.start = None  # ticks_ms of the first poll (paced mode)
