@@ -28,17 +28,6 @@ _NTP_RESYNC_MS = const(21600000)  # 6 h: the RTC drifts a few seconds a day
 _PENDING_MAX = const(4)
 
 
-def _read_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def _write_atomic(path, text):
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.rename(path + ".tmp", path)
-
-
 def _config():
     # firmware.config is needed at boot and when a config arrives, not in between: imported on
     # demand and dropped after use (_forget_config), its code does not sit in the heap.
@@ -66,24 +55,6 @@ def _policy_problems(p):
     return validate_settings(policy_settings({"policy": p}))[1]
 
 
-def load_model(root):
-    # Kept here for callers of firmware.app; the boot code loads it first (firmware/modelfile.py).
-    from firmware.modelfile import load_model
-
-    return load_model(root)
-
-
-def next_boot(root):
-    """Boot counter on flash, bumped once per start: the companion sees reboots as (boot, seq)."""
-    try:
-        with open(root + "boot") as f:
-            n = int(f.read()) + 1
-    except (OSError, ValueError):
-        n = 1
-    _write_atomic(root + "boot", str(n))
-    return n
-
-
 class Device:
     def __init__(self, hw, root="", rand=os.urandom, log=print, model=None):
         # model: (nnrt.Model or None, sha256 hex or None) from firmware.modelfile.load_model,
@@ -91,20 +62,19 @@ class Device:
         # one piece at the bottom of the heap); None = load it here.
         self.hw = hw
         self.root = root
-        self.log = log
-        self.rand = rand
-        try:
-            self.ident = _read_json(root + "device.json")
-        except (OSError, ValueError):
-            raise RuntimeError(
-                "device.json is missing or unreadable on flash; provision the device with "
-                "'calmcue device provision' (docs/firmware.md lists its keys)"
-            )
-        self.boot = next_boot(root)
+        # The boot-only code is in firmware.control, with the occasional work. Loading it now,
+        # while the heap is in one piece, also puts its names in the qstr pool and its slot in
+        # sys.modules, so loading it again later needs only small blocks.
+        from firmware import control
+
+        self.ident = control.identity(root)
+        self.boot = control.next_boot(root)
         if model is None:
+            from firmware.modelfile import load_model
+
             model = load_model(root)
             gc.collect()
-        self.model, self.model_hash = model
+        self.model_hash = model[1]
         self.cfg, self.config_error = _config().load(root, _policy_problems)
         _forget_config()
         if self.config_error:
@@ -113,21 +83,18 @@ class Device:
         self.queue = Queue(root + "queue", self.ident.get("queue_max", 500))
         self.outputs = Outputs(hw.led, hw.motor, self.cfg["brightness"], self.cfg["haptic"])
         hw.button.long_press_ms = self.cfg["long_press_ms"]
-        # Loaded once now, while the heap is in one piece: its names join the qstr pool and
-        # sys.modules grows to hold it, so loading it again later needs only small blocks.
-        from firmware import control  # noqa: F401
-
+        del control
         _forget("control")
         gc.collect()  # boot makes garbage (config, queue scan): clear it before the big buffers
-        self.pipeline = Pipeline(self.cfg, rand, self.model)
+        self.pipeline = Pipeline(self.cfg, rand, model[0])
         gc.collect()
         self.link = Link(hw.wlan, self.ident, self._on_message, log)
         self.muted = self.cfg["muted"]
-        self.unix_at_boot = None  # Unix time at up_ms == 0, once NTP has answered
+        # Unix time in ms (an int: no float object held) at up_ms == 0, once NTP has answered
+        self.unix_at_boot = None
         self._ntp_next = 0
         self._tele_next = 0
         self._pending = []
-        self._reboot = False
         self._healthy = False
         self.sent = 0
         self.rejected = 0  # events the schema refused (a bug upstream; shown in telemetry)
@@ -136,9 +103,8 @@ class Device:
     # ---- time --------------------------------------------------------------------------------
 
     def ts(self, up_ms):
-        if self.unix_at_boot is None:
-            return None
-        return round(self.unix_at_boot + up_ms / 1000, 3)
+        t0 = self.unix_at_boot
+        return None if t0 is None else (t0 + up_ms) / 1000
 
     def _sync_time(self, up_ms):
         if up_ms < self._ntp_next or self.hw.ntp is None:
@@ -148,7 +114,7 @@ class Device:
         except (OSError, IndexError):
             self._ntp_next = up_ms + _NTP_RETRY_MS
             return
-        self.unix_at_boot = unix - up_ms / 1000
+        self.unix_at_boot = int(unix * 1000) - up_ms
         self._ntp_next = up_ms + _NTP_RESYNC_MS
 
     # ---- audio side: never waits for the network ---------------------------------------------
@@ -170,7 +136,7 @@ class Device:
             # A stage produced something the closed schema refuses: drop it, count it, keep
             # listening (a crash here would take the device down for one bad field).
             self.rejected += 1
-            self.log("event refused: %s" % e)
+            self.link.log("event refused: %s" % e)
             return
         self.queue.put(data)
 
@@ -215,8 +181,6 @@ class Device:
             _forget("control")
         else:
             self.deliver(_DELIVER_PER_CALL)
-        if self._reboot and self.hw.reset is not None:
-            self.hw.reset()
 
     def deliver(self, budget):
         """Send up to `budget` queued events in order, each acknowledged (QoS 1) before the next."""
@@ -228,7 +192,7 @@ class Device:
                 ev = json.loads(data)
                 etype = ev["type"]
             except (ValueError, KeyError, TypeError):
-                self.log("queue: dropping unreadable entry")
+                self.link.log("queue: dropping unreadable entry")
                 self.queue.pop()
                 continue
             if "ts" not in ev and ev.get("boot") == self.boot and self.unix_at_boot is not None:
@@ -249,47 +213,6 @@ class Device:
         # while it waits for a PUBACK): only note it here.
         if len(self._pending) < _PENDING_MAX:
             self._pending.append((topic, payload))
-
-    def _reply(self, name, ok, detail, up_ms):
-        self.link.publish("state/result", json.dumps(
-            {"cmd": name, "ok": ok, "detail": detail, "up_ms": up_ms, "rev": self.cfg["rev"]}))
-
-    def apply_config(self, payload, up_ms):
-        try:
-            self._apply_config(payload, up_ms)
-        finally:
-            _forget_config()
-
-    def _apply_config(self, payload, up_ms):
-        config = _config()
-        if not payload:
-            return  # retained config cleared: keep what we have
-        try:
-            cfg = json.loads(payload)
-        except ValueError:
-            self._reply("config", False, "config is not valid JSON; nothing changed", up_ms)
-            return
-        errs = config.problems(cfg, _policy_problems)
-        if errs:
-            self._reply("config", False, "; ".join(errs) + "; nothing changed", up_ms)
-            return
-        new = config.merged(cfg)
-        if new == self.cfg and not self.config_error:
-            return  # the retained copy arrives on every reconnect: no flash write
-        config.save(new, self.root)
-        old, self.cfg = self.cfg, new
-        self.config_error = None
-        self.outputs.brightness = new["brightness"]
-        self.outputs.haptic = new["haptic"]
-        self.hw.button.long_press_ms = new["long_press_ms"]
-        if policy_settings(new) != policy_settings(old):
-            for etype, fields in self.pipeline.finish(up_ms / 1000):
-                self.emit(etype, fields, up_ms)  # the open conversation ends here
-            del self.pipeline  # free the old buffers before the new ones are made
-            gc.collect()
-            self.pipeline = Pipeline(new, self.rand, self.model)
-        self._reply("config", True, "applied rev %d" % new["rev"], up_ms)
-        self._tele_next = up_ms
 
 
 # ---- on the ESP32: three asyncio tasks --------------------------------------------------------

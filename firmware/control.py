@@ -1,37 +1,77 @@
-# The headset's occasional work, imported by firmware.app when there is some and dropped again
-# (app._forget), so its code does not sit in the heap in between: what the companion sent
-# (commands, config), telemetry every tele_s, and the OTA hand-over after an update. Functions
-# of the Device `dev`; each is small, so loading them needs no large block of the heap.
+# The headset's boot-only and occasional work, imported by firmware.app when there is some and
+# dropped again (app._forget), so its code does not sit in the heap in between: the boot's
+# identity and boot counter, what the companion sent (commands, config), telemetry every
+# tele_s, and the OTA hand-over after an update. Functions of the Device `dev`; each is small,
+# so loading them needs no large block of the heap.
 import gc
 import json
 import os
 
-from firmware.pipeline import PLACEHOLDER_MODEL
+from firmware.app import _config, _forget, _forget_config, _policy_problems
+from firmware.pipeline import PLACEHOLDER_MODEL, Pipeline, policy_settings
 from firmware.version import FIRMWARE
 
 COMMANDS = ("ping", "tele", "mute", "unmute", "ack", "reboot", "ota")
 
 
+def identity(root):
+    try:
+        with open(root + "device.json") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        raise RuntimeError(
+            "device.json is missing or unreadable on flash; provision the device with "
+            "'calmcue device provision' (docs/firmware.md lists its keys)"
+        )
+
+
+def next_boot(root):
+    """Boot counter on flash, bumped once per start: the companion sees reboots as (boot, seq)."""
+    try:
+        with open(root + "boot") as f:
+            n = int(f.read()) + 1
+    except (OSError, ValueError):
+        n = 1
+    with open(root + "boot.tmp", "w") as f:
+        f.write(str(n))
+    os.rename(root + "boot.tmp", root + "boot")
+    return n
+
+
 def run(dev, up_ms, budget):
-    """Handle what the companion sent, deliver up to `budget` events, then send telemetry when
-    it is due (in that order, as every network step does)."""
+    """Handle what the companion sent, deliver up to `budget` events, send telemetry when it is
+    due, then reboot if a command asked for it (in that order, as every network step does)."""
+    reboot = False
     while dev._pending:
         topic, payload = dev._pending.pop(0)
         leaf = topic.decode()[len(dev.link.prefix) :]
         if leaf == "config":
-            dev.apply_config(payload, up_ms)
-        else:
-            command(dev, leaf[4:], up_ms)  # cmd/<name>
+            try:
+                config(dev, payload, up_ms)
+            finally:
+                _forget_config()
+        elif command(dev, leaf[4:], up_ms):  # cmd/<name>
+            reboot = True
     dev.deliver(budget)
     if up_ms >= dev._tele_next and dev.link.up:
         dev._tele_next = up_ms + dev.cfg["tele_s"] * 1000
         if dev.link.publish("tele", json.dumps(telemetry(dev, up_ms))) and not dev._healthy:
             dev._healthy = True
             confirm_update(dev)
+    if reboot and dev.hw.reset is not None:
+        dev.hw.reset()
+
+
+def reply(dev, name, ok, detail, up_ms):
+    dev.link.publish("state/result", json.dumps(
+        {"cmd": name, "ok": ok, "detail": detail, "up_ms": up_ms, "rev": dev.cfg["rev"]}
+    ))  # fmt: skip
 
 
 def command(dev, name, up_ms):
+    """cmd/<name>: do it and reply. Returns True when the device should reboot afterwards."""
     ok = True
+    reboot = False
     if name == "ping":
         detail = "pong"
     elif name == "tele":
@@ -45,30 +85,30 @@ def command(dev, name, up_ms):
         detail = "acknowledged"
     elif name == "reboot":
         detail = "rebooting"
-        dev._reboot = True
+        reboot = True
     elif name == "ota":
-        ok, detail = update(dev)
+        ok, detail, reboot = update(dev)
     else:
         ok = False
         detail = "unknown command; known: " + ", ".join(COMMANDS)
-    dev._reply(name, ok, detail, up_ms)
+    reply(dev, name, ok, detail, up_ms)
+    return reboot
 
 
 def update(dev):
     """cmd/ota: fetch, verify and switch to the update the companion offers, then reboot into it
-    on trial (firmware/ota.py, firmware/ota_boot.py). Returns (ok, detail) for the reply."""
+    on trial (firmware/ota.py, firmware/ota_boot.py). Returns (ok, detail, reboot)."""
     if not dev.ident.get("ota_url"):
-        return False, "no ota_url in device.json; re-provision with --ota-url"
+        return False, "no ota_url in device.json; re-provision with --ota-url", False
     from firmware import ota
 
     try:
         version = ota.update_from_companion(dev.ident)
     except (ota.OtaError, OSError, ValueError) as e:
-        return False, "update refused: %s" % e
+        return False, "update refused: %s" % e, False
     if version is None:
-        return True, "no update offered"
-    dev._reboot = True
-    return True, "updated to %s; rebooting" % version
+        return True, "no update offered", False
+    return True, "updated to %s; rebooting" % version, True
 
 
 def confirm_update(dev):
@@ -87,8 +127,6 @@ def confirm_update(dev):
             ota.report_outcome(base, dev.ident["site"], dev.ident["device"])
         except (OSError, ValueError) as e:
             dev.link.log("ota report failed: %r" % e)  # the companion sees it next boot
-    from firmware.app import _forget
-
     _forget("ota")  # needed once per boot: give its memory back
 
 
@@ -129,3 +167,39 @@ def telemetry(dev, up_ms):
     if ts is not None:
         t["ts"] = ts
     return t
+
+
+def config(dev, payload, up_ms):
+    """A config from the companion (retained: it arrives on every connect): checked, saved,
+    applied live; the reply says what happened."""
+    if not payload:
+        return  # retained config cleared: keep what we have
+    cfg = _config()
+    try:
+        new = json.loads(payload)
+    except ValueError:
+        reply(dev, "config", False, "config is not valid JSON; nothing changed", up_ms)
+        return
+    errs = cfg.problems(new, _policy_problems)
+    if errs:
+        reply(dev, "config", False, "; ".join(errs) + "; nothing changed", up_ms)
+        return
+    new = cfg.merged(new)
+    if new == dev.cfg and not dev.config_error:
+        return  # the retained copy arrives on every reconnect: no flash write
+    cfg.save(new, dev.root)
+    old, dev.cfg = dev.cfg, new
+    dev.config_error = None
+    dev.outputs.brightness = new["brightness"]
+    dev.outputs.haptic = new["haptic"]
+    dev.hw.button.long_press_ms = new["long_press_ms"]
+    if policy_settings(new) != policy_settings(old):
+        for etype, fields in dev.pipeline.finish(up_ms / 1000):
+            dev.emit(etype, fields, up_ms)  # the open conversation ends here
+        rand = dev.pipeline.rand
+        model = dev.pipeline.model
+        del dev.pipeline  # free the old buffers before the new ones are made
+        gc.collect()
+        dev.pipeline = Pipeline(new, rand, model)
+    reply(dev, "config", True, "applied rev %d" % new["rev"], up_ms)
+    dev._tele_next = up_ms
