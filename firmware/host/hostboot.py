@@ -1,7 +1,8 @@
 # The host runner's boot (firmware/host/hostrun.py imports it, takes what it made and forgets
-# it): options, provisioning, the model, the firmware's code, the hardware fakes and the Device.
-# All of it is module top-level code, which MicroPython frees once the import is done, so none
-# of this bytecode stays in the heap the firmware runs in (the device has no such code at all).
+# it): options, provisioning, the model and the firmware's code. All of it is module top-level
+# code, which MicroPython frees once the import is done, so none of this bytecode stays in the
+# heap the firmware runs in (the device has no such code at all); hostrun builds the hardware
+# and the Device after that, so it is not in the heap at the boot's peak either.
 import gc
 import json
 import os
@@ -51,13 +52,6 @@ for k in hostrun._IMPORT_ORDER:
     __import__(k)
     gc.collect()
 del hostrun._IMPORT_ORDER
-from firmware import main as hw  # noqa: E402
-from firmware.app import Device  # noqa: E402
-
-i2s, h = hw.hardware()
-gc.collect()
-dev = Device(h, flash, log=hostrun.out, model=model)
-hw.start_watchdog(h)
-# --heap-at seconds as sample counts (ints: no float objects held for the run).
-o["heap-at"] = [int(float(x) * i2s.rate) for x in o["heap-at"].split(",") if x]
+# --heap-at seconds as ms of audio time (ints: no float objects held for the run).
+o["heap-at"] = [int(float(x) * 1000) for x in o["heap-at"].split(",") if x]
 hostrun.o = o

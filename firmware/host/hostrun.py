@@ -50,9 +50,18 @@ def main(argv):
     o = argv
     import hostboot as b
 
-    dev, i2s, h = b.dev, b.i2s, b.h
+    flash, model = b.flash, b.model
     b = None
     del sys.modules["hostboot"]
+    gc.collect()
+    from firmware import main as hw
+    from firmware.app import Device
+
+    i2s, h = hw.hardware()
+    gc.collect()
+    dev = Device(h, flash, log=out, model=model)
+    model = None
+    hw.start_watchdog(h)
     emit = dev.emit
 
     def ev(etype, fields, up_ms):
@@ -85,11 +94,11 @@ def main(argv):
             if i2s.count % rate < n:  # about once per audio second
                 gc.collect()
                 low = min(low or gc.mem_free(), gc.mem_free())
-            for m in marks:
-                if i2s.count - n < m <= i2s.count:
+            for m in marks:  # ms
+                if t0 < m <= t:
                     _scrub(40)
                     gc.collect()
-                    out({"t_s": m / rate, "free": gc.mem_free(), "alloc": gc.mem_alloc()}, "heap")
+                    out({"t_s": m / 1000, "free": gc.mem_free(), "alloc": gc.mem_alloc()}, "heap")
 
     c = ["run"]
     while c[0] != "quit":
