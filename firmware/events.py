@@ -39,61 +39,57 @@ class EventError(ValueError):
     pass
 
 
-def _check(key, kind, value):
-    """Why `value` is not a valid `kind` (see _SCHEMA) for field `key`; None when it is."""
-    if "|" in kind:
-        ok = value in kind.split("|")
-        why = "one of " + kind.replace("|", ", ")
-    elif kind == "id" or kind == "hex":
-        ident = kind == "id"
-        ok = isinstance(value, str) and (1 if ident else 8) <= len(value) <= (32 if ident else 16)
-        for c in value if ok else "":  # hex digits come first in _CHARS, "_" and "-" last
-            ok = ok and 0 <= _CHARS.find(c) < (38 if ident else 16) and _CHARS.find(value[0]) < 36
-        why = (
-            "1-32 chars of a-z, 0-9, '_' or '-', starting with a letter or digit"
-            if ident
-            else "8-16 lowercase hex digits"
-        )
-    else:
-        num = kind[0] == "n"
-        bounds = kind[4:]
-        lo, hi = map(int, bounds.split("-")) if bounds else (0, 10000000000)
-        ok = (
-            not isinstance(value, bool)  # JSON true/false are ints to Python
-            and isinstance(value, (int, float) if num else int)
-            and lo <= value
-            and (value <= hi or not (bounds or num))  # a plain int has no upper bound
-        )
-        why = "%s from %d to %d" % ("a number" if num else "an integer", lo, hi)
-        if not (bounds or num):
-            why = "a non-negative integer"
-        elif lo == hi:
-            why = str(lo)
-    return None if ok else "%s must be %s" % (key, why)
-
-
-def problems(event):
+def problems(event, schema=_SCHEMA):
     """Return a list of what is wrong with `event` (a dict); empty when it is valid."""
     if not isinstance(event, dict):
         return ["event must be a JSON object"]
     out = []
     known = []
-    for line in _SCHEMA.split("\n"):
+    for line in schema.split("\n"):
         spec = line.split()
-        if spec[0] == "*" or spec[0] == event.get("type"):
-            for f in spec[1:]:
-                key, kind = f.split(":", 1)
-                name = key.rstrip("?")
-                known.append(name)
-                value = event.get(name)
-                if value is not None:
-                    f = _check(name, kind, value)
-                elif name == key:
-                    f = name + " is required"
-                else:
-                    continue
-                if f:
-                    out.append(f)
+        if spec[0] != "*" and spec[0] != event.get("type"):
+            continue
+        for f in spec[1:]:
+            key, kind = f.split(":", 1)
+            name = key.rstrip("?")
+            known.append(name)
+            value = event.get(name)
+            if value is None:
+                if name == key:
+                    out.append(name + " is required")
+                continue
+            if "|" in kind:
+                ok = value in kind.split("|")
+                why = "one of " + kind.replace("|", ", ")
+            elif kind == "id" or kind == "hex":
+                ident = kind == "id"
+                n = len(value) if isinstance(value, str) else 0
+                ok = (1 if ident else 8) <= n <= (32 if ident else 16)
+                for c in value if ok else "":  # hex digits come first in _CHARS, "_" "-" last
+                    ok = ok and 0 <= _CHARS.find(c) < (38 if ident else 16)
+                ok = ok and _CHARS.find(value[0]) < 36
+                why = (
+                    "1-32 chars of a-z, 0-9, _ or -, starting with a letter or digit"
+                    if ident
+                    else "8-16 lowercase hex digits"
+                )
+            else:
+                num = kind[0] == "n"
+                bounds = kind[4:]
+                lo, hi = map(int, bounds.split("-")) if bounds else (0, 10000000000)
+                ok = (
+                    not isinstance(value, bool)  # JSON true/false are ints to Python
+                    and isinstance(value, (int, float) if num else int)
+                    and lo <= value
+                    and (value <= hi or not (bounds or num))  # a plain int has no upper bound
+                )
+                why = ("a number" if num else "an integer") + (
+                    " %d-%d" % (lo, hi) if bounds or num else " >= 0"
+                )
+                if lo == hi:
+                    why = str(lo)
+            if not ok:
+                out.append(name + " must be " + why)
     for key in event:
         if key not in known:
             out.append("%s is not an allowed field" % key)
@@ -146,7 +142,7 @@ class Stamper:
 def new_conversation_id(rand_bytes):
     """A random 8-hex-digit id, short-lived: a new one every conversation. `rand_bytes` is
     os.urandom (CPython, MicroPython unix) or the device's equivalent, passed in."""
-    return "%02x%02x%02x%02x" % tuple(rand_bytes(4))
+    return "%08x" % int.from_bytes(rand_bytes(4), "big")
 
 
 try:
@@ -185,3 +181,8 @@ except ImportError:  # CPython: the Pi agent, the companion's tests and tools. T
                     key, kind = f.split(":", 1)
                     out.append((key.rstrip("?"), kind, key[-1] != "?"))
         return out
+
+    def _check(key, kind, value):
+        """Why `value` is not a valid `kind` (see _SCHEMA) for field `key`; None when it is.
+        (The Pi agent's config and device provisioning check ids with it.)"""
+        return (problems({key: value}, "* %s:%s" % (key, kind)) or [None])[0]
