@@ -458,7 +458,11 @@ class Features:
                 b[_FILL] = 0
                 if _frame(x, b):
                     self._window()
-        return self._out if self._out is not None else ()
+        # The records are the caller's: not kept here, so the heap in use after a chunk does
+        # not depend on what the last window held.
+        out = self._out
+        self._out = None
+        return out if out is not None else ()
 
     def _window(self):
         b = self._b

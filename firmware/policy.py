@@ -10,13 +10,91 @@
 # Only customer windows carry stress here. Staff windows give pace and loudness; in EU mode
 # their scores are dropped on arrival, so nothing about the staff voice is inferred or sent.
 # Why the defaults are what they are: docs/policy.md.
-from firmware.cue_settings import SettingsError, validate_settings, windows
+#
+# Heap: a Policy lives for the whole run on the headset, so its state is two arrays indexed by
+# the constants below (array('d') for the thresholds and the float state, exact on both float
+# widths; array('i') for window counts and counters) instead of ~60 attributes, two helper
+# classes and four small objects; the validated settings dict is not kept.
+from array import array
+
 from firmware.events import new_conversation_id
 
-SPEAKERS = ("staff", "customer", "unknown")
+try:
+    from micropython import const
+except ImportError:  # CPython: constants are plain ints (int(5) is 5; no function to keep)
+    const = int  # type: ignore[assignment,misc]
 
-# Urgency of each cue, the event's `level`.
-_LEVEL = {"slow_down": 1, "empathize": 2, "call_manager": 3, "settled": 1}
+
+# Float array: settings, then state reset per conversation (_T0 ..), then the smoothers'
+# buffers (k each for the customer and the staff voice, then k of scratch).
+_HOP = const(0)
+_MIN_SPEECH = const(1)
+_PACE_MIN_SPEECH = const(2)
+_GAP = const(3)
+_THR = const(4)  # stress_threshold
+_TENSE = const(5)
+_INTENSE = const(6)
+_RISE = const(7)  # manager_rise
+_EMP_REFR = const(8)
+_SLOW_REFR = const(9)
+_MIN_GAP = const(10)
+_BASE_DEFAULT = const(11)
+_BASE_MAX = const(12)
+_SETTLE_MARGIN = const(13)
+_RATE_RISE = const(14)
+_RATE_MARGIN = const(15)
+_DB_RISE = const(16)
+_DB_MARGIN = const(17)
+_PACE_ALPHA = const(18)
+_EMA_ALPHA = const(19)
+_SPAN = const(20)  # smoothing span: further apart, two scores belong to different turns
+_T0 = const(21)
+_LAST_VOICE = const(22)
+_LAST_NUDGE = const(23)
+_LAST_EMP = const(24)
+_LAST_SLOW = const(25)
+_PEAK = const(26)
+_SCORE = const(27)  # latest smoothed customer stress score
+_BASE_SUM = const(28)
+_STAFF_SCORE = const(29)
+# Highest smoothed staff score while the customer was not tense: what this voice reads as
+# when it is calm (the model scores some calm voices high).
+_STAFF_CALM = const(30)
+_VOICES = const(31)  # staff then customer: base rate, base dB, rate, dB (running average)
+_SMOOTH = const(39)  # customer then staff: value, time of the last score
+_EMP_SCORE = const(43)  # the episode's (reset at settled)
+_FIRST_CUE_T = const(44)
+_FBUF = const(45)
+# Int array: settings in windows and switches, then state reset per conversation (_CUES ..),
+# the last seven of it per episode (_STAGE ..).
+_N_EMP = const(0)
+_N_SUSTAIN = const(1)
+_N_RISE = const(2)
+_N_INTENSE = const(3)
+_N_SETTLE = const(4)
+_N_BASE = const(5)
+_N_SLOW = const(6)
+_BUDGET = const(7)
+_N_SPK = const(8)
+_K = const(9)  # median over k scores (1 for ema and none)
+_MODE = const(10)  # smoothing: 0 median, 1 ema, 2 none
+_EU = const(11)
+_FROM_UNKNOWN = const(12)
+_CUES = const(13)
+_NUDGES = const(14)
+_MANAGER_CALLED = const(15)
+_BASE_N = const(16)
+_SLOW_RUN = const(17)
+_VOICE_N = const(18)  # staff, customer: windows in the voice's baseline so far
+_SMOOTH_N = const(20)  # customer then staff: scores held, next buffer slot
+_STAGE = const(24)  # 0 calm, 1 past empathize, 2 manager called
+_ABOVE_RUN = const(25)
+_INTENSE_RUN = const(26)
+_RISE_RUN = const(27)
+_CALM_RUN = const(28)
+_SUSTAIN = const(29)
+_STRESS_N = const(30)
+_IN = const(31)
 
 
 def _r3(x):
@@ -26,95 +104,6 @@ def _r3(x):
 
 class PolicyError(ValueError):
     pass
-
-
-class _Voice:
-    """Pace and loudness of one speaker in the current conversation: a baseline from their
-    first windows and a short running average of the recent ones."""
-
-    def __init__(self, n_base, alpha):
-        self.n_base = n_base
-        self.alpha = alpha
-        self.reset()
-
-    def reset(self):
-        self.n = 0
-        self.base_rate = 0.0
-        self.base_db = 0.0
-        self.rate = 0.0
-        self.db = 0.0
-
-    def add(self, rate, level_db):
-        if self.n < self.n_base:
-            self.n += 1
-            self.base_rate += (rate - self.base_rate) / self.n
-            self.base_db += (level_db - self.base_db) / self.n
-            self.rate = self.base_rate
-            self.db = self.base_db
-            return
-        a = self.alpha
-        self.rate += a * (rate - self.rate)
-        self.db += a * (level_db - self.db)
-
-    def known(self):
-        return self.n >= self.n_base
-
-    def rate_rise(self):
-        return self.rate - self.base_rate
-
-    def db_rise(self):
-        return self.db - self.base_db
-
-
-class _Smoother:
-    """Median of the last k scores, an EMA, or nothing; preallocated, no per-window lists.
-    Scores further apart than the smoothing span (k hops) belong to different turns: a new
-    turn starts afresh instead of being held back by the end of the speaker's previous one."""
-
-    def __init__(self, mode, k, alpha, span_s):
-        self.mode = mode
-        self.k = k if mode == "median" else 1
-        self.alpha = alpha
-        self.span = span_s
-        self.buf = [0.0] * self.k
-        self.tmp = [0.0] * self.k
-        self.reset()
-
-    def reset(self):
-        self.n = 0
-        self.i = 0
-        self.value = 0.0
-        self.t = 0.0
-
-    def add(self, t, x):
-        if self.n and t - self.t > self.span:
-            self.reset()
-        self.t = t
-        if self.mode == "ema":
-            self.value = x if self.n == 0 else self.value + self.alpha * (x - self.value)
-            self.n += 1
-            return self.value
-        if self.mode == "none":
-            self.value = x
-            return x
-        self.buf[self.i] = x
-        self.i = (self.i + 1) % self.k
-        if self.n < self.k:
-            self.n += 1
-        n = self.n
-        tmp = self.tmp
-        for j in range(n):  # insertion sort of at most k values
-            v = self.buf[j]
-            m = j
-            while m > 0 and tmp[m - 1] > v:
-                tmp[m] = tmp[m - 1]
-                m -= 1
-            tmp[m] = v
-        if n & 1:
-            self.value = tmp[n // 2]
-        else:
-            self.value = (tmp[n // 2 - 1] + tmp[n // 2]) / 2
-        return self.value
 
 
 class Policy:
@@ -130,95 +119,59 @@ class Policy:
     """
 
     def __init__(self, settings=None, rand_bytes=None):
+        # The validator is imported here, not at the top: a Policy is made only at boot and
+        # when a config arrives, and the headset drops firmware.cue_settings in between
+        # (firmware/app.py); the policy keeps only the values it uses, not the validated dict.
+        from firmware.cue_settings import SettingsError, validate_settings, windows
+
         s, errors = validate_settings(settings or {})
         if errors:
             raise SettingsError("; ".join(errors))
         if rand_bytes is None:
             raise PolicyError("pass rand_bytes (e.g. os.urandom) to make conversation ids")
-        self.settings = s
         self._rand = rand_bytes
         hop = s["hop_s"]
-        self.hop = hop
-        self.eu = s["eu_mode"]
-        self.min_speech = s["min_speech"]
-        self.pace_min_speech = s["pace_min_speech"]
-        self.gap_s = s["conversation_gap_s"]
-        self.thr = s["stress_threshold"]
-        self.tense = s["tense_threshold"]
-        self.intense = s["intense_threshold"]
-        self.rise = s["manager_rise"]
-        self.n_emp = windows(s["empathize_after_s"], hop)
-        self.n_sustain = windows(s["manager_after_s"], hop)
-        self.n_rise = windows(s["manager_rise_s"], hop)
-        self.n_intense = windows(s["intense_after_s"], hop)
-        self.n_settle = windows(s["settle_after_s"], hop)
-        self.n_base = windows(s["baseline_s"], hop)
-        self.n_slow = windows(s["slow_down_after_s"], hop)
-        self.emp_refr = s["empathize_refractory_s"]
-        self.slow_refr = s["slow_down_refractory_s"]
-        self.budget = s["cue_budget"]
-        self.min_gap = s["min_gap_s"]
-        self.base_default = s["baseline_default"]
-        self.base_max = s["baseline_max"]
-        self.settle_margin = s["settle_margin"]
-        self.rate_rise = s["rate_rise"]
-        self.rate_margin = s["rate_margin"]
-        self.db_rise = s["level_rise_db"]
-        self.db_margin = s["level_margin_db"]
-        self.from_unknown = s["stress_from_unknown"] and not self.eu
-        n_spk = windows(s["speaker_baseline_s"], hop)
-        alpha = 2.0 / (windows(s["pace_window_s"], hop) + 1)
-        self.staff = _Voice(n_spk, alpha)
-        self.customer = _Voice(n_spk, alpha)
+        mode = s["smoothing"]
         k = s["smoothing_windows"]
-        span = k * hop + hop / 2  # k consecutive hops, with room for float rounding
-        self.cust_smooth = _Smoother(s["smoothing"], k, s["ema_alpha"], span)
+        if mode != "median":
+            k = 1
+        # Float settings, in the order of the _HOP .. _SPAN constants.
+        f = array("d", bytes(8 * (_FBUF + 3 * k)))
+        i = 0
+        for key in (
+            "hop_s min_speech pace_min_speech conversation_gap_s stress_threshold"
+            " tense_threshold intense_threshold manager_rise empathize_refractory_s"
+            " slow_down_refractory_s min_gap_s baseline_default baseline_max settle_margin"
+            " rate_rise rate_margin level_rise_db level_margin_db"
+        ).split():
+            f[i] = s[key]
+            i += 1
+        f[_PACE_ALPHA] = 2.0 / (windows(s["pace_window_s"], hop) + 1)
+        f[_EMA_ALPHA] = s["ema_alpha"]
+        # k consecutive hops, with room for float rounding
+        f[_SPAN] = s["smoothing_windows"] * hop + hop / 2
+        n = array("i", bytes(4 * _IN))
+        i = 0
+        for key in (
+            "empathize_after_s manager_after_s manager_rise_s intense_after_s settle_after_s"
+            " baseline_s slow_down_after_s"
+        ).split():
+            n[i] = windows(s[key], hop)
+            i += 1
+        n[_BUDGET] = s["cue_budget"]
+        n[_N_SPK] = windows(s["speaker_baseline_s"], hop)
+        n[_K] = k
+        n[_MODE] = 0 if mode == "median" else (1 if mode == "ema" else 2)
         # Outside EU mode only: the staff voice's own stress counts as mirroring.
-        self.staff_smooth = None if self.eu else _Smoother(s["smoothing"], k, s["ema_alpha"], span)
+        n[_EU] = s["eu_mode"]
+        n[_FROM_UNKNOWN] = s["stress_from_unknown"] and not s["eu_mode"]
+        self._f = f
+        self._n = n
         self.reset()
-
-    # ---- state ---------------------------------------------------------------------------
 
     def reset(self):
         self.conv = None
-        self._reset_conversation()
-
-    def _reset_conversation(self):
-        self.t0 = 0.0
-        self.last_voice = 0.0
-        self.cues = 0
-        self.nudges = 0
-        self.last_nudge = -1e9
-        self.last_emp = -1e9
-        self.last_slow = -1e9
-        self.manager_called = False
-        self.peak = -1.0
-        self.score = 0.0  # latest smoothed customer stress score
-        self.base_n = 0
-        self.base_sum = 0.0
-        self.slow_run = 0
-        self.staff_score = 0.0
-        # Highest smoothed staff score while the customer was not tense: what this voice
-        # reads as when it is calm (the model scores some calm voices high).
-        self.staff_calm = 0.0
-        self.staff.reset()
-        self.customer.reset()
-        self.cust_smooth.reset()
-        if self.staff_smooth is not None:
-            self.staff_smooth.reset()
-        self._reset_episode()
-
-    def _reset_episode(self):
-        # An episode runs from the first empathize-worthy stretch to `settled`.
-        self.stage = 0  # 0 calm, 1 past empathize, 2 manager called
-        self.above_run = 0
-        self.intense_run = 0
-        self.rise_run = 0
-        self.calm_run = 0
-        self.sustain = 0
-        self.stress_n = 0
-        self.emp_score = 0.0
-        self.first_cue_t = -1.0
+        self._end(None)
 
     # ---- input ---------------------------------------------------------------------------
 
@@ -226,23 +179,25 @@ class Policy:
         return self.step(w["t"], w["score"], w["speaker"], w["rate"], w["level_db"], w["speech"])
 
     def step(self, t, score, speaker, rate, level_db, speech):
-        if speaker not in SPEAKERS:
+        if speaker != "staff" and speaker != "customer" and speaker != "unknown":
             raise PolicyError("speaker must be staff, customer or unknown (got %r)" % (speaker,))
+        f = self._f
+        n = self._n
         out = []
-        voiced = speech >= self.min_speech
+        voiced = speech >= f[_MIN_SPEECH]
         if self.conv is None:
             if not voiced:
                 return out
             self.conv = new_conversation_id(self._rand)
-            self.t0 = t
-            self.last_voice = t
+            f[_T0] = t
+            f[_LAST_VOICE] = t
             out.append(
                 {"type": "conversation", "t": t, "conv": self.conv, "phase": "start", "conv_s": 0.0}
             )
         elif voiced:
-            self.last_voice = t
+            f[_LAST_VOICE] = t
         else:
-            if t - self.last_voice >= self.gap_s:
+            if t - f[_LAST_VOICE] >= f[_GAP]:
                 out.append(self._end(t))
             # Pauses, noise and bursts shorter than min_speech neither count nor reset.
             return out
@@ -250,24 +205,116 @@ class Policy:
             score = None  # NaN or negative: no stress reading this window
         elif score is not None and score > 1.0:
             score = 1.0
+        staff = speaker == "staff"
+        # Whose stress this score is: the customer's (0; an unattributed voice only when
+        # stress_from_unknown), the staff voice's (1; outside EU mode only, for mirroring).
+        w = -1
+        if score is not None:
+            if staff:
+                w = -1 if n[_EU] else 1
+            elif speaker == "customer" or n[_FROM_UNKNOWN]:
+                w = 0
+        if w >= 0:
+            # Smoothed: median of the last k scores, an EMA, or nothing. Scores further apart
+            # than the smoothing span belong to different turns: a new turn starts afresh
+            # instead of being held back by the end of the speaker's previous one.
+            v = _SMOOTH + 2 * w  # value, time of the last score
+            c = _SMOOTH_N + 2 * w  # scores held, next buffer slot
+            if n[c] and t - f[v + 1] > f[_SPAN]:
+                n[c] = 0
+                n[c + 1] = 0
+                f[v] = 0.0
+            f[v + 1] = t
+            mode = n[_MODE]
+            if mode == 1:
+                f[v] = score if n[c] == 0 else f[v] + f[_EMA_ALPHA] * (score - f[v])
+                n[c] += 1
+            elif mode == 2:
+                f[v] = score
+            else:
+                k = n[_K]
+                buf = _FBUF + w * k
+                tmp = _FBUF + 2 * k
+                f[buf + n[c + 1]] = score
+                n[c + 1] = (n[c + 1] + 1) % k
+                if n[c] < k:
+                    n[c] += 1
+                m = n[c]
+                for j in range(m):  # insertion sort of at most k values
+                    x = f[buf + j]
+                    i = j
+                    while i > 0 and f[tmp + i - 1] > x:
+                        f[tmp + i] = f[tmp + i - 1]
+                        i -= 1
+                    f[tmp + i] = x
+                if m & 1:
+                    f[v] = f[tmp + m // 2]
+                else:
+                    f[v] = (f[tmp + m // 2 - 1] + f[tmp + m // 2]) / 2
+            x = f[v]
+            if w:
+                f[_STAFF_SCORE] = x
+                if f[_SCORE] < f[_TENSE] and x > f[_STAFF_CALM]:
+                    f[_STAFF_CALM] = x
         # Pace and loudness only from windows mostly full of speech: a window that a turn
         # starts or ends in holds fewer onsets and would read as a slower, quieter voice.
-        solid = speech >= self.pace_min_speech
-        if speaker == "staff":
-            if self.staff_smooth is not None and score is not None:
-                self.staff_score = self.staff_smooth.add(t, score)
-                if self.score < self.tense and self.staff_score > self.staff_calm:
-                    self.staff_calm = self.staff_score
-            if solid:
-                self.staff.add(rate, level_db)
-                self._slow_down(t, out)
-        elif speaker == "customer":
-            if solid:
-                self.customer.add(rate, level_db)
-            if score is not None:
-                self._stress(t, self.cust_smooth.add(t, score), out)
-        elif self.from_unknown and score is not None:
-            self._stress(t, self.cust_smooth.add(t, score), out)
+        solid = speech >= f[_PACE_MIN_SPEECH]
+        if solid and speaker != "unknown":
+            # The speaker's pace and loudness: a baseline from their first windows, then a
+            # short running average of the recent ones.
+            v = _VOICES if staff else _VOICES + 4
+            c = _VOICE_N if staff else _VOICE_N + 1
+            if n[c] < n[_N_SPK]:
+                n[c] += 1
+                f[v] += (rate - f[v]) / n[c]
+                f[v + 1] += (level_db - f[v + 1]) / n[c]
+                f[v + 2] = f[v]
+                f[v + 3] = f[v + 1]
+            else:
+                a = f[_PACE_ALPHA]
+                f[v + 2] += a * (rate - f[v + 2])
+                f[v + 3] += a * (level_db - f[v + 3])
+        if w == 0:
+            self._stress(t, x, out)
+        elif staff and solid:
+            # slow_down: the staff voice faster or louder than the customer, or rising with
+            # them, for slow_down_after_s.
+            reason = None
+            if n[_VOICE_N] >= n[_N_SPK]:  # the staff voice's baseline is known
+                tense = f[_SCORE] >= f[_TENSE]
+                # staff: _VOICES + 0..3, customer: _VOICES + 4..7 (base rate, base dB, rate, dB)
+                s_db = f[_VOICES + 3] - f[_VOICES + 1]
+                rising = f[_VOICES + 2] - f[_VOICES] >= f[_RATE_RISE] or s_db >= f[_DB_RISE]
+                faster = louder = cust_rising = False
+                if n[_VOICE_N + 1] >= n[_N_SPK]:
+                    c_db = f[_VOICES + 7] - f[_VOICES + 5]
+                    faster = f[_VOICES + 2] >= f[_VOICES + 6] + f[_RATE_MARGIN]
+                    louder = s_db >= c_db + f[_DB_MARGIN]
+                    cust_rising = (
+                        f[_VOICES + 6] - f[_VOICES + 4] >= f[_RATE_RISE] or c_db >= f[_DB_RISE]
+                    )
+                if rising and (cust_rising or tense):
+                    reason = "mirroring"
+                elif faster and (rising or tense):
+                    reason = "faster"
+                elif louder and rising:
+                    reason = "louder"
+                # The staff voice's stress mirrors the customer's only when it rose above what
+                # the same voice read while the customer was calm.
+                elif (
+                    not n[_EU]
+                    and f[_STAFF_SCORE] >= f[_THR]
+                    and f[_STAFF_SCORE] > f[_STAFF_CALM] + f[_SETTLE_MARGIN]
+                    and (tense or cust_rising)
+                ):
+                    reason = "mirroring"
+            if reason is None:
+                n[_SLOW_RUN] = 0
+            else:
+                n[_SLOW_RUN] += 1
+                if n[_SLOW_RUN] >= n[_N_SLOW]:
+                    if self._nudge(t, _LAST_SLOW, _SLOW_REFR, "slow_down", reason, out) == 0:
+                        n[_SLOW_RUN] = 0
         return out
 
     def finish(self, t):
@@ -276,163 +323,140 @@ class Policy:
             return []
         return [self._end(t)]
 
-    # ---- decisions -----------------------------------------------------------------------
+    # ---- state ---------------------------------------------------------------------------
 
     def _end(self, t):
-        d = {
-            "type": "conversation",
-            "t": t,
-            "conv": self.conv,
-            "phase": "end",
-            "conv_s": _r3(self.last_voice - self.t0),
-            "cues": self.cues,
-        }
-        if self.peak >= 0.0:
-            d["peak"] = _r3(self.peak)
-        self.conv = None
-        self._reset_conversation()
+        # The conversation's end decision (None when t is None), and its state starts over.
+        f = self._f
+        n = self._n
+        d = None
+        if t is not None:
+            d = {
+                "type": "conversation",
+                "t": t,
+                "conv": self.conv,
+                "phase": "end",
+                "conv_s": _r3(f[_LAST_VOICE] - f[_T0]),
+                "cues": n[_CUES],
+            }
+            if f[_PEAK] >= 0.0:
+                d["peak"] = _r3(f[_PEAK])
+            self.conv = None
+        for i in range(_T0, _FBUF):
+            f[i] = 0.0
+        f[_LAST_NUDGE] = -1e9
+        f[_LAST_EMP] = -1e9
+        f[_LAST_SLOW] = -1e9
+        f[_PEAK] = -1.0
+        f[_FIRST_CUE_T] = -1.0
+        for i in range(_CUES, _IN):
+            n[i] = 0
         return d
 
+    # ---- decisions -----------------------------------------------------------------------
+
     def _cue(self, t, cue, reason, out):
+        f = self._f
+        n = self._n
         d = {
             "type": "cue",
             "t": t,
             "conv": self.conv,
             "cue": cue,
-            "level": _LEVEL[cue],
-            "score": _r3(self.score),
-            "conv_s": _r3(t - self.t0),
+            "level": 3 if cue == "call_manager" else (2 if cue == "empathize" else 1),
+            "score": _r3(f[_SCORE]),
+            "conv_s": _r3(t - f[_T0]),
             "reason": reason,
         }
         if cue != "slow_down":
-            d["stress_s"] = _r3(self.stress_n * self.hop)
-            if cue != "settled" and self.first_cue_t < 0.0:
-                self.first_cue_t = t
-        self.cues += 1
+            d["stress_s"] = _r3(n[_STRESS_N] * f[_HOP])
+            if cue != "settled" and f[_FIRST_CUE_T] < 0.0:
+                f[_FIRST_CUE_T] = t
+        n[_CUES] += 1
         out.append(d)
         return d
 
-    def _nudge_blocked(self, t, last, refractory):
-        # "budget" and "refractory" drop the nudge; "gap" only delays it to a later window.
-        if self.nudges >= self.budget:
-            return "budget"
-        if t - last < refractory:
-            return "refractory"
-        if t - self.last_nudge < self.min_gap:
-            return "gap"
-        return None
-
-    def _nudge(self, t, cue, reason, out):
-        self.nudges += 1
-        self.last_nudge = t
+    def _nudge(self, t, last, refractory, cue, reason, out):
+        # A nudge (empathize, slow_down) unless held back: 1 when the budget or the cue's
+        # refractory time (f[refractory] since f[last]) drops it, 2 when the gap since the
+        # last nudge only delays it to a later window; 0 when sent.
+        f = self._f
+        n = self._n
+        if n[_NUDGES] >= n[_BUDGET] or t - f[last] < f[refractory]:
+            return 1
+        if t - f[_LAST_NUDGE] < f[_MIN_GAP]:
+            return 2
+        f[last] = t
+        n[_NUDGES] += 1
+        f[_LAST_NUDGE] = t
         self._cue(t, cue, reason, out)
-
-    def _baseline(self):
-        b = self.base_sum / self.base_n if self.base_n >= self.n_base else self.base_default
-        return b if b < self.base_max else self.base_max
+        return 0
 
     def _stress(self, t, x, out):
-        self.score = x
-        if x > self.peak:
-            self.peak = x
-        if self.base_n < self.n_base:
-            self.base_n += 1
-            self.base_sum += x
-        above = x >= self.thr
-        self.above_run = self.above_run + 1 if above else 0
-        self.intense_run = self.intense_run + 1 if x >= self.intense else 0
-        if self.stage == 0:
-            if self.above_run == 0:
+        f = self._f
+        n = self._n
+        f[_SCORE] = x
+        if x > f[_PEAK]:
+            f[_PEAK] = x
+        if n[_BASE_N] < n[_N_BASE]:
+            n[_BASE_N] += 1
+            f[_BASE_SUM] += x
+        above = x >= f[_THR]
+        n[_ABOVE_RUN] = n[_ABOVE_RUN] + 1 if above else 0
+        n[_INTENSE_RUN] = n[_INTENSE_RUN] + 1 if x >= f[_INTENSE] else 0
+        # An episode runs from the first empathize-worthy stretch to `settled`.
+        stage = n[_STAGE]
+        reason = None
+        if stage == 0:
+            if n[_ABOVE_RUN] == 0:
                 return
-            self.stress_n += 1
-            if self.intense_run >= self.n_intense:
-                self._manager(t, "very_intense", out)
-            elif self.above_run >= self.n_emp:
-                if self.intense_run > 0:
-                    return  # very intense right now: wait a moment for call_manager instead
-                blocked = self._nudge_blocked(t, self.last_emp, self.emp_refr)
-                if blocked == "gap":
-                    return  # try again next window
-                # Dropped by budget or refractory, the episode still moves on, so the manager
-                # can be called when stress carries on.
-                self.stage = 1
-                self.emp_score = x
-                if blocked is None:
-                    self.last_emp = t
-                    self._nudge(t, "empathize", "stress_sustained", out)
-            return
-        if above:
-            self.stress_n += 1
-        if self.stage == 1:
-            if above:
-                self.sustain += 1
-            self.rise_run = self.rise_run + 1 if x >= self.emp_score + self.rise else 0
-            if self.intense_run >= self.n_intense:
-                self._manager(t, "very_intense", out)
-            elif self.sustain >= self.n_sustain:
-                self._manager(t, "sustained", out)
-            elif self.rise_run >= self.n_rise:
-                self._manager(t, "rising", out)
-            if self.stage == 2:
+            n[_STRESS_N] += 1
+            if n[_INTENSE_RUN] < n[_N_INTENSE]:
+                # While very intense right now, wait a moment for call_manager instead.
+                if n[_ABOVE_RUN] >= n[_N_EMP] and n[_INTENSE_RUN] == 0:
+                    # Dropped by budget or refractory, the episode still moves on, so the
+                    # manager can be called when stress carries on; a gap retries next window.
+                    if (
+                        self._nudge(t, _LAST_EMP, _EMP_REFR, "empathize", "stress_sustained", out)
+                        < 2
+                    ):
+                        n[_STAGE] = 1
+                        f[_EMP_SCORE] = x
                 return
-        self.calm_run = self.calm_run + 1 if x <= self._baseline() + self.settle_margin else 0
-        if self.calm_run >= self.n_settle:
-            if self.first_cue_t >= 0.0:
-                d = self._cue(t, "settled", "baseline", out)
-                d["ttd_s"] = _r3(t - self.first_cue_t)
-            self._reset_episode()
-
-    def _manager(self, t, reason, out):
-        # Once per conversation; never held back by the budget, refractory or gap.
-        self.stage = 2
-        if self.manager_called:
-            return
-        self.manager_called = True
-        self._cue(t, "call_manager", reason, out)
-
-    def _slow_down(self, t, out):
-        reason = self._slow_reason()
-        if reason is None:
-            self.slow_run = 0
-            return
-        self.slow_run += 1
-        if self.slow_run < self.n_slow:
-            return
-        blocked = self._nudge_blocked(t, self.last_slow, self.slow_refr)
-        if blocked is None:
-            self.last_slow = t
-            self.slow_run = 0
-            self._nudge(t, "slow_down", reason, out)
-
-    def _slow_reason(self):
-        staff = self.staff
-        if not staff.known():
-            return None
-        cust = self.customer
-        tense = self.score >= self.tense
-        rising = staff.rate_rise() >= self.rate_rise or staff.db_rise() >= self.db_rise
-        if cust.known():
-            faster = staff.rate >= cust.rate + self.rate_margin
-            louder = staff.db_rise() >= cust.db_rise() + self.db_margin
-            cust_rising = cust.rate_rise() >= self.rate_rise or cust.db_rise() >= self.db_rise
+            reason = "very_intense"
         else:
-            faster = louder = cust_rising = False
-        if rising and (cust_rising or tense):
-            return "mirroring"
-        if faster and (rising or tense):
-            return "faster"
-        if louder and rising:
-            return "louder"
-        # The staff voice's stress mirrors the customer's only when it rose above what the
-        # same voice read while the customer was calm.
-        if (
-            self.staff_smooth is not None
-            and self.staff_score >= self.thr
-            and self.staff_score > self.staff_calm + self.settle_margin
-            and (tense or cust_rising)
-        ):
-            return "mirroring"
-        return None
+            if above:
+                n[_STRESS_N] += 1
+            if stage == 1:
+                if above:
+                    n[_SUSTAIN] += 1
+                n[_RISE_RUN] = n[_RISE_RUN] + 1 if x >= f[_EMP_SCORE] + f[_RISE] else 0
+                if n[_INTENSE_RUN] >= n[_N_INTENSE]:
+                    reason = "very_intense"
+                elif n[_SUSTAIN] >= n[_N_SUSTAIN]:
+                    reason = "sustained"
+                elif n[_RISE_RUN] >= n[_N_RISE]:
+                    reason = "rising"
+        if reason is not None:
+            # call_manager: once per conversation; never held back by the budget,
+            # refractory or gap.
+            n[_STAGE] = 2
+            if not n[_MANAGER_CALLED]:
+                n[_MANAGER_CALLED] = 1
+                self._cue(t, "call_manager", reason, out)
+            return
+        b = f[_BASE_SUM] / n[_BASE_N] if n[_BASE_N] >= n[_N_BASE] else f[_BASE_DEFAULT]
+        if b >= f[_BASE_MAX]:
+            b = f[_BASE_MAX]
+        n[_CALM_RUN] = n[_CALM_RUN] + 1 if x <= b + f[_SETTLE_MARGIN] else 0
+        if n[_CALM_RUN] >= n[_N_SETTLE]:
+            if f[_FIRST_CUE_T] >= 0.0:
+                d = self._cue(t, "settled", "baseline", out)
+                d["ttd_s"] = _r3(t - f[_FIRST_CUE_T])
+            for i in range(_STAGE, _IN):
+                n[i] = 0
+            f[_EMP_SCORE] = 0.0
+            f[_FIRST_CUE_T] = -1.0
 
 
 def event_fields(decision):

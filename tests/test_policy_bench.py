@@ -47,7 +47,15 @@ def test_policy_runs_in_a_small_heap(mpy, tmp_path: Path) -> None:
     src = Path(bench_policy.__file__).parent
     pkg = tmp_path / "firmware"
     pkg.mkdir()
-    for m in ("__init__", "events", "cue_settings", "policy", "policy_replay", "attribution"):
+    for m in (
+        "__init__",
+        "events",
+        "cue_settings",
+        "policy",
+        "policy_replay",
+        "attribution",
+        "attribution_modes",
+    ):
         subprocess.run([str(cross), "-o", str(pkg / f"{m}.mpy"), str(src / f"{m}.py")], check=True)
     code = (
         f"import sys\nsys.path.insert(0, {str(tmp_path)!r})\n"
