@@ -19,19 +19,19 @@ except ImportError:  # CPython
 _BACKOFF_MIN_MS = const(1000)
 _BACKOFF_MAX_MS = const(60000)
 _SOCKET_TIMEOUT_S = const(5)
+_FAILED = const("%s failed: %r")
 
 
 class _Client(MQTTClient):
     """umqtt.simple with a socket timeout (set by Link once connected): a broker that vanishes
     without closing the connection raises OSError after a few seconds instead of blocking
-    forever. wait_msg() leaves the socket blocking, so the timeout is put back after every read."""
+    forever. wait_msg() leaves the socket blocking, so the timeout is put back after every read
+    (after a failed one Link closes the socket anyway)."""
 
     def wait_msg(self):
-        try:
-            return super().wait_msg()
-        finally:
-            if self.sock is not None:
-                self.sock.settimeout(_SOCKET_TIMEOUT_S)
+        r = super().wait_msg()
+        self.sock.settimeout(_SOCKET_TIMEOUT_S)
+        return r
 
 
 class Link:
@@ -67,7 +67,7 @@ class Link:
                 try:
                     self.wlan.connect(w.get("ssid", ""), w.get("password", ""))
                 except OSError as e:
-                    self.log("wifi connect failed: %r" % e)
+                    self.log(_FAILED % ("wifi", e))
                 self._wifi_next = now_ms + self._wifi_backoff
                 self._wifi_backoff = min(self._wifi_backoff * 2, _BACKOFF_MAX_MS)
             return False
@@ -85,14 +85,14 @@ class Link:
                     ssl=m.get("ssl", False),  # mqtts: device.json from provisioning says so
                 )  # fmt: skip
                 # The broker publishes "offline" for us if we vanish; "online" is our birth
-                # message.
-                c.set_last_will(self.prefix + "status", b"offline", retain=True, qos=1)
+                # message. (str payloads: umqtt writes them as bytes, and short ones are qstrs.)
+                c.set_last_will(self.prefix + "status", "offline", retain=True, qos=1)
                 c.set_callback(self.on_message)
                 c.connect()
                 c.sock.settimeout(_SOCKET_TIMEOUT_S)
                 self.client = c
                 self.up = True
-                c.publish(self.prefix + "status", b"online", True, 1)
+                c.publish(self.prefix + "status", "online", True, 1)
                 c.subscribe(self.prefix + "config", 1)
                 c.subscribe(self.prefix + "cmd/+", 1)
                 self._backoff = _BACKOFF_MIN_MS
@@ -107,7 +107,7 @@ class Link:
                 c.ping()
             self._next = now_ms + c.keepalive * 500
         except (OSError, MQTTException, IndexError, AssertionError) as e:
-            self.drop(("mqtt connect failed: %r" if new else "mqtt lost: %r") % e, c)
+            self.drop(_FAILED % ("connect" if new else "mqtt", e), c)
             if new:  # try again later, less often
                 self._next = now_ms + self._backoff
                 self._backoff = min(self._backoff * 2, _BACKOFF_MAX_MS)
@@ -134,5 +134,5 @@ class Link:
             self.client.publish(self.prefix + leaf, payload, retain, qos)
             return True
         except (OSError, MQTTException, IndexError, AssertionError) as e:
-            self.drop("publish failed: %r" % e)
+            self.drop(_FAILED % ("publish", e))
             return False
