@@ -33,10 +33,13 @@ class Pipeline:
 
             model = Placeholder()
         self.model = model  # firmware.nnrt.Model, or the placeholder (name PLACEHOLDER_MODEL)
+        # The feature buffers first (the largest long-lived blocks), before Policy() loads the
+        # settings validator and makes its garbage: on a 96 KB heap a 2 KB block may not be
+        # found after that.
+        self.fx = Features()
         s = policy_settings(cfg)
         self.policy = Policy(s, rand)
         self.who = HeadsetAttribution(s)  # checked by Policy() above: no error here
-        self.fx = Features()
         self._out = []
         self._t0 = None
 
