@@ -8,7 +8,6 @@ import json
 import os
 
 from firmware import events
-from firmware.cue_settings import validate_settings
 from firmware.net import Link
 from firmware.outputs import Outputs
 from firmware.pipeline import Pipeline, policy_settings
@@ -48,10 +47,15 @@ def _forget(name):
 
 
 def _forget_config():
+    # The settings validator too (firmware/cue_settings.py): loaded to check the config, used
+    # again by Policy() when a pipeline is made, which keeps only what it needs.
     _forget("config")
+    _forget("cue_settings")
 
 
 def _policy_problems(p):
+    from firmware.cue_settings import validate_settings
+
     return validate_settings(policy_settings({"policy": p}))[1]
 
 
@@ -76,7 +80,9 @@ class Device:
             gc.collect()
         self.model_hash = model[1]
         self.cfg, self.config_error = _config().load(root, _policy_problems)
-        _forget_config()
+        # The settings validator stays for the pipeline's Policy below (loaded once per boot,
+        # not twice), then goes with _forget_config().
+        _forget("config")
         if self.config_error:
             log("config: " + self.config_error)
         self.stamper = events.Stamper(self.ident["site"], self.ident["device"], self.boot)
@@ -87,6 +93,7 @@ class Device:
         _forget("control")
         gc.collect()  # boot makes garbage (config, queue scan): clear it before the big buffers
         self.pipeline = Pipeline(self.cfg, rand, model[0])
+        _forget_config()
         gc.collect()
         self.link = Link(hw.wlan, self.ident, self._on_message, log)
         self.muted = self.cfg["muted"]

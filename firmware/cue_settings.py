@@ -4,158 +4,156 @@
 #
 # Why each default is what it is: docs/policy.md. Durations are in seconds and turned into a
 # number of windows (hop_s apart) by the policy, so a change of hop keeps their meaning.
+#
+# On the headset this module is not resident: firmware/app.py imports it at boot and when a
+# config message arrives, and drops it after (the policy keeps only the validated dict). It is
+# then loaded into a fragmented heap, so nothing in it is one big block: the table is a few
+# short texts, parsed on demand (no resident dict or tuple of boxed floats), and every
+# function is small.
 
-# The limits, one line per setting: "key kind [limits] [unit]". kind: num (lo hi), int (lo hi,
-# whole numbers), choice (comma-separated options) or bool. Kept as text and parsed only for the
-# keys being checked: as a tuple of tuples of floats the table cost ~9 KB of the headset's heap
-# for the whole run, as text ~1.5 KB. The defaults, same order, are the dict below (built in
-# one piece, its keys interned). `SPEC` still gives the rows as tuples (key, default, limits,
-# unit): limits (lo, hi), a tuple of strings for a choice, None for a bool; an int default
-# means the setting takes whole numbers.
-_TABLE = """
-# windows and scores
-hop_s num 0.05 2.0 s
-min_speech num 0.05 1.0 fraction
-smoothing choice median,ema,none
-smoothing_windows int 1 15 windows
-ema_alpha num 0.05 1.0
-# empathize
-stress_threshold num 0.3 0.95 score
-empathize_after_s num 0.25 10.0 s
-empathize_refractory_s num 0.0 600.0 s
-# call_manager
-manager_after_s num 1.0 120.0 s
-manager_rise num 0.05 0.5 score
-manager_rise_s num 0.25 10.0 s
-intense_threshold num 0.5 1.0 score
-intense_after_s num 0.25 10.0 s
-# settled and the per-conversation baseline
-settle_margin num 0.0 0.4 score
-settle_after_s num 0.25 60.0 s
-baseline_s num 0.25 30.0 s
-baseline_default num 0.0 0.9 score
-baseline_max num 0.0 0.9 score
-# slow_down (pace and loudness)
-tense_threshold num 0.1 0.95 score
-slow_down_after_s num 0.25 10.0 s
-slow_down_refractory_s num 0.0 600.0 s
-pace_min_speech num 0.05 1.0 fraction
-pace_window_s num 0.25 10.0 s
-speaker_baseline_s num 0.25 30.0 s
-rate_rise num 0.1 5.0 onsets/s
-rate_margin num 0.0 5.0 onsets/s
-level_rise_db num 1.0 30.0 dB
-level_margin_db num 0.0 30.0 dB
-# alert fatigue and conversations
-cue_budget int 0 50 cues
-min_gap_s num 0.0 60.0 s
-conversation_gap_s num 2.0 600.0 s
-# who is talking
-attribution choice counter,headset,none
-stress_from_unknown bool
-eu_mode bool
-headset_wearer_db num -80.0 0.0 dBFS
-near_field_db num 3.0 40.0 dB
-pitch_tol_st num 0.5 12.0 semitones
-level_tol_db num 1.0 30.0 dB
-enrol_min_s num 2.0 60.0 s
-"""
-
-_DEFAULTS = {
+# One line per setting: "key kind default [limits] [unit]". kind: num (lo hi), int (lo hi,
+# whole numbers), choice (comma-separated options) or bool. `SPEC` gives the rows as tuples
+# (key, default, limits, unit): limits (lo, hi), a tuple of strings for a choice, None for a
+# bool; an int default means the setting takes whole numbers. Each text starts and ends with
+# a newline, so "\nkey " finds a key's line.
+_TABLE = (
     # windows and scores
-    "hop_s": 0.25,
-    "min_speech": 0.4,
-    "smoothing": "median",
-    "smoothing_windows": 3,
-    "ema_alpha": 0.5,
+    """
+hop_s num 0.25 0.05 2.0 s
+min_speech num 0.4 0.05 1.0 fraction
+smoothing choice median median,ema,none
+smoothing_windows int 3 1 15 windows
+ema_alpha num 0.5 0.05 1.0
+""",
     # empathize
-    "stress_threshold": 0.6,
-    "empathize_after_s": 0.75,
-    "empathize_refractory_s": 20.0,
+    """
+stress_threshold num 0.6 0.3 0.95 score
+empathize_after_s num 0.75 0.25 10.0 s
+empathize_refractory_s num 20.0 0.0 600.0 s
+""",
     # call_manager
-    "manager_after_s": 6.0,
-    "manager_rise": 0.15,
-    "manager_rise_s": 1.0,
-    "intense_threshold": 0.9,
-    "intense_after_s": 1.0,
+    """
+manager_after_s num 6.0 1.0 120.0 s
+manager_rise num 0.15 0.05 0.5 score
+manager_rise_s num 1.0 0.25 10.0 s
+intense_threshold num 0.9 0.5 1.0 score
+intense_after_s num 1.0 0.25 10.0 s
+""",
     # settled and the per-conversation baseline
-    "settle_margin": 0.1,
-    "settle_after_s": 2.0,
-    "baseline_s": 2.0,
-    "baseline_default": 0.3,
-    "baseline_max": 0.4,
+    """
+settle_margin num 0.1 0.0 0.4 score
+settle_after_s num 2.0 0.25 60.0 s
+baseline_s num 2.0 0.25 30.0 s
+baseline_default num 0.3 0.0 0.9 score
+baseline_max num 0.4 0.0 0.9 score
+""",
     # slow_down (pace and loudness)
-    "tense_threshold": 0.5,
-    "slow_down_after_s": 1.0,
-    "slow_down_refractory_s": 15.0,
-    "pace_min_speech": 0.6,
-    "pace_window_s": 2.0,
-    "speaker_baseline_s": 2.0,
-    "rate_rise": 0.8,
-    "rate_margin": 0.3,
-    "level_rise_db": 4.0,
-    "level_margin_db": 3.0,
+    """
+tense_threshold num 0.5 0.1 0.95 score
+slow_down_after_s num 1.0 0.25 10.0 s
+slow_down_refractory_s num 15.0 0.0 600.0 s
+pace_min_speech num 0.6 0.05 1.0 fraction
+pace_window_s num 2.0 0.25 10.0 s
+speaker_baseline_s num 2.0 0.25 30.0 s
+rate_rise num 0.8 0.1 5.0 onsets/s
+rate_margin num 0.3 0.0 5.0 onsets/s
+level_rise_db num 4.0 1.0 30.0 dB
+level_margin_db num 3.0 0.0 30.0 dB
+""",
     # alert fatigue and conversations
-    "cue_budget": 4,
-    "min_gap_s": 3.0,
-    "conversation_gap_s": 8.0,
+    """
+cue_budget int 4 0 50 cues
+min_gap_s num 3.0 0.0 60.0 s
+conversation_gap_s num 8.0 2.0 600.0 s
+""",
     # who is talking
-    "attribution": "counter",
-    "stress_from_unknown": False,
-    "eu_mode": False,
-    "headset_wearer_db": -30.0,
-    "near_field_db": 12.0,
-    "pitch_tol_st": 3.0,
-    "level_tol_db": 6.0,
-    "enrol_min_s": 5.0,
-}
+    """
+attribution choice counter counter,headset,none
+stress_from_unknown bool false
+eu_mode bool false
+headset_wearer_db num -30.0 -80.0 0.0 dBFS
+near_field_db num 12.0 3.0 40.0 dB
+pitch_tol_st num 3.0 0.5 12.0 semitones
+level_tol_db num 6.0 1.0 30.0 dB
+enrol_min_s num 5.0 2.0 60.0 s
+""",
+)
 
 
-def _num(text, kind):
-    return int(text) if kind == "int" else float(text)
-
-
-def _lines():
-    # The fields of each setting's line, walking the text (no list of all lines at once).
-    i = 0
-    while True:
-        j = _TABLE.find("\n", i)
-        if j < 0:
+def _lines(key=None):
+    """(text, start, end) of each setting's line, in table order; with `key`, only its line.
+    Nothing is sliced or parsed here: the callers take only the fields they need."""
+    if key is not None:
+        key = "\n" + key + " "
+    for part in _TABLE:
+        if key is None:
+            i = 1
+            while i < len(part):
+                j = part.find("\n", i)
+                yield part, i, j
+                i = j + 1
+            continue
+        i = part.find(key) + 1
+        if i:
+            yield part, i, part.find("\n", i)
             return
-        if j > i and _TABLE[i] != "#":
-            yield _TABLE[i:j].split(" ")
-        i = j + 1
 
 
-def _as_row(f):
+def _row(line):
+    # (key, default, limits, unit) from the fields of one line.
+    f = line.split(" ")
     kind = f[1]
-    default = _DEFAULTS[f[0]]
     if kind == "bool":
-        return (f[0], default, None, "")
+        return (f[0], f[2] == "true", None, "")
     if kind == "choice":
-        return (f[0], default, tuple(f[2].split(",")), "")
-    return (f[0], default, (_num(f[2], kind), _num(f[3], kind)), f[4] if len(f) > 4 else "")
-
-
-def rows():
-    """Each setting as (key, default, limits, unit), in table order (parsed on every call)."""
-    for f in _lines():
-        yield _as_row(f)
-
-
-def _row(key):
-    i = _TABLE.find("\n" + key + " ") if isinstance(key, str) and key else -1
-    if i < 0:
-        return None
-    row = _as_row(_TABLE[i + 1 : _TABLE.find("\n", i + 1)].split(" "))
-    return row if row[0] == key else None  # a "key" with spaces in it matched a line's middle
+        return (f[0], f[2], tuple(f[3].split(",")), "")
+    num = int if kind == "int" else float
+    return (f[0], num(f[2]), (num(f[3]), num(f[4])), f[5] if len(f) > 5 else "")
 
 
 def __getattr__(name):
     # SPEC on demand (companion, docs checks): the device never builds it.
     if name == "SPEC":
-        return tuple(rows())
+        return tuple(_row(p[i:j]) for p, i, j in _lines())
     raise AttributeError(name)
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def defaults():
+    """A fresh dict of every setting at its default."""
+    # Only the key and the default of each line are sliced out: the device makes this dict
+    # for every config, in a heap where little garbage and no big block is the rule.
+    n = 0
+    for p in _TABLE:
+        n += p.count("\n") - 1
+    keys = [None] * n
+    values = [None] * n
+    n = 0
+    for p in _TABLE:  # the lines walked here, not by _lines(): no tuple per line
+        i = 1
+        while i < len(p):
+            j = p.find("\n", i)
+            k = p.find(" ", i)
+            keys[n] = p[i:k]
+            d = p.find(" ", k + 1) + 1
+            e = p.find(" ", d)
+            text = p[d : e if 0 < e < j else j]
+            if p.startswith("num", k + 1):
+                text = float(text)
+            elif p.startswith("int", k + 1):
+                text = int(text)
+            elif p.startswith("bool", k + 1):
+                text = text == "true"
+            values[n] = text
+            n += 1
+            i = j + 1
+    s = dict.fromkeys(keys)  # sized once for all the keys: never grown key by key
+    for k in range(n):
+        s[keys[k]] = values[k]
+    return s
 
 
 # Durations that become a number of windows: each must be at least one hop long.
@@ -169,30 +167,6 @@ _WINDOWED = (
     "pace_window_s",
     "speaker_baseline_s",
 )
-
-
-class SettingsError(ValueError):
-    pass
-
-
-def defaults():
-    """A fresh dict of every setting at its default."""
-    return _DEFAULTS.copy()  # one allocation: no dict grown key by key in a busy heap
-
-
-def _bigrams(s):
-    return set(s[i : i + 2] for i in range(len(s) - 1))
-
-
-def _closest(key):
-    # The known key sharing most letter pairs with a misspelt one ("empathise_after_s").
-    best, best_n = None, 1
-    kb = _bigrams(key)
-    for row in rows():
-        n = len(kb & _bigrams(row[0]))
-        if n > best_n:
-            best, best_n = row[0], n
-    return best
 
 
 def _fmt(x):
@@ -238,43 +212,62 @@ def _check(row, value):
     return float(value)
 
 
+def _closest(key):
+    # The known key sharing most letter pairs with a misspelt one ("empathise_after_s").
+    def pairs(s):
+        return set(s[i : i + 2] for i in range(len(s) - 1))
+
+    best, best_n = None, 1
+    kb = pairs(key)
+    for p, i, _ in _lines():
+        name = p[i : p.find(" ", i)]
+        n = len(kb & pairs(name))
+        if n > best_n:
+            best, best_n = name, n
+    return best
+
+
 def _cross(s, errors):
     # Rules between settings: each message says which one to move and why it matters.
-    stress = _fmt(s["stress_threshold"])
-    if s["intense_threshold"] <= s["stress_threshold"]:
+    stress = s["stress_threshold"]
+    if s["intense_threshold"] <= stress:
         errors.append(
             "intense_threshold (%s) must be above stress_threshold (%s): 'very intense' skips "
             "empathize and calls the manager at once; raise intense_threshold or lower "
-            "stress_threshold" % (_fmt(s["intense_threshold"]), stress)
+            "stress_threshold" % (_fmt(s["intense_threshold"]), _fmt(stress))
         )
-    if s["tense_threshold"] > s["stress_threshold"]:
+    if s["tense_threshold"] > stress:
         errors.append(
             "tense_threshold (%s) must not be above stress_threshold (%s): a conversation is "
             "tense before the customer is stressed enough for empathize; lower "
-            "tense_threshold" % (_fmt(s["tense_threshold"]), stress)
+            "tense_threshold" % (_fmt(s["tense_threshold"]), _fmt(stress))
         )
-    if s["baseline_max"] + s["settle_margin"] >= s["stress_threshold"]:
+    if s["baseline_max"] + s["settle_margin"] >= stress:
         errors.append(
             "baseline_max + settle_margin (%s) must stay below stress_threshold (%s), or a "
             "conversation could count as settled while still stressed; lower baseline_max or "
-            "settle_margin" % (_fmt(s["baseline_max"] + s["settle_margin"]), stress)
+            "settle_margin" % (_fmt(s["baseline_max"] + s["settle_margin"]), _fmt(stress))
         )
     if s["baseline_default"] > s["baseline_max"]:
         errors.append(
             "baseline_default (%s) must not be above baseline_max (%s); lower "
             "baseline_default" % (_fmt(s["baseline_default"]), _fmt(s["baseline_max"]))
         )
-    hop = _fmt(s["hop_s"])
+
+
+def _cross_time(s, errors):
+    # The duration rules: each one at least a hop, the conversation gap several.
+    hop = s["hop_s"]
     for key in _WINDOWED:
-        if s[key] < s["hop_s"]:
+        if s[key] < hop:
             errors.append(
                 "%s (%s s) is shorter than one window hop (hop_s = %s s); use at least %s"
-                % (key, _fmt(s[key]), hop, hop)
+                % (key, _fmt(s[key]), _fmt(hop), _fmt(hop))
             )
-    if s["conversation_gap_s"] < 4 * s["hop_s"]:
+    if s["conversation_gap_s"] < 4 * hop:
         errors.append(
             "conversation_gap_s must be at least 4 window hops (%s s) so a pause between words "
-            "does not end the conversation" % _fmt(4 * s["hop_s"])
+            "does not end the conversation" % _fmt(4 * hop)
         )
     if s["eu_mode"] and s["stress_from_unknown"]:
         errors.append(
@@ -294,21 +287,25 @@ def validate_settings(given):
     if not isinstance(given, dict):
         return s, ["settings must be a JSON object of name: value pairs"]
     for key in given:
-        row = _row(key)
-        if row is None:
+        got = None
+        if isinstance(key, str) and key:
+            for p, i, j in _lines(key):
+                row = _row(p[i:j])
+                if row[0] == key:  # a "key" with spaces in it could match a line's middle
+                    got = _check(row, given[key])
+        if got is None:
             hint = _closest(key) if isinstance(key, str) else None
             if hint:
                 errors.append("unknown setting %r; did you mean %r?" % (key, hint))
             else:
                 errors.append("unknown setting %r" % (key,))
-            continue
-        got = _check(row, given[key])
-        if isinstance(got, str) and got[:1] == "!":
+        elif isinstance(got, str) and got[:1] == "!":
             errors.append(got[1:])
         else:
             s[key] = got
     if not errors:
         _cross(s, errors)
+        _cross_time(s, errors)
     return s, errors
 
 

@@ -1,0 +1,128 @@
+"""The cue-settings validator on the headset: not resident (loaded at boot and for each config
+message, then dropped, as firmware.config is), and small enough in every allocation to load
+again into a fragmented heap, on the MicroPython unix port with the compiled modules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from firmware.tools import bundle
+
+# What firmware/app.py does with a config message (apply_config, without the audio pipeline's
+# buffers, and without the Policy, whose own allocations are its own): firmware.config and
+# firmware.cue_settings imported on demand, the payload checked, saved, the policy settings
+# validated as Policy() does and the headset attribution made (and kept), both modules
+# dropped. Then the free heap is cut into holes of at most HOLE blocks (32 B each) and the same
+# messages are applied again and again.
+APPLY = r"""
+import gc, json, sys, micropython
+sys.path.insert(0, %(build)r)
+ROOT, HOLE, ROUNDS = %(root)r, %(hole)d, %(rounds)d
+hold = [None] * 4000  # made first, while the heap is in one piece
+free = [0] * ROUNDS
+same = [None] * ROUNDS
+for name in ("firmware.events", "firmware.store", "firmware.features", "firmware.policy",
+             "firmware.attribution", "firmware.pipeline", "firmware.app"):  # resident
+    __import__(name)
+    gc.collect()
+import firmware
+from firmware import app
+from firmware.attribution import HeadsetAttribution
+from firmware.pipeline import policy_settings
+
+PAYLOADS = (
+    b'{"rev": 1, "brightness": 0.5, "policy": {"stress_threshold": 0.7, "cue_budget": 3}}',
+    b'{"rev": 2, "eu_mode": true, "policy": {"min_gap_s": 5}}',
+    b'{"rev": 3, "policy": {"stress_treshold": 0.7}}',
+    b'{"rev": 4, "brightness": 7, "policy": {"tense_threshold": 0.9}}',
+)
+held = [None, None]
+
+
+def apply(payload):
+    try:
+        config = app._config()
+        cfg = json.loads(payload)
+        errs = config.problems(cfg, app._policy_problems)
+        if errs:
+            return "; ".join(errs)
+        new = config.merged(cfg)
+        config.save(new, ROOT)
+        held[0] = held[1] = None  # the old pipeline goes first, as in apply_config
+        gc.collect()
+        from firmware.cue_settings import validate_settings
+
+        given = policy_settings(new)
+        held[1] = validate_settings(given)[0]
+        held[0] = HeadsetAttribution(given)
+        return "applied rev %%d" %% new["rev"]
+    finally:
+        app._forget_config()
+
+
+def main():
+    first = [apply(m) for m in PAYLOADS]  # as at boot: the heap still in one piece
+    print(json.dumps(first))
+    gone = "firmware.cue_settings" not in sys.modules and not hasattr(firmware, "cue_settings")
+    print(json.dumps(gone))
+    gc.collect()
+    k = 0
+    try:
+        while k < 4000:
+            hold[k] = (k, k)  # one block each, until the heap is full
+            k += 1
+    except MemoryError:
+        pass
+    i = 0
+    while i < k:  # keep one block in every HOLE + 1: no free run is longer than HOLE
+        if (id(hold[i]) >> 5) %% (HOLE + 1):
+            hold[i] = None
+        i += 1
+    gc.collect()
+    micropython.mem_info()
+    for i in range(ROUNDS):
+        same[i] = apply(PAYLOADS[i %% 4]) == first[i %% 4]  # keeps no reply
+        gc.collect()
+        free[i] = gc.mem_free()
+    micropython.mem_info()
+    print("filled", k)
+    print(json.dumps(same))
+    print(json.dumps(free))
+
+
+main()
+"""
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory) -> Path:
+    return bundle.compile_host(tmp_path_factory.mktemp("fw-settings-build"))
+
+
+def test_settings_validator_reloads_into_a_fragmented_heap(mpy, build, tmp_path) -> None:
+    hole, rounds = 20, 24  # 640 B: the validated settings dict itself is 39 keys x 16 B
+    code = APPLY % {"build": str(build), "root": str(tmp_path) + "/", "hole": hole,
+                    "rounds": rounds}  # fmt: skip
+    out = mpy(code, heapsize="144K").stdout.splitlines()
+    first, gone, free = (json.loads(out[i]) for i in (0, 1, -1))
+    same = json.loads(out[-2])
+    assert int(out[-3].split()[1]) < 4000  # the heap was full before the list was
+    expected = [
+        "applied rev 1",
+        "applied rev 2",
+        "unknown setting 'stress_treshold'; did you mean 'stress_threshold'?",
+        "brightness is 7; choose a value between 0 and 1; tense_threshold (0.9) must not be "
+        "above stress_threshold (0.6): a conversation is tense before the customer is stressed "
+        "enough for empathize; lower tense_threshold",
+    ]
+    assert first == expected
+    assert gone  # dropped after use
+    # The heap really was cut up: the largest free run is at most `hole` blocks.
+    runs = [int(line.split("max free sz:")[1]) for line in out if "max free sz:" in line]
+    assert runs[0] <= hole
+    assert same == [True] * rounds  # the same replies as in one piece
+    # Nothing kept from one message to the next: each payload leaves the heap as it found it.
+    assert free[4:] == free[:-4]
