@@ -47,10 +47,11 @@ _BASE_MIN_ACTIVE = const(10)
 _BASE_MIN_VOICED = const(5)
 _SPAN_CDB = const(2000)  # 20 dB in centi-dB
 _DIP_SCALE = const(10000)
-# Float constants are written inline (one boxed float each, no global name):
+# Float constants are written inline (each is a boxed float on the heap, no global name):
 #   8.685889638065037 = 20 / ln 10 (dB), 17.312340490667562 = 12 / ln 2 (semitones),
-#   13107200.0 = level reference (400 * 32768), 0.9121785 = sine correction (dB),
-#   7.0 = voice split (semitones).
+#   0.9121785 = sine correction (dB). Scales and divisors that meet a float or divide an int
+#   are ints (the result is the same float: int / int is float(a) / float(b)): 13107200 =
+#   level reference (400 * 32768), 100 (centi-units), 7 semitones (voice split).
 
 # The int buffer (offsets in ints). ptr32 loads are unsigned on 64-bit hosts, so everything the
 # viper code reads back from it is kept >= 0 (signed values go to the 16-bit buffer instead).
@@ -473,8 +474,8 @@ class Features:
         for i in range(_WIN - (_WIN if b[_FRAMES] == _WIN else _HOP), _WIN):
             r = (start + i) % _WIN
             A = b[_RA + r]
-            lv = 8.685889638065037 * math.log((A if A > 1 else 1) / 13107200.0) + 0.9121785
-            h[_LVC + r] = round(100.0 * lv)
+            lv = 8.685889638065037 * math.log((A if A > 1 else 1) / 13107200) + 0.9121785
+            h[_LVC + r] = round(100 * lv)
             mx = b[_RMAX + r]
             h[_DIPM + r] = b[_RMIN + r] * _DIP_SCALE // mx if mx > 0 else 0
             st = 0
@@ -485,7 +486,7 @@ class Features:
                     frac = 0.5
                 elif frac < -0.5:
                     frac = -0.5
-                st = round(100.0 * (17.312340490667562 * math.log(40.0 / (h[_RLAG + r] + frac))))
+                st = round(100 * (17.312340490667562 * math.log(40 / (h[_RLAG + r] + frac))))
             h[_STC + r] = st
         _win_stats(b, h)
         n_act = b[_BA + _WACT]
@@ -494,15 +495,15 @@ class Features:
         level_sd = level_range = rel_level = rel_hf = voiced = pause = 0.0
         hf = hf2 = lf = nmean = aper = 0.0
         if n_act:
-            level_db = b[_BA + _WLSUM] / (100.0 * n_act)
+            level_db = b[_BA + _WLSUM] / (100 * n_act)
             k = b[_BA + _WK]
             s1 = b[_BA + _WS1]
-            nmean = b[_BA + _WMAX] / 100.0 + s1 / (100.0 * k)
+            nmean = b[_BA + _WMAX] / 100 + s1 / (100 * k)
             if k >= 2:
                 m1 = s1 / k
-                var = (b[_BA + _WS2] / k - m1 * m1) / 10000.0
+                var = (b[_BA + _WS2] / k - m1 * m1) / 10000
                 level_sd = math.sqrt(var) if var > 0 else 0.0
-                level_range = b[_BA + _WLRANGE] / 100.0
+                level_range = b[_BA + _WLRANGE] / 100
             sA = b[_BA + _WA]
             sD1 = b[_BA + _WD1]
             sD2 = b[_BA + _WD2]
@@ -513,31 +514,31 @@ class Features:
             sL = sL if sL > 1 else 1
             hf = 8.685889638065037 * math.log(sD1 / sA)
             hf2 = 8.685889638065037 * math.log(sD2 / sD1)
-            lf = 8.685889638065037 * math.log(sL / (2.0 * sA))
-            aper = b[_BA + _WDIP] / (_DIP_SCALE * 1.0 * n_act)
+            lf = 8.685889638065037 * math.log(sL / (2 * sA))
+            aper = b[_BA + _WDIP] / (_DIP_SCALE * n_act)
             voiced = n_voi / n_act
             pause = (b[_BA + _WSPAN] - n_act) / _WIN
         else:
-            level_db = b[_BA + _WLALL] / (100.0 * _WIN)
+            level_db = b[_BA + _WLALL] / (100 * _WIN)
         f0_st = rel_f0 = f0_range = f0_sd = f0_delta = 0.0
         base = self._base
         if n_voi:
-            f0_st = b[_BA + _WMED2] / 200.0
+            f0_st = b[_BA + _WMED2] / 200
             if n_voi >= 2:
-                f0_range = b[_BA + _WFRANGE] / 100.0
+                f0_range = b[_BA + _WFRANGE] / 100
                 mq = b[_BA + _WQ1] / n_voi
-                var = (b[_BA + _WQ2] / n_voi - mq * mq) / 10000.0
+                var = (b[_BA + _WQ2] / n_voi - mq * mq) / 10000
                 f0_sd = math.sqrt(var) if var > 0 else 0.0
             n = b[_BA + _WPAIR]
             if n:
-                f0_delta = b[_BA + _WDSUM] / (100.0 * n)
+                f0_delta = b[_BA + _WDSUM] / (100 * n)
             # Two voices (staff, customer) told apart by pitch: the window goes to the voice
             # whose F0 baseline is nearer; the second voice starts with the first window more
             # than 7 semitones from the first. Unvoiced windows stay with the last voice.
             if base[2] == 0:
                 b[_VOICE] = 0
             elif base[8] == 0:
-                b[_VOICE] = 1 if abs(f0_st - base[3]) > 7.0 else 0
+                b[_VOICE] = 1 if abs(f0_st - base[3]) > 7 else 0
             else:
                 b[_VOICE] = 0 if abs(f0_st - base[3]) <= abs(f0_st - base[9]) else 1
         # The voice's baselines: cumulative mean over the first _BASE_WARM updates, then a
@@ -595,7 +596,7 @@ class Features:
                 "t": b[_FRAMES] * _FRAME / _SR,
                 "speech": speech,
                 "level_db": level_db,
-                "f0_hz": 100.0 * math.exp(f0_st / 17.312340490667562) if n_voi else 0.0,
+                "f0_hz": 100 * math.exp(f0_st / 17.312340490667562) if n_voi else 0.0,
                 "rate": rate,
                 "features": vec,
             }

@@ -14,7 +14,8 @@
 # Heap: a Policy lives for the whole run on the headset, so its state is two arrays indexed by
 # the constants below (array('d') for the thresholds and the float state, exact on both float
 # widths; array('i') for window counts and counters) instead of ~60 attributes, two helper
-# classes and four small objects; the validated settings dict is not kept.
+# classes and four small objects; the validated settings dict is not kept. Values stored into
+# the float array are written as ints where that is the same number (no boxed float constant).
 from array import array
 
 from firmware.events import new_conversation_id
@@ -146,7 +147,7 @@ class Policy:
         ).split():
             f[i] = s[key]
             i += 1
-        f[_PACE_ALPHA] = 2.0 / (windows(s["pace_window_s"], hop) + 1)
+        f[_PACE_ALPHA] = 2 / (windows(s["pace_window_s"], hop) + 1)
         f[_EMA_ALPHA] = s["ema_alpha"]
         # k consecutive hops, with room for float rounding
         f[_SPAN] = s["smoothing_windows"] * hop + hop / 2
@@ -201,7 +202,7 @@ class Policy:
                 out.append(self._end(t))
             # Pauses, noise and bursts shorter than min_speech neither count nor reset.
             return out
-        if score is not None and (score != score or score < 0.0):
+        if score is not None and (score != score or score < 0):
             score = None  # NaN or negative: no stress reading this window
         elif score is not None and score > 1.0:
             score = 1.0
@@ -223,7 +224,7 @@ class Policy:
             if n[c] and t - f[v + 1] > f[_SPAN]:
                 n[c] = 0
                 n[c + 1] = 0
-                f[v] = 0.0
+                f[v] = 0
             f[v + 1] = t
             mode = n[_MODE]
             if mode == 1:
@@ -339,16 +340,16 @@ class Policy:
                 "conv_s": _r3(f[_LAST_VOICE] - f[_T0]),
                 "cues": n[_CUES],
             }
-            if f[_PEAK] >= 0.0:
+            if f[_PEAK] >= 0:
                 d["peak"] = _r3(f[_PEAK])
             self.conv = None
         for i in range(_T0, _FBUF):
-            f[i] = 0.0
-        f[_LAST_NUDGE] = -1e9
-        f[_LAST_EMP] = -1e9
-        f[_LAST_SLOW] = -1e9
-        f[_PEAK] = -1.0
-        f[_FIRST_CUE_T] = -1.0
+            f[i] = 0
+        f[_LAST_NUDGE] = -1000000000
+        f[_LAST_EMP] = -1000000000
+        f[_LAST_SLOW] = -1000000000
+        f[_PEAK] = -1
+        f[_FIRST_CUE_T] = -1
         for i in range(_CUES, _IN):
             n[i] = 0
         return d
@@ -370,7 +371,7 @@ class Policy:
         }
         if cue != "slow_down":
             d["stress_s"] = _r3(n[_STRESS_N] * f[_HOP])
-            if cue != "settled" and f[_FIRST_CUE_T] < 0.0:
+            if cue != "settled" and f[_FIRST_CUE_T] < 0:
                 f[_FIRST_CUE_T] = t
         n[_CUES] += 1
         out.append(d)
@@ -450,13 +451,13 @@ class Policy:
             b = f[_BASE_MAX]
         n[_CALM_RUN] = n[_CALM_RUN] + 1 if x <= b + f[_SETTLE_MARGIN] else 0
         if n[_CALM_RUN] >= n[_N_SETTLE]:
-            if f[_FIRST_CUE_T] >= 0.0:
+            if f[_FIRST_CUE_T] >= 0:
                 d = self._cue(t, "settled", "baseline", out)
                 d["ttd_s"] = _r3(t - f[_FIRST_CUE_T])
             for i in range(_STAGE, _IN):
                 n[i] = 0
-            f[_EMP_SCORE] = 0.0
-            f[_FIRST_CUE_T] = -1.0
+            f[_EMP_SCORE] = 0
+            f[_FIRST_CUE_T] = -1
 
 
 def event_fields(decision):
