@@ -40,6 +40,7 @@ class ModelError(ValueError):
 def _forward(layers, x, y):
     # The layer chain over x (the input in its first entries), y the other ping-pong buffer;
     # returns the buffer that holds the output. layers: op, rows, cols, w, b per layer.
+    # Int constants where the float result is the same: no boxed float constants.
     i = 0
     n = len(layers)
     while i < n:
@@ -65,27 +66,27 @@ def _forward(layers, x, y):
                 x[j] *= w[j]
         elif op == _RELU:
             for j in range(rows):
-                if x[j] < 0.0:
-                    x[j] = 0.0
+                if x[j] < 0:
+                    x[j] = 0
         elif op == _SIGMOID:
             for j in range(rows):
                 v = x[j]
                 # split by sign so exp() never overflows
-                if v >= 0.0:
-                    x[j] = 1.0 / (1.0 + exp(-v))
+                if v >= 0:
+                    x[j] = 1 / (1 + exp(-v))
                 else:
                     e = exp(v)
-                    x[j] = e / (1.0 + e)
+                    x[j] = e / (1 + e)
         else:
             for j in range(rows):
                 v = x[j]
-                if v > 20.0:
-                    x[j] = 1.0
-                elif v < -20.0:
-                    x[j] = -1.0
+                if v > 20:
+                    x[j] = 1
+                elif v < -20:
+                    x[j] = -1
                 else:
-                    e = exp(2.0 * v)
-                    x[j] = (e - 1.0) / (e + 1.0)
+                    e = exp(2 * v)
+                    x[j] = (e - 1) / (e + 1)
         i += 5
     return x
 
