@@ -3,15 +3,21 @@
 # firmware/host/hostrun.py): the weights are the biggest long-lived blocks, and a heap still in
 # one piece has room for them and for the file being read; loaded last, the same heap can be
 # too fragmented for them even with plenty free.
-import os
 
 
 def load_model(root):
     """The compact stress model (model.ccm) from flash or the bundle folder, with its SHA-256;
     (None, None) when there is none (placeholder score)."""
+    import os
     import sys
 
-    for base in [root] + [p + "/" for p in sys.path if p]:
+    # Imports and loops here, no comprehension: the module stays loaded, and a comprehension
+    # is one more function kept in the heap.
+    bases = [root]
+    for p in sys.path:
+        if p:
+            bases.append(p + "/")
+    for base in bases:
         try:
             with open(base + "model.ccm", "rb") as f:
                 # One buffer of the file's size: read() would grow (and copy) its buffer
