@@ -31,7 +31,7 @@ _SCHEMA = const(
     "conversation conv:hex phase:start|end conv_s:num cues?:int peak?:num\n"
     "button action:ack|mute|unmute"
 )
-_TOO_BIG = const("%s is %d bytes, over the %d byte limit")
+_TOO_BIG = const("%s is %d bytes, max %d")
 _CHARS = const("0123456789abcdefghijklmnopqrstuvwxyz_-")  # hex digits, then the rest of an id's
 
 
@@ -56,7 +56,7 @@ def problems(event, schema=_SCHEMA):
             value = event.get(name)
             if value is None:
                 if name == key:
-                    out.append(name + " is required")
+                    out.append(name + " must be " + "given")  # short texts are qstrs
                 continue
             if "|" in kind:
                 ok = value in kind.split("|")
@@ -112,11 +112,11 @@ class Stamper:
     boot counter and a sequence number that counts up from 0 each boot (gaps and reboots show at
     the companion), milliseconds since boot and, once the clock is known, Unix time."""
 
-    def __init__(self, site, device, boot, seq=0):
+    def __init__(self, site, device, boot):
         self.site = site
         self.device = device
         self.boot = boot
-        self.seq = seq
+        self.seq = 0
 
     def stamp(self, etype, fields, up_ms, ts=None):
         event = {
