@@ -113,17 +113,6 @@ class Device:
         t0 = self.unix_at_boot
         return None if t0 is None else (t0 + up_ms) / 1000
 
-    def _sync_time(self, up_ms):
-        if up_ms < self._ntp_next or self.hw.ntp is None:
-            return
-        try:
-            unix = self.hw.ntp()
-        except (OSError, IndexError):
-            self._ntp_next = up_ms + _NTP_RETRY_MS
-            return
-        self.unix_at_boot = int(unix * 1000) - up_ms
-        self._ntp_next = up_ms + _NTP_RESYNC_MS
-
     # ---- audio side: never waits for the network ---------------------------------------------
 
     def audio(self, n, up_ms):
@@ -179,7 +168,12 @@ class Device:
             return
         if not was_up:
             self._tele_next = up_ms  # fresh session: report health at once
-        self._sync_time(up_ms)
+        if up_ms >= self._ntp_next and self.hw.ntp is not None:  # the clock, when due
+            try:
+                self.unix_at_boot = int(self.hw.ntp() * 1000) - up_ms
+                self._ntp_next = up_ms + _NTP_RESYNC_MS
+            except (OSError, IndexError):
+                self._ntp_next = up_ms + _NTP_RETRY_MS
         if self._pending or up_ms >= self._tele_next:
             # Occasional work (commands, config, telemetry): its code is loaded only for it.
             from firmware import control
