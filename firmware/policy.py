@@ -14,10 +14,9 @@
 # Heap: a Policy lives for the whole run on the headset, so its state is two arrays indexed by
 # the constants below (array('d') for the thresholds and the float state, exact on both float
 # widths; array('i') for window counts and counters) instead of ~60 attributes, two helper
-# classes and four small objects; the validated settings dict is not kept. Values stored into
+# classes and four small objects; the validated settings dict is not kept, and the code that
+# turns it into the arrays (firmware/policy_setup.py) is loaded only then. Values stored into
 # the float array are written as ints where that is the same number (no boxed float constant).
-from array import array
-
 from firmware.events import new_conversation_id
 
 try:
@@ -26,8 +25,9 @@ except ImportError:  # CPython: constants are plain ints (int(5) is 5; no functi
     const = int  # type: ignore[assignment,misc]
 
 
-# Float array: settings, then state reset per conversation (_T0 ..), then the smoothers'
-# buffers (k each for the customer and the staff voice, then k of scratch).
+# Float array: settings (filled by firmware/policy_setup.py in this order), then state reset
+# per conversation (_T0 ..), then the smoothers' buffers (k each for the customer and the
+# staff voice, then k of scratch).
 _HOP = const(0)
 _MIN_SPEECH = const(1)
 _PACE_MIN_SPEECH = const(2)
@@ -66,8 +66,9 @@ _SMOOTH = const(39)  # customer then staff: value, time of the last score
 _EMP_SCORE = const(43)  # the episode's (reset at settled)
 _FIRST_CUE_T = const(44)
 _FBUF = const(45)
-# Int array: settings in windows and switches, then state reset per conversation (_CUES ..),
-# the last seven of it per episode (_STAGE ..).
+# Int array: settings in windows and switches (filled by firmware/policy_setup.py in this
+# order), then state reset per conversation (_CUES ..), the last seven of it per episode
+# (_STAGE ..).
 _N_EMP = const(0)
 _N_SUSTAIN = const(1)
 _N_RISE = const(2)
@@ -131,43 +132,16 @@ class Policy:
         if rand_bytes is None:
             raise PolicyError("pass rand_bytes (e.g. os.urandom) to make conversation ids")
         self._rand = rand_bytes
-        hop = s["hop_s"]
-        mode = s["smoothing"]
-        k = s["smoothing_windows"]
-        if mode != "median":
-            k = 1
-        # Float settings, in the order of the _HOP .. _SPAN constants.
-        f = array("d", bytes(8 * (_FBUF + 3 * k)))
-        i = 0
-        for key in (
-            "hop_s min_speech pace_min_speech conversation_gap_s stress_threshold"
-            " tense_threshold intense_threshold manager_rise empathize_refractory_s"
-            " slow_down_refractory_s min_gap_s baseline_default baseline_max settle_margin"
-            " rate_rise rate_margin level_rise_db level_margin_db"
-        ).split():
-            f[i] = s[key]
-            i += 1
-        f[_PACE_ALPHA] = 2 / (windows(s["pace_window_s"], hop) + 1)
-        f[_EMA_ALPHA] = s["ema_alpha"]
-        # k consecutive hops, with room for float rounding
-        f[_SPAN] = s["smoothing_windows"] * hop + hop / 2
-        n = array("i", bytes(4 * _IN))
-        i = 0
-        for key in (
-            "empathize_after_s manager_after_s manager_rise_s intense_after_s settle_after_s"
-            " baseline_s slow_down_after_s"
-        ).split():
-            n[i] = windows(s[key], hop)
-            i += 1
-        n[_BUDGET] = s["cue_budget"]
-        n[_N_SPK] = windows(s["speaker_baseline_s"], hop)
-        n[_K] = k
-        n[_MODE] = 0 if mode == "median" else (1 if mode == "ema" else 2)
-        # Outside EU mode only: the staff voice's own stress counts as mirroring.
-        n[_EU] = s["eu_mode"]
-        n[_FROM_UNKNOWN] = s["stress_from_unknown"] and not s["eu_mode"]
-        self._f = f
-        self._n = n
+        import sys
+
+        import firmware
+        from firmware import policy_setup
+
+        self._f, self._n = policy_setup.arrays(s, windows, _FBUF, _IN)
+        # Needed again only for the next Policy: not kept loaded (as firmware/app.py's _forget).
+        sys.modules.pop("firmware.policy_setup", None)
+        if hasattr(firmware, "policy_setup"):
+            delattr(firmware, "policy_setup")
         self.reset()
 
     def reset(self):
