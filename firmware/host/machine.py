@@ -14,9 +14,9 @@
 #             when it takes the radio down): one class, only the methods the firmware calls.
 #   time()    ntptime.time(): the host clock, only while the radio is up.
 #
-# Outputs are recorded in `state` (name -> [last value, writes]), so a ten-minute run keeps no
-# growing history; with `trace` true each write is also printed as a JSON line (the runner's
-# {"out": ...} lines, at the audio time of the I2S).
+# PWM duty and the LED colour are recorded in `state` (name -> [last value, writes]), so a
+# ten-minute run keeps no growing history; with `trace` true each write is also printed as a JSON
+# line (the runner's {"out": ...} lines, at the audio time of the I2S). A started WDT too.
 #
 # Put firmware/host first on sys.path: a machine.py on the path shadows the unix port's built-in.
 import sys
@@ -30,14 +30,6 @@ mic = None  # the I2S: its sample count is the firmware's (audio) time
 STA_IF = "wlan"  # WLAN(STA_IF) is the one Pin that starts low: not joined
 
 sys.modules["network"] = sys.modules["neopixel"] = sys.modules["ntptime"] = sys.modules[__name__]
-
-
-def _rec(name, v):
-    s = state.get(name)
-    state[name] = [v, s[1] + 1 if s else 1]
-    if trace:
-        t = mic.count * 1000 // mic.rate
-        print(__import__("json").dumps({"out": name, "value": v, "t_ms": t}))
 
 
 reset = sys.exit  # never returns: the runner's process ends, as a reset ends the device's run
@@ -61,8 +53,8 @@ class Pin(__import__("io").IOBase):  # IOBase: asyncio can poll it (ioctl) when 
         self.id = getattr(id, "id", id)  # ADC, NeoPixel, PWM: the Pin they drive
         if id == STA_IF:
             self.pos = False
-        if timeout:
-            _rec("wdt", timeout)
+        if timeout:  # WDT: started (the tests check an unprovisioned device starts none)
+            state["wdt"] = [timeout, 1]
         if rate:  # I2S
             global mic
             mic = self
@@ -81,8 +73,15 @@ class Pin(__import__("io").IOBase):  # IOBase: asyncio can poll it (ioctl) when 
 
     isconnected = value
 
-    def duty_u16(self, d, rgb=None):  # also NeoPixel's pixel[0] = rgb
-        _rec(("pwm%d" if rgb is None else "led%d") % self.id, d if rgb is None else rgb)
+    def duty_u16(self, v, rgb=None):  # also NeoPixel's pixel[0] = rgb: the outputs recorder
+        name = ("pwm%d" if rgb is None else "led%d") % self.id
+        if rgb is not None:
+            v = rgb
+        s = state.get(name)
+        state[name] = [v, s[1] + 1 if s else 1]
+        if trace:
+            t = mic.count * 1000 // mic.rate
+            print(__import__("json").dumps({"out": name, "value": v, "t_ms": t}))
 
     __setitem__ = duty_u16
 
@@ -96,7 +95,6 @@ class Pin(__import__("io").IOBase):  # IOBase: asyncio can poll it (ioctl) when 
 
     def connect(self, *args):
         self.pos = radio
-        _rec("wifi", radio)
 
     def status(self, what):  # only "rssi" is asked for
         if not self.pos:
