@@ -63,7 +63,10 @@ def _settings(settings):
 
 def __getattr__(name):
     # Everything else of this module's API is in firmware/attribution_modes.py, loaded on
-    # first use (AttributeError there for a name neither module has).
+    # first use (AttributeError there for a name neither module has). Not for dunder names:
+    # CPython's import machinery probes __path__ on every `from firmware.attribution import`.
+    if name[:2] == "__":
+        raise AttributeError(name)
     from firmware import attribution_modes
 
     return getattr(attribution_modes, name)

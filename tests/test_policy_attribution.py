@@ -91,6 +91,32 @@ def test_headset_learns_a_different_mic_gain_within_limits() -> None:
     for w in voice(400, 120.0, 0.0):  # nonsense levels cannot drag it away
         a.process(*w)
     assert a.wearer_db <= -18.0
+    a.forget()  # a new audio stream (the headset pipeline after mute)
+    assert a.wearer_db == -30.0
+
+
+def test_headset_modules_load_only_what_the_headset_runs() -> None:
+    # The counter/none modes live in firmware/attribution_modes.py, reached through
+    # firmware.attribution on first use; the headset imports only firmware.attribution.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from firmware.attribution import HeadsetAttribution\n"
+        "from firmware.policy import Policy\n"
+        "HeadsetAttribution({}); Policy({}, bytes)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('firmware.')))\n"
+        "from firmware.attribution import CounterAttribution, make_attribution\n"
+        "print(CounterAttribution.__module__, make_attribution.__module__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    loaded = eval(out[0])  # noqa: S307 (a list literal printed by the child)
+    assert "firmware.attribution_modes" not in loaded
+    assert "firmware.policy_setup" not in loaded  # Policy() drops it after use
+    assert out[1] == "firmware.attribution_modes firmware.attribution_modes"
 
 
 def test_make_attribution_follows_settings() -> None:
