@@ -54,9 +54,9 @@ def _forget_config():
 
 
 def _policy_problems(p):
-    from firmware.cue_settings import validate_settings
+    from firmware.cue_settings import checked
 
-    return validate_settings(policy_settings({"policy": p}))[1]
+    return checked(policy_settings({"policy": p}))[1]
 
 
 class Device:

@@ -52,10 +52,10 @@ class HeadsetAttribution:
 def _settings(settings):
     # The validator is imported here, not at the top: the headset makes an attribution only
     # at boot and when a config arrives, and drops firmware.cue_settings in between
-    # (firmware/app.py).
-    from firmware.cue_settings import SettingsError, validate_settings
+    # (firmware/app.py). checked() gives the values key by key (no dict of all the settings).
+    from firmware.cue_settings import SettingsError, checked
 
-    s, errors = validate_settings(settings or {})
+    s, errors = checked(settings or {})
     if errors:
         raise SettingsError("; ".join(errors))
     return s

@@ -111,6 +111,21 @@ def _row(line):
     return (f[0], num(f[2]), (num(f[3]), num(f[4])), f[5] if len(f) > 5 else "")
 
 
+def _default(p, i, j):
+    # The default of the line p[i:j], parsed from its third field alone.
+    k = p.find(" ", i)
+    d = p.find(" ", k + 1) + 1
+    e = p.find(" ", d)
+    text = p[d : e if 0 < e < j else j]
+    if p.startswith("num", k + 1):
+        return float(text)
+    if p.startswith("int", k + 1):
+        return int(text)
+    if p.startswith("bool", k + 1):
+        return text == "true"
+    return text
+
+
 def __getattr__(name):
     # SPEC on demand (companion, docs checks): the device never builds it.
     if name == "SPEC":
@@ -122,34 +137,35 @@ class SettingsError(ValueError):
     pass
 
 
+class _Checked:
+    """What checked() returns: `[key]` gives the checked given value, else the default,
+    parsed from the table when asked for. No dict of all the settings is made: its table of
+    39 keys is one 624 B block, which the headset's heap, cut up after a day of events, may
+    not have when a config message arrives."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def __getitem__(self, key):
+        if key in self.values:
+            return self.values[key]
+        for p, i, j in _lines(key):
+            return _default(p, i, j)
+        raise KeyError(key)
+
+
 def defaults():
     """A fresh dict of every setting at its default."""
-    # Only the key and the default of each line are sliced out: the device makes this dict
-    # for every config, in a heap where little garbage and no big block is the rule.
     n = 0
     for p in _TABLE:
         n += p.count("\n") - 1
     keys = [None] * n
     values = [None] * n
     n = 0
-    for p in _TABLE:  # the lines walked here, not by _lines(): no tuple per line
-        i = 1
-        while i < len(p):
-            j = p.find("\n", i)
-            k = p.find(" ", i)
-            keys[n] = p[i:k]
-            d = p.find(" ", k + 1) + 1
-            e = p.find(" ", d)
-            text = p[d : e if 0 < e < j else j]
-            if p.startswith("num", k + 1):
-                text = float(text)
-            elif p.startswith("int", k + 1):
-                text = int(text)
-            elif p.startswith("bool", k + 1):
-                text = text == "true"
-            values[n] = text
-            n += 1
-            i = j + 1
+    for p, i, j in _lines():
+        keys[n] = p[i : p.find(" ", i)]
+        values[n] = _default(p, i, j)
+        n += 1
     s = dict.fromkeys(keys)  # sized once for all the keys: never grown key by key
     for k in range(n):
         s[keys[k]] = values[k]
@@ -276,16 +292,17 @@ def _cross_time(s, errors):
         )
 
 
-def validate_settings(given):
-    """(settings, errors). `settings` is every key, with each valid given value applied and
-    the default kept for each invalid one; apply it only when `errors` is empty (a device
-    keeps its current settings and reports the errors)."""
-    s = defaults()
+def checked(given):
+    """(settings, errors) as validate_settings gives them, for code that only reads
+    `settings[key]` (the policy, the attribution, the headset's config check): `settings`
+    holds the valid given values and finds every other key's default when asked, without a
+    dict of all the keys."""
+    values = {}
     errors = []
     if given is None:
         given = {}
     if not isinstance(given, dict):
-        return s, ["settings must be a JSON object of name: value pairs"]
+        return _Checked(values), ["settings must be a JSON object of name: value pairs"]
     for key in given:
         got = None
         if isinstance(key, str) and key:
@@ -302,10 +319,21 @@ def validate_settings(given):
         elif isinstance(got, str) and got[:1] == "!":
             errors.append(got[1:])
         else:
-            s[key] = got
+            values[key] = got
+    s = _Checked(values)
     if not errors:
         _cross(s, errors)
         _cross_time(s, errors)
+    return s, errors
+
+
+def validate_settings(given):
+    """(settings, errors). `settings` is every key, with each valid given value applied and
+    the default kept for each invalid one; apply it only when `errors` is empty (a device
+    keeps its current settings and reports the errors)."""
+    c, errors = checked(given)
+    s = defaults()
+    s.update(c.values)
     return s, errors
 
 

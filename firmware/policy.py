@@ -123,10 +123,11 @@ class Policy:
     def __init__(self, settings=None, rand_bytes=None):
         # The validator is imported here, not at the top: a Policy is made only at boot and
         # when a config arrives, and the headset drops firmware.cue_settings in between
-        # (firmware/app.py); the policy keeps only the values it uses, not the validated dict.
-        from firmware.cue_settings import SettingsError, validate_settings, windows
+        # (firmware/app.py); the policy keeps only the values it uses. checked() gives them
+        # key by key, without a dict of all the settings (one 624 B block).
+        from firmware.cue_settings import SettingsError, checked, windows
 
-        s, errors = validate_settings(settings or {})
+        s, errors = checked(settings or {})
         if errors:
             raise SettingsError("; ".join(errors))
         if rand_bytes is None:

@@ -11,11 +11,11 @@ import pytest
 
 from firmware.tools import bundle
 
-# What firmware/app.py does with a config message (apply_config, without the audio pipeline's
-# buffers, and without the Policy, whose own allocations are its own): firmware.config and
-# firmware.cue_settings imported on demand, the payload checked, saved, the policy settings
-# validated as Policy() does and the headset attribution made (and kept), both modules
-# dropped. Then the free heap is cut into holes of at most HOLE blocks (32 B each) and the same
+# What the headset does with a config message (firmware/control.py config(), without the audio
+# pipeline's buffers, and without the Policy, whose own allocations are its own):
+# firmware.config and firmware.cue_settings imported on demand, the payload checked, saved, the
+# policy settings checked as Policy() does and the headset attribution made (and kept), both
+# modules dropped. Then the free heap is cut into holes of at most HOLE blocks (32 B each) and the same
 # messages are applied again and again.
 APPLY = r"""
 import gc, json, sys, micropython
@@ -53,10 +53,10 @@ def apply(payload):
         config.save(new, ROOT)
         held[0] = held[1] = None  # the old pipeline goes first, as in apply_config
         gc.collect()
-        from firmware.cue_settings import validate_settings
+        from firmware.cue_settings import checked
 
         given = policy_settings(new)
-        held[1] = validate_settings(given)[0]
+        held[1] = checked(given)[0]["stress_threshold"]
         held[0] = HeadsetAttribution(given)
         return "applied rev %%d" %% new["rev"]
     finally:
@@ -103,7 +103,7 @@ def build(tmp_path_factory) -> Path:
 
 
 def test_settings_validator_reloads_into_a_fragmented_heap(mpy, build, tmp_path) -> None:
-    hole, rounds = 20, 24  # 640 B: the validated settings dict itself is 39 keys x 16 B
+    hole, rounds = 12, 24  # 384 B: the longest text of the validator's table
     code = APPLY % {"build": str(build), "root": str(tmp_path) + "/", "hole": hole,
                     "rounds": rounds}  # fmt: skip
     out = mpy(code, heapsize="144K").stdout.splitlines()
