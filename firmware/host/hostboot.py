@@ -11,47 +11,47 @@ import sys
 import hostrun
 import machine
 
-argv = hostrun.o
-o = {"site": "demo", "device": "headset-1", "mqtt-host": "127.0.0.1", "heap-at": ""}
+argv = hostrun.args
+args = {"site": "demo", "device": "headset-1", "mqtt-host": "127.0.0.1", "heap-at": ""}
 while argv:
-    k = argv.pop(0)[2:]
-    if "|%s|" % k not in "|seconds|heap-at|asyncio|control|trace|flash|wav|build|site|device|mqtt-host|mqtt-port|":
-        raise SystemExit("runner: unknown argument --" + k)
-    o[k] = k in ("control", "trace") or argv.pop(0)
-flash = o["flash"].rstrip("/") + "/"  # KeyError: --flash DIR is required (and --wav FILE)
+    key = argv.pop(0)[2:]
+    if "|%s|" % key not in "|seconds|heap-at|asyncio|control|trace|flash|wav|build|site|device|mqtt-host|mqtt-port|":
+        raise SystemExit("runner: unknown argument --" + key)
+    args[key] = key in ("control", "trace") or argv.pop(0)
+root = args["flash"].rstrip("/") + "/"  # KeyError: --flash DIR is required (and --wav FILE)
 try:
-    open(flash + "device.json").close()
+    open(root + "device.json").close()
 except OSError:  # provision it (KeyError: --mqtt-port is needed for that)
-    with open(flash + "device.json", "w") as f:
-        json.dump({"site": o["site"], "device": o["device"],
+    with open(root + "device.json", "w") as f:
+        json.dump({"site": args["site"], "device": args["device"],
                    "wifi": {"ssid": "store-wifi", "password": "not-a-real-one"},
-                   "mqtt": {"host": o["mqtt-host"], "port": int(o["mqtt-port"]),
+                   "mqtt": {"host": args["mqtt-host"], "port": int(args["mqtt-port"]),
                             "keepalive": 60}}, f)
-if "build" in o:
+if "build" in args:
     # Import the firmware from the build folder as the current directory: each module's file
     # name is a qstr for the whole run, and a short "firmware/app.mpy" (as on the device) costs
     # far less than the tests' long temporary path (~1 KB of qstr text over the modules).
-    d = os.getcwd() + "/"
-    for k in ("flash", "wav"):
-        if o[k][0] != "/":
-            o[k] = d + o[k]
-    flash = o["flash"].rstrip("/") + "/"
-    os.chdir(o["build"])
-    sys.path.remove(o["build"])
+    path = os.getcwd() + "/"
+    for key in ("flash", "wav"):
+        if args[key][0] != "/":
+            args[key] = path + args[key]
+    root = args["flash"].rstrip("/") + "/"
+    os.chdir(args["build"])
+    sys.path.remove(args["build"])
     sys.path.insert(0, ".")
-machine.wav = [o["wav"], "seconds" in o or "control" in o, "asyncio" in o]
-machine.trace = "trace" in o
+machine.wav = [args["wav"], "seconds" in args or "control" in args, "asyncio" in args]
+machine.trace = "trace" in args
 # As firmware/main.py does on the device: the model's weights first (the biggest blocks, while
 # the heap is in one piece), then all code, then the buffers, each step followed by a
 # collection, so long-lived objects are packed.
 from firmware.modelfile import load_model  # noqa: E402
 
-model = load_model(flash)
+model = load_model(root)
 gc.collect()
-for k in hostrun._IMPORT_ORDER:
-    __import__(k)
+for key in hostrun._IMPORT_ORDER:
+    __import__(key)
     gc.collect()
 del hostrun._IMPORT_ORDER
 # --heap-at seconds as ms of audio time (ints: no float objects held for the run).
-o["heap-at"] = [int(float(x) * 1000) for x in o["heap-at"].split(",") if x]
-hostrun.o = o
+args["heap-at"] = [int(float(x) * 1000) for x in args["heap-at"].split(",") if x]
+hostrun.args = args

@@ -25,7 +25,7 @@ import sys
 
 import machine
 
-o = None  # the options: argv for hostboot, then what it parsed
+args = None  # the options: argv for hostboot, then what it parsed
 # Leaves first, one collection after each: import garbage never gets trapped between modules.
 # (firmware/tools/heap_report.py reads this list; hostboot.py imports them and drops it.)
 _IMPORT_ORDER = (
@@ -35,8 +35,8 @@ _IMPORT_ORDER = (
 )
 
 
-def out(v, k="log"):
-    print(json.dumps({k: v}))
+def out(v, key="log"):
+    print(json.dumps({key: v}))
 
 
 def _scrub(n):
@@ -46,11 +46,11 @@ def _scrub(n):
 
 
 def main(argv):
-    global o
-    o = argv
+    global args
+    args = argv
     import hostboot as b
 
-    flash, model = b.flash, b.model
+    root, model = b.root, b.model
     b = None
     del sys.modules["hostboot"]
     gc.collect()
@@ -59,25 +59,26 @@ def main(argv):
 
     i2s, h = hw.hardware()
     gc.collect()
-    dev = Device(h, flash, log=out, model=model)
+    dev = Device(h, root, log=out, model=model)
     model = None
     hw.start_watchdog(h)
-    emit = dev.emit
+    send = dev.emit
 
-    def ev(etype, fields, up_ms):
-        emit(etype, fields, up_ms)
+    def emit(etype, fields, up_ms):  # named as what it wraps: no new qstr
+        send(etype, fields, up_ms)
         out({"type": etype, "boot": dev.boot, "seq": dev.stamper.seq - 1, "up_ms": up_ms,
              "fields": fields}, "evt")
 
-    dev.emit = ev
+    dev.emit = emit
     gc.collect()
     print(json.dumps({"boot": dev.boot, "config_error": dev.config_error,
                       "queued": len(dev.queue), "heap_free": gc.mem_free()}))
+    o = args
     marks = o["heap-at"]
     rate = i2s.rate
     low = None
 
-    def play(s):  # s seconds of audio (None: the WAV once), each hop stepped as the device does
+    def audio(s):  # s seconds of audio (None: the WAV once), each hop stepped as the device does
         nonlocal low
         end = None if s is None else i2s.count + int(s * rate)
         while end is None or i2s.count < end:
@@ -103,14 +104,14 @@ def main(argv):
     c = ["run"]
     while c[0] != "quit":
         if "control" in o:
-            c = (sys.stdin.readline() or "quit").split() + ["0"]
+            c = (sys.stdin.readline() or "quit").split() + [""]
             if c[0] == "audio":
-                play(float(c[1]))
+                audio(float(c[1]))
             elif c[0] == "press":  # the test's finger on the button for c[1] ms
                 h.button.pin.pos = 0
-                play(float(c[1]) / 1000)
+                audio(float(c[1]) / 1000)
                 h.button.pin.pos = 1
-                play(0.25)
+                audio(0.25)
             elif c[0] == "radio":
                 machine.radio = c[1] == "up"
                 if not machine.radio:
@@ -131,7 +132,7 @@ def main(argv):
                 except asyncio.TimeoutError:  # noqa: UP041 (MicroPython: not the builtin)
                     pass
             else:
-                play(float(o["seconds"]) if "seconds" in o else None)
+                audio(float(o["seconds"]) if "seconds" in o else None)
                 # Let the network drain what the audio produced (a few events per step).
                 for _ in range(200):
                     if not len(dev.queue) or not dev.link.up:

@@ -37,7 +37,7 @@ reset = sys.exit  # never returns: the runner's process ends, as a reset ends th
 
 def time():
     if not radio:
-        raise OSError("no NTP")
+        raise OSError(110)  # ETIMEDOUT, as ntptime says when no answer comes
     return __import__("time").time()
 
 
@@ -73,10 +73,10 @@ class Pin(__import__("io").IOBase):  # IOBase: asyncio can poll it (ioctl) when 
 
     isconnected = value
 
-    def duty_u16(self, v, rgb=None):  # also NeoPixel's pixel[0] = rgb: the outputs recorder
-        name = ("pwm%d" if rgb is None else "led%d") % self.id
-        if rgb is not None:
-            v = rgb
+    def duty_u16(self, v, *rgb):  # also NeoPixel's pixel[0] = rgb: the outputs recorder
+        name = ("led%d" if rgb else "pwm%d") % self.id
+        if rgb:
+            v = rgb[0]
         s = state.get(name)
         state[name] = [v, s[1] + 1 if s else 1]
         if trace:
@@ -96,9 +96,9 @@ class Pin(__import__("io").IOBase):  # IOBase: asyncio can poll it (ioctl) when 
     def connect(self, *args):
         self.pos = radio
 
-    def status(self, what):  # only "rssi" is asked for
+    def status(self, *args):  # only "rssi" is asked for
         if not self.pos:
-            raise OSError("no wifi")
+            raise OSError(107)  # ENOTCONN
         return -58
 
     def readinto(self, buf):
