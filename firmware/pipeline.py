@@ -40,7 +40,6 @@ class Pipeline:
         s = policy_settings(cfg)
         self.policy = Policy(s, rand)
         self.who = HeadsetAttribution(s)  # checked by Policy() above: no error here
-        self._out = []
         self._t0 = None
 
     def finish(self, t_s):
@@ -58,8 +57,10 @@ class Pipeline:
     def process(self, samples, n, t_s):
         """The hop of `n` samples in `samples` (array('h')) ending at uptime t_s seconds.
         Returns [(event type, fields)] for the events the policy decided."""
-        out = self._out
-        out.clear()
+        # A new list per hop, not one kept here: the events of the last hop must not stay
+        # referenced after the caller is done with them (the heap in use would then depend
+        # on whether the last hop had events).
+        out = []
         if n != len(samples):
             return out  # a short read (end of a WAV on the host): not a whole hop
         if self._t0 is None:
@@ -72,7 +73,7 @@ class Pipeline:
             for d in self.policy.step(
                 self._t0 + rec["t"], score, speaker, rec["rate"], level, speech
             ):
-                if d["type"] == "conversation" and d["phase"] == "start":
+                if d.get("phase") == "start":  # conversation start (cues have no phase)
                     self.fx.new_conversation()  # the baseline is per conversation
                 out.append(event_fields(d))
         return out
