@@ -60,7 +60,7 @@ class Pipeline:
         # A new list per hop, not one kept here: the events of the last hop must not stay
         # referenced after the caller is done with them (the heap in use would then depend
         # on whether the last hop had events).
-        out = []
+        out: list = []
         if n != len(samples):
             return out  # a short read (end of a WAV on the host): not a whole hop
         if self._t0 is None:
