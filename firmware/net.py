@@ -74,11 +74,11 @@ class Link:
         self._wifi_backoff = _BACKOFF_MIN_MS
         if not self.up and now_ms < self._next:
             return False
-        m = self.ident.get("mqtt", {})
         c = self.client
         new = c is None
         try:
             if c is None:
+                m = self.ident.get("mqtt", {})
                 c = _Client(
                     self.ident["device"], m.get("host", "127.0.0.1"), m.get("port", 1883),
                     m.get("user"), m.get("password"), keepalive=m.get("keepalive", 60),
