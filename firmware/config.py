@@ -6,6 +6,9 @@
 # A corrupt or half-written config.json (power cut under an older writer, flash damage, a bad
 # provisioning copy) never stops the device: it boots with config.good (or the defaults) and
 # reports why in telemetry. The companion's retained config then heals config.json.
+#
+# On the headset this module is loaded at boot and when a config message arrives, then dropped
+# (firmware/app.py): few functions, no table beyond the defaults and the limits.
 import json
 import os
 
@@ -20,16 +23,13 @@ DEFAULTS = {
     "policy": {},  # cue policy settings, checked by the policy module
 }
 
-# key -> (kind, low, high)
-_SPEC = {
-    "rev": ("int", 0, 2147483647),
-    "brightness": ("num", 0, 1),
-    "haptic": ("num", 0, 1),
-    "tele_s": ("int", 10, 3600),
-    "long_press_ms": ("int", 500, 5000),
-    "eu_mode": ("bool", 0, 0),
-    "muted": ("bool", 0, 0),
-    "policy": ("dict", 0, 0),
+# The numbers' limits; a key's kind is its default's type (bool, dict, int, or a float).
+_LIMITS = {
+    "rev": (0, 2147483647),
+    "brightness": (0, 1),
+    "haptic": (0, 1),
+    "tele_s": (10, 3600),
+    "long_press_ms": (500, 5000),
 }
 
 CURRENT = "config.json"
@@ -39,28 +39,35 @@ GOOD = "config.good"
 def problems(cfg, policy_check=None):
     """What is wrong with a configuration dict (a partial one is fine), as fix-it messages."""
     if not isinstance(cfg, dict):
-        return ["config must be a JSON object, e.g. {\"brightness\": 0.3}"]
+        return ['config must be a JSON object, e.g. {"brightness": 0.3}']
     out = []
     for key in cfg:
-        if key not in _SPEC:
-            out.append("%s is not a config key; known keys: %s" % (key, ", ".join(sorted(_SPEC))))
+        if key not in DEFAULTS:
+            out.append(
+                "%s is not a config key; known keys: %s" % (key, ", ".join(sorted(DEFAULTS)))
+            )
             continue
-        kind, lo, hi = _SPEC[key]
+        d = DEFAULTS[key]
         v = cfg[key]
-        if kind == "bool":
+        if isinstance(d, bool):
             if not isinstance(v, bool):
                 out.append("%s must be true or false" % key)
-        elif kind == "dict":
+        elif isinstance(d, dict):
             if not isinstance(v, dict):
                 out.append("%s must be a JSON object" % key)
             elif policy_check:
                 out.extend(policy_check(v))
-        elif isinstance(v, bool) or not isinstance(v, (int, float)) or (
-            kind == "int" and not isinstance(v, int)
-        ):
-            out.append("%s must be %s between %s and %s" % (key, "an integer" if kind == "int" else "a number", lo, hi))
-        elif not lo <= v <= hi:
-            out.append("%s is %s; choose a value between %s and %s" % (key, v, lo, hi))
+        else:
+            lo, hi = _LIMITS[key]
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, (int, float))
+                or (isinstance(d, int) and not isinstance(v, int))
+            ):
+                kind = "an integer" if isinstance(d, int) else "a number"
+                out.append("%s must be %s between %s and %s" % (key, kind, lo, hi))
+            elif not lo <= v <= hi:
+                out.append("%s is %s; choose a value between %s and %s" % (key, v, lo, hi))
     return out
 
 
@@ -71,50 +78,49 @@ def merged(cfg):
     return out
 
 
-def _read(path, policy_check):
-    """(config, None) or (None, reason)."""
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError:
-        return None, "missing"
-    try:
-        cfg = json.loads(text)
-    except ValueError:
-        return None, "not valid JSON (%d bytes, half-written?)" % len(text)
-    errs = problems(cfg, policy_check)
-    if errs:
-        return None, errs[0]
-    return merged(cfg), None
-
-
 def _write(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with open(path + ".tmp", "w") as f:
         f.write(text)
-    os.rename(tmp, path)
+    os.rename(path + ".tmp", path)
 
 
 def load(root="", policy_check=None):
     """Returns (config, status): status None when config.json was good, else what went wrong and
     what the device fell back to. Never raises for bad files."""
-    cfg, why = _read(root + CURRENT, policy_check)
-    if cfg is not None:
+    why = []  # for config.json, then config.good: "missing" or what is wrong with it
+    for name in (CURRENT, GOOD):
+        try:
+            with open(root + name) as f:
+                text = f.read()
+        except OSError:
+            why.append("missing")
+            continue
+        try:
+            cfg = json.loads(text)
+        except ValueError:
+            why.append("not valid JSON (%d bytes, half-written?)" % len(text))
+            continue
+        errs = problems(cfg, policy_check)
+        if errs:
+            why.append(errs[0])
+            continue
+        cfg = merged(cfg)
+        if name == GOOD:
+            if why[0] == "missing":
+                return cfg, None
+            return cfg, "config.json %s; using last good config (rev %d)" % (why[0], cfg["rev"])
+        text = json.dumps(cfg)
         try:
             with open(root + GOOD) as f:
-                same = f.read() == json.dumps(cfg)
+                same = f.read() == text
         except OSError:
             same = False
         if not same:
-            _write(root + GOOD, json.dumps(cfg))
+            _write(root + GOOD, text)
         return cfg, None
-    if why == "missing":
-        good, _ = _read(root + GOOD, policy_check)
-        return (good or merged({})), None
-    good, why_good = _read(root + GOOD, policy_check)
-    if good is not None:
-        return good, "config.json %s; using last good config (rev %d)" % (why, good["rev"])
-    return merged({}), "config.json %s; config.good %s; using defaults" % (why, why_good)
+    if why[0] == "missing":
+        return merged({}), None
+    return merged({}), "config.json %s; config.good %s; using defaults" % (why[0], why[1])
 
 
 def save(cfg, root=""):

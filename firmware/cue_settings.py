@@ -229,17 +229,19 @@ def _check(row, value):
 
 
 def _closest(key):
-    # The known key sharing most letter pairs with a misspelt one ("empathise_after_s").
-    def pairs(s):
-        return set(s[i : i + 2] for i in range(len(s) - 1))
-
+    # The known key sharing most letter pairs with a misspelt one ("empathise_after_s"): the
+    # most of the misspelt key's distinct letter pairs found in a key's name, nothing sliced
+    # per key (this runs on the headset, in a busy heap).
+    kb = set(key[i : i + 2] for i in range(len(key) - 1))
     best, best_n = None, 1
-    kb = pairs(key)
     for p, i, _ in _lines():
-        name = p[i : p.find(" ", i)]
-        n = len(kb & pairs(name))
+        k = p.find(" ", i)
+        n = 0
+        for b in kb:
+            if p.find(b, i, k) >= 0:
+                n += 1
         if n > best_n:
-            best, best_n = name, n
+            best, best_n = p[i:k], n
     return best
 
 
