@@ -51,6 +51,7 @@ def _forget_config():
     # again by Policy() when a pipeline is made, which keeps only what it needs.
     _forget("config")
     _forget("cue_settings")
+    _forget("cue_messages")  # loaded only when a config had something wrong
 
 
 def _policy_problems(p):
@@ -126,8 +127,8 @@ class Device:
 
     def emit(self, etype, fields, up_ms):
         try:
-            ev = self.stamper.stamp(etype, fields, up_ms, self.ts(up_ms))
-            data = events.encode(ev)
+            ev = self.stamper.stamp(etype, fields, up_ms, self.ts(up_ms))  # checks it
+            data = events.encode(ev, True)
         except events.EventError as e:
             # A stage produced something the closed schema refuses: drop it, count it, keep
             # listening (a crash here would take the device down for one bad field).

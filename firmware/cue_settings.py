@@ -185,113 +185,46 @@ _WINDOWED = (
 )
 
 
-def _fmt(x):
-    if isinstance(x, float) and x == int(x):
-        return str(int(x))
-    return str(x)
-
-
 def _check(row, value):
-    """The value to store, or a fix-it message (str) prefixed with '!'."""
+    """The value to store, or why it is refused: "!" and a code for firmware/cue_messages.py."""
     key, default, limits, unit = row
     if limits is None:
-        if value is True or value is False:
-            return value
-        return "!%s must be true or false (got %r)" % (key, value)
+        return value if value is True or value is False else "!b"
     if isinstance(default, str):
-        if value in limits:
-            return value
-        return "!%s must be one of %s (got %r)" % (key, ", ".join(limits), value)
+        return value if value in limits else "!c"
     if value is True or value is False or not isinstance(value, (int, float)):
-        return "!%s must be a number in %s (got %r); the default is %s" % (
-            key,
-            unit or "plain units",
-            value,
-            _fmt(default),
-        )
+        return "!n"
     if value != value:
-        return "!%s must be a number, not NaN; the default is %s" % (key, _fmt(default))
+        return "!N"
     if isinstance(default, int) and value != int(value):
-        return "!%s must be a whole number (got %r); the default is %s" % (key, value, default)
-    lo, hi = limits
-    if not lo <= value <= hi:
-        return "!%s must be between %s and %s %s (got %s); the default is %s" % (
-            key,
-            _fmt(lo),
-            _fmt(hi),
-            unit,
-            _fmt(value),
-            _fmt(default),
-        )
+        return "!w"
+    if not limits[0] <= value <= limits[1]:
+        return "!r"
     if isinstance(default, int):
         return int(value)
     return float(value)
 
 
-def _closest(key):
-    # The known key sharing most letter pairs with a misspelt one ("empathise_after_s"): the
-    # most of the misspelt key's distinct letter pairs found in a key's name, nothing sliced
-    # per key (this runs on the headset, in a busy heap).
-    kb = set(key[i : i + 2] for i in range(len(key) - 1))
-    best, best_n = None, 1
-    for p, i, _ in _lines():
-        k = p.find(" ", i)
-        n = 0
-        for b in kb:
-            if p.find(b, i, k) >= 0:
-                n += 1
-        if n > best_n:
-            best, best_n = p[i:k], n
-    return best
-
-
-def _cross(s, errors):
-    # Rules between settings: each message says which one to move and why it matters.
+def _rules(s, found):
+    # The rules between settings, in order; a broken one adds its code to `found`
+    # (firmware/cue_messages.py says which value to move and why it matters).
     stress = s["stress_threshold"]
     if s["intense_threshold"] <= stress:
-        errors.append(
-            "intense_threshold (%s) must be above stress_threshold (%s): 'very intense' skips "
-            "empathize and calls the manager at once; raise intense_threshold or lower "
-            "stress_threshold" % (_fmt(s["intense_threshold"]), _fmt(stress))
-        )
+        found.append("i")
     if s["tense_threshold"] > stress:
-        errors.append(
-            "tense_threshold (%s) must not be above stress_threshold (%s): a conversation is "
-            "tense before the customer is stressed enough for empathize; lower "
-            "tense_threshold" % (_fmt(s["tense_threshold"]), _fmt(stress))
-        )
+        found.append("t")
     if s["baseline_max"] + s["settle_margin"] >= stress:
-        errors.append(
-            "baseline_max + settle_margin (%s) must stay below stress_threshold (%s), or a "
-            "conversation could count as settled while still stressed; lower baseline_max or "
-            "settle_margin" % (_fmt(s["baseline_max"] + s["settle_margin"]), _fmt(stress))
-        )
+        found.append("s")
     if s["baseline_default"] > s["baseline_max"]:
-        errors.append(
-            "baseline_default (%s) must not be above baseline_max (%s); lower "
-            "baseline_default" % (_fmt(s["baseline_default"]), _fmt(s["baseline_max"]))
-        )
-
-
-def _cross_time(s, errors):
-    # The duration rules: each one at least a hop, the conversation gap several.
+        found.append("d")
     hop = s["hop_s"]
     for key in _WINDOWED:
         if s[key] < hop:
-            errors.append(
-                "%s (%s s) is shorter than one window hop (hop_s = %s s); use at least %s"
-                % (key, _fmt(s[key]), _fmt(hop), _fmt(hop))
-            )
+            found.append(key)
     if s["conversation_gap_s"] < 4 * hop:
-        errors.append(
-            "conversation_gap_s must be at least 4 window hops (%s s) so a pause between words "
-            "does not end the conversation" % _fmt(4 * hop)
-        )
+        found.append("g")
     if s["eu_mode"] and s["stress_from_unknown"]:
-        errors.append(
-            "stress_from_unknown must be false in EU mode: an unattributed voice may be the staff "
-            "member's, and EU mode infers nothing about the staff voice; set it to false"
-        )
+        found.append("e")
 
 
 def checked(given):
@@ -300,11 +233,11 @@ def checked(given):
     holds the valid given values and finds every other key's default when asked, without a
     dict of all the keys."""
     values = {}
-    errors = []
     if given is None:
         given = {}
     if not isinstance(given, dict):
         return _Checked(values), ["settings must be a JSON object of name: value pairs"]
+    found = []
     for key in given:
         got = None
         if isinstance(key, str) and key:
@@ -312,21 +245,18 @@ def checked(given):
                 row = _row(p[i:j])
                 if row[0] == key:  # a "key" with spaces in it could match a line's middle
                     got = _check(row, given[key])
-        if got is None:
-            hint = _closest(key) if isinstance(key, str) else None
-            if hint:
-                errors.append("unknown setting %r; did you mean %r?" % (key, hint))
-            else:
-                errors.append("unknown setting %r" % (key,))
-        elif isinstance(got, str) and got[:1] == "!":
-            errors.append(got[1:])
+        if got is None or isinstance(got, str) and got[:1] == "!":
+            found.append((key, given[key], got and got[1:]))
         else:
             values[key] = got
     s = _Checked(values)
-    if not errors:
-        _cross(s, errors)
-        _cross_time(s, errors)
-    return s, errors
+    if not found:
+        _rules(s, found)
+    if not found:
+        return s, []
+    from firmware import cue_messages
+
+    return s, cue_messages.say(found, s)
 
 
 def validate_settings(given):

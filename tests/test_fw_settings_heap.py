@@ -66,7 +66,8 @@ def apply(payload):
 def main():
     first = [apply(m) for m in PAYLOADS]  # as at boot: the heap still in one piece
     print(json.dumps(first))
-    gone = "firmware.cue_settings" not in sys.modules and not hasattr(firmware, "cue_settings")
+    gone = [m for m in ("config", "cue_settings", "cue_messages")
+            if "firmware." + m in sys.modules or hasattr(firmware, m)] == []
     print(json.dumps(gone))
     gc.collect()
     k = 0
