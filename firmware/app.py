@@ -127,8 +127,8 @@ class Device:
 
     def emit(self, etype, fields, up_ms):
         try:
-            ev = self.stamper.stamp(etype, fields, up_ms, self.ts(up_ms))
-            data = events.encode(ev)
+            ev = self.stamper.stamp(etype, fields, up_ms, self.ts(up_ms))  # checks it
+            data = events.encode(ev, True)
         except events.EventError as e:
             # A stage produced something the closed schema refuses: drop it, count it, keep
             # listening (a crash here would take the device down for one bad field).

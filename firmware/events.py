@@ -21,14 +21,14 @@ TOPIC_ROOT = "calmcue/v1"
 
 # The closed schema as text, read on use: on the headset a table of dicts and tuples would sit
 # in the heap for good. One line per event type ("*": the fields every event has), each field
-# name[?]:kind ("?" = optional). Kinds: int (>= 0), num (0 to 1e10, finite), int:lo-hi and
-# num:lo-hi (own bounds), id (1-32 of a-z 0-9 _ -, not starting with _ or -), hex (8-16 lowercase
-# hex digits), or the allowed strings joined by "|".
+# name[?]:kind ("?" = optional). Kinds: i (integer >= 0), n (number 0 to 1e10, finite), i:lo-hi
+# and n:lo-hi (own bounds), id (1-32 of a-z 0-9 _ -, not starting with _ or -), hex (8-16
+# lowercase hex digits), or the allowed strings joined by "|".
 _SCHEMA = const(
-    "* v:int:1-1 type:cue|conversation|button site:id device:id boot:int seq:int up_ms:int ts?:num\n"
-    "cue conv:hex cue:slow_down|empathize|call_manager|settled level:int:1-3 score:num:0-1 "
-    "conv_s:num stress_s?:num ttd_s?:num reason?:id\n"
-    "conversation conv:hex phase:start|end conv_s:num cues?:int peak?:num\n"
+    "* v:i:1-1 type:cue|conversation|button site:id device:id boot:i seq:i up_ms:i ts?:n\n"
+    "cue conv:hex cue:slow_down|empathize|call_manager|settled level:i:1-3 score:n:0-1 "
+    "conv_s:n stress_s?:n ttd_s?:n reason?:id\n"
+    "conversation conv:hex phase:start|end conv_s:n cues?:i peak?:n\n"
     "button action:ack|mute|unmute"
 )
 _TOO_BIG = const("%s is %d bytes, max %d")
@@ -46,10 +46,10 @@ def problems(event, schema=_SCHEMA):
     out = []
     known = []
     for line in schema.split("\n"):
-        spec = line.split()
-        if spec[0] != "*" and spec[0] != event.get("type"):
+        head = line[: line.find(" ")]  # a slice that is a qstr already costs no heap
+        if head != "*" and head != event.get("type"):
             continue
-        for f in spec[1:]:
+        for f in line.split()[1:]:
             key, kind = f.split(":", 1)
             name = key.rstrip("?")
             known.append(name)
@@ -58,9 +58,11 @@ def problems(event, schema=_SCHEMA):
                 if name == key:
                     out.append(name + " must be " + "given")  # short texts are qstrs
                 continue
+            # why: what the value must be, made only when it is not (each event is checked
+            # twice on its way to the queue, so a valid one makes as little garbage as it can)
             if "|" in kind:
                 ok = value in kind.split("|")
-                why = "one of " + kind.replace("|", ", ")
+                why = ok or "one of " + kind.replace("|", ", ")
             elif kind == "id" or kind == "hex":
                 ident = kind == "id"
                 n = len(value) if isinstance(value, str) else 0
@@ -69,13 +71,15 @@ def problems(event, schema=_SCHEMA):
                     ok = ok and 0 <= _CHARS.find(c) < (38 if ident else 16)
                 ok = ok and _CHARS.find(value[0]) < 36
                 why = (
-                    "1-32 chars of a-z, 0-9, _ or -, starting with a letter or digit"
-                    if ident
-                    else "8-16 lowercase hex digits"
+                    ok
+                    or (  # one text for both: one heap object fewer
+                        "1-32 chars of a-z, 0-9, _ or -, starting with a letter or digit|"
+                        "8-16 lowercase hex digits"
+                    ).split("|")[0 if ident else 1]
                 )
             else:
                 num = kind[0] == "n"
-                bounds = kind[4:]
+                bounds = kind[2:]
                 lo, hi = map(int, bounds.split("-")) if bounds else (0, 10000000000)
                 ok = (
                     not isinstance(value, bool)  # JSON true/false are ints to Python
@@ -83,11 +87,12 @@ def problems(event, schema=_SCHEMA):
                     and lo <= value
                     and (value <= hi or not (bounds or num))  # a plain int has no upper bound
                 )
-                why = ("a number" if num else "an integer") + (
-                    " %d-%d" % (lo, hi) if bounds or num else " >= 0"
+                why = ok or (
+                    str(lo)
+                    if lo == hi
+                    else ("a number" if num else "an integer")
+                    + (" %d-%d" % (lo, hi) if bounds or num else " >= 0")
                 )
-                if lo == hi:
-                    why = str(lo)
             if not ok:
                 out.append(name + " must be " + why)
     for key in event:
@@ -96,9 +101,11 @@ def problems(event, schema=_SCHEMA):
     return out
 
 
-def encode(event):
-    """Validate and serialise an event dict to compact JSON bytes. Raises EventError."""
-    errs = problems(event)
+def encode(event, checked=False):
+    """Validate and serialise an event dict to compact JSON bytes. Raises EventError.
+    checked: Stamper.stamp() has just validated it, only its size is left to check (each
+    check makes a few KB of short-lived garbage on the headset)."""
+    errs = [] if checked else problems(event)
     if not errs:
         data = json.dumps(event).encode()
         if len(data) <= MAX_BYTES:
