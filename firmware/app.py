@@ -67,6 +67,7 @@ class Device:
         # one piece at the bottom of the heap); None = load it here.
         self.hw = hw
         self.root = root
+        self.rand = rand  # for a new pipeline when a config changes the policy settings
         # The boot-only code is in firmware.control, with the occasional work. Loading it now,
         # while the heap is in one piece, also puts its names in the qstr pool and its slot in
         # sys.modules, so loading it again later needs only small blocks.

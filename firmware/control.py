@@ -196,10 +196,9 @@ def config(dev, payload, up_ms):
     if policy_settings(new) != policy_settings(old):
         for etype, fields in dev.pipeline.finish(up_ms / 1000):
             dev.emit(etype, fields, up_ms)  # the open conversation ends here
-        rand = dev.pipeline.rand
         model = dev.pipeline.model
         del dev.pipeline  # free the old buffers before the new ones are made
         gc.collect()
-        dev.pipeline = Pipeline(new, rand, model)
+        dev.pipeline = Pipeline(new, dev.rand, model)
     reply(dev, "config", True, "applied rev %d" % new["rev"], up_ms)
     dev._tele_next = up_ms

@@ -290,6 +290,15 @@ def test_model_file_commands_and_policy_config(
         pump=dev.pump,
     )
     assert not json.loads(res)["ok"] and "stress_threshold" in json.loads(res)["detail"]
+    # A valid policy change is applied live: the conversation ends, a new pipeline is made.
+    collector.publish(SITE_DEV + "config", json.dumps({"rev": 9, "policy": {"cue_budget": 2}}))
+    dev.cmd("audio 1")
+    _, res, _ = collector.wait_for(
+        lambda m: m[0] == SITE_DEV + "state/result" and json.loads(m[1])["rev"] == 9,
+        pump=dev.pump,
+    )
+    assert json.loads(res)["ok"] and json.loads(res)["detail"] == "applied rev 9"
+    assert dev.cmd("audio 2")["t_ms"] > 0  # still listening, on the new pipeline
     dev.close()
 
 
