@@ -11,8 +11,9 @@
 # short texts, parsed on demand (no resident dict or tuple of boxed floats), and every
 # function is small.
 
-# One line per setting: "key kind default [limits] [unit]". kind: num (lo hi), int (lo hi,
-# whole numbers), choice (comma-separated options) or bool. `SPEC` gives the rows as tuples
+# One line per setting: "key kind default [limits] [unit] [w]". kind: num (lo hi), int (lo hi,
+# whole numbers), choice (comma-separated options) or bool. w: a duration that becomes a
+# number of windows, so it must be at least one hop long. `SPEC` gives the rows as tuples
 # (key, default, limits, unit): limits (lo, hi), a tuple of strings for a choice, None for a
 # bool; an int default means the setting takes whole numbers. Each text starts and ends with
 # a newline, so "\nkey " finds a key's line.
@@ -28,33 +29,36 @@ ema_alpha num 0.5 0.05 1.0
     # empathize
     """
 stress_threshold num 0.6 0.3 0.95 score
-empathize_after_s num 0.75 0.25 10.0 s
+empathize_after_s num 0.75 0.25 10.0 s w
 empathize_refractory_s num 20.0 0.0 600.0 s
 """,
     # call_manager
     """
 manager_after_s num 6.0 1.0 120.0 s
 manager_rise num 0.15 0.05 0.5 score
-manager_rise_s num 1.0 0.25 10.0 s
+manager_rise_s num 1.0 0.25 10.0 s w
 intense_threshold num 0.9 0.5 1.0 score
-intense_after_s num 1.0 0.25 10.0 s
+intense_after_s num 1.0 0.25 10.0 s w
 """,
     # settled and the per-conversation baseline
     """
 settle_margin num 0.1 0.0 0.4 score
-settle_after_s num 2.0 0.25 60.0 s
-baseline_s num 2.0 0.25 30.0 s
+settle_after_s num 2.0 0.25 60.0 s w
+baseline_s num 2.0 0.25 30.0 s w
 baseline_default num 0.3 0.0 0.9 score
 baseline_max num 0.4 0.0 0.9 score
 """,
-    # slow_down (pace and loudness)
+    # slow_down
     """
 tense_threshold num 0.5 0.1 0.95 score
-slow_down_after_s num 1.0 0.25 10.0 s
+slow_down_after_s num 1.0 0.25 10.0 s w
 slow_down_refractory_s num 15.0 0.0 600.0 s
+""",
+    # pace and loudness (for slow_down)
+    """
 pace_min_speech num 0.6 0.05 1.0 fraction
-pace_window_s num 2.0 0.25 10.0 s
-speaker_baseline_s num 2.0 0.25 30.0 s
+pace_window_s num 2.0 0.25 10.0 s w
+speaker_baseline_s num 2.0 0.25 30.0 s w
 rate_rise num 0.8 0.1 5.0 onsets/s
 rate_margin num 0.3 0.0 5.0 onsets/s
 level_rise_db num 4.0 1.0 30.0 dB
@@ -172,19 +176,6 @@ def defaults():
     return s
 
 
-# Durations that become a number of windows: each must be at least one hop long.
-_WINDOWED = (
-    "empathize_after_s",
-    "manager_rise_s",
-    "intense_after_s",
-    "settle_after_s",
-    "baseline_s",
-    "slow_down_after_s",
-    "pace_window_s",
-    "speaker_baseline_s",
-)
-
-
 def _check(row, value):
     """The value to store, or why it is refused: "!" and a code for firmware/cue_messages.py."""
     key, default, limits, unit = row
@@ -218,9 +209,11 @@ def _rules(s, found):
     if s["baseline_default"] > s["baseline_max"]:
         found.append("d")
     hop = s["hop_s"]
-    for key in _WINDOWED:
-        if s[key] < hop:
-            found.append(key)
+    for p, i, j in _lines():  # the durations, marked w: each at least one hop long
+        if p.startswith(" w", j - 2):
+            key = p[i : p.find(" ", i)]
+            if s[key] < hop:
+                found.append(key)
     if s["conversation_gap_s"] < 4 * hop:
         found.append("g")
     if s["eu_mode"] and s["stress_from_unknown"]:
