@@ -56,7 +56,9 @@ def problems(cfg, policy_check=None):
             if not isinstance(v, dict):
                 out.append("%s must be a JSON object" % key)
             elif policy_check:
-                out.extend(policy_check(v))
+                # Checked as the device applies it: a top-level eu_mode switches EU mode on
+                # for the policy too (firmware/pipeline.py policy_settings), so its rules count.
+                out.extend(policy_check(dict(v, eu_mode=True) if cfg.get("eu_mode") is True else v))
         else:
             lo, hi = _LIMITS[key]
             if (

@@ -104,7 +104,7 @@ def build(tmp_path_factory) -> Path:
 
 
 def test_settings_validator_reloads_into_a_fragmented_heap(mpy, build, tmp_path) -> None:
-    hole, rounds = 10, 24  # 320 B; the largest block the path needs is 297 B
+    hole, rounds = 11, 24  # 352 B; the largest block the path needs is 321 B
     code = APPLY % {"build": str(build), "root": str(tmp_path) + "/", "hole": hole,
                     "rounds": rounds}  # fmt: skip
     out = mpy(code, heapsize="144K").stdout.splitlines()
@@ -127,3 +127,18 @@ def test_settings_validator_reloads_into_a_fragmented_heap(mpy, build, tmp_path)
     assert same == [True] * rounds  # the same replies as in one piece
     # Nothing kept from one message to the next: each payload leaves the heap as it found it.
     assert free[4:] == free[:-4]
+
+
+def test_eu_mode_at_the_top_counts_for_the_policy_rules() -> None:
+    # The device switches EU mode on for the policy when either eu_mode is true
+    # (pipeline.policy_settings); the config check must see the same, or a config it accepts
+    # makes Policy() refuse the settings after the old pipeline is gone (and again at boot).
+    from firmware import config, cue_settings
+
+    def check(p):
+        return cue_settings.validate_settings(p)[1]
+
+    errs = config.problems({"eu_mode": True, "policy": {"stress_from_unknown": True}}, check)
+    assert len(errs) == 1 and "stress_from_unknown must be false in EU mode" in errs[0]
+    assert config.problems({"eu_mode": False, "policy": {"stress_from_unknown": True}}, check) == []
+    assert config.problems({"eu_mode": True, "policy": {"min_gap_s": 5}}, check) == []
