@@ -247,9 +247,18 @@ def checked(given):
         _rules(s, found)
     if not found:
         return s, []
+    import sys
+
+    import firmware
     from firmware import cue_messages
 
-    return s, cue_messages.say(found, s)
+    errors = cue_messages.say(found, s)
+    # Its texts are needed only here: dropped at once, before the caller builds its reply in
+    # the headset's little free heap (CPython imports it again when it is next needed).
+    sys.modules.pop("firmware.cue_messages", None)
+    if hasattr(firmware, "cue_messages"):
+        delattr(firmware, "cue_messages")
+    return s, errors
 
 
 def validate_settings(given):
