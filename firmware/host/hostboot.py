@@ -48,10 +48,12 @@ from firmware.modelfile import load_model  # noqa: E402
 
 model = load_model(root)
 gc.collect()
-for key in hostrun._IMPORT_ORDER:
-    __import__(key)
-    gc.collect()
-del hostrun._IMPORT_ORDER
+from firmware.main import load_code  # noqa: E402  (the device's own boot order)
+
+load_code()
+from firmware.app import _forget  # noqa: E402
+
+_forget("modelfile")  # as firmware/main.py does: needed once per boot
 # --heap-at seconds as ms of audio time (ints: no float objects held for the run).
 args["heap-at"] = [int(float(x) * 1000) for x in args["heap-at"].split(",") if x]
 hostrun.args = args

@@ -26,13 +26,6 @@ import sys
 import machine
 
 args = None  # the options: argv for hostboot, then what it parsed
-# Leaves first, one collection after each: import garbage never gets trapped between modules.
-# (firmware/tools/heap_report.py reads this list; hostboot.py imports them and drops it.)
-_IMPORT_ORDER = (
-    "firmware.events", "firmware.store", "umqtt.simple", "firmware.net",
-    "firmware.outputs", "firmware.cue_settings", "firmware.features", "firmware.policy",
-    "firmware.attribution", "firmware.pipeline", "firmware.app",
-)
 
 
 def out(v, key="log"):

@@ -1,6 +1,6 @@
 """Where the headset firmware's heap goes on the MicroPython unix port: each module's import
-cost in boot order (bytes after a collection, the qstrs it adds and the qstr-pool bytes they
-take), then the totals.
+cost in the device's boot order (bytes after a collection, the qstrs it adds and the qstr-pool
+bytes they take), then the modules loaded only for a moment, and the totals.
 
     python -m firmware.tools.heap_report [--build DIR] [--heap 400K]
 
@@ -20,22 +20,27 @@ from calmcue.mpy import interpreter
 
 REPO = Path(__file__).resolve().parents[2]
 
-# The host runner's boot order (firmware/host/hostrun.py): fakes first (on the device they are
-# built in), then the weights' loader, the code leaves first, then the runner itself.
-HOST_FAKES = ("machine", "network", "neopixel", "ntptime")
+# The device's boot order (firmware/main.py load_code(), which the host runner's boot uses too):
+# the fake hardware first (built into the device's firmware image), the weights' loader, the
+# code leaves first, then the runner itself. Then what is loaded only for a moment and dropped
+# again (boot, telemetry, commands, config messages): its cost on top of everything else.
+HOST_ONLY = ("machine", "hostrun")
+ON_DEMAND = ("firmware.control", "firmware.config", "firmware.cue_settings", "firmware.cue_messages")
 
 
-def boot_order(build: Path) -> list[str]:
-    src = (REPO / "firmware" / "host" / "hostrun.py").read_text()
-    body = re.search(r"_IMPORT_ORDER = \((.*?)\)", src, re.S)
-    order = re.findall(r'"([\w.]+)"', body.group(1)) if body else []
-    return [*HOST_FAKES, "firmware.modelfile", *order, "firmware.main", "hostrun"]
+def boot_order() -> list[str]:
+    src = (REPO / "firmware" / "main.py").read_text()
+    body = re.search(r"def load_code\(\):.*?for name in \((.*?)\):", src, re.S)
+    if body is None:
+        raise SystemExit("heap_report: firmware/main.py has no load_code() import list")
+    order = re.findall(r'"([\w.]+)"', body.group(1))
+    return ["machine", "firmware.modelfile", *order, "firmware.main", "hostrun"]
 
 
 _SCRIPT = """
 import sys, gc, micropython
 sys.path.insert(0, %(build)r); sys.path.insert(0, %(build)r + "/host")
-gc.collect(); print("BASE", gc.mem_alloc()); micropython.qstr_info()
+gc.collect(); print("MOD (interpreter)", gc.mem_alloc()); micropython.qstr_info()
 for name in %(order)r:
     __import__(name); gc.collect(); print("MOD", name, gc.mem_alloc()); micropython.qstr_info()
 """
@@ -43,8 +48,10 @@ for name in %(order)r:
 _QSTR = re.compile(r"n_pool=(\d+), n_qstr=(\d+), n_str_data_bytes=(\d+), n_total_bytes=(\d+)")
 
 
-def measure(build: Path, heap: str = "400K") -> list[dict]:
-    order = boot_order(build)
+def measure(build: Path, heap: str = "400K") -> list[dict[str, int | str | bool]]:
+    """One row per module: bytes, qstrs and qstr-pool bytes its import added, whether it
+    allocated a new qstr pool, and the running totals."""
+    order = boot_order() + list(ON_DEMAND)
     script = _SCRIPT % {"build": str(build), "order": order}
     proc = subprocess.run(
         [*interpreter(), "-X", f"heapsize={heap}", "-c", script],
@@ -52,34 +59,26 @@ def measure(build: Path, heap: str = "400K") -> list[dict]:
     )  # fmt: skip
     if proc.returncode != 0:
         raise SystemExit(f"heap_report: import failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-    rows, prev = [], None
+    rows: list[dict[str, int | str | bool]] = []
     lines = proc.stdout.splitlines()
+    prev = (0, 0, 0, 0)  # alloc, pools, qstrs, qstr bytes
     for i, line in enumerate(lines):
-        if line.startswith(("BASE", "MOD")):
-            q = _QSTR.search(lines[i + 1])
-            assert q, lines[i + 1]
-            cur = {
-                "name": line.split()[1] if line.startswith("MOD") else "(interpreter)",
-                "alloc": int(line.split()[-1]),
-                "pools": int(q.group(1)),
-                "qstrs": int(q.group(2)),
-                "qstr_bytes": int(q.group(4)),
-            }
-            if prev is not None:
-                rows.append({
-                    "module": cur["name"],
-                    "bytes": cur["alloc"] - prev["alloc"],
-                    "qstrs": cur["qstrs"] - prev["qstrs"],
-                    "qstr_bytes": cur["qstr_bytes"] - prev["qstr_bytes"],
-                    "new_pool": cur["pools"] > prev["pools"],
-                    "total_qstrs": cur["qstrs"],
-                    "alloc": cur["alloc"],
-                })  # fmt: skip
-            else:
-                rows.append({"module": "(interpreter)", "bytes": cur["alloc"], "qstrs": 0,
-                             "qstr_bytes": 0, "new_pool": False, "total_qstrs": cur["qstrs"],
-                             "alloc": cur["alloc"]})  # fmt: skip
-            prev = cur
+        if not line.startswith("MOD "):
+            continue
+        q = _QSTR.search(lines[i + 1])
+        if q is None:
+            raise SystemExit(f"heap_report: unexpected qstr_info output: {lines[i + 1]!r}")
+        cur = (int(line.split()[-1]), int(q.group(1)), int(q.group(2)), int(q.group(4)))
+        rows.append({
+            "module": line.split()[1],
+            "bytes": cur[0] - prev[0],
+            "qstrs": cur[2] - prev[2],
+            "qstr_bytes": cur[3] - prev[3],
+            "new_pool": bool(rows) and cur[1] > prev[1],
+            "total_qstrs": cur[2],
+            "alloc": cur[0],
+        })  # fmt: skip
+        prev = cur
     return rows
 
 
@@ -95,18 +94,23 @@ def main(argv: list[str] | None = None) -> int:
         compile_host(args.build)
     rows = measure(args.build, args.heap)
     print(f"{'module':24} {'bytes':>7} {'qstrs':>6} {'qstr B':>7} {'rest':>7} {'all qstrs':>9}")
-    host = 0
+    host = resident = 0
     for r in rows:
+        if r["module"] == ON_DEMAND[0]:
+            resident = int(rows[rows.index(r) - 1]["alloc"])
+            print("-- loaded only for a moment (boot, telemetry, commands, config messages):")
         step = "  <- new qstr pool" if r["new_pool"] else ""
         print(
             f"{r['module']:24} {r['bytes']:7d} {r['qstrs']:6d} {r['qstr_bytes']:7d} "
-            f"{r['bytes'] - r['qstr_bytes']:7d} {r['total_qstrs']:9d}{step}"
+            f"{int(r['bytes']) - int(r['qstr_bytes']):7d} {r['total_qstrs']:9d}{step}"
         )
-        if r["module"] in (*HOST_FAKES, "hostrun"):
-            host += r["bytes"]
-    total = rows[-1]["alloc"]
-    print(f"all code loaded: {total} B in use ({host} B of it host-only fakes and runner), "
-          f"{rows[-1]['total_qstrs']} qstrs")  # fmt: skip
+        if r["module"] in HOST_ONLY:
+            host += int(r["bytes"])
+    print(
+        f"resident code: {resident} B in use ({host} B of it the host-only fakes and runner); "
+        f"with every on-demand module loaded at once: {rows[-1]['alloc']} B, "
+        f"{rows[-1]['total_qstrs']} qstrs"
+    )
     return 0
 
 
