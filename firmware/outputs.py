@@ -7,10 +7,13 @@
 # call manager; a short green = settled.
 #
 # RAM (the unix port's heap is the yardstick, docs/firmware.md): the patterns are one text
-# constant, decoded into a small list of ints when a cue starts, instead of a dict of tuples of
+# constant, decoded when a cue starts into one int array allocated at init (so the heap is the
+# same whether a cue is playing or not: no leak check is confused by it), instead of a dict of tuples of
 # tuples (each a heap object of >= 32 B); colours are 0xRRGGBB ints; the tables are const(), so
 # MicroPython inlines them into show() and the module's globals hold no names for them; the motor
 # is an RgbLed with one channel, so there are two classes.
+
+from array import array
 
 try:
     from micropython import const
@@ -29,6 +32,7 @@ _LETTERS = const("-abrgwv")
 _COLOURS = const((0x000000, 0xFF7800, 0x003CFF, 0xFF0000, 0x00C828, 0xC8C8C8, 0x7800C8))
 
 # One pattern a line: its name, then its steps as <duration ms><colour letter><motor 0/1>.
+_MAX_STEPS = const(21)  # 3 ints per step, 7 steps in the longest pattern (call_manager)
 _PATTERNS = const("""
 slow_down 700a1 700-0 700a0 700-0
 empathize 150b1 150-0 150b1 150-0
@@ -70,7 +74,8 @@ class Outputs:
         self.brightness = brightness
         self.haptic = haptic
         self.playing = None  # name of the pattern being shown
-        self.steps = None  # [ms, 0xRRGGBB, motor, ...] of that pattern
+        self.steps = array("i", (0,) * _MAX_STEPS)  # ms, 0xRRGGBB, motor, ... of that pattern
+        self.n = 0  # how many of `steps` are in use (0: nothing playing)
         self.level = 1
         self.start = 0  # ms when it began
         self.value = -1  # colour << 1 | motor now on the hardware (-1: not written yet)
@@ -82,13 +87,15 @@ class Outputs:
         if self.playing == "call_manager" and name not in ("call_manager", "ack", "mute"):
             return  # the most urgent cue stays on until the wearer acknowledges it
         i = _PATTERNS.index("\n" + name + " ")  # ValueError for a name not in the table
-        steps = []
+        steps = self.steps
+        n = 0
         for s in _PATTERNS[i + len(name) + 2 : _PATTERNS.index("\n", i + 1)].split():
-            steps.append(int(s[:-2]))
-            steps.append(_COLOURS[_LETTERS.index(s[-2])])
-            steps.append(int(s[-1]))
+            steps[n] = int(s[:-2])
+            steps[n + 1] = _COLOURS[_LETTERS.index(s[-2])]
+            steps[n + 2] = int(s[-1])
+            n += 3
         self.playing = name
-        self.steps = steps
+        self.n = n
         self.level = level
         self.start = now_ms
         self.tick(now_ms)
@@ -101,9 +108,9 @@ class Outputs:
         return was
 
     def tick(self, now_ms):
-        steps = self.steps
-        if steps is None:
+        if not self.n:
             return
+        steps = self.steps
         t = now_ms - self.start
         nag = self.playing == "call_manager"
         colour = motor = 0  # off between the manager call's repeats and at the end
@@ -112,7 +119,7 @@ class Outputs:
             if nag:
                 t %= _MANAGER_REPEAT_MS
                 keep = True
-            for i in range(0, len(steps), 3):
+            for i in range(0, self.n, 3):
                 if t < steps[i]:
                     colour = steps[i + 1]
                     motor = steps[i + 2]
@@ -120,7 +127,7 @@ class Outputs:
                     break
                 t -= steps[i]
         if not keep:
-            self.steps = None
+            self.n = 0
             self.playing = None
         if self.value == colour << 1 | motor:
             return

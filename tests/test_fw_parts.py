@@ -204,3 +204,28 @@ def test_pwm_led_motor_and_battery():
     assert battery(1_600_000).percent() == 0  # 3.2 V: empty
     assert 40 <= battery(1_890_000).percent() <= 60  # 3.78 V
     assert battery(1_950_000).volts() == 3.9
+
+
+def test_every_pattern_fits_the_preallocated_steps():
+    """Outputs decodes a pattern into one array sized at init (so a playing cue holds no extra
+    heap): every pattern in the table must fit it and play to its end."""
+    from firmware import outputs
+
+    class Led:
+        def __init__(self):
+            self.writes = []
+
+        def set(self, *v):
+            self.writes.append(v)
+
+    names = [line.split()[0] for line in outputs._PATTERNS.strip().splitlines()]
+    assert {"slow_down", "empathize", "call_manager", "settled"} <= set(names)
+    for name in names:
+        led, motor = Led(), Led()
+        o = outputs.Outputs(led, motor, 1.0, 1.0)
+        o.show(name, 0)
+        assert o.playing == name and o.n % 3 == 0 and o.n <= len(o.steps)
+        assert led.writes[-1] != (0, 0, 0) or motor.writes[-1] != (0,)
+        o.tick(130_000)  # past every pattern's end (call_manager gives up after 120 s)
+        assert o.playing is None and o.n == 0
+        assert led.writes[-1] == (0, 0, 0) and motor.writes[-1] == (0,)
