@@ -54,6 +54,13 @@ def _forget_config():
     _forget("cue_messages")  # loaded only when a config had something wrong
 
 
+def reply(dev, name, ok, detail, up_ms):
+    """The answer to a command or a config message, on state/result."""
+    dev.link.publish("state/result", json.dumps(
+        {"cmd": name, "ok": ok, "detail": detail, "up_ms": up_ms, "rev": dev.cfg["rev"]}
+    ))  # fmt: skip
+
+
 def _policy_problems(p):
     from firmware.cue_settings import checked
 
@@ -81,6 +88,9 @@ class Device:
             model = load_model(root)
             gc.collect()
         self.model_hash = model[1]
+        # The feature buffers (the largest long-lived blocks after the weights) before the
+        # config code comes and goes: afterwards a 2 KB run may be cut up by what it leaves.
+        self.pipeline = Pipeline(None, rand, model[0])
         self.cfg, self.config_error = _config().load(root, _policy_problems)
         # The settings validator stays for the pipeline's Policy below (loaded once per boot,
         # not twice), then goes with _forget_config().
@@ -94,7 +104,7 @@ class Device:
         del control
         _forget("control")
         gc.collect()  # boot makes garbage (config, queue scan): clear it before the big buffers
-        self.pipeline = Pipeline(self.cfg, rand, model[0])
+        self.pipeline.configure(self.cfg, rand)
         _forget_config()
         gc.collect()
         self.link = Link(hw.wlan, self.ident, self._on_message, log)
@@ -176,14 +186,59 @@ class Device:
                 self._ntp_next = up_ms + _NTP_RESYNC_MS
             except (OSError, IndexError):
                 self._ntp_next = up_ms + _NTP_RETRY_MS
-        if self._pending or up_ms >= self._tele_next:
-            # Occasional work (commands, config, telemetry): its code is loaded only for it.
+        # Occasional work (config, commands, telemetry): its code is loaded only for it, one
+        # module at a time (config + settings validator, or control), then dropped.
+        reboot = False
+        while self._pending:
+            topic, payload = self._pending.pop(0)
+            leaf = topic.decode()[len(self.link.prefix) :]
+            if leaf == "config":
+                if payload:  # empty: the retained config was cleared; keep what we have
+                    self._config_message(payload, up_ms)
+            else:  # cmd/<name>
+                from firmware import control
+
+                reboot = control.command(self, leaf[4:], up_ms) or reboot
+                _forget("control")
+        self.deliver(_DELIVER_PER_CALL)
+        if up_ms >= self._tele_next and self.link.up:
+            self._tele_next = up_ms + self.cfg["tele_s"] * 1000
             from firmware import control
 
-            control.run(self, up_ms, _DELIVER_PER_CALL)
+            control.tele(self, up_ms)
             _forget("control")
-        else:
-            self.deliver(_DELIVER_PER_CALL)
+        if reboot and self.hw.reset is not None:
+            self.hw.reset()
+
+    def _config_message(self, payload, up_ms):
+        # A config from the companion (retained: it arrives on every connect), checked, saved
+        # and applied live, one on-demand module at a time, each dropped before the next loads
+        # (config, the settings validator and its messages, config again, the policy's own
+        # setup): on the 96 KB heap they do not fit in it together with the running firmware.
+        try:
+            new, errs = _config().parse(payload)
+        finally:
+            _forget("config")
+        p = new.get("policy") if isinstance(new, dict) else None
+        if isinstance(p, dict) and p:
+            try:  # a top-level eu_mode switches EU mode on for the policy too, so its rules count
+                errs += _policy_problems(dict(p, eu_mode=True) if new.get("eu_mode") is True else p)
+            finally:
+                _forget_config()
+        if errs:
+            reply(self, "config", False, "; ".join(errs) + "; nothing changed", up_ms)
+            return
+        try:
+            changed = _config().commit(self, new, up_ms)
+        finally:
+            _forget("config")
+        if changed:  # new cue-policy settings: the open conversation ends, a new policy starts
+            for etype, fields in self.pipeline.finish(up_ms / 1000):
+                self.emit(etype, fields, up_ms)
+            gc.collect()
+            self.pipeline.configure(self.cfg, self.rand)
+            _forget_config()  # Policy() loaded the validator again
+            reply(self, "config", True, "applied rev %d" % self.cfg["rev"], up_ms)
 
     def deliver(self, budget):
         """Send up to `budget` queued events in order, each acknowledged (QoS 1) before the next."""

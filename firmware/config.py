@@ -130,3 +130,37 @@ def save(cfg, root=""):
     text = json.dumps(cfg)
     _write(root + CURRENT, text)
     _write(root + GOOD, text)
+
+
+def parse(payload):
+    """(config dict, problems) of a config message, its cue-policy settings not checked yet:
+    the headset checks those with this module dropped (firmware/app.py), so the config code,
+    the settings validator and its messages are never all in the heap at once."""
+    try:
+        new = json.loads(payload)
+    except ValueError:
+        return None, ["config is not valid JSON"]
+    return new, problems(new)
+
+
+def commit(dev, new, up_ms):
+    """Apply a checked config message to the headset Device `dev`: saved, applied live, the
+    reply sent. Returns True when the cue-policy settings changed: the caller rebuilds the
+    policy after dropping this module, then replies."""
+    from firmware.app import reply
+    from firmware.pipeline import policy_settings
+
+    new = merged(new)
+    if new == dev.cfg and not dev.config_error:
+        return False  # the retained copy arrives on every reconnect: no flash write
+    save(new, dev.root)
+    old, dev.cfg = dev.cfg, new
+    dev.config_error = None
+    dev.outputs.brightness = new["brightness"]
+    dev.outputs.haptic = new["haptic"]
+    dev.hw.button.long_press_ms = new["long_press_ms"]
+    dev._tele_next = up_ms
+    if policy_settings(new) != policy_settings(old):
+        return True
+    reply(dev, "config", True, "applied rev %d" % new["rev"], up_ms)
+    return False

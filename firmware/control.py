@@ -1,14 +1,15 @@
 # The headset's boot-only and occasional work, imported by firmware.app when there is some and
 # dropped again (app._forget), so its code does not sit in the heap in between: the boot's
-# identity and boot counter, what the companion sent (commands, config), telemetry every
-# tele_s, and the OTA hand-over after an update. Functions of the Device `dev`; each is small,
+# identity and boot counter, commands from the companion, telemetry every tele_s, and the OTA
+# hand-over after an update. (Config messages are firmware/config.py's apply(): a config message
+# then needs the config code and the settings validator only, not this module too.) Functions of the Device `dev`; each is small,
 # so loading them needs no large block of the heap.
 import gc
 import json
 import os
 
-from firmware.app import _config, _forget, _forget_config, _policy_problems
-from firmware.pipeline import PLACEHOLDER_MODEL, Pipeline, policy_settings
+from firmware.app import _forget, reply
+from firmware.pipeline import PLACEHOLDER_MODEL
 from firmware.version import FIRMWARE
 
 COMMANDS = ("ping", "tele", "mute", "unmute", "ack", "reboot", "ota")
@@ -38,34 +39,12 @@ def next_boot(root):
     return n
 
 
-def run(dev, up_ms, budget):
-    """Handle what the companion sent, deliver up to `budget` events, send telemetry when it is
-    due, then reboot if a command asked for it (in that order, as every network step does)."""
-    reboot = False
-    while dev._pending:
-        topic, payload = dev._pending.pop(0)
-        leaf = topic.decode()[len(dev.link.prefix) :]
-        if leaf == "config":
-            try:
-                config(dev, payload, up_ms)
-            finally:
-                _forget_config()
-        elif command(dev, leaf[4:], up_ms):  # cmd/<name>
-            reboot = True
-    dev.deliver(budget)
-    if up_ms >= dev._tele_next and dev.link.up:
-        dev._tele_next = up_ms + dev.cfg["tele_s"] * 1000
-        if dev.link.publish("tele", json.dumps(telemetry(dev, up_ms))) and not dev._healthy:
-            dev._healthy = True
-            confirm_update(dev)
-    if reboot and dev.hw.reset is not None:
-        dev.hw.reset()
-
-
-def reply(dev, name, ok, detail, up_ms):
-    dev.link.publish("state/result", json.dumps(
-        {"cmd": name, "ok": ok, "detail": detail, "up_ms": up_ms, "rev": dev.cfg["rev"]}
-    ))  # fmt: skip
+def tele(dev, up_ms):
+    """Telemetry (due every tele_s, at each connect, after a config change or cmd/tele); the
+    first one that reaches the broker after an update confirms it."""
+    if dev.link.publish("tele", json.dumps(telemetry(dev, up_ms))) and not dev._healthy:
+        dev._healthy = True
+        confirm_update(dev)
 
 
 def command(dev, name, up_ms):
@@ -167,38 +146,3 @@ def telemetry(dev, up_ms):
     if ts is not None:
         t["ts"] = ts
     return t
-
-
-def config(dev, payload, up_ms):
-    """A config from the companion (retained: it arrives on every connect): checked, saved,
-    applied live; the reply says what happened."""
-    if not payload:
-        return  # retained config cleared: keep what we have
-    cfg = _config()
-    try:
-        new = json.loads(payload)
-    except ValueError:
-        reply(dev, "config", False, "config is not valid JSON; nothing changed", up_ms)
-        return
-    errs = cfg.problems(new, _policy_problems)
-    if errs:
-        reply(dev, "config", False, "; ".join(errs) + "; nothing changed", up_ms)
-        return
-    new = cfg.merged(new)
-    if new == dev.cfg and not dev.config_error:
-        return  # the retained copy arrives on every reconnect: no flash write
-    cfg.save(new, dev.root)
-    old, dev.cfg = dev.cfg, new
-    dev.config_error = None
-    dev.outputs.brightness = new["brightness"]
-    dev.outputs.haptic = new["haptic"]
-    dev.hw.button.long_press_ms = new["long_press_ms"]
-    if policy_settings(new) != policy_settings(old):
-        for etype, fields in dev.pipeline.finish(up_ms / 1000):
-            dev.emit(etype, fields, up_ms)  # the open conversation ends here
-        model = dev.pipeline.model
-        del dev.pipeline  # free the old buffers before the new ones are made
-        gc.collect()
-        dev.pipeline = Pipeline(new, dev.rand, model)
-    reply(dev, "config", True, "applied rev %d" % new["rev"], up_ms)
-    dev._tele_next = up_ms

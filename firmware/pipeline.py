@@ -27,6 +27,9 @@ def policy_settings(cfg):
 
 
 class Pipeline:
+    policy: Policy  # set by configure() (bare annotations cost nothing in MicroPython)
+    who: HeadsetAttribution
+
     def __init__(self, cfg, rand, model=None):
         if model is None:
             from firmware.placeholder import Placeholder
@@ -37,10 +40,22 @@ class Pipeline:
         # settings validator and makes its garbage: on a 96 KB heap a 2 KB block may not be
         # found after that.
         self.fx = Features()
+        if cfg is not None:  # None: the caller configures it later (firmware/app.py boot)
+            self.configure(cfg, rand)
+        self._t0 = None
+
+    def configure(self, cfg, rand):
+        """(New) cue-policy settings: a new policy and attribution, each a few small blocks.
+        The features and the model stay: their buffers are the largest long-lived blocks, and
+        a heap cut up by hours of running may no longer have room for them (a config message
+        that rebuilt the whole pipeline failed on 96 KB allocating the 2 KB feature buffer).
+        Call finish() first when a stream is open."""
+        # The old ones are garbage before the new are made (on the first call there are none).
+        self.policy = None  # type: ignore[assignment]
+        self.who = None  # type: ignore[assignment]
         s = policy_settings(cfg)
         self.policy = Policy(s, rand)
         self.who = HeadsetAttribution(s)  # checked by Policy() above: no error here
-        self._t0 = None
 
     def finish(self, t_s):
         """End of the stream (mute): close the open conversation; features, attribution and

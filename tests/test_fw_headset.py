@@ -17,14 +17,13 @@ from firmware.tools import bundle
 from firmware.tools.bench_headset import headset_rendition
 
 SITE_DEV = "calmcue/v1/demo/headset-1/"
-# The smallest -X heapsize the whole firmware (features, shipped model, policy, attribution, umqtt,
-# app, and the host-only fakes) boots and runs ten minutes in on this 64-bit unix port is 144K
-# (make bench measures it); 96K is not reached while every module's code sits in the heap
-# (docs/firmware.md, "Memory"). The tests leave 8K of margin, so a module that grows by more
-# than that shows up here.
-HEAP = "152K"
-# asyncio's tasks, poller and stream objects need a little more.
-ASYNC_HEAP = "168K"
+# The issue's budget: the whole firmware (features, shipped model, policy, attribution, umqtt,
+# app, and the host-only fakes the device does not carry) boots and runs in a 96K heap on this
+# 64-bit unix port, where every object is twice its ESP32 size. make bench measures the smallest
+# heap that still works (docs/firmware.md, "Memory").
+HEAP = "96K"
+# The device's own asyncio main loop (tasks, poller, stream) in the same budget.
+ASYNC_HEAP = "96K"
 
 
 @pytest.fixture(scope="session")
@@ -74,11 +73,11 @@ def test_demo_conversation_ten_minutes_heap_flat(
     heap = {int(x["heap"]["t_s"]): x["heap"]["free"] for x in lines if "heap" in x}
     done = next(x["done"] for x in lines if "done" in x)
     print("free heap per minute:", heap, "lowest:", done["heap_min"])
-    # Equal up to the live state of the pipeline at that instant (which boxed floats, window
-    # records and decisions happen to be alive: measured within +-0.6 KB); a leak of even 16 bytes
-    # per 0.25 s hop would be 38 KB by minute 10, and the heap would have run out.
-    assert abs(heap[600] - heap[60]) <= 1024, "free heap changed between minute 1 and minute 10"
-    assert max(heap.values()) - min(heap.values()) <= 2048
+    # The issue's leak check, exactly: the same free heap at every minute mark (measured right
+    # after the hop that ends there, stack scrubbed, after gc.collect()). Nothing the firmware
+    # keeps depends on how long it has run or on what is playing at that instant.
+    assert heap[600] == heap[60], "free heap changed between minute 1 and minute 10"
+    assert len(set(heap.values())) == 1, heap
     assert done["heap_min"] > 4096
     assert done["t_ms"] >= 600_000
 
@@ -299,6 +298,51 @@ def test_model_file_commands_and_policy_config(
     )
     assert json.loads(res)["ok"] and json.loads(res)["detail"] == "applied rev 9"
     assert dev.cmd("audio 2")["t_ms"] > 0  # still listening, on the new pipeline
+    dev.close()
+
+
+def test_config_and_command_churn_in_the_heap_budget(
+    host_build, headset_wav, tmp_path, mosquitto, collector
+):
+    """Hours of a fleet in minutes: config messages (valid policy changes, unknown keys, broken
+    JSON) and commands arrive again and again while audio runs, each loading its code on demand
+    into a heap already cut up by the audio path. On HEAP (96K) every one is answered and the
+    device keeps listening: the on-demand code never needs a block the heap no longer has."""
+    dev = Device(host_build, tmp_path, headset_wav, mosquitto.port, heap=HEAP)
+    collector.wait_for(lambda m: m[0] == SITE_DEV + "tele", pump=dev.pump)
+    payloads = [
+        (json.dumps({"rev": 0, "policy": {"cue_budget": 2}}), True),
+        (json.dumps({"policy": {"stress_treshold": 0.7}}), False),
+        ("{not json", False),
+        (json.dumps({"rev": 0, "haptic": 0.4, "policy": {"cue_budget": 3, "min_gap_s": 5}}), True),
+        (json.dumps({"brightness": 7, "policy": {"eu_mode": True, "stress_from_unknown": True}}), False),
+    ]
+    answered = last = 0
+    for i in range(30):
+        text, ok = payloads[i % len(payloads)]
+        if ok:
+            text = text.replace('"rev": 0', f'"rev": {100 + i}')
+        collector.publish(SITE_DEV + "config", text)
+        dev.cmd("audio 2")
+        _, res, _ = collector.wait_for(
+            lambda m: m[0] == SITE_DEV + "state/result"
+            and json.loads(m[1])["cmd"] == "config"
+            and json.loads(m[1])["up_ms"] > last,
+            pump=dev.pump,
+        )
+        got = json.loads(res)
+        last = got["up_ms"]
+        assert got["ok"] is ok, (text, got)
+        if ok:
+            assert got["detail"] == f"applied rev {100 + i}"
+        else:
+            assert got["detail"].endswith("nothing changed"), got
+        collector.publish(SITE_DEV + "cmd/" + ("tele" if i % 2 else "ping"), b"")
+        dev.cmd("audio 1")
+        answered += 1
+    state = dev.cmd("audio 5")
+    assert answered == 30 and state["mqtt"] and state["t_ms"] >= 30 * 3000
+    print("lowest free heap over the churn:", state["heap_min"])
     dev.close()
 
 
