@@ -25,9 +25,9 @@ from firmware.tools.bundle import compile_host
 REPO = Path(__file__).resolve().parents[2]
 DEMO_WAV = REPO / "calmcue" / "data" / "demo_conversation.wav"
 RUNNER = REPO / "firmware" / "host" / "runner.py"
-HEAPS = ("128K", "136K", "140K", "144K", "148K", "152K", "160K", "176K")
+HEAPS = ("64K", "72K", "76K", "80K", "84K", "88K", "92K", "96K")
 # The heap the figures are taken at: the tests' (tests/test_fw_headset.py HEAP).
-FIGURES_HEAP = "152K"
+FIGURES_HEAP = "96K"
 
 
 def headset_rendition(out: Path, src: Path = DEMO_WAV, customer_db: float = -25.0) -> Path:

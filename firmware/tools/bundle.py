@@ -97,7 +97,7 @@ def compile_host(dest: Path) -> Path:
     firmware/host/ in dest/host (first on the runner's path, shadowing the built-in machine)."""
     compile_tree(dest, "x64")
     model = REPO / "models" / "stress.ccm"
-    if model.exists():  # the shipped model, found by firmware.app.load_model on sys.path
+    if model.exists():  # the shipped model, found by firmware.modelfile.load_model on sys.path
         (dest / "model.ccm").write_bytes(model.read_bytes())
     host = dest / "host"
     host.mkdir(exist_ok=True)
