@@ -16,6 +16,9 @@
 # HeadsetAttribution, so the rest is not loaded into its heap.
 
 
+from array import array
+
+
 class HeadsetAttribution:
     """Near-field wearer: staff when within near_field_db/2 of the wearer's level, customer
     when at least near_field_db below it, unknown in between. The wearer's level starts at
@@ -23,28 +26,42 @@ class HeadsetAttribution:
     at most 12 dB either way, so a different mic gain is learnt but a loud customer is not."""
 
     def __init__(self, settings=None):
+        # start dB, near-field dB, min speech, the wearer's dB now: one array, so following the
+        # wearer allocates nothing (a float attribute would be a new 32 B block per window).
+        self._v = array("d", bytes(32))
+        self.configure(settings)
+
+    def configure(self, settings):
+        """(New) settings, checked; the wearer's level starts over. Allocates nothing that
+        outlives the call (firmware/policy.py Policy.configure says why)."""
         s = _settings(settings)
-        self.start_db = s["headset_wearer_db"]
-        self.near = s["near_field_db"]
-        self.min_speech = s["min_speech"]
-        self.wearer_db = self.start_db
+        v = self._v
+        v[0] = s["headset_wearer_db"]
+        v[1] = s["near_field_db"]
+        v[2] = s["min_speech"]
+        v[3] = v[0]
+
+    @property
+    def wearer_db(self):
+        return self._v[3]
 
     def forget(self):
         """Back to the configured wearer level (a new audio stream)."""
-        self.wearer_db = self.start_db
+        self._v[3] = self._v[0]
 
     def process(self, speech, level_db, f0_hz=0.0):
-        if speech < self.min_speech:
+        v = self._v
+        if speech < v[2]:
             return "unknown"
-        w = self.wearer_db
-        if level_db >= w - self.near / 2:
+        w = v[3]
+        if level_db >= w - v[1] / 2:
             # 0.05 per staff window: about 5 s of the wearer talking to move most of the way.
             w += 0.05 * (level_db - w)
-            lo = self.start_db - 12.0
-            hi = self.start_db + 12.0
-            self.wearer_db = lo if w < lo else (hi if w > hi else w)
+            lo = v[0] - 12.0
+            hi = v[0] + 12.0
+            v[3] = lo if w < lo else (hi if w > hi else w)
             return "staff"
-        if level_db <= w - self.near:
+        if level_db <= w - v[1]:
             return "customer"
         return "unknown"
 

@@ -45,17 +45,18 @@ class Pipeline:
         self._t0 = None
 
     def configure(self, cfg, rand):
-        """(New) cue-policy settings: a new policy and attribution, each a few small blocks.
-        The features and the model stay: their buffers are the largest long-lived blocks, and
-        a heap cut up by hours of running may no longer have room for them (a config message
-        that rebuilt the whole pipeline failed on 96 KB allocating the 2 KB feature buffer).
-        Call finish() first when a stream is open."""
-        # The old ones are garbage before the new are made (on the first call there are none).
-        self.policy = None  # type: ignore[assignment]
-        self.who = None  # type: ignore[assignment]
+        """(New) cue-policy settings. The first call makes the policy and the attribution;
+        later ones refill them in place (a config message: Policy.configure says why). The
+        features and the model stay: their buffers are the largest long-lived blocks, and a
+        heap cut up by hours of running may no longer have room for them. Call finish()
+        first when a stream is open."""
         s = policy_settings(cfg)
-        self.policy = Policy(s, rand)
-        self.who = HeadsetAttribution(s)  # checked by Policy() above: no error here
+        if getattr(self, "policy", None) is None:
+            self.policy = Policy(s, rand)
+            self.who = HeadsetAttribution(s)  # checked by Policy() above: no error here
+        else:
+            self.policy.configure(s)
+            self.who.configure(s)
 
     def finish(self, t_s):
         """End of the stream (mute): close the open conversation; features, attribution and

@@ -121,25 +121,33 @@ class Policy:
     """
 
     def __init__(self, settings=None, rand_bytes=None):
-        # The validator is imported here, not at the top: a Policy is made only at boot and
-        # when a config arrives, and the headset drops firmware.cue_settings in between
-        # (firmware/app.py); the policy keeps only the values it uses. checked() gives them
-        # key by key, without a dict of all the settings (one 624 B block).
+        self._f = self._n = None
+        self._rand = rand_bytes
+        self.configure(settings)
+        if rand_bytes is None:
+            raise PolicyError("pass rand_bytes (e.g. os.urandom) to make conversation ids")
+
+    def configure(self, settings):
+        """(New) settings, checked (SettingsError lists what is wrong); the policy starts over.
+        The arrays are made once, for the longest smoothing, and refilled in place: a config
+        message on the headset then allocates nothing that outlives it, so no long-lived block
+        lands among the code it loads for the moment and cuts the heap up once that is gone."""
+        # The validator is imported here, not at the top: the headset drops
+        # firmware.cue_settings between config messages (firmware/app.py); the policy keeps
+        # only the values it uses. checked() gives them key by key, without a dict of all the
+        # settings (one 624 B block).
         from firmware.cue_settings import SettingsError, checked, windows
 
         s, errors = checked(settings or {})
         if errors:
             raise SettingsError("; ".join(errors))
-        if rand_bytes is None:
-            raise PolicyError("pass rand_bytes (e.g. os.urandom) to make conversation ids")
-        self._rand = rand_bytes
         import sys
 
         import firmware
         from firmware import policy_setup
 
-        self._f, self._n = policy_setup.arrays(s, windows, _FBUF, _IN)
-        # Needed again only for the next Policy: not kept loaded (as firmware/app.py's _forget).
+        self._f, self._n = policy_setup.arrays(s, windows, _FBUF, _IN, self._f, self._n)
+        # Needed again only for the next settings: not kept loaded (as firmware/app.py's _forget).
         sys.modules.pop("firmware.policy_setup", None)
         if hasattr(firmware, "policy_setup"):
             delattr(firmware, "policy_setup")

@@ -7,13 +7,22 @@
 from array import array
 
 
-def arrays(s, windows, n_float, n_int):
-    """(array('d') of n_float + 3 k, array('i') of n_int) for validated settings `s`;
-    `windows(seconds, hop)` is firmware.cue_settings.windows."""
+def arrays(s, windows, n_float, n_int, f=None, n=None):
+    """(array('d') of n_float + 45, array('i') of n_int) for validated settings `s`, the
+    given arrays refilled in place (all state zero) when there are some; `windows(seconds,
+    hop)` is firmware.cue_settings.windows."""
     hop = s["hop_s"]
     mode = s["smoothing"]
     k = s["smoothing_windows"] if mode == "median" else 1
-    f = array("d", bytes(8 * (n_float + 3 * k)))  # + the smoothers' buffers and scratch
+    if f is None or n is None:
+        # + the smoothers' buffers and scratch, 3 per window, for the longest median (15)
+        f = array("d", bytes(8 * (n_float + 45)))
+        n = array("i", bytes(4 * n_int))
+    else:
+        for i in range(len(f)):
+            f[i] = 0
+        for i in range(len(n)):
+            n[i] = 0
     i = 0
     for key in (
         "hop_s min_speech pace_min_speech conversation_gap_s stress_threshold tense_threshold"
@@ -27,7 +36,6 @@ def arrays(s, windows, n_float, n_int):
     f[i + 1] = s["ema_alpha"]
     # The smoothing span: k consecutive hops, with room for float rounding.
     f[i + 2] = s["smoothing_windows"] * hop + hop / 2
-    n = array("i", bytes(4 * n_int))
     i = 0
     for key in (
         "empathize_after_s manager_after_s manager_rise_s intense_after_s settle_after_s"
