@@ -67,9 +67,11 @@ def problems(event, schema=_SCHEMA):
                 ident = kind == "id"
                 n = len(value) if isinstance(value, str) else 0
                 ok = (1 if ident else 8) <= n <= (32 if ident else 16)
-                for c in value if ok else "":  # hex digits come first in _CHARS, "_" "-" last
-                    ok = ok and 0 <= _CHARS.find(c) < (38 if ident else 16)
-                ok = ok and _CHARS.find(value[0]) < 36
+                # Hex digits come first in _CHARS, "_" "-" last. strip() and slices, not a loop
+                # over the characters: indexing a str makes a one-character qstr, interned for
+                # good, so each new character seen would grow the heap for the rest of the run.
+                ok = ok and not value.strip(_CHARS[: 38 if ident else 16])
+                ok = ok and _CHARS.find(value[:1]) < 36
                 why = (
                     ok
                     or (  # one text for both: one heap object fewer
@@ -78,7 +80,7 @@ def problems(event, schema=_SCHEMA):
                     ).split("|")[0 if ident else 1]
                 )
             else:
-                num = kind[0] == "n"
+                num = kind[:1] == "n"
                 bounds = kind[2:]
                 lo, hi = map(int, bounds.split("-")) if bounds else (0, 10000000000)
                 ok = (

@@ -91,8 +91,9 @@ class Outputs:
         n = 0
         for s in _PATTERNS[i + len(name) + 2 : _PATTERNS.index("\n", i + 1)].split():
             steps[n] = int(s[:-2])
-            steps[n + 1] = _COLOURS[_LETTERS.index(s[-2])]
-            steps[n + 2] = int(s[-1])
+            # Slices, not s[-2]: indexing a str interns a one-character qstr for good.
+            steps[n + 1] = _COLOURS[_LETTERS.index(s[-2:-1])]
+            steps[n + 2] = int(s[-1:])
             n += 3
         self.playing = name
         self.n = n
