@@ -25,6 +25,10 @@ _DELIVER_PER_CALL = const(8)  # events sent per network step: the audio loop wai
 _NTP_RETRY_MS = const(60000)
 _NTP_RESYNC_MS = const(21600000)  # 6 h: the RTC drifts a few seconds a day
 _PENDING_MAX = const(4)
+# A config message's size limit: every setting written out is ~1.4 KB; a bigger payload is
+# refused unread, before it can take the heap the checks need.
+_CONFIG_MAX = const(2048)
+_PROBLEMS_MAX = const(10)  # problems named in a refusal (then "and N more")
 
 
 def _config():
@@ -215,18 +219,25 @@ class Device:
         # and applied live, one on-demand module at a time, each dropped before the next loads
         # (config, the settings validator and its messages, config again, the policy's own
         # setup): on the 96 KB heap they do not fit in it together with the running firmware.
-        try:
-            new, errs = _config().parse(payload)
-        finally:
-            _forget("config")
-        p = new.get("policy") if isinstance(new, dict) else None
-        if isinstance(p, dict) and p:
-            try:  # a top-level eu_mode switches EU mode on for the policy too, so its rules count
-                errs += _policy_problems(dict(p, eu_mode=True) if new.get("eu_mode") is True else p)
-            finally:
-                _forget_config()
+        if len(payload) > _CONFIG_MAX:
+            errs = ["config is %d bytes; a device takes at most %d" % (len(payload), _CONFIG_MAX)]
+        else:
+            try:
+                new, errs = _config().parse(payload)
+                _forget("config")
+                p = new.get("policy") if isinstance(new, dict) else None
+                if isinstance(p, dict) and p:  # a top-level eu_mode counts for the policy too
+                    errs += _policy_problems(
+                        dict(p, eu_mode=True) if new.get("eu_mode") is True else p
+                    )
+            except MemoryError:  # a payload odd enough to need more than the heap has left
+                errs = ["not enough memory on the device to check this config"]
+            _forget_config()
+            gc.collect()
         if errs:
-            reply(self, "config", False, "; ".join(errs) + "; nothing changed", up_ms)
+            n = len(errs) - _PROBLEMS_MAX
+            reply(self, "config", False, "; ".join(errs[:_PROBLEMS_MAX]) + (
+                "; and %d more" % n if n > 0 else "") + "; nothing changed", up_ms)  # fmt: skip
             return
         try:
             changed = _config().commit(self, new, up_ms)

@@ -41,11 +41,10 @@ def problems(cfg, policy_check=None):
     if not isinstance(cfg, dict):
         return ['config must be a JSON object, e.g. {"brightness": 0.3}']
     out = []
+    unknown = []
     for key in cfg:
         if key not in DEFAULTS:
-            out.append(
-                "%s is not a config key; known keys: %s" % (key, ", ".join(sorted(DEFAULTS)))
-            )
+            unknown.append(key)
             continue
         d = DEFAULTS[key]
         v = cfg[key]
@@ -70,7 +69,21 @@ def problems(cfg, policy_check=None):
                 out.append("%s must be %s between %s and %s" % (key, kind, lo, hi))
             elif not lo <= v <= hi:
                 out.append("%s is %s; choose a value between %s and %s" % (key, v, lo, hi))
+    if unknown:
+        out.insert(0, _unknown(unknown))
     return out
+
+
+def _unknown(keys):
+    # One message for all unknown keys (a payload of many would make a reply of KBs). A function
+    # of its own: each function's code is one block of the heap, and on the headset this module
+    # is loaded again and again into a heap of small holes.
+    n = len(keys)
+    return "%s %s; known keys: %s" % (
+        ", ".join(keys[:5]) + (" and %d more" % (n - 5) if n > 5 else ""),
+        "is not a config key" if n == 1 else "are not config keys",
+        ", ".join(sorted(DEFAULTS)),
+    )
 
 
 def merged(cfg):

@@ -252,7 +252,10 @@ def checked(given):
     import firmware
     from firmware import cue_messages
 
-    errors = cue_messages.say(found, s)
+    n = len(found) - 5
+    errors = cue_messages.say(found[:5], s)  # the first few: a reply is read by a person
+    if n > 0:
+        errors.append("and %d more" % n)
     # Its texts are needed only here: dropped at once, before the caller builds its reply in
     # the headset's little free heap (CPython imports it again when it is next needed).
     sys.modules.pop("firmware.cue_messages", None)

@@ -325,7 +325,7 @@ def test_config_and_command_churn_in_the_heap_budget(
         collector.publish(SITE_DEV + "config", text)
         dev.cmd("audio 2")
         _, res, _ = collector.wait_for(
-            lambda m: m[0] == SITE_DEV + "state/result"
+            lambda m, last=last: m[0] == SITE_DEV + "state/result"
             and json.loads(m[1])["cmd"] == "config"
             and json.loads(m[1])["up_ms"] > last,
             pump=dev.pump,
@@ -343,6 +343,47 @@ def test_config_and_command_churn_in_the_heap_budget(
     state = dev.cmd("audio 5")
     assert answered == 30 and state["mqtt"] and state["t_ms"] >= 30 * 3000
     print("lowest free heap over the churn:", state["heap_min"])
+    dev.close()
+
+
+def test_oversized_and_many_problem_configs_refused_cleanly(
+    host_build, headset_wav, tmp_path, mosquitto, collector
+):
+    """Bad input on a 96K heap: a config bigger than a device takes is refused unread; one
+    with dozens of unknown keys (top level or policy) gets a short reply naming the first few;
+    the device keeps running and the next valid config applies."""
+    dev = Device(host_build, tmp_path, headset_wav, mosquitto.port, heap=HEAP)
+    collector.wait_for(lambda m: m[0] == SITE_DEV + "tele", pump=dev.pump)
+    last = [0]
+
+    def newer_result(m: tuple[str, bytes, bool]) -> bool:
+        return (
+            m[0] == SITE_DEV + "state/result"
+            and json.loads(m[1])["cmd"] == "config"
+            and json.loads(m[1])["up_ms"] > last[0]
+        )
+
+    def send(payload: str) -> dict:
+        collector.publish(SITE_DEV + "config", payload)
+        dev.cmd("audio 1")
+        got = json.loads(collector.wait_for(newer_result, pump=dev.pump)[1])
+        last[0] = got["up_ms"]
+        return got
+
+    huge = send(json.dumps({"note": "x" * 3000}))
+    assert not huge["ok"] and "a device takes at most 2048" in huge["detail"]
+    keys = send(json.dumps({f"k{i:03d}": i for i in range(30)}))
+    assert not keys["ok"] and "and 25 more are not config keys" in keys["detail"]
+    assert len(keys["detail"]) < 400
+    # So many keys that parsing them needs more contiguous heap than is left: still refused
+    # with a reason, and the device carries on.
+    lots = send(json.dumps({f"k{i:03d}": i for i in range(180)}))
+    assert not lots["ok"] and lots["detail"].endswith("nothing changed")
+    policy = send(json.dumps({"policy": {f"setting_{i:02d}": 1 for i in range(20)}}))
+    assert not policy["ok"] and policy["detail"].endswith("; and 15 more; nothing changed")
+    ok = send(json.dumps({"rev": 3, "policy": {"cue_budget": 2}}))
+    assert ok["ok"] and ok["detail"] == "applied rev 3"
+    assert dev.cmd("audio 2")["mqtt"]
     dev.close()
 
 
