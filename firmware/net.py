@@ -106,7 +106,10 @@ class Link:
                     return True
                 c.ping()
             self._next = now_ms + c.keepalive * 500
-        except (OSError, MQTTException, IndexError, AssertionError) as e:
+        except (OSError, MQTTException, IndexError, AssertionError, MemoryError) as e:
+            # MemoryError: a message bigger than the heap has room for (umqtt reads a whole
+            # message at once); the stream is then mid-message, so the session goes, as for a
+            # broken link, and the device carries on instead of crashing.
             self.drop(_FAILED % ("connect" if new else "mqtt", e), c)
             if new:  # try again later, less often
                 self._next = now_ms + self._backoff

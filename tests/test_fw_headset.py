@@ -384,6 +384,19 @@ def test_oversized_and_many_problem_configs_refused_cleanly(
     ok = send(json.dumps({"rev": 3, "policy": {"cue_budget": 2}}))
     assert ok["ok"] and ok["detail"] == "applied rev 3"
     assert dev.cmd("audio 2")["mqtt"]
+    # A message bigger than the whole free heap (umqtt reads a message at once): the session
+    # is dropped and made again, the device does not crash and keeps queueing what it hears.
+    collector.publish(SITE_DEV + "cmd/ping", b"x" * 60_000)
+    state = dev.cmd("audio 3")
+    assert state["t_ms"] > 0
+    logs = [x["log"] for x in dev.lines if "log" in x]
+    assert any("mqtt failed" in x and "MemoryError" in x for x in logs), logs[-5:]
+    collector.publish(SITE_DEV + "cmd/ping", b"")
+    got = collector.wait_for(
+        lambda m: m[0] == SITE_DEV + "state/result" and json.loads(m[1])["cmd"] == "ping",
+        pump=dev.pump,
+    )
+    assert json.loads(got[1])["ok"]
     dev.close()
 
 
