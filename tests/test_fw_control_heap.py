@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from fw_heap import CUT_HEAP
 
 from firmware.tools import bundle
 
@@ -17,6 +18,7 @@ import gc, json, sys, micropython
 sys.path.insert(0, %(build)r)
 HOLE, ROUNDS = %(hole)d, %(rounds)d
 hold = [None] * 8000  # made first, while the heap is in one piece
+%(cut_heap)s
 free = [0] * ROUNDS
 for name in ("firmware.events", "firmware.store", "umqtt.simple", "firmware.net",
              "firmware.outputs", "firmware.pipeline", "firmware.app"):  # resident
@@ -29,19 +31,7 @@ from firmware import control  # as Device() does at boot
 control = None
 app._forget("control")
 gc.collect()
-k = 0
-try:
-    while k < 8000:
-        hold[k] = (k, k)  # one block each, until the heap is full
-        k += 1
-except MemoryError:
-    pass
-i = 0
-while i < k:  # keep one block in every HOLE + 1: no free run is longer than HOLE
-    if (id(hold[i]) >> 5) %% (HOLE + 1):
-        hold[i] = None
-    i += 1
-gc.collect()
+k = cut_heap(hold, HOLE)
 micropython.mem_info()
 for i in range(ROUNDS):
     from firmware import control
@@ -62,7 +52,7 @@ def build(tmp_path_factory) -> Path:
 
 def test_control_reloads_into_a_fragmented_heap(mpy, build) -> None:
     hole, rounds = 16, 8  # 512 B free runs: below the ~600 B the brief allows one allocation
-    code = RELOAD % {"build": str(build), "hole": hole, "rounds": rounds}
+    code = RELOAD % {"build": str(build), "hole": hole, "rounds": rounds, "cut_heap": CUT_HEAP}
     out = mpy(code, heapsize="144K").stdout.splitlines()
     kept, free = json.loads(out[-3]), json.loads(out[-1])
     assert int(out[-2].split()[1]) < 8000  # the heap was full before the list was

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from fw_heap import CUT_HEAP
 
 from firmware.tools import bundle
 
@@ -22,6 +23,7 @@ import gc, json, sys, micropython
 sys.path.insert(0, %(build)r)
 ROOT, HOLE, ROUNDS = %(root)r, %(hole)d, %(rounds)d
 hold = [None] * 4000  # made first, while the heap is in one piece
+%(cut_heap)s
 free = [0] * ROUNDS
 same = [None] * ROUNDS
 for name in ("firmware.events", "firmware.store", "firmware.features", "firmware.policy",
@@ -70,19 +72,7 @@ def main():
             if "firmware." + m in sys.modules or hasattr(firmware, m)] == []
     print(json.dumps(gone))
     gc.collect()
-    k = 0
-    try:
-        while k < 4000:
-            hold[k] = (k, k)  # one block each, until the heap is full
-            k += 1
-    except MemoryError:
-        pass
-    i = 0
-    while i < k:  # keep one block in every HOLE + 1: no free run is longer than HOLE
-        if (id(hold[i]) >> 5) %% (HOLE + 1):
-            hold[i] = None
-        i += 1
-    gc.collect()
+    k = cut_heap(hold, HOLE)
     micropython.mem_info()
     for i in range(ROUNDS):
         same[i] = apply(PAYLOADS[i %% 4]) == first[i %% 4]  # keeps no reply
@@ -106,7 +96,7 @@ def build(tmp_path_factory) -> Path:
 def test_settings_validator_reloads_into_a_fragmented_heap(mpy, build, tmp_path) -> None:
     hole, rounds = 11, 24  # 352 B; the largest block the path needs is 321 B
     code = APPLY % {"build": str(build), "root": str(tmp_path) + "/", "hole": hole,
-                    "rounds": rounds}  # fmt: skip
+                    "rounds": rounds, "cut_heap": CUT_HEAP}  # fmt: skip
     out = mpy(code, heapsize="144K").stdout.splitlines()
     first, gone, free = (json.loads(out[i]) for i in (0, 1, -1))
     same = json.loads(out[-2])
