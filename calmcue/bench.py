@@ -15,6 +15,7 @@ from pathlib import Path
 BENCHES: list[str] = [
     "models.bench_features",
     "models.bench_model",
+    "models.bench_conversations",
     "firmware.bench_policy",
     "companion.bench_ingest",
     "firmware.pi.bench_agent",

@@ -44,6 +44,30 @@ def register(sub) -> None:
         help="skip the openSMILE eGeMAPS + logistic-regression anchor (it runs when opensmile "
         "is installed: pip install -e '.[bench]'; features are cached under var/)",
     )
+    e.add_argument(
+        "--conversations",
+        action="store_true",
+        help="the conversation benchmark instead: whole conversations built from RAVDESS, "
+        "through features, the held-out fold models, attribution and the cue policy, under "
+        "every recording condition; figures per condition against the targets "
+        "(var/model/conversations.json, and the model card)",
+    )
+    e.add_argument("--per-speaker", type=int, default=3, help="conversations of each kind per speaker")
+    e.add_argument(
+        "--condition",
+        action="append",
+        default=None,
+        help="only this condition (repeatable); default: all of them",
+    )
+    e.add_argument(
+        "--engine",
+        choices=("onnxruntime", "micropython", "both"),
+        default="onnxruntime",
+        help="both: onnxruntime for the figures, and a slice (--parity-slice per kind) replayed "
+        "on the MicroPython unix port, cue timelines compared",
+    )
+    e.add_argument("--parity-slice", type=int, default=2)
+    e.add_argument("--seed", type=int, default=0)
     e.set_defaults(func=_evaluate)
     x = msub.add_parser("export", help="write models/stress.onnx, stress.ccm, stress.json")
     x.set_defaults(func=_export)
@@ -79,6 +103,8 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from models.pipeline import run_evaluate
 
+    if args.conversations:
+        return _conversations(args)
     anchor = not args.no_anchor
     if anchor:
         try:
@@ -91,6 +117,43 @@ def _evaluate(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"calmcue model evaluate: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _conversations(args: argparse.Namespace) -> int:
+    import logging
+
+    from models import conversations as cv
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    unknown = [c for c in args.condition or () if c not in cv.CONDITIONS]
+    if unknown:
+        print(
+            f"calmcue model evaluate: unknown condition {unknown[0]!r}; choose from "
+            + ", ".join(cv.CONDITIONS),
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        trained = cv.HeldOutModels.shipped()
+    except FileNotFoundError as exc:
+        print(f"calmcue model evaluate: {exc}", file=sys.stderr)
+        return 2
+    engines = ("onnxruntime", "micropython") if args.engine == "both" else (args.engine,)
+    report = cv.run_benchmark(
+        trained,
+        args.condition or tuple(cv.CONDITIONS),
+        per_speaker=args.per_speaker,
+        seed=args.seed,
+        engines=engines,
+        parity_slice=args.parity_slice,
+        progress=lambda line: print(line, flush=True),
+    )
+    cv.save_report(report)
+    missed = {k: v["misses"] for k, v in report["conditions"].items() if v["misses"]}
+    print(f"{len(report['conditions']) - len(missed)}/{len(report['conditions'])} conditions meet every target")
+    for k, v in missed.items():
+        print(f"  {k}: misses " + "; ".join(v))
     return 0
 
 

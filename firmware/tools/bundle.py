@@ -23,7 +23,13 @@ MPY_LIB = REPO / "var" / "mpy-lib"
 BUILD = REPO / "build" / "firmware"
 
 # firmware/*.py that are not device modules (CPython tools or other targets); bench_*.py too.
-NOT_ON_DEVICE = {"ota_boot.py", "policy_replay.py", "features_run.py", "score_stdin.py"}
+NOT_ON_DEVICE = {
+    "ota_boot.py",
+    "policy_replay.py",
+    "features_run.py",
+    "score_stdin.py",
+    "conversation_stdin.py",
+}
 # Device files that must stay source: MicroPython runs /boot.py and /main.py by name.
 ROOT_MAIN = "# Entry point of the calmcue headset bundle (see docs/firmware.md).\nfrom firmware.main import main\n\nmain()\n"
 FORMAT = 1

@@ -1,0 +1,90 @@
+"""The conversation benchmark's `make test` slice (issue 13): whole RAVDESS conversations
+through features, the fold model that never heard the speaker, attribution and the cue policy.
+
+- the same conversations on onnxruntime (numpy front end) and on the MicroPython unix port
+  (the headset's code) give the same cues, each within one hop;
+- a regression guard on what staff feel, measured on held-out speakers: calm conversations
+  rarely cued, escalations cued soon after their onset, settled after the calm return.
+The full benchmark with every condition is `calmcue model evaluate --conversations` (make bench).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models import conversations as cv
+from models.corpora import load_ravdess
+
+
+@pytest.fixture(scope="module")
+def bench(ravdess: Path):
+    clips = load_ravdess(ravdess)
+    return clips, cv.HeldOutModels.shipped(), cv.ClipCache(clips)
+
+
+def test_both_engines_give_the_same_cue_timelines(bench, tmp_path: Path):
+    clips, models, cache = bench
+    specs = cv.build_specs(clips, per_speaker=1, seed=7)
+    # one speaker from each fold, every kind of conversation
+    speakers = sorted({s.speaker for s in specs})[::4]
+    specs = [s for s in specs if s.speaker in speakers]
+    compared = cues = 0
+    for name in cv.QUICK_CONDITIONS:
+        cond = cv.CONDITIONS[name]
+        ref = cv.run_condition(cond, specs, clips, models, cache, "onnxruntime")
+        dev = cv.run_condition(cond, specs, clips, models, cache, "micropython", tmp_path)
+        assert cv.compare_timelines(ref, dev) == [], name
+        compared += len(ref)
+        cues += sum(len(r.cues) for r in ref)
+    assert compared == 2 * 5 * len(speakers)
+    assert cues >= compared // 2  # the slice exercises the policy, not only silence
+
+
+def test_calm_conversations_stay_quiet_and_escalations_are_cued(bench):
+    """Regression guard at the shipped defaults (white floor at -60 dBFS, no attribution, as a
+    counter without enrolment), every speaker once per kind. The bounds are the figures
+    measured when the policy and model were chosen, with a little room; the targets and the
+    rows that still miss them are in models/MODEL_CARD.md."""
+    clips, models, cache = bench
+    specs = [
+        s for s in cv.build_specs(clips, per_speaker=1, seed=0) if s.kind in ("calm", "angry")
+    ]
+    res = cv.run_condition(cv.CONDITIONS["white-60"], specs, clips, models, cache)
+    row = cv.summarise(res)
+    print(cv._line(row))
+    assert row["calm_cued"] <= 0.25  # measured 0.17; before issue 13: 0.63
+    assert row["angry"]["cued"] >= 0.9  # measured 1.0
+    assert row["angry"]["latency_median_s"] <= 3.0  # measured 1.7 s
+    assert row["angry"]["settled"] >= 0.8  # measured 0.88
+    # no stress cue ever comes before the customer's calm level is known (baseline_s of speech)
+    first = [min((t for t, c in r.cues if c in cv.STRESS_CUES), default=np.inf) for r in res]
+    assert min(first) >= 2.0
+
+
+def test_conditions_are_what_they_say(bench):
+    """The rendered audio has the stated floor and level, and the timeline is right."""
+    clips, models, cache = bench
+    spec = next(s for s in cv.build_specs(clips, 1, 0) if s.kind == "angry")
+    loud = cv.render(spec, cv.CONDITIONS["white-35"], cache)
+    quiet = cv.render(spec, cv.CONDITIONS["white-70"], cache)
+    head = int(0.4 * 16000)  # the silence before the first word
+    for audio, db in ((loud, -35.0), (quiet, -70.0)):
+        rms = np.sqrt(np.mean((audio.pcm[:head].astype(np.float64) / 32768) ** 2))
+        assert abs(20 * np.log10(rms) - db) < 1.5
+        assert audio.onset_s is not None and audio.stretch_end_s is not None
+        assert 0 < audio.onset_s < audio.stretch_end_s < audio.pcm.size / 16000
+    silent = cv.render(spec, cv.CONDITIONS["silence"], cache)
+    assert not silent.pcm[:head].any()
+    counter = cv.render(spec, cv.CONDITIONS["counter"], cache, staff_pool=[0, 1])
+    assert counter.enrol is not None and counter.pcm.size > silent.pcm.size
+
+
+def test_unknown_condition_is_refused_with_the_choices(capsys):
+    from calmcue.cli import main
+
+    code = main(["model", "evaluate", "--conversations", "--condition", "fog"])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown condition 'fog'" in err and "white-60" in err
