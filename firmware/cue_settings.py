@@ -29,7 +29,8 @@ ema_alpha num 0.5 0.05 1.0
     # empathize
     """
 stress_threshold num 0.6 0.3 0.95 score
-empathize_after_s num 0.75 0.25 10.0 s w
+stress_rise num 0.35 0.0 0.9 score
+empathize_after_s num 1.5 0.25 10.0 s w
 empathize_refractory_s num 20.0 0.0 600.0 s
 """,
     # call_manager

@@ -3,7 +3,8 @@
 # I/O; MicroPython and CPython run it unchanged. Decisions map 1:1 onto v1 events.
 #
 #   slow_down     staff faster or louder than the customer, or rising with them (mirroring)
-#   empathize     customer stress above stress_threshold for empathize_after_s
+#   empathize     customer stress above stress_threshold, and stress_rise above their own
+#                 calm level, for empathize_after_s
 #   call_manager  stress sustained well past an empathize, still rising, or very intense
 #   settled       customer stress back to the conversation's baseline after a cue
 #
@@ -49,23 +50,25 @@ _DB_MARGIN = const(17)
 _PACE_ALPHA = const(18)
 _EMA_ALPHA = const(19)
 _SPAN = const(20)  # smoothing span: further apart, two scores belong to different turns
-_T0 = const(21)
-_LAST_VOICE = const(22)
-_LAST_NUDGE = const(23)
-_LAST_EMP = const(24)
-_LAST_SLOW = const(25)
-_PEAK = const(26)
-_SCORE = const(27)  # latest smoothed customer stress score
-_BASE_SUM = const(28)
-_STAFF_SCORE = const(29)
+_STRESS_RISE = const(21)  # how far above the customer's own calm level stress starts
+_T0 = const(22)
+_LAST_VOICE = const(23)
+_LAST_NUDGE = const(24)
+_LAST_EMP = const(25)
+_LAST_SLOW = const(26)
+_PEAK = const(27)
+_SCORE = const(28)  # latest smoothed customer stress score
+_BASE_SUM = const(29)
+_STAFF_SCORE = const(30)
 # Highest smoothed staff score while the customer was not tense: what this voice reads as
 # when it is calm (the model scores some calm voices high).
-_STAFF_CALM = const(30)
-_VOICES = const(31)  # staff then customer: base rate, base dB, rate, dB (running average)
-_SMOOTH = const(39)  # customer then staff: value, time of the last score
-_EMP_SCORE = const(43)  # the episode's (reset at settled)
-_FIRST_CUE_T = const(44)
-_FBUF = const(45)
+_STAFF_CALM = const(31)
+_VOICES = const(32)  # staff then customer: base rate, base dB, rate, dB (running average)
+_SMOOTH = const(40)  # customer then staff: value, time of the last score
+_EMP_SCORE = const(44)  # the episode's (reset at settled)
+_FIRST_CUE_T = const(45)
+_TENSE_AT = const(46)  # the customer's tense level: tense_threshold, or higher for a voice read high
+_FBUF = const(47)
 # Int array: settings in windows and switches (filled by firmware/policy_setup.py in this
 # order), then state reset per conversation (_CUES ..), the last seven of it per episode
 # (_STAGE ..).
@@ -238,7 +241,7 @@ class Policy:
             x = f[v]
             if w:
                 f[_STAFF_SCORE] = x
-                if f[_SCORE] < f[_TENSE] and x > f[_STAFF_CALM]:
+                if (f[_SCORE] < f[_TENSE] or f[_SCORE] < f[_TENSE_AT]) and x > f[_STAFF_CALM]:
                     f[_STAFF_CALM] = x
         # Pace and loudness only from windows mostly full of speech: a window that a turn
         # starts or ends in holds fewer onsets and would read as a slower, quieter voice.
@@ -265,7 +268,7 @@ class Policy:
             # them, for slow_down_after_s.
             reason = None
             if n[_VOICE_N] >= n[_N_SPK]:  # the staff voice's baseline is known
-                tense = f[_SCORE] >= f[_TENSE]
+                tense = f[_SCORE] >= f[_TENSE] and f[_SCORE] >= f[_TENSE_AT]
                 # staff: _VOICES + 0..3, customer: _VOICES + 4..7 (base rate, base dB, rate, dB)
                 s_db = f[_VOICES + 3] - f[_VOICES + 1]
                 rising = f[_VOICES + 2] - f[_VOICES] >= f[_RATE_RISE] or s_db >= f[_DB_RISE]
@@ -385,14 +388,38 @@ class Policy:
         if n[_BASE_N] < n[_N_BASE]:
             n[_BASE_N] += 1
             f[_BASE_SUM] += x
-        above = x >= f[_THR]
+        # The customer's own calm level: the mean of their first baseline_s of speech, capped
+        # so that an angry opening does not become "calm".
+        known = n[_BASE_N] >= n[_N_BASE]
+        b = f[_BASE_SUM] / n[_BASE_N] if known else f[_BASE_DEFAULT]
+        # Stressed = above stress_threshold *and* stress_rise above their own calm level (a
+        # voice the model reads high when calm must rise above that), at most the intense
+        # level; not before that level is known (the first seconds of a conversation read
+        # high: the front end's baseline is still forming), except for the very intense.
+        thr = b + f[_STRESS_RISE]
+        if thr < f[_THR]:
+            thr = f[_THR]
+        if thr > f[_INTENSE]:
+            thr = f[_INTENSE]
+        # "Tense" (for slow_down) moves with it: halfway up to the stress level.
+        f[_TENSE_AT] = b + f[_STRESS_RISE] / 2
+        # Settled: back within settle_margin of the calm level (capped, so a customer who
+        # arrived angry must come down to a calm level, not to their angry opening), or below
+        # halfway from their own calm level to the stress level.
+        calm = (b if b < thr else thr) + thr
+        calm = calm / 2
+        if b >= f[_BASE_MAX]:
+            b = f[_BASE_MAX]
+        if calm < b + f[_SETTLE_MARGIN]:
+            calm = b + f[_SETTLE_MARGIN]
+        above = known and x >= thr
         n[_ABOVE_RUN] = n[_ABOVE_RUN] + 1 if above else 0
         n[_INTENSE_RUN] = n[_INTENSE_RUN] + 1 if x >= f[_INTENSE] else 0
         # An episode runs from the first empathize-worthy stretch to `settled`.
         stage = n[_STAGE]
         reason = None
         if stage == 0:
-            if n[_ABOVE_RUN] == 0:
+            if n[_ABOVE_RUN] == 0 and n[_INTENSE_RUN] == 0:
                 return
             n[_STRESS_N] += 1
             if n[_INTENSE_RUN] < n[_N_INTENSE]:
@@ -429,10 +456,7 @@ class Policy:
                 n[_MANAGER_CALLED] = 1
                 self._cue(t, "call_manager", reason, out)
             return
-        b = f[_BASE_SUM] / n[_BASE_N] if n[_BASE_N] >= n[_N_BASE] else f[_BASE_DEFAULT]
-        if b >= f[_BASE_MAX]:
-            b = f[_BASE_MAX]
-        n[_CALM_RUN] = n[_CALM_RUN] + 1 if x <= b + f[_SETTLE_MARGIN] else 0
+        n[_CALM_RUN] = n[_CALM_RUN] + 1 if x <= calm else 0
         if n[_CALM_RUN] >= n[_N_SETTLE]:
             if f[_FIRST_CUE_T] >= 0:
                 d = self._cue(t, "settled", "baseline", out)

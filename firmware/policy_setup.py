@@ -3,7 +3,7 @@
 # its code and the settings' key names are not resident on the headset.
 #
 # The order of the values below is the order of policy.py's index constants: floats _HOP ..
-# _SPAN, ints _N_EMP .. _FROM_UNKNOWN; the rest of each array is state, zero here.
+# _STRESS_RISE, ints _N_EMP .. _FROM_UNKNOWN; the rest of each array is state, zero here.
 from array import array
 
 
@@ -36,6 +36,7 @@ def arrays(s, windows, n_float, n_int, f=None, n=None):
     f[i + 1] = s["ema_alpha"]
     # The smoothing span: k consecutive hops, with room for float rounding.
     f[i + 2] = s["smoothing_windows"] * hop + hop / 2
+    f[i + 3] = s["stress_rise"]
     i = 0
     for key in (
         "empathize_after_s manager_after_s manager_rise_s intense_after_s settle_after_s"

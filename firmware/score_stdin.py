@@ -2,11 +2,12 @@
 # device does (firmware/features.py -> firmware/nnrt.py) and prints one JSON line per clip.
 # Used by `calmcue score --engine micropython`; the audio never touches a file.
 #
-# argv: model.ccm speech_min
+# argv: model.ccm
 # stdin: clips, each b"PCM0" + uint32 LE sample count + int16 LE samples (16 kHz mono); a count
 # of 0 ends the stream. Each clip is a fresh stream (reset()), fed in 0.25 s chunks.
-# stdout per clip: {"id": n, "score": s, "windows": [{"t", "score"}, ...]}
-# Clip score = mean window score over windows with speech >= speech_min (models/train.py).
+# stdout per clip: {"id": n, "windows": [{"t", "speech", "score"}, ...]}; the clip score and
+# the null scores of pauses are made from these by models/scoring.py report(), as for
+# onnxruntime.
 import json
 import sys
 
@@ -14,16 +15,6 @@ from firmware import nnrt
 from firmware.features import Features
 
 _CHUNK = 4000
-
-
-def clip_score(scores, speech, speech_min):
-    if not scores:
-        return 0.0
-    sel = [s for s, sp in zip(scores, speech) if sp >= speech_min]
-    if not sel:
-        top = max(speech)
-        sel = [s for s, sp in zip(scores, speech) if sp >= top - 1e-9]
-    return sum(sel) / len(sel)
 
 
 def _read_exact(stream, mv, n):
@@ -37,7 +28,6 @@ def _read_exact(stream, mv, n):
 
 def main():
     model = nnrt.load(sys.argv[1])
-    speech_min = float(sys.argv[2])
     stream = sys.stdin.buffer
     head = bytearray(8)
     buf = bytearray(2 * _CHUNK)
@@ -61,9 +51,10 @@ def main():
                 speech.append(rec["speech"])
                 scores.append(model.score(rec["features"]))
             left -= k
-        wins = [{"t": round(t, 3), "score": round(s, 4)} for t, s in zip(times, scores)]
-        score = round(clip_score(scores, speech, speech_min), 4)
-        print(json.dumps({"id": clip, "score": score, "windows": wins}))
+        wins = [
+            {"t": round(t, 3), "speech": sp, "score": s} for t, s, sp in zip(times, scores, speech)
+        ]
+        print(json.dumps({"id": clip, "windows": wins}))
         clip += 1
 
 

@@ -70,6 +70,32 @@ def _active_power(audio: np.ndarray) -> float:
     return float(np.mean(top) + 1e-12)
 
 
+def hum(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Mains hum (50 or 60 Hz and harmonics: a fridge, a light ballast) with a little hiss,
+    unit RMS."""
+    t = np.arange(n) / SAMPLE_RATE
+    f0 = 50.0 if rng.random() < 0.5 else 60.0
+    x = sum(
+        a * np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 6.3))
+        for h, a in ((1, 1.0), (2, 0.5), (3, 0.3), (5, 0.15))
+    ) + 0.05 * rng.standard_normal(n)
+    return (x / np.sqrt(np.mean(x**2))).astype(np.float32)
+
+
+def floor_noise(kind: str, n: int, level_db: float, rng: np.random.Generator) -> np.ndarray:
+    """A steady background of `kind` (white, pink, hum) at `level_db` dBFS RMS."""
+    make = {"white": _white, "pink": pink_noise, "hum": hum}.get(kind)
+    if make is None:
+        raise ValueError(f"unknown noise floor {kind!r}; choose white, pink or hum")
+    return (make(n, rng) * np.float32(10 ** (level_db / 20))).astype(np.float32)
+
+
+def random_floor(n: int, rng: np.random.Generator, lo_db: float = -75.0, hi_db: float = -35.0):
+    """A random room background for a training conversation: kind and level drawn at random."""
+    kind = str(rng.choice(["white", "pink", "hum"]))
+    return floor_noise(kind, n, float(rng.uniform(lo_db, hi_db)), rng)
+
+
 def room_impulse(rt60_s: float, rng: np.random.Generator, direct: float = 1.0) -> np.ndarray:
     """Synthetic room: a direct path plus exponentially decaying noise (-60 dB after rt60_s)."""
     n = max(2, int(rt60_s * SAMPLE_RATE))

@@ -22,8 +22,13 @@ RATE = 16000
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / "var" / "model-cache"
 # Silence between the lead-in clip and the target: shorter than a conversation's end-silence,
-# so the device treats both as one conversation and keeps its baseline.
+# so the device treats both as one conversation and keeps its baseline. Training copies draw
+# it from PAUSE_S (how long people pause between turns at a counter); evaluation uses GAP_S.
 GAP_S = 0.4
+PAUSE_S = (0.2, 2.0)
+# Bumped whenever what a table holds changes (which windows, which audio), so stale cached
+# tables are never read.
+TABLE_VERSION = "2"
 log = logging.getLogger("calmcue.model")
 
 
@@ -34,7 +39,6 @@ class AudioError(ValueError):
 def read_audio(path: str | Path) -> np.ndarray:
     """Any wav/flac (any rate, any channel count) -> 16 kHz mono int16, as the device hears it."""
     import soundfile as sf
-    from scipy.signal import resample_poly
 
     path = Path(path)
     if not path.is_file():
@@ -47,6 +51,9 @@ def read_audio(path: str | Path) -> np.ndarray:
         raise AudioError(f"{path}: the file holds no samples")
     mono = data.mean(axis=1)
     if rate != RATE:
+        # Imported only here: scipy.signal takes longer to import than scoring a short file.
+        from scipy.signal import resample_poly
+
         g = int(np.gcd(int(rate), RATE))
         mono = resample_poly(mono, RATE // g, int(rate) // g).astype(np.float32)
     return to_pcm(mono)
@@ -116,11 +123,19 @@ class Windows:
 Extractor = Callable[[np.ndarray, "np.ndarray | None"], Windows]
 
 
-def extract(pcm: np.ndarray, lead_in: np.ndarray | None = None) -> Windows:
+def extract(
+    pcm: np.ndarray,
+    lead_in: np.ndarray | None = None,
+    gap_s: float = GAP_S,
+    floor: np.ndarray | None = None,
+) -> Windows:
     """Windows of `pcm` (int16, 16 kHz) as the device computes them.
 
-    With `lead_in`, the conversation starts with that audio, then a short pause, then `pcm`;
-    only the windows lying wholly inside `pcm` are returned, with `t` measured from its start.
+    With `lead_in`, the conversation starts with that audio, then a pause of `gap_s`, then
+    `pcm`; the windows that hold at least one hop of `pcm` are returned (also those that
+    straddle the pause and the turn's first words, as the device sees them), with `t` measured
+    from the start of `pcm`. `floor` (float32, at least as long as the whole) is a background
+    added under everything, pause included: a real room is never digitally silent.
     """
     from models import features as fe
 
@@ -128,12 +143,14 @@ def extract(pcm: np.ndarray, lead_in: np.ndarray | None = None) -> Windows:
         audio = pcm
         offset = 0.0
     else:
-        gap = np.zeros(int(GAP_S * RATE), np.int16)
+        gap = np.zeros(int(gap_s * RATE), np.int16)
         audio = np.concatenate([lead_in, gap, pcm])
         offset = (lead_in.size + gap.size) / RATE
+    if floor is not None:
+        audio = to_pcm(audio.astype(np.float32) / 32768.0 + floor[: audio.size])
     feats, records = fe.extract(audio)
     t = np.array([r.t for r in records], dtype=np.float64) - offset
-    keep = t >= 1.0 - 1e-6  # a whole window inside the target clip
+    keep = t >= (0.25 - 1e-6 if lead_in is not None else 1.0 - 1e-6)
     speech = np.array([r.speech for r in records], dtype=np.float64)
     return Windows(t[keep], speech[keep], feats[keep])
 
@@ -219,6 +236,7 @@ def build_table(
         "|".join(
             [
                 feature_version() if extractor is extract else extractor.__name__,
+                TABLE_VERSION,
                 condition,
                 str(baseline),
                 str(seed),
@@ -234,6 +252,7 @@ def build_table(
     leads = lead_ins(clips) if baseline else [None] * len(clips)
     parts: list[tuple[int, Windows]] = []
     cond_id = list(CONDITIONS).index(condition)
+    training = condition.startswith("train_")
     for i, c in enumerate(clips):
         rng = np.random.default_rng([seed, cond_id, i])
         x = cond(load_float(c.path), rng)
@@ -241,7 +260,15 @@ def build_table(
         j = leads[i]
         if j is not None:
             lead = to_pcm(cond(load_float(clips[j].path), rng))
-        parts.append((i, extractor(to_pcm(x), lead)))
+        if training and lead is not None and extractor is extract:
+            # A training copy is heard as a conversation: a random pause between the turns and
+            # (mostly) a room's noise floor under all of it.
+            gap = float(rng.uniform(*PAUSE_S))
+            n = lead.size + int(gap * RATE) + x.size
+            floor = augment.random_floor(n, rng) if rng.random() < 0.8 else None
+            parts.append((i, extract(to_pcm(x), lead, gap, floor)))
+        else:
+            parts.append((i, extractor(to_pcm(x), lead)))
         if i % 200 == 199:
             log.info(
                 "  %s %s: %d/%d clips", condition, "baseline" if baseline else "", i + 1, len(clips)

@@ -30,10 +30,10 @@ REPO = Path(__file__).resolve().parent.parent
 RAVDESS = REPO.parent / "shared" / "data" / "ravdess"
 WORK = REPO / "var" / "model"
 SHIPPED = REPO / "models"
-MODEL_ID = "stress-mlp-v1"
+MODEL_ID = "stress-mlp-v2"
 TRAIN_CONDITIONS = ("clean", "train_aug1", "train_aug2", "train_aug3", "train_aug4")
 TEST_CONDITIONS = (*dataset.LEVEL_CONDITIONS, *dataset.NOISE_CONDITIONS)
-REPORT_LABELS = ("neutral", "calm", "angry", "fearful", "happy", "surprised")
+REPORT_LABELS = ("neutral", "calm", "angry", "fearful", "happy", "surprised", "sad")
 
 
 def load_clips(source: str | None = None) -> list[Clip]:
@@ -96,31 +96,31 @@ def run_train(
     n = len(clips)
     tables = _tables(clips, TRAIN_CONDITIONS, True, s.seed, cache)
     train_tables = list(tables.values())
-    binary_ids = np.array([i for i, c in enumerate(clips) if c.stress is not None])
+    trained_on = tuple(lab for head in s.heads for lab in head)
+    binary_ids = np.array(
+        [i for i, c in enumerate(clips) if train.train_label(c, trained_on) is not None]
+    )
     names = dataset.feature_names()
     folds = train.speaker_folds(clips, s.folds)
     fold_nets = []
     oof = np.full(n, np.nan)
     for f, held in enumerate(folds):
         fit_ids = np.setdiff1d(binary_ids, held)
-        x, y = train.training_windows(train_tables, clips, fit_ids, s.speech_min)
-        net = train.fit(x, y, s, names)
+        net = train.fit_heads(train_tables, clips, fit_ids, s, names)
         fold_nets.append(net)
         got = _predict(net, tables["clean"], held, n, s.speech_min)
         oof[held] = got[held]
         log.info(
-            "fold %d: %d speakers held out, %d training windows",
+            "fold %d: %d speakers held out, %d training clips",
             f,
             len({clips[i].speaker for i in held}),
-            y.size,
+            fit_ids.size,
         )
     gender_nets = {}
     for g in sorted({c.gender for c in clips} - {""}):
         fit_ids = np.array([i for i in binary_ids if clips[i].gender != g])
-        x, y = train.training_windows(train_tables, clips, fit_ids, s.speech_min)
-        gender_nets[g] = train.fit(x, y, s, names)
-    x, y = train.training_windows(train_tables, clips, binary_ids, s.speech_min)
-    final = train.fit(x, y, s, names)
+        gender_nets[g] = train.fit_heads(train_tables, clips, fit_ids, s, names)
+    final = train.fit_heads(train_tables, clips, binary_ids, s, names)
     calm = np.array([c.stress == 0 for c in clips])
     threshold = train.threshold_for(oof[calm], s.false_cue_rate)
     trained = Trained(
@@ -223,6 +223,33 @@ def print_metrics(m: dict) -> None:
                 print("   " + f"{cond:13s} " + "  ".join(f"{k}={v:.3f}" for k, v in r.items()))
 
 
+def save_folds(t: Trained, path: Path) -> None:
+    """The speaker-grouped fold networks and which speakers each never heard: what the
+    conversation benchmark (models/conversations.py) scores each speaker with. A few KB; shipped
+    so the benchmark and its `make test` slice run without retraining."""
+    arrays: dict[str, np.ndarray] = {}
+    speakers = []
+    for k, (net, held) in enumerate(zip(t.fold_nets, t.folds, strict=True)):
+        arrays[f"f{k}_mean"] = net.mean.astype(np.float64)
+        arrays[f"f{k}_scale"] = net.scale.astype(np.float64)
+        for i, (w, b) in enumerate(zip(net.weights, net.biases, strict=True)):
+            arrays[f"f{k}_w{i}"] = np.asarray(w, np.float64)
+            arrays[f"f{k}_b{i}"] = np.asarray(b, np.float64)
+        speakers.append(sorted({t.clips[int(i)].speaker for i in held}))
+    arrays["meta"] = np.frombuffer(
+        json.dumps(
+            {
+                "speakers": speakers,
+                "depth": len(t.fold_nets[0].weights),
+                "activation": t.fold_nets[0].activation,
+                "features_version": t.features_version,
+            }
+        ).encode(),
+        np.uint8,
+    )
+    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
+
+
 def run_export(trained: Trained | None = None, out_dir: Path = SHIPPED, work: Path = WORK) -> dict:
     from models.export import to_compact, to_onnx
 
@@ -260,6 +287,7 @@ def run_export(trained: Trained | None = None, out_dir: Path = SHIPPED, work: Pa
         "ignored_features": list(t.settings.ignore),
     }
     (out_dir / "stress.json").write_text(json.dumps(meta, indent=2) + "\n")
+    save_folds(t, out_dir / "stress_folds.npz")
     metrics_path = work / "metrics.json"
     if out_dir == SHIPPED and metrics_path.exists():
         update_card(json.loads(metrics_path.read_text()))

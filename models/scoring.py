@@ -7,6 +7,9 @@ Engines:
   PCM, never through a file.
 
 Clip score = the mean window score over speech windows (see models/train.py clip_score).
+A window with less speech than the cue policy's gate (`min_speech`, 0.4 s of its 1 s) has no
+stress score: it is reported as `"score": null` with its `speech` fraction, because the device
+does not judge pauses and noise either. A file without any such speech scores null.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from models.dataset import AudioError, read_audio
 REPO = Path(__file__).resolve().parent.parent
 MODEL_DIR = REPO / "models"
 ENGINES = ("onnxruntime", "micropython")
+# The cue policy's speech gate (firmware/cue_settings.py min_speech): windows below it are pauses.
+WINDOW_SPEECH_MIN = 0.4
 
 
 class ScoringError(RuntimeError):
@@ -81,18 +86,32 @@ class OnnxScorer:
 
     def score_pcm(self, pcm: np.ndarray) -> dict:
         from models import features as fe
-        from models.train import clip_score
 
         feats, records = fe.extract(pcm)
         scores = self.window_scores(feats)
         speech = np.array([r.speech for r in records])
-        return {
-            "score": round(clip_score(scores, speech, self.model.speech_min), 4),
-            "windows": [
-                {"t": round(r.t, 3), "score": round(float(s), 4)}
-                for r, s in zip(records, scores, strict=True)
-            ],
-        }
+        return report(scores, speech, [r.t for r in records], self.model.speech_min)
+
+
+def report(scores, speech, times, speech_min: float) -> dict:
+    """The JSON of one file: clip score (null without speech) and every window with its speech
+    fraction and its score (null for a pause)."""
+    sp = np.asarray(speech, np.float64)
+    sc = np.asarray(scores, np.float64)
+    clip = None
+    if sc.size and (sp >= speech_min).any():
+        clip = round(float(np.mean(sc[sp >= speech_min])), 4)
+    return {
+        "score": clip,
+        "windows": [
+            {
+                "t": round(float(t), 3),
+                "speech": round(float(p), 3),
+                "score": round(float(s), 4) if p >= WINDOW_SPEECH_MIN else None,
+            }
+            for t, p, s in zip(times, sp, sc, strict=True)
+        ],
+    }
 
 
 def score_files(paths: Iterable[str], engine: str = "onnxruntime") -> Iterator[dict]:
@@ -168,8 +187,13 @@ def _score_micropython(paths: list[str], model: ShippedModel, batch: int = 500) 
                 yield {"path": p, "error": errors[k]}
             else:
                 res = next(ok)  # MicroPython dicts are unordered: same key order as onnxruntime
+                ws = res["windows"]
                 yield {
                     "path": p,
-                    "score": res["score"],
-                    "windows": [{"t": w["t"], "score": w["score"]} for w in res["windows"]],
+                    **report(
+                        [w["score"] for w in ws],
+                        [w["speech"] for w in ws],
+                        [w["t"] for w in ws],
+                        model.speech_min,
+                    ),
                 }

@@ -32,7 +32,13 @@ class TrainSettings:
     # of their mean logit (models/export.py merge_ensemble): steadier on unseen speakers than
     # one (32, 16) network of similar cost (same folds: AUC 0.974 vs 0.972, gender held out
     # worst-case balanced accuracy 0.891 vs 0.879).
-    ensemble: int = 3
+    ensemble: int = 1
+    # Heads: each trains its members on stress (angry, fearful) against one kind of "not
+    # stress", and the merged network averages their logits. One head tells stress from calm
+    # speech, the other from aroused speech that is not stress (happy, surprised): a window
+    # must look stressed to both to score high. One net trained on all of it at once (16-8)
+    # traded calm against happy and lost escalations (docs/model.md).
+    heads: tuple[tuple[str, ...], ...] = (("neutral", "calm"), ("happy", "surprised"))
     alpha: float = 1e-3  # L2 weight penalty
     max_iter: int = 200
     speech_min: float = 0.5  # a window counts as speech at this active-frame fraction
@@ -43,6 +49,9 @@ class TrainSettings:
     # speaking (gender) than how stressed they are; with it, a model trained on men cues on
     # calm women (gender-held-out balanced accuracy 0.67 with it, 0.88 without).
     ignore: tuple[str, ...] = ("f0_st",)
+    # Training windows: every window the policy would act on (its min_speech gate), including
+    # the ones that straddle a pause and the first words of a turn.
+    window_speech_min: float = 0.4
 
 
 # ---- clip aggregation ---------------------------------------------------------------------------
@@ -80,11 +89,22 @@ def clip_scores(
 # ---- fitting --------------------------------------------------------------------------------------
 
 
+def train_label(clip: Clip, negatives: Sequence[str] = ()) -> int | None:
+    """1 stress, 0 not stress (calm, and the `negatives` labels), None not trained on."""
+    if clip.stress is not None:
+        return clip.stress
+    return 0 if clip.label in negatives else None
+
+
 def training_windows(
-    tables: Sequence[Table], clips: Sequence[Clip], clip_ids: np.ndarray, speech_min: float
+    tables: Sequence[Table],
+    clips: Sequence[Clip],
+    clip_ids: np.ndarray,
+    speech_min: float,
+    negatives: Sequence[str] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
-    labels = np.array([-1 if c.stress is None else c.stress for c in clips])
+    labels = np.array([-1 if (y := train_label(c, negatives)) is None else y for c in clips])
     for table in tables:
         sub = table.subset(clip_ids)
         y = labels[sub.clip]
@@ -109,8 +129,51 @@ def fit(
     return members[0] if len(members) == 1 else merge_ensemble(members)
 
 
+def fit_heads(
+    tables: Sequence[Table],
+    clips: Sequence[Clip],
+    clip_ids: np.ndarray,
+    settings: TrainSettings,
+    names: Sequence[str] = (),
+) -> Network:
+    """One network from `settings.heads`: per head, `settings.ensemble` members trained on
+    stress against that head's labels, all with one input standardisation (from every window
+    any head trains on), merged into one network averaging their logits."""
+    from dataclasses import replace
+
+    from models.export import merge_ensemble
+
+    all_neg = tuple(lab for head in settings.heads for lab in head)
+    x_all, _ = training_windows(tables, clips, clip_ids, settings.window_speech_min, all_neg)
+    norm = _standardisation(x_all, settings, names)
+    members = []
+    for h, head in enumerate(settings.heads):
+        ids = np.array([i for i in clip_ids if clips[i].stress == 1 or clips[i].label in head])
+        x, y = training_windows(tables, clips, ids, settings.window_speech_min, head)
+        for k in range(max(1, settings.ensemble)):
+            seed = settings.seed + 100 * h + k
+            members.append(fit_one(x, y, replace(settings, seed=seed), names, norm))
+    return members[0] if len(members) == 1 else merge_ensemble(members)
+
+
+def _standardisation(
+    x: np.ndarray, settings: TrainSettings, names: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, np.float64)
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    std[std < 1e-6] = 1.0
+    scale = 1.0 / std
+    scale[[i for i, n in enumerate(names) if n in settings.ignore]] = 0.0
+    return mean, scale
+
+
 def fit_one(
-    x: np.ndarray, y: np.ndarray, settings: TrainSettings, names: Sequence[str] = ()
+    x: np.ndarray,
+    y: np.ndarray,
+    settings: TrainSettings,
+    names: Sequence[str] = (),
+    norm: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Network:
     """Standardise, then a small MLP with a logistic output; classes weighted to balance.
 
@@ -120,11 +183,7 @@ def fit_one(
     from sklearn.neural_network import MLPClassifier
 
     x = np.asarray(x, np.float64)
-    mean = x.mean(axis=0)
-    std = x.std(axis=0)
-    std[std < 1e-6] = 1.0
-    scale = 1.0 / std
-    scale[[i for i, n in enumerate(names) if n in settings.ignore]] = 0.0
+    mean, scale = norm if norm is not None else _standardisation(x, settings, names)
     z = (x - mean) * scale
     weight = np.where(y == 1, 0.5 / max(np.mean(y == 1), 1e-9), 0.5 / max(np.mean(y == 0), 1e-9))
     mlp = MLPClassifier(

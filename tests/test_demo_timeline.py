@@ -55,6 +55,6 @@ def test_demo_timeline(tmp_path: Path) -> None:
     assert stress, cues
     latency = stress[0] - onset
     print(f"stressed-speech onset to first stress cue: {latency:.2f} s")
-    assert latency <= 1.5
+    assert latency <= 3.0  # issue 13: median onset to cue within 3 s
     assert sum(c == "call_manager" for _, c in cues) == 1
     assert any(c == "settled" and t > calm_again for t, c in cues), cues

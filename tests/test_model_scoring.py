@@ -47,7 +47,13 @@ def test_score_cli_one_line_per_file_and_errors_do_not_stop_others(files, capsys
         assert 0.0 <= res["score"] <= 1.0
         ts = [w["t"] for w in res["windows"]]
         assert ts == pytest.approx([1.0 + 0.25 * i for i in range(len(ts))])
-        assert len(ts) == 9 and all(0.0 <= w["score"] <= 1.0 for w in res["windows"])
+        assert len(ts) == 9
+        for w in res["windows"]:
+            assert 0.0 <= w["speech"] <= 1.0
+            if w["speech"] >= 0.4:
+                assert 0.0 <= w["score"] <= 1.0
+            else:
+                assert w["score"] is None  # a pause has no stress score
     # resampled 44.1 kHz stereo and native 16 kHz mono of the same signal score alike
     assert abs(lines[0]["score"] - lines[3]["score"]) < 0.05
 
@@ -60,8 +66,11 @@ def test_micropython_engine_matches_onnxruntime(files):
     for a, b in ((ref[0], dev[0]), (ref[2], dev[2])):
         assert abs(a["score"] - b["score"]) <= 0.01
         assert [w["t"] for w in a["windows"]] == [w["t"] for w in b["windows"]]
+        assert [w["speech"] for w in a["windows"]] == [w["speech"] for w in b["windows"]]
         diffs = [
-            abs(x["score"] - y["score"]) for x, y in zip(a["windows"], b["windows"], strict=True)
+            abs(x["score"] - y["score"])
+            for x, y in zip(a["windows"], b["windows"], strict=True)
+            if x["score"] is not None
         ]
         assert max(diffs) <= 0.01
 
@@ -96,9 +105,32 @@ def test_recording_level_does_not_change_the_meaning_of_a_score(ravdess: Path):
     assert flips <= 4  # of 4 x 48 decisions
 
 
-def test_clip_shorter_than_a_window_scores_zero_on_both_engines(tmp_path: Path):
+def test_clip_shorter_than_a_window_has_no_score_on_both_engines(tmp_path: Path):
     short = tmp_path / "short.wav"
     sf.write(short, _voice(16000, seconds=0.6), 16000)
     for engine in ("onnxruntime", "micropython"):
         (res,) = score_files([str(short)], engine)
-        assert res == {"path": str(short), "score": 0.0, "windows": []}, engine
+        assert res == {"path": str(short), "score": None, "windows": []}, engine
+
+
+@pytest.mark.parametrize("level_db", [-70.0, -55.0, -40.0])
+def test_pauses_and_pure_noise_have_no_stress_score(tmp_path: Path, level_db: float):
+    """Issue 13: every pause and pure noise at any level used to read 1.0. A window without
+    enough speech is null, says how much speech it holds, and a file of noise has no score."""
+    rng = np.random.default_rng(1)
+    noise = (rng.standard_normal(16000 * 4) * 10 ** (level_db / 20)).astype(np.float32)
+    path = tmp_path / "noise.wav"
+    sf.write(path, noise, 16000)
+    speechy = tmp_path / "talk_then_pause.wav"
+    under = (rng.standard_normal(16000 * 3) * 10 ** (level_db / 20)).astype(np.float32)
+    # a room's noise runs under the talk and on through the pause
+    sf.write(speechy, np.concatenate([_voice(16000) + under, noise]), 16000)
+    for engine in ("onnxruntime", "micropython"):
+        res, talk = score_files([str(path), str(speechy)], engine)
+        assert res["score"] is None, engine
+        assert res["windows"] and all(w["score"] is None for w in res["windows"]), engine
+        assert all(w["speech"] < 0.4 for w in res["windows"]), engine
+        scored = [w for w in talk["windows"] if w["score"] is not None]
+        paused = [w for w in talk["windows"] if w["t"] > 4.5]
+        assert scored and talk["score"] is not None, engine
+        assert paused and all(w["score"] is None for w in paused), engine

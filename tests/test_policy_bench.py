@@ -64,6 +64,7 @@ def test_policy_runs_in_a_small_heap(mpy, tmp_path: Path) -> None:
         "from firmware.attribution import CounterAttribution\n"
         "from firmware.policy_replay import windows, CountingRandom\n"
         "script = [{'for_s': 3, 'speaker': 'staff'},\n"
+        "          {'for_s': 3, 'speaker': 'customer', 'score': 0.2},\n"
         "          {'for_s': 4, 'speaker': 'customer', 'score': [0.3, 0.95], 'rate': 5.0},\n"
         "          {'for_s': 3, 'speaker': 'staff', 'rate': 5.5, 'level_db': -24.0},\n"
         "          {'for_s': 6, 'speaker': 'customer', 'score': 0.2},\n"
@@ -72,7 +73,7 @@ def test_policy_runs_in_a_small_heap(mpy, tmp_path: Path) -> None:
         "cues = []\n"
         "for rep in range(20):\n"
         "    for w in windows(script):\n"
-        "        w['t'] += rep * 26\n"
+        "        w['t'] += rep * 29\n"
         "        cues += [d.get('cue') for d in p.process(w) if d['type'] == 'cue']\n"
         "print(','.join(cues))\n"
     )

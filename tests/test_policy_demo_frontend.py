@@ -89,7 +89,7 @@ def test_policy_on_the_demo_front_end(demo) -> None:
     onset = next(t["start"] for t in turns if t["style"] != "calm")
     asks = next(t["start"] for t in turns if "manager" in t["text"])
     assert cues and cues[0]["t"] >= onset, "a cue during the calm opening"
-    assert cues[0]["cue"] == "empathize" and cues[0]["t"] - onset <= 1.5
+    assert cues[0]["cue"] == "empathize" and cues[0]["t"] - onset <= 3.0  # issue 13 target
     manager = [c for c in cues if c["cue"] == "call_manager"]
     assert len(manager) == 1 and manager[0]["t"] < asks
     assert cues[-1]["cue"] == "settled"

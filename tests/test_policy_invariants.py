@@ -23,7 +23,7 @@ VARIANTS = [
 ]
 
 
-def random_stream(seed: int, n: int = 1600) -> list[list]:
+def random_stream(seed: int, n: int = 3200) -> list[list]:
     """Turns of staff, customer or unknown voices with pauses and long silences; scores, rates
     and levels drift as random walks, so stress rises and falls many times."""
     rng = random.Random(seed)

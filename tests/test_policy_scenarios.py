@@ -109,7 +109,9 @@ def test_demo_conversation_onset_to_cue_within_budget() -> None:
     assert cues, "no cue at all on the demo conversation"
     assert cues[0]["t"] >= onset, "a cue during the calm opening"
     assert cues[0]["cue"] == "empathize"
-    assert cues[0]["t"] - onset <= 1.5
+    # issue 13: onset to the first stress cue within 3 s (empathize after 1.5 s of stressed
+    # speech, not 0.75 s: a shorter run let calm conversations through)
+    assert cues[0]["t"] - onset <= 3.0
     manager = [c for c in cues if c["cue"] == "call_manager"]
     assert len(manager) == 1 and manager[0]["t"] < asks_for_manager
     assert cues[-1]["cue"] == "settled"

@@ -63,7 +63,10 @@ class Pipeline:
         self._lock = threading.Lock()
         self.scorer = make_scorer(cfg.model.path)
         self.front_end, self.front_end_name = make_front_end()
-        self.policy = CuePolicy(cfg.policy, cfg.sensitivity, self.scorer.threshold)
+        # The policy's own stress_threshold, as on the headset: it was chosen on whole
+        # conversations (calmcue model evaluate --conversations), not from the model's clip
+        # threshold, so both devices cue alike.
+        self.policy = CuePolicy(cfg.policy, cfg.sensitivity)
         self.attribution = make_attribution(cfg.policy)
         self.enrolling = False
         self.windows = 0

@@ -1,8 +1,9 @@
 """The cue policy as the agent runs it: `firmware.policy` (portable, shared with the ESP32) with
 its settings validated by `firmware.cue_settings`, plus the agent's two knobs on top:
 
-- the model's calibrated threshold (models/stress.json) is the stress threshold unless the
-  config sets `policy.stress_threshold` itself;
+- an optional base stress threshold in place of the policy's default (`model_threshold`;
+  the agent passes none: the default was chosen on whole conversations for the shipped
+  model, and the headset runs the same one);
 - sensitivity (0..1, 0.5 = as calibrated) moves the stress and tense thresholds by up to
   +-0.15, kept inside the policy's own rules between thresholds.
 
