@@ -21,7 +21,6 @@ except ImportError:  # CPython
         return x
 
 
-_DELIVER_PER_CALL = const(8)  # events sent per network step: the audio loop waits for none of them
 _NTP_RETRY_MS = const(60000)
 _NTP_RESYNC_MS = const(21600000)  # 6 h: the RTC drifts a few seconds a day
 _PENDING_MAX = const(4)
@@ -111,7 +110,7 @@ class Device:
         self.pipeline.configure(self.cfg, rand)
         _forget_config()
         gc.collect()
-        self.link = Link(hw.wlan, self.ident, self._on_message, log)
+        self.link = Link(hw.wlan, self.ident, self._on_message, log, root)
         self.muted = self.cfg["muted"]
         # Unix time in ms (an int: no float object held) at up_ms == 0, once NTP has answered
         self.unix_at_boot = None
@@ -178,9 +177,11 @@ class Device:
     # ---- network side ------------------------------------------------------------------------
 
     def network(self, up_ms):
-        """Links, incoming config/commands, queued events, telemetry. Call every ~100-250 ms."""
+        """Links, incoming config/commands, queued events, telemetry. Never waits on the network
+        (firmware/net.py); call every ~50 ms."""
         was_up = self.link.up
         if not self.link.service(up_ms):
+            self.deliver()  # events acknowledged before the link went leave the queue
             return
         if not was_up:
             self._tele_next = up_ms  # fresh session: report health at once
@@ -190,6 +191,7 @@ class Device:
                 self._ntp_next = up_ms + _NTP_RESYNC_MS
             except (OSError, IndexError):
                 self._ntp_next = up_ms + _NTP_RETRY_MS
+        self.deliver()  # acknowledged events leave the queue, the next one goes out
         # Occasional work (config, commands, telemetry): its code is loaded only for it, one
         # module at a time (config + settings validator, or control), then dropped.
         reboot = False
@@ -204,7 +206,6 @@ class Device:
 
                 reboot = control.command(self, leaf[4:], up_ms) or reboot
                 _forget("control")
-        self.deliver(_DELIVER_PER_CALL)
         if up_ms >= self._tele_next and self.link.up:
             self._tele_next = up_ms + self.cfg["tele_s"] * 1000
             from firmware import control
@@ -219,8 +220,9 @@ class Device:
         # and applied live, one on-demand module at a time, each dropped before the next loads
         # (config, the settings validator and its messages, config again, the policy's own
         # setup): on the 96 KB heap they do not fit in it together with the running firmware.
-        if len(payload) > _CONFIG_MAX:
-            errs = ["config is %d bytes; a device takes at most %d" % (len(payload), _CONFIG_MAX)]
+        n = payload if isinstance(payload, int) else len(payload)  # int: skipped unread
+        if n > _CONFIG_MAX:
+            errs = ["config is %d bytes; a device takes at most %d" % (n, _CONFIG_MAX)]
         else:
             try:
                 new, errs = _config().parse(payload)
@@ -251,9 +253,15 @@ class Device:
             _forget_config()  # Policy() loaded the validator again
             reply(self, "config", True, "applied rev %d" % self.cfg["rev"], up_ms)
 
-    def deliver(self, budget):
-        """Send up to `budget` queued events in order, each acknowledged (QoS 1) before the next."""
-        while budget and self.link.up:
+    def deliver(self):
+        """Send queued events in order, one in flight (QoS 1): each leaves the queue when the
+        broker has acknowledged it, which a later network step sees. Never waits."""
+        link = self.link
+        while link.acked:  # PUBACKs since the last step: the head of the queue was delivered
+            link.acked -= 1
+            self.queue.pop()
+            self.sent += 1
+        while link.up and not link.unacked:
             data = self.queue.peek()
             if data is None:
                 return
@@ -261,7 +269,7 @@ class Device:
                 ev = json.loads(data)
                 etype = ev["type"]
             except (ValueError, KeyError, TypeError):
-                self.link.log("queue: dropping unreadable entry")
+                link.log("queue: dropping unreadable entry")
                 self.queue.pop()
                 continue
             if "ts" not in ev and ev.get("boot") == self.boot and self.unix_at_boot is not None:
@@ -271,15 +279,12 @@ class Device:
                     data = events.encode(ev)
                 except events.EventError:
                     pass  # send it as queued, without ts
-            if not self.link.publish("evt/" + etype, data, False, 1):
-                return
-            self.queue.pop()
-            self.sent += 1
-            budget -= 1
+            link.publish("evt/" + etype, data, False, 1)
+            return
 
     def _on_message(self, topic, payload):
-        # umqtt's callback for our config and cmd/+ topics, called from inside it (possibly
-        # while it waits for a PUBACK): only note it here.
+        # Link's callback for our config and cmd/+ topics, called from inside service(): only
+        # note it here.
         if len(self._pending) < _PENDING_MAX:
             self._pending.append((topic, payload))
 
@@ -288,11 +293,15 @@ class Device:
 
 
 async def run(dev, i2s):
-    """Audio, outputs/button and network as separate tasks; a slow network step delays only the
-    network task, the I2S DMA buffer (see main.py) absorbs the rest."""
+    """Audio, outputs/button and network as separate tasks. No step waits on the network
+    (firmware/net.py); what a step takes in CPU the I2S DMA buffer absorbs (main.py). The audio
+    task keeps hw.late_ms (how far behind the microphone it fell, at most) and hw.lost_ms (audio
+    the DMA ring overwrote while it was behind); an I2S error sets hw.ok False (telemetry
+    mic_ok) and the task tries again a second later instead of ending the loop."""
     import asyncio
     import time
 
+    hw = dev.hw
     last = [time.ticks_ms()]
     up = [0]
 
@@ -304,13 +313,33 @@ async def run(dev, i2s):
 
     async def audio():
         reader = asyncio.StreamReader(i2s)
-        buf = dev.hw.mic.samples
-        view = memoryview(buf)
-        n = len(buf)
+        view = memoryview(hw.samples)
+        n = len(view)
+        t0 = None  # ticks_ms when the DMA ring was last seen empty: the audio clock's origin
+        heard = 0  # samples read since t0
         while True:
             got = 0
-            while got < n:  # a read may return part of a hop: fill the whole hop first
-                got += await reader.readinto(view[got:]) // 2
+            try:
+                while got < n:  # a read may return part of a hop: fill the whole hop first
+                    k = await reader.readinto(view[got:]) // 2
+                    got += k
+                    if got < n:  # the ring is empty now: reads are level with the microphone
+                        t = time.ticks_ms()
+                        if t0 is None:
+                            t0 = t
+                            heard = -got
+                        else:  # behind by more than it could hold: the difference was lost
+                            hw.lost_ms = max(hw.lost_ms, time.ticks_diff(t, t0) - (heard + got) // 16 - 20)
+            except OSError as e:
+                hw.ok = False
+                dev.link.log("microphone: %r" % e)
+                await asyncio.sleep_ms(1000)
+                t0 = None
+                continue
+            hw.ok = True
+            heard += n
+            if t0 is not None:
+                hw.late_ms = max(hw.late_ms, time.ticks_diff(time.ticks_ms(), t0) - heard // 16)
             dev.audio(n, now())
 
     async def outputs():
@@ -320,7 +349,9 @@ async def run(dev, i2s):
 
     async def network():
         while True:
+            t = time.ticks_us()
             dev.network(now())
-            await asyncio.sleep_ms(200)
+            hw.net_max_us = max(hw.net_max_us, time.ticks_diff(time.ticks_us(), t))
+            await asyncio.sleep_ms(50)
 
     await asyncio.gather(audio(), outputs(), network())

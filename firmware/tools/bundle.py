@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-MPY_LIB = REPO / "var" / "mpy-lib"
 BUILD = REPO / "build" / "firmware"
 
 # firmware/*.py that are not device modules (CPython tools or other targets); bench_*.py too.
@@ -59,13 +58,8 @@ def device_sources() -> list[tuple[Path, str]]:
         if src.name in NOT_ON_DEVICE or src.name.startswith("bench_"):
             continue
         out.append((src, f"firmware/{src.stem}"))
-    umqtt = MPY_LIB / "umqtt"
-    if not (umqtt / "simple.py").exists():
-        raise BundleError(
-            f"{umqtt}/simple.py is missing; run 'make mpy-lib' to fetch umqtt from PyPI"
-        )
-    for name in ("__init__", "simple"):
-        out.append((umqtt / f"{name}.py", f"umqtt/{name}"))
+    # No umqtt.simple: it waits on the socket for every reply, and imports `ussl`, gone since
+    # MicroPython 1.23; firmware/net.py speaks the MQTT the headset needs without waiting.
     return out
 
 
