@@ -53,6 +53,9 @@ def register(sub: Any) -> None:
     v.add_argument("--wifi-password", default=os.environ.get("CALMCUE_WIFI_PASSWORD", ""),
                    help="(or env CALMCUE_WIFI_PASSWORD, kept out of shell history)")
     v.add_argument("--mqtt", default="", metavar="URL", help="broker as the device reaches it")
+    v.add_argument("--mqtt-ca", type=Path, metavar="FILE",
+                   help="with mqtts://: the CA certificate (PEM or DER) that signed the broker's; "
+                   "the headset checks the broker against it")
     v.add_argument("--ota-url", default="", metavar="URL",
                    help="companion as the device reaches it, for updates (http://HOST:PORT)")
     v.add_argument("--bundle", type=Path, default=Path(DEFAULT_BUNDLE))
@@ -139,7 +142,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
         ident = pv.Identity(site=args.site, name=args.name, label=args.label or args.name,
                             profile=profile, mqtt_url=args.mqtt, wifi_ssid=args.wifi,
                             wifi_password=args.wifi_password, ota_url=args.ota_url,
-                            settings=settings)
+                            settings=settings,
+                            mqtt_ca=pv.read_ca(args.mqtt_ca) if args.mqtt_ca else b"")
         if args.target == "pi":
             problems = pv.validate(ident, target="pi", loopback_ok=True)
             if problems:

@@ -32,6 +32,7 @@ OTA_BOOT = REPO / "firmware" / "ota_boot.py"
 # profile -> target; hardware/<profile>.md documents each
 PROFILES = {"esp32s3-headset": "esp32", "pi-counter": "pi"}
 DEVICE_FILE = "device.json"
+CA_FILE = "ca.der"  # the broker's CA on the headset's flash (device.json mqtt.ca names it)
 SLOT = "a"
 ROOT_MAIN = (
     b"# calmcue: run the active bundle; boot.py (the A/B loader) put its slot first on sys.path\n"
@@ -58,6 +59,9 @@ class Identity:
     wifi_ssid: str = ""
     wifi_password: str = ""
     ota_url: str = ""  # the companion's base URL as the device reaches it (http://...)
+    # The CA certificate (DER) that signed the broker's, for mqtts://: the headset checks the
+    # broker against it (written to its flash as ca.der; --mqtt-ca FILE, PEM or DER).
+    mqtt_ca: bytes = b""
     settings: dict[str, Any] = field(default_factory=dict)  # initial config.json
 
     @property
@@ -111,6 +115,11 @@ def validate(ident: Identity, *, target: str, loopback_ok: bool = False) -> list
         out += _url_problems("companion url", ident.ota_url, ("http",),
                              "http://192.168.1.10:8000", device_reaches)
     if target == "esp32":
+        if ident.mqtt_url.startswith("mqtts://") and not ident.mqtt_ca:
+            out.append(
+                "mqtts:// needs the CA certificate that signed the broker's: the headset checks "
+                "the broker against it; pass --mqtt-ca FILE (PEM or DER)"
+            )
         ssid = ident.wifi_ssid.encode()
         if not 1 <= len(ssid) <= 32:
             out.append("--wifi SSID is required for a headset and must be 1-32 bytes long")
@@ -201,6 +210,24 @@ def load_bundle(path: Path, model: Path | None = None) -> Bundle:
 # ---- ESP32 ----------------------------------------------------------------------------------
 
 
+def read_ca(path: Path) -> bytes:
+    """A CA certificate file (PEM or DER) as DER, what the headset's TLS loads."""
+    import ssl
+
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ProvisionError([f"--mqtt-ca {path}: {e.strerror}"]) from None
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        try:
+            return ssl.PEM_cert_to_DER_cert(data.decode("ascii"))
+        except ValueError as e:
+            raise ProvisionError([f"--mqtt-ca {path}: not a PEM certificate ({e})"]) from None
+    if not data.startswith(b"\x30"):  # a DER certificate is an ASN.1 SEQUENCE
+        raise ProvisionError([f"--mqtt-ca {path}: neither a PEM nor a DER certificate"])
+    return data
+
+
 def device_id_from_uid(uid_hex: str) -> str:
     """The device id used in topics and the inventory: stable, derived from the chip id."""
     return "cc-" + uid_hex.lower()[-12:]
@@ -235,6 +262,8 @@ def provision_esp32(port: str, ident: Identity, bundle: Bundle, fleet: Fleet, *,
         files["boot.py"] = OTA_BOOT.read_bytes()
         files["main.py"] = ROOT_MAIN
         files["ota_key.json"] = _json_bytes(key)
+        if ident.mqtt_ca:
+            files[CA_FILE] = ident.mqtt_ca
         if ident.settings:
             files["config.json"] = _json_bytes(ident.settings)
         report = put_tree(link, files, log)
@@ -269,7 +298,8 @@ def device_document(ident: Identity, device: str, creds: dict[str, str]) -> dict
         "profile": ident.profile,
         "wifi": {"ssid": ident.wifi_ssid, "password": ident.wifi_password},
         "mqtt": {"host": mqtt.hostname, "port": mqtt.port or (8883 if tls else 1883),
-                 "ssl": tls, "user": creds["username"], "password": creds["password"]},
+                 "ssl": tls, "user": creds["username"], "password": creds["password"],
+                 **({"ca": CA_FILE} if tls else {})},
         "ota_url": ident.ota_url,
     }
 
