@@ -6,6 +6,7 @@
 import gc
 import json
 import os
+from time import ticks_diff, ticks_us
 
 from firmware import events
 from firmware.net import Link
@@ -121,6 +122,9 @@ class Device:
         self.sent = 0
         self.rejected = 0  # events the schema refused (a bug upstream; shown in telemetry)
         self.heap_min = gc.mem_free()
+        # Processing time of the audio since the last telemetry (control.telemetry reports and
+        # resets it): the real-time factor and the slowest hop, in µs (small ints).
+        self.busy_us = self.hop_max_us = self.busy_from = 0
 
     # ---- time --------------------------------------------------------------------------------
 
@@ -134,10 +138,15 @@ class Device:
         """Process the `n` samples now in hw.mic.samples (the hop ending at up_ms)."""
         if self.muted:
             return
+        t0 = ticks_us()
         for etype, fields in self.pipeline.process(self.hw.mic.samples, n, up_ms / 1000):
             if etype == "cue":
                 self.outputs.show(fields["cue"], up_ms, fields["level"])
             self.emit(etype, fields, up_ms)
+        t = ticks_diff(ticks_us(), t0)
+        self.busy_us += t
+        if t > self.hop_max_us:
+            self.hop_max_us = t
 
     def emit(self, etype, fields, up_ms):
         try:
@@ -331,12 +340,16 @@ async def run(dev, i2s):
                         else:  # behind by more than it could hold: the difference was lost
                             hw.lost_ms = max(hw.lost_ms, time.ticks_diff(t, t0) - (heard + got) // 16 - 20)
             except OSError as e:
-                hw.ok = False
+                if hw.ok:  # newly failed: say so now, not at the next telemetry
+                    hw.ok = False
+                    dev._tele_next = 0
                 dev.link.log("microphone: %r" % e)
                 await asyncio.sleep_ms(1000)
                 t0 = None
                 continue
-            hw.ok = True
+            if not hw.ok:
+                hw.ok = True
+                dev._tele_next = 0
             heard += n
             if t0 is not None:
                 hw.late_ms = max(hw.late_ms, time.ticks_diff(time.ticks_ms(), t0) - heard // 16)
