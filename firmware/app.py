@@ -6,7 +6,7 @@
 import gc
 import json
 import os
-from time import ticks_diff, ticks_us
+from time import ticks_diff, ticks_us  # type: ignore[attr-defined]  # (MicroPython)
 
 from firmware import events
 from firmware.net import Link

@@ -15,7 +15,7 @@
 # mqtt.ca, DER); a MicroPython without SSLContext (before 1.22) gets no unchecked link.
 import socket
 from errno import EINPROGRESS
-from time import ticks_add, ticks_diff, ticks_ms
+from time import ticks_add, ticks_diff, ticks_ms  # type: ignore[attr-defined]  # (MicroPython)
 
 from firmware.events import TOPIC_ROOT
 

@@ -45,6 +45,9 @@ def register(sub: Any) -> None:
     v.add_argument("--port", help="serial port of an ESP32 board")
     v.add_argument("--ssh", metavar="USER@HOST", help="a Pi over SSH (--target pi)")
     v.add_argument("--root", type=Path, default=Path("/"), help="a Pi's root folder, locally")
+    v.add_argument("--service-group", default="calmcue", metavar="GROUP",
+                   help="the group the Pi agent runs as (install.sh creates calmcue); its config "
+                   "is written root:GROUP 0640")
     v.add_argument("--profile", default=None, help="esp32s3-headset or pi-counter")
     v.add_argument("--site", default="")
     v.add_argument("--name", default="", help="the device's name at the site, e.g. counter-2")
@@ -148,7 +151,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
             problems = pv.validate(ident, target="pi", loopback_ok=True)
             if problems:
                 raise pv.ProvisionError(problems)
-            result = pv.provision_pi(pv.Runner(args.ssh, args.root), ident, _fleet(args),
+            result = pv.provision_pi(pv.Runner(args.ssh, args.root, args.service_group), ident,
+                                     _fleet(args),
                                      restart=not args.no_reboot)
         else:
             if not args.port:

@@ -316,11 +316,39 @@ def check_esp32(port: str, bundle: Bundle) -> list[str]:
 
 class Runner:
     """Runs on the Pi: locally (paths under `root`) or over SSH (`user@host`). Over SSH, a user
-    other than root works through `sudo -n` (passwordless sudo for the provisioning account)."""
+    other than root works through `sudo -n` (passwordless sudo for the provisioning account).
 
-    def __init__(self, ssh: str | None = None, root: Path = Path("/")):
+    Files it writes are root:`group` 0640 in a root:`group` 0750 folder: the agent runs as the
+    unprivileged `calmcue` user (firmware/pi/calmcue-agent.service, created by install.sh), which
+    must read its config (it holds the MQTT password) and nothing more."""
+
+    def __init__(self, ssh: str | None = None, root: Path = Path("/"), group: str = "calmcue"):
         self.ssh = ssh
         self.root = root
+        self.group = group
+
+    def _no_group(self) -> ProvisionError:
+        return ProvisionError([
+            f"the Pi has no {self.group!r} group, so the agent's service user could not read its "
+            "config; install the agent first (sudo firmware/pi/install.sh creates the user), "
+            "then provision"])
+
+    def _gid(self) -> int:
+        """The service group's id on the Pi: from its /etc/group (a staged root is an image)."""
+        if self.root == Path("/"):
+            import grp
+
+            try:
+                return grp.getgrnam(self.group).gr_gid
+            except KeyError:
+                raise self._no_group() from None
+        group_file = self.root / "etc" / "group"
+        lines = group_file.read_text().splitlines() if group_file.exists() else []
+        for line in lines:
+            parts = line.split(":")
+            if len(parts) >= 3 and parts[0] == self.group and parts[2].isdigit():
+                return int(parts[2])
+        raise self._no_group()
 
     def _remote(self, cmd: str, data: str | None = None) -> subprocess.CompletedProcess[str]:
         assert self.ssh is not None
@@ -340,18 +368,39 @@ class Runner:
         proc = self._remote(f"cat {shlex.quote(path)}")
         return proc.stdout if proc.returncode == 0 else None
 
+    def check_group(self) -> None:
+        """Refuse before anything is recorded when the agent is not installed on the Pi."""
+        if self.ssh is None:
+            self._gid()
+        elif self._remote(f"getent group {shlex.quote(self.group)}").returncode != 0:
+            raise self._no_group()
+
     def write_atomic(self, path: str, data: str) -> None:
         if self.ssh is None:
+            import os
+
+            gid = self._gid()
             p = self.root / path.lstrip("/")
-            p.parent.mkdir(parents=True, exist_ok=True)
+            if not p.parent.exists():
+                p.parent.mkdir(parents=True)
+                os.chown(p.parent, 0, gid)
+                p.parent.chmod(0o750)
             tmp = p.with_suffix(p.suffix + ".tmp")
+            tmp.touch(0o600)
+            tmp.chmod(0o600)  # not readable by anyone else while it is written
             tmp.write_text(data)
-            tmp.chmod(0o600)
+            os.chown(tmp, 0, gid)
+            tmp.chmod(0o640)
             tmp.replace(p)
             return
-        q = shlex.quote(path)
+        q, d, g = shlex.quote(path), shlex.quote(str(Path(path).parent)), shlex.quote(self.group)
         proc = self._remote(
-            f"mkdir -p $(dirname {q}) && umask 077 && cat > {q}.tmp && mv {q}.tmp {q}", data)
+            f"getent group {g} >/dev/null || exit 3; "
+            f"if [ ! -d {d} ]; then mkdir -p {d} && chgrp {g} {d} && chmod 0750 {d}; fi && "
+            f"umask 077 && cat > {q}.tmp && chgrp {g} {q}.tmp && chmod 0640 {q}.tmp && "
+            f"mv {q}.tmp {q}", data)
+        if proc.returncode == 3:
+            raise self._no_group()
         if proc.returncode != 0:
             raise ProvisionError([
                 f"writing {path} on {self.ssh} failed: {proc.stderr.strip()}; the account needs "
@@ -396,6 +445,7 @@ def provision_pi(runner: Runner, ident: Identity, fleet: Fleet, *, restart: bool
         agent_config.build(raw, "agent config")  # refuse before any record or file changes
     except agent_config.ConfigError as e:
         raise ProvisionError(e.problems) from None
+    runner.check_group()
     fleet.record(device=device, site=ident.site, name=ident.name, label=ident.label,
                  profile=ident.profile, target="pi", version=None)
     creds = fleet.mqtt_account(site=ident.site, device=device)
