@@ -33,6 +33,10 @@ _PIN_MOTOR = const(7)  # gate of the motor transistor (PWM)
 _PIN_BUTTON = const(0)  # to GND, internal pull-up
 _PIN_BATTERY = const(1)  # ADC1_CH0, middle of the 100k/100k divider
 _WDT_MS = const(30000)
+# 240 MHz, not the stock image's 160: the timing model (docs/firmware.md, "Timing") puts the
+# pipeline at 0.26-0.52 of real time at 160 MHz, 0.17-0.35 at 240 (margin x2.9-x5.8), for
+# ~10-15 mA more while awake; firmware/tools/smoke_headset.py measures it on the board.
+_CPU_HZ = const(240000000)
 # I2S DMA ring. The ESP32 port receives into DMA buffers of 240 frames of 32-bit stereo (8 B a
 # frame, whatever bits=16/MONO says) and makes ibuf // 1920 of them: 32000 B was 16 buffers =
 # 3840 samples = 0.24 s, not the 1 s once assumed. 34 buffers = 8160 samples = 0.51 s, 65 KB of
@@ -203,6 +207,9 @@ def main():
         esp.osdebug(None)  # no vendor log lines on the UART the REPL uses
     except ImportError:
         pass
+    import machine
+
+    machine.freq(_CPU_HZ)
 
     # The model's weights first (the biggest blocks, while the heap is in one piece), then all
     # code, then the buffers, collecting in between: long-lived objects end up packed and the

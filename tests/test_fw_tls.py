@@ -17,6 +17,7 @@ from test_fw_headset import HEAP, SITE_DEV
 
 from calmcue.broker import free_port
 from calmcue.mpy import interpreter
+from firmware.tools import smoke_headset
 
 # The headset's heap budget (tests/test_fw_headset.py). mbedTLS keeps its session outside the
 # MicroPython heap (unix port: malloc; ESP32: the ESP-IDF heap), so TLS fits the same budget.
@@ -45,6 +46,17 @@ def _pki(tmp_path, mosquitto):
     return ca.public_bytes(serialization.Encoding.DER), good_port, rogue_port
 
 
+def _smoke(build, wav, flash):
+    code = (
+        f"import sys\nsys.path[:0] = [{str(build / 'host')!r}, {str(build)!r}]\n"
+        f"import machine\nmachine.wav = [{str(wav)!r}, True, False]\n"
+        + smoke_headset.device_code(seconds=1, root=str(flash) + "/")
+    )
+    proc = subprocess.run([*interpreter(), "-X", "heapsize=160K", "-c", code],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)  # fmt: skip
+    return smoke_headset.parse(proc.stdout + proc.stderr)
+
+
 def _provision(flash, ca_der, port):
     """device.json and ca.der as `calmcue device provision --mqtt-ca` writes them."""
     flash.mkdir()
@@ -66,6 +78,11 @@ def test_mqtts_checks_the_broker_certificate(host_build, headset_wav, tmp_path, 
         assert json.loads(got[1])["action"] == "ack"
         assert collector.wait_for(lambda m: m[0] == SITE_DEV + "status")[1] == b"online"
         dev.close()
+        # The hardware smoke test's TLS figure (firmware/tools/smoke_headset.py), here on the
+        # unix port against the same listener.
+        smoke = _smoke(host_build, headset_wav, tmp_path / "good")
+        assert smoke["tls_handshake_ms"] is not None and "tls_error" not in smoke, smoke
+        print("smoke test on the unix port:", smoke_headset.summary(smoke))
 
         _provision(tmp_path / "rogue", ca_der, rogue_port)
         dev = Device(host_build, tmp_path / "rogue", headset_wav, rogue_port, heap=TLS_HEAP)
