@@ -81,15 +81,40 @@ def save_pointer(p):
 
 
 def confirm():
-    """Called by the new bundle once it is healthy (connected, first telemetry sent)."""
+    """Called by the new bundle once it is healthy (connected, first telemetry sent). Its
+    version becomes the anti-rollback floor: no update below it is taken again."""
     p = load_pointer()
     if p.get("state") != "trial":
         return False
     p["state"] = "good"
     p["boots"] = 0
     p["reported"] = False
+    try:
+        if _version(p.get("version")) > _version(p.get("floor")):
+            p["floor"] = p["version"]
+    except OtaError:
+        pass
     save_pointer(p)
     return True
+
+
+def _version(v):
+    """"2.10.1" -> (2, 10, 1), comparable; None -> () (lowest)."""
+    if v is None:
+        return ()
+    try:
+        return tuple(int(x) for x in v.split("."))
+    except (AttributeError, ValueError):
+        raise OtaError("version %r is not of the form x.y.z" % (v,))
+
+
+def floor_version(p):
+    """The lowest version this device may install next: above the confirmed floor and above
+    what it runs now, when that is good (provisioned or confirmed)."""
+    f = p.get("floor")
+    if p.get("state") != "trial" and _version(p.get("version")) > _version(f):
+        f = p.get("version")
+    return f
 
 
 # ---- a small HTTP/1.0 client (the companion serves plain HTTP on the store LAN) -------------
@@ -241,6 +266,13 @@ def apply(base, update, key, site="", device=""):
             # signed for another site: a valid bundle, but not one IT released here
             raise OtaError("update %s is for site %s, not %s" % (update, manifest.get("site"), site))
         p = load_pointer()
+        # Anti-rollback: a genuinely signed older bundle (replayed, or offered by mistake)
+        # could bring back a fixed flaw. Going back is a new version with the old content.
+        floor = floor_version(p)
+        if _version(manifest.get("version")) <= _version(floor):
+            raise OtaError("update %s is version %s, not newer than %s on this device "
+                           "(anti-rollback); publish the bundle under a higher version"
+                           % (update, manifest.get("version"), floor))
         slot = "b" if p["active"] == "a" else "a"
         _rmtree(slot)
         os.mkdir(slot)

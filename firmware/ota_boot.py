@@ -34,9 +34,21 @@ def save_pointer(p):
     os.rename(POINTER + ".tmp", POINTER)
 
 
+def _soft_reset():
+    # A soft reset (Ctrl-D at the REPL, a bench tool entering the raw REPL) runs boot.py again
+    # without the bundle having crashed: it must not count as a second trial boot, which would
+    # roll an update on trial back.
+    try:
+        import machine
+
+        return machine.reset_cause() == machine.SOFT_RESET
+    except (ImportError, AttributeError):
+        return False
+
+
 def select_slot():
     p = load_pointer()
-    if p.get("state") == "trial":
+    if p.get("state") == "trial" and not _soft_reset():
         if p.get("boots", 0) >= 1:
             p["failed"] = p["active"]
             p["failed_version"] = p.get("version")

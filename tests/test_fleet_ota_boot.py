@@ -20,14 +20,20 @@ class Timer:
 resets = []
 def reset():
     resets.append(1)
+# machine.reset_cause() as the ESP32 port numbers the causes; the test sets `cause`.
+PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
+cause = [PWRON_RESET]
+def reset_cause():
+    return cause[0]
 """
 
 
-def boot(mpy, flash: Path, after: str = "") -> dict:
+def boot(mpy, flash: Path, after: str = "", cause: int = 1) -> dict:
     fakes = flash / "_fakes"  # not a slot; only the fake hardware
     fakes.mkdir(exist_ok=True)
     (fakes / "machine.py").write_text(FAKE_MACHINE)
-    code = ("import json, sys\nfrom machine import Timer, resets\n" + f"exec(open({str(REPO / 'firmware' / 'ota_boot.py')!r}).read())\n" + after
+    code = ("import json, sys\nfrom machine import Timer, resets\n"
+            + f"__import__('machine').cause[0] = {cause}\n" + f"exec(open({str(REPO / 'firmware' / 'ota_boot.py')!r}).read())\n" + after
             + "print(json.dumps({'slot': slot, 'path0': sys.path[0], "
             "'armed': [a[0] for a in Timer.armed], 'resets': len(resets)}))\n")
     out = mpy(code, cwd=flash, paths=[fakes]).stdout.strip().splitlines()[-1]
@@ -97,3 +103,16 @@ def test_no_new_update_while_the_current_one_is_on_trial(mpy, tmp_path):
     out = mpy(code, cwd=tmp_path).stdout.strip()
     assert out == "the current bundle is still on trial; it must confirm or roll back first"
     assert (tmp_path / "a" / "main.py").read_text() == "# the way back\n"
+
+
+def test_soft_reset_by_a_bench_tool_does_not_roll_back_a_trial(mpy, tmp_path):
+    """Entering the raw REPL soft-resets the board and runs boot.py again: that is not the
+    bundle crashing, so it must not count as the second trial boot (it rolled back before)."""
+    write_pointer(tmp_path, active="b", previous="a", state="trial", boots=1, version="2",
+                  previous_version="1")
+    got = boot(mpy, tmp_path, cause=5)  # SOFT_RESET
+    assert got["slot"] == "b"
+    p = read_pointer(tmp_path)
+    assert (p["state"], p["boots"], p["active"]) == ("trial", 1, "b")
+    got = boot(mpy, tmp_path, cause=3)  # a watchdog reset is a failed trial: back to a
+    assert got["slot"] == "a" and read_pointer(tmp_path)["state"] == "rolled_back"
