@@ -29,6 +29,7 @@ _PENDING_MAX = const(4)
 # refused unread, before it can take the heap the checks need.
 _CONFIG_MAX = const(2048)
 _PROBLEMS_MAX = const(10)  # problems named in a refusal (then "and N more")
+_STABLE_MS = const(300000)  # running this long clears the boot loader's failed-start count
 
 
 def _config():
@@ -56,6 +57,21 @@ def _forget_config():
     _forget("config")
     _forget("cue_settings")
     _forget("cue_messages")  # loaded only when a config had something wrong
+
+
+def _stable(root):
+    # This bundle has run _STABLE_MS: the A/B loader's count of starts without that goes back
+    # to 0 (ota_boot.py: too many in a row roll back or stop in safe mode).
+    try:
+        with open(root + "ota.json") as f:
+            p = json.load(f)
+    except (OSError, ValueError):
+        return
+    if p.get("starts"):
+        p["starts"] = 0
+        with open(root + "ota.json.tmp", "w") as f:
+            json.dump(p, f)
+        os.rename(root + "ota.json.tmp", root + "ota.json")
 
 
 def reply(dev, name, ok, detail, up_ms):
@@ -125,6 +141,7 @@ class Device:
         # Processing time of the audio since the last telemetry (control.telemetry reports and
         # resets it): the real-time factor and the slowest hop, in µs (small ints).
         self.busy_us = self.hop_max_us = self.busy_from = 0
+        self.stable = False  # ran _STABLE_MS (ota.json's failed-start count cleared)
 
     # ---- time --------------------------------------------------------------------------------
 
@@ -171,6 +188,9 @@ class Device:
             self.set_muted(not self.muted, up_ms)
         if self.hw.wdt is not None:
             self.hw.wdt.feed()
+        if up_ms >= _STABLE_MS and not self.stable:
+            self.stable = True
+            _stable(self.root)
 
     def set_muted(self, muted, up_ms):
         if muted == self.muted:

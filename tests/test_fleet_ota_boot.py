@@ -116,3 +116,38 @@ def test_soft_reset_by_a_bench_tool_does_not_roll_back_a_trial(mpy, tmp_path):
     assert (p["state"], p["boots"], p["active"]) == ("trial", 1, "b")
     got = boot(mpy, tmp_path, cause=3)  # a watchdog reset is a failed trial: back to a
     assert got["slot"] == "a" and read_pointer(tmp_path)["state"] == "rolled_back"
+
+
+def test_crash_looping_confirmed_bundle_rolls_back_then_safe_mode(mpy, tmp_path):
+    """A confirmed bundle that later never runs 5 minutes (firmware/app.py clears the count):
+    after SAFE_AFTER hard starts in a row the loader goes back to the previous bundle; without
+    one it starts no firmware (safe mode, the REPL free for reprovisioning). Soft resets do not
+    count."""
+    write_pointer(tmp_path, active="b", previous="a", state="good", boots=0, version="2.0.0",
+                  previous_version="1.0.0")
+    for _ in range(5):
+        assert boot(mpy, tmp_path)["slot"] == "b"
+    assert boot(mpy, tmp_path, cause=5)["slot"] == "b"  # a soft reset: not counted
+    assert read_pointer(tmp_path)["starts"] == 5
+    got = boot(mpy, tmp_path)  # the sixth start in a row
+    assert got["slot"] == "a"
+    p = read_pointer(tmp_path)
+    assert (p["state"], p["failed"], p["failed_version"], p["version"], p["previous"]) == (
+        "rolled_back", "b", "2.0.0", "1.0.0", None)
+    for _ in range(4):  # the old bundle crash-loops too: nothing to go back to
+        assert boot(mpy, tmp_path)["slot"] == "a"
+    got = boot(mpy, tmp_path)
+    assert got["slot"] is None and got["path0"] not in ("a", "b")
+
+
+def test_firmware_clears_the_start_count_after_five_minutes(host_build, headset_wav, tmp_path,
+                                                             mosquitto):
+    from fw_harness import run_through
+
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    write_pointer(flash, active="a", state="good", boots=0, starts=4)
+    run_through(host_build, flash, headset_wav, mosquitto.port, "--seconds", "299")
+    assert read_pointer(flash)["starts"] == 4  # not yet
+    run_through(host_build, flash, headset_wav, mosquitto.port, "--seconds", "301")
+    assert read_pointer(flash)["starts"] == 0
