@@ -81,6 +81,8 @@ def update(dev):
         return False, "no ota_url in device.json; re-provision with --ota-url", False
     from firmware import ota
 
+    if dev.hw.wdt is not None:
+        ota.alive = dev.hw.wdt.feed  # the download runs inside this network step
     try:
         version = ota.update_from_companion(dev.ident)
     except (ota.OtaError, OSError, ValueError) as e:

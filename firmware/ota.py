@@ -27,6 +27,12 @@ except ImportError:  # CPython
 POINTER = "ota.json"
 KEY_FILE = "ota_key.json"
 _CHUNK = const(512)
+# Every connect, send and read of an update waits at most this long: a companion that accepts
+# and stalls ends the update with OSError (ETIMEDOUT) instead of freezing the device for good.
+_TIMEOUT_S = const(10)
+# Called after every chunk of a download (firmware/control.py sets it to the watchdog's feed):
+# a slow download on a busy network must not end in a watchdog reset half-way.
+alive = None
 # DER prefix of DigestInfo for SHA-256 (RFC 8017, section 9.2 note 1)
 _SHA256_INFO = b"\x30\x31\x30\x0d\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01\x05\x00\x04\x20"
 
@@ -139,6 +145,7 @@ def _request(method, url, body=None, sink=None):
     addr = socket.getaddrinfo(host, port)[0][-1]
     s = socket.socket()
     try:
+        s.settimeout(_TIMEOUT_S)  # before connect: a silent server cannot hold us
         s.connect(addr)
         head = "%s %s HTTP/1.0\r\nHost: %s\r\n" % (method, path, host)
         if body is not None:
@@ -159,6 +166,8 @@ def _request(method, url, body=None, sink=None):
         out = b"" if sink is None else None
         while True:
             n = f.readinto(buf)
+            if alive is not None:
+                alive()
             if not n:
                 break
             if sink is None:

@@ -99,3 +99,40 @@ def test_stalling_broker_never_stalls_the_audio(mode, host_build, headset_wav, t
     assert broker.accepted >= 2 and done["connects"] == (0 if mode == "silent" else 2)
     assert any("no answer from the broker" in x for x in logs), logs
     assert done["queue"] >= 1  # events wait on flash for a broker that answers
+
+
+def test_stalling_update_server_times_out_and_the_device_goes_on(
+    host_build, headset_wav, tmp_path, mosquitto
+):
+    """cmd/ota against a companion that accepts and never answers: the update is refused after
+    the 10 s socket timeout (before: the HTTP client waited for ever, the device froze and the
+    watchdog reset it). The download runs inside the network step, so audio pauses meanwhile;
+    the device reboots into an update anyway."""
+    from fw_harness import Collector, Device
+    from test_fw_headset import HEAP, SITE_DEV
+
+    server = StallingBroker("silent")  # any TCP server that accepts and stays silent
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    (flash / "device.json").write_text(json.dumps({
+        "site": "demo", "device": "headset-1", "wifi": {"ssid": "store", "password": "x" * 8},
+        "mqtt": {"host": "127.0.0.1", "port": mosquitto.port},
+        "ota_url": f"http://127.0.0.1:{server.port}"}))  # fmt: skip
+    collector = Collector(mosquitto.port)
+    dev = Device(host_build, flash, headset_wav, mosquitto.port, heap=HEAP)
+    try:
+        collector.wait_for(lambda m: m[0] == SITE_DEV + "status", pump=dev.pump)
+        collector.publish(SITE_DEV + "cmd/ota", b"")
+        got = collector.wait_for(
+            lambda m: m[0] == SITE_DEV + "state/result" and json.loads(m[1])["cmd"] == "ota",
+            timeout=40, pump=dev.pump,
+        )
+        result = json.loads(got[1])
+        assert not result["ok"] and result["detail"].startswith("update refused"), result
+        assert server.accepted == 1
+        state = dev.cmd("audio 2")
+        assert state["mqtt"] and state["t_ms"] > 2000
+    finally:
+        dev.close()
+        collector.close()
+        server.close()
