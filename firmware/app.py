@@ -207,7 +207,7 @@ class Device:
 
     def network(self, up_ms):
         """Links, incoming config/commands, queued events, telemetry. Never waits on the network
-        (firmware/net.py); call every ~50 ms."""
+        (firmware/net.py); call every ~200 ms."""
         was_up = self.link.up
         if not self.link.service(up_ms):
             self.deliver()  # events acknowledged before the link went leave the queue
@@ -237,6 +237,7 @@ class Device:
                 _forget("control")
         if up_ms >= self._tele_next and self.link.up:
             self._tele_next = up_ms + self.cfg["tele_s"] * 1000
+            gc.collect()  # control's code next: let it into holes the garbage was keeping
             from firmware import control
 
             control.tele(self, up_ms)
@@ -385,6 +386,6 @@ async def run(dev, i2s):
             t = time.ticks_us()
             dev.network(now())
             hw.net_max_us = max(hw.net_max_us, time.ticks_diff(time.ticks_us(), t))
-            await asyncio.sleep_ms(50)
+            await asyncio.sleep_ms(200)
 
     await asyncio.gather(audio(), outputs(), network())

@@ -137,14 +137,11 @@ def telemetry(dev, up_ms):
         "batt_pct": bat.percent(volts) if bat is not None else None,
         "mic_ok": hw.mic.ok,
         # Speed and lost audio (docs/firmware.md, "Timing"): processing time per audio time and
-        # the slowest hop since the last report; audio the I2S DMA ring overwrote since boot,
-        # how far the audio task fell behind the microphone and the longest network step
-        # since the last report (asyncio main loop only; 0 on the host runner).
+        # the slowest hop since the last report; audio the I2S DMA ring overwrote since boot
+        # (asyncio main loop only; 0 on the host runner).
         "rtf": round(dev.busy_us / 1000 / (up_ms - dev.busy_from), 4) if up_ms > dev.busy_from else None,
         "hop_max_ms": round(dev.hop_max_us / 1000, 2),
         "audio_lost_ms": hw.lost_ms,
-        "audio_late_ms": hw.late_ms,
-        "net_max_ms": round(hw.net_max_us / 1000, 2),
         "muted": dev.muted,
         "queue": len(dev.queue),
         "dropped": dev.queue.dropped,
@@ -156,6 +153,6 @@ def telemetry(dev, up_ms):
     ts = dev.ts(up_ms)
     if ts is not None:
         t["ts"] = ts
-    dev.busy_us = dev.hop_max_us = hw.late_ms = hw.net_max_us = 0
+    dev.busy_us = dev.hop_max_us = 0
     dev.busy_from = up_ms
     return t

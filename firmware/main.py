@@ -71,8 +71,9 @@ class Hardware:
         self.i2s = i2s
         self.samples = array("h", bytearray(2 * _HOP))
         self.ok = True  # the last read worked (telemetry mic_ok)
-        # Set by firmware.app.run (telemetry): audio the DMA ring lost, ms since boot; how far
-        # the audio task fell behind the microphone, and the longest network step, at most.
+        # Set by firmware.app.run: audio the DMA ring lost, ms since boot (telemetry); how far
+        # the audio task fell behind the microphone and the longest network step, at most
+        # (the host runner reports them).
         self.lost_ms = self.late_ms = self.net_max_us = 0
         # Button: active low (internal pull-up, button to GND).
         self.pin = pin

@@ -46,15 +46,19 @@ def _str(s):
     return len(s).to_bytes(2, "big") + s
 
 
-def _packet(first, body):
-    n = len(body)
+def _header(first, n):
+    # Fixed header: packet type and flags, then the remaining length, 7 bits a byte.
     head = bytearray((first,))
     while True:
         b = n & 0x7F
         n >>= 7
         head.append(b | 0x80 if n else b)
         if not n:
-            return bytes(head) + body
+            return head
+
+
+def _packet(first, body):
+    return bytes(_header(first, len(body))) + body
 
 
 class Link:
@@ -178,8 +182,10 @@ class Link:
         # TCP is up: TLS (the handshake runs inside the reads and writes that follow), then
         # CONNECT; the session counts as up at its CONNACK (_read).
         m = self.ident.get("mqtt", {})
-        if m.get("ssl"):
-            self.sock = _tls(self.sock, m, self.root)
+        if m.get("ssl"):  # its code is loaded only then (firmware/tls.py)
+            from firmware.tls import wrap
+
+            self.sock = wrap(self.sock, m, self.root)
         flags = 0x02  # clean session
         body = _str(self.ident["device"]) + _str(self.prefix + "status") + _str("offline")
         flags |= 0x2C  # last will, QoS 1, retained: the broker says "offline" if we vanish
@@ -192,10 +198,15 @@ class Link:
         self._deadline = ticks_add(self._heard, _ANSWER_MS)
 
     def _send(self, data):
+        # Written at once when nothing waits before it (the usual case: no copy made); what the
+        # socket does not take waits in _tx for later calls.
         if not self._tx:
+            n = self.sock.write(data) or 0
+            if n == len(data):
+                return
             self._tx_since = ticks_ms()
+            data = data[n:]
         self._tx += data
-        self._flush()
 
     def _flush(self):
         if self._tx:
@@ -313,29 +324,15 @@ class Link:
             topic += self._pid.to_bytes(2, "big")
         if isinstance(payload, str):
             payload = payload.encode()
+        # Header, topic and payload written one after the other: a telemetry payload is ~500 B,
+        # and on a fragmented 96 KB heap another copy of it joined to the topic may not fit.
         try:
-            self._send(_packet(0x30 | qos << 1 | retain, topic + payload))
+            self._send(_header(0x30 | qos << 1 | retain, len(topic) + len(payload)))
+            self._send(topic)
+            self._send(payload)
         except OSError as e:
             self.fail(e)
             return False
         if qos:
             self._deadline = ticks_add(ticks_ms(), _ANSWER_MS)
         return True
-
-
-def _tls(sock, m, root):
-    """The TCP socket wrapped for TLS with the broker's certificate checked against the CA from
-    provisioning. Raises OSError (the connect fails and is retried) when that cannot be done."""
-    import ssl
-
-    if not hasattr(ssl, "SSLContext"):
-        raise OSError("this MicroPython has no ssl.SSLContext, so it cannot check the broker's "
-                      "certificate; flash MicroPython 1.23 or later")  # fmt: skip
-    ca = m.get("ca")
-    if not ca:
-        raise OSError("mqtt.ssl without mqtt.ca in device.json; provision with --mqtt-ca")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]  # (1.22+; not in the stubs)
-    with open(root + ca, "rb") as f:
-        ctx.load_verify_locations(cadata=f.read())
-    return ctx.wrap_socket(sock, server_hostname=m["host"], do_handshake_on_connect=False)

@@ -98,5 +98,5 @@ def test_i2s_error_reports_mic_fault_and_the_loop_goes_on(
     assert [t["mic_ok"] for t in tele][:3] == [True, False, True], tele
     assert done["mic_ok"] and done["t_ms"] >= 3000 and done["wdt_feeds"] >= 200
     first = tele[0]
-    for key in ("rtf", "hop_max_ms", "audio_lost_ms", "audio_late_ms", "net_max_ms"):
+    for key in ("rtf", "hop_max_ms", "audio_lost_ms"):
         assert key in first, first

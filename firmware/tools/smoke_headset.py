@@ -99,12 +99,12 @@ m = ident.get("mqtt", {})
 r["tls_handshake_ms"] = None
 if m.get("ssl") and w.isconnected():
     import socket
-    from firmware import net
+    from firmware import tls
     s = socket.socket()
     t = time.ticks_ms()
     try:
         s.connect(socket.getaddrinfo(m["host"], m.get("port", 8883))[0][-1])
-        s = net._tls(s, m, %(root)r)
+        s = tls.wrap(s, m, %(root)r)
         s.setblocking(False)
         while s.write(b"\xc0\x00") is None:  # a PINGREQ: written once the handshake is done
             time.sleep_ms(1)
