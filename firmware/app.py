@@ -6,6 +6,7 @@
 import gc
 import json
 import os
+from time import ticks_diff, ticks_us  # type: ignore[attr-defined]  # (MicroPython)
 
 from firmware import events
 from firmware.net import Link
@@ -21,7 +22,6 @@ except ImportError:  # CPython
         return x
 
 
-_DELIVER_PER_CALL = const(8)  # events sent per network step: the audio loop waits for none of them
 _NTP_RETRY_MS = const(60000)
 _NTP_RESYNC_MS = const(21600000)  # 6 h: the RTC drifts a few seconds a day
 _PENDING_MAX = const(4)
@@ -29,6 +29,7 @@ _PENDING_MAX = const(4)
 # refused unread, before it can take the heap the checks need.
 _CONFIG_MAX = const(2048)
 _PROBLEMS_MAX = const(10)  # problems named in a refusal (then "and N more")
+_STABLE_MS = const(300000)  # running this long clears the boot loader's failed-start count
 
 
 def _config():
@@ -56,6 +57,21 @@ def _forget_config():
     _forget("config")
     _forget("cue_settings")
     _forget("cue_messages")  # loaded only when a config had something wrong
+
+
+def _stable(root):
+    # This bundle has run _STABLE_MS: the A/B loader's count of starts without that goes back
+    # to 0 (ota_boot.py: too many in a row roll back or stop in safe mode).
+    try:
+        with open(root + "ota.json") as f:
+            p = json.load(f)
+    except (OSError, ValueError):
+        return
+    if p.get("starts"):
+        p["starts"] = 0
+        with open(root + "ota.json.tmp", "w") as f:
+            json.dump(p, f)
+        os.rename(root + "ota.json.tmp", root + "ota.json")
 
 
 def reply(dev, name, ok, detail, up_ms):
@@ -111,7 +127,7 @@ class Device:
         self.pipeline.configure(self.cfg, rand)
         _forget_config()
         gc.collect()
-        self.link = Link(hw.wlan, self.ident, self._on_message, log)
+        self.link = Link(hw.wlan, self.ident, self._on_message, log, root)
         self.muted = self.cfg["muted"]
         # Unix time in ms (an int: no float object held) at up_ms == 0, once NTP has answered
         self.unix_at_boot = None
@@ -122,6 +138,10 @@ class Device:
         self.sent = 0
         self.rejected = 0  # events the schema refused (a bug upstream; shown in telemetry)
         self.heap_min = gc.mem_free()
+        # Processing time of the audio since the last telemetry (control.telemetry reports and
+        # resets it): the real-time factor and the slowest hop, in µs (small ints).
+        self.busy_us = self.hop_max_us = self.busy_from = 0
+        self.stable = False  # ran _STABLE_MS (ota.json's failed-start count cleared)
 
     # ---- time --------------------------------------------------------------------------------
 
@@ -135,10 +155,15 @@ class Device:
         """Process the `n` samples now in hw.mic.samples (the hop ending at up_ms)."""
         if self.muted:
             return
+        t0 = ticks_us()
         for etype, fields in self.pipeline.process(self.hw.mic.samples, n, up_ms / 1000):
             if etype == "cue":
                 self.outputs.show(fields["cue"], up_ms, fields["level"])
             self.emit(etype, fields, up_ms)
+        t = ticks_diff(ticks_us(), t0)
+        self.busy_us += t
+        if t > self.hop_max_us:
+            self.hop_max_us = t
 
     def emit(self, etype, fields, up_ms):
         try:
@@ -163,6 +188,9 @@ class Device:
             self.set_muted(not self.muted, up_ms)
         if self.hw.wdt is not None:
             self.hw.wdt.feed()
+        if up_ms >= _STABLE_MS and not self.stable:
+            self.stable = True
+            _stable(self.root)
 
     def set_muted(self, muted, up_ms):
         if muted == self.muted:
@@ -178,9 +206,11 @@ class Device:
     # ---- network side ------------------------------------------------------------------------
 
     def network(self, up_ms):
-        """Links, incoming config/commands, queued events, telemetry. Call every ~100-250 ms."""
+        """Links, incoming config/commands, queued events, telemetry. Never waits on the network
+        (firmware/net.py); call every ~200 ms."""
         was_up = self.link.up
         if not self.link.service(up_ms):
+            self.deliver()  # events acknowledged before the link went leave the queue
             return
         if not was_up:
             self._tele_next = up_ms  # fresh session: report health at once
@@ -190,6 +220,7 @@ class Device:
                 self._ntp_next = up_ms + _NTP_RESYNC_MS
             except (OSError, IndexError):
                 self._ntp_next = up_ms + _NTP_RETRY_MS
+        self.deliver()  # acknowledged events leave the queue, the next one goes out
         # Occasional work (config, commands, telemetry): its code is loaded only for it, one
         # module at a time (config + settings validator, or control), then dropped.
         reboot = False
@@ -204,9 +235,9 @@ class Device:
 
                 reboot = control.command(self, leaf[4:], up_ms) or reboot
                 _forget("control")
-        self.deliver(_DELIVER_PER_CALL)
         if up_ms >= self._tele_next and self.link.up:
             self._tele_next = up_ms + self.cfg["tele_s"] * 1000
+            gc.collect()  # control's code next: let it into holes the garbage was keeping
             from firmware import control
 
             control.tele(self, up_ms)
@@ -219,8 +250,9 @@ class Device:
         # and applied live, one on-demand module at a time, each dropped before the next loads
         # (config, the settings validator and its messages, config again, the policy's own
         # setup): on the 96 KB heap they do not fit in it together with the running firmware.
-        if len(payload) > _CONFIG_MAX:
-            errs = ["config is %d bytes; a device takes at most %d" % (len(payload), _CONFIG_MAX)]
+        n = payload if isinstance(payload, int) else len(payload)  # int: skipped unread
+        if n > _CONFIG_MAX:
+            errs = ["config is %d bytes; a device takes at most %d" % (n, _CONFIG_MAX)]
         else:
             try:
                 new, errs = _config().parse(payload)
@@ -251,9 +283,15 @@ class Device:
             _forget_config()  # Policy() loaded the validator again
             reply(self, "config", True, "applied rev %d" % self.cfg["rev"], up_ms)
 
-    def deliver(self, budget):
-        """Send up to `budget` queued events in order, each acknowledged (QoS 1) before the next."""
-        while budget and self.link.up:
+    def deliver(self):
+        """Send queued events in order, one in flight (QoS 1): each leaves the queue when the
+        broker has acknowledged it, which a later network step sees. Never waits."""
+        link = self.link
+        while link.acked:  # PUBACKs since the last step: the head of the queue was delivered
+            link.acked -= 1
+            self.queue.pop()
+            self.sent += 1
+        while link.up and not link.unacked:
             data = self.queue.peek()
             if data is None:
                 return
@@ -261,7 +299,7 @@ class Device:
                 ev = json.loads(data)
                 etype = ev["type"]
             except (ValueError, KeyError, TypeError):
-                self.link.log("queue: dropping unreadable entry")
+                link.log("queue: dropping unreadable entry")
                 self.queue.pop()
                 continue
             if "ts" not in ev and ev.get("boot") == self.boot and self.unix_at_boot is not None:
@@ -271,15 +309,12 @@ class Device:
                     data = events.encode(ev)
                 except events.EventError:
                     pass  # send it as queued, without ts
-            if not self.link.publish("evt/" + etype, data, False, 1):
-                return
-            self.queue.pop()
-            self.sent += 1
-            budget -= 1
+            link.publish("evt/" + etype, data, False, 1)
+            return
 
     def _on_message(self, topic, payload):
-        # umqtt's callback for our config and cmd/+ topics, called from inside it (possibly
-        # while it waits for a PUBACK): only note it here.
+        # Link's callback for our config and cmd/+ topics, called from inside service(): only
+        # note it here.
         if len(self._pending) < _PENDING_MAX:
             self._pending.append((topic, payload))
 
@@ -288,11 +323,15 @@ class Device:
 
 
 async def run(dev, i2s):
-    """Audio, outputs/button and network as separate tasks; a slow network step delays only the
-    network task, the I2S DMA buffer (see main.py) absorbs the rest."""
+    """Audio, outputs/button and network as separate tasks. No step waits on the network
+    (firmware/net.py); what a step takes in CPU the I2S DMA buffer absorbs (main.py). The audio
+    task keeps hw.late_ms (how far behind the microphone it fell, at most) and hw.lost_ms (audio
+    the DMA ring overwrote while it was behind); an I2S error sets hw.ok False (telemetry
+    mic_ok) and the task tries again a second later instead of ending the loop."""
     import asyncio
     import time
 
+    hw = dev.hw
     last = [time.ticks_ms()]
     up = [0]
 
@@ -304,13 +343,37 @@ async def run(dev, i2s):
 
     async def audio():
         reader = asyncio.StreamReader(i2s)
-        buf = dev.hw.mic.samples
-        view = memoryview(buf)
-        n = len(buf)
+        view = memoryview(hw.samples)
+        n = len(view)
+        t0 = None  # ticks_ms when the DMA ring was last seen empty: the audio clock's origin
+        heard = 0  # samples read since t0
         while True:
             got = 0
-            while got < n:  # a read may return part of a hop: fill the whole hop first
-                got += await reader.readinto(view[got:]) // 2
+            try:
+                while got < n:  # a read may return part of a hop: fill the whole hop first
+                    k = await reader.readinto(view[got:]) // 2
+                    got += k
+                    if got < n:  # the ring is empty now: reads are level with the microphone
+                        t = time.ticks_ms()
+                        if t0 is None:
+                            t0 = t
+                            heard = -got
+                        else:  # behind by more than it could hold: the difference was lost
+                            hw.lost_ms = max(hw.lost_ms, time.ticks_diff(t, t0) - (heard + got) // 16 - 20)
+            except OSError as e:
+                if hw.ok:  # newly failed: say so now, not at the next telemetry
+                    hw.ok = False
+                    dev._tele_next = 0
+                dev.link.log("microphone: %r" % e)
+                await asyncio.sleep_ms(1000)
+                t0 = None
+                continue
+            if not hw.ok:
+                hw.ok = True
+                dev._tele_next = 0
+            heard += n
+            if t0 is not None:
+                hw.late_ms = max(hw.late_ms, time.ticks_diff(time.ticks_ms(), t0) - heard // 16)
             dev.audio(n, now())
 
     async def outputs():
@@ -320,7 +383,9 @@ async def run(dev, i2s):
 
     async def network():
         while True:
+            t = time.ticks_us()
             dev.network(now())
+            hw.net_max_us = max(hw.net_max_us, time.ticks_diff(time.ticks_us(), t))
             await asyncio.sleep_ms(200)
 
     await asyncio.gather(audio(), outputs(), network())

@@ -81,6 +81,8 @@ def update(dev):
         return False, "no ota_url in device.json; re-provision with --ota-url", False
     from firmware import ota
 
+    if dev.hw.wdt is not None:
+        ota.alive = dev.hw.wdt.feed  # the download runs inside this network step
     try:
         version = ota.update_from_companion(dev.ident)
     except (ota.OtaError, OSError, ValueError) as e:
@@ -134,6 +136,12 @@ def telemetry(dev, up_ms):
         "batt_v": round(volts, 2) if volts is not None else None,
         "batt_pct": bat.percent(volts) if bat is not None else None,
         "mic_ok": hw.mic.ok,
+        # Speed and lost audio (docs/firmware.md, "Timing"): processing time per audio time and
+        # the slowest hop since the last report; audio the I2S DMA ring overwrote since boot
+        # (asyncio main loop only; 0 on the host runner).
+        "rtf": round(dev.busy_us / 1000 / (up_ms - dev.busy_from), 4) if up_ms > dev.busy_from else None,
+        "hop_max_ms": round(dev.hop_max_us / 1000, 2),
+        "audio_lost_ms": hw.lost_ms,
         "muted": dev.muted,
         "queue": len(dev.queue),
         "dropped": dev.queue.dropped,
@@ -145,4 +153,6 @@ def telemetry(dev, up_ms):
     ts = dev.ts(up_ms)
     if ts is not None:
         t["ts"] = ts
+    dev.busy_us = dev.hop_max_us = 0
+    dev.busy_from = up_ms
     return t

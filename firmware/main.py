@@ -20,8 +20,8 @@ except ImportError:  # CPython
 
 _RATE = const(16000)
 # 0.05 s per read. The feature front end takes any chunk size (it completes a window every
-# 0.25 s); the I2S DMA buffer (outside the heap) holds 1 s, so a small read buffer costs only
-# more loop turns, and it is 1.6 KB of the 96 KB heap less than 0.1 s reads.
+# 0.25 s); the I2S DMA ring (outside the heap, _I2S_IBUF) holds 0.51 s, so a small read buffer
+# costs only more loop turns, and it is 1.6 KB of the 96 KB heap less than 0.1 s reads.
 _HOP = const(800)
 
 # GPIO numbers (ESP32-S3-DevKitC-1 / XIAO ESP32S3 wiring in hardware/esp32s3-headset.md).
@@ -33,9 +33,17 @@ _PIN_MOTOR = const(7)  # gate of the motor transistor (PWM)
 _PIN_BUTTON = const(0)  # to GND, internal pull-up
 _PIN_BATTERY = const(1)  # ADC1_CH0, middle of the 100k/100k divider
 _WDT_MS = const(30000)
-# I2S DMA buffer: 1 s of audio, so a slow network step (an MQTT publish is ~10 ms; a dead
-# broker costs up to the 5 s socket timeout, rarely) does not drop samples.
-_I2S_IBUF = const(32000)
+# 240 MHz, not the stock image's 160: the timing model (docs/firmware.md, "Timing") puts the
+# pipeline at 0.26-0.52 of real time at 160 MHz, 0.17-0.35 at 240 (margin x2.9-x5.8), for
+# ~10-15 mA more while awake; firmware/tools/smoke_headset.py measures it on the board.
+_CPU_HZ = const(240000000)
+# I2S DMA ring. The ESP32 port receives into DMA buffers of 240 frames of 32-bit stereo (8 B a
+# frame, whatever bits=16/MONO says) and makes ibuf // 1920 of them: 32000 B was 16 buffers =
+# 3840 samples = 0.24 s, not the 1 s once assumed. 34 buffers = 8160 samples = 0.51 s, 65 KB of
+# DMA-capable internal RAM outside the MicroPython heap. The network step never waits
+# (firmware/net.py); the ring covers CPU-bound steps: a TLS handshake (estimated 0.1-0.4 s on the
+# S3, measured by firmware/tools/smoke_headset.py), a flash erase, a config change.
+_I2S_IBUF = const(65280)
 _DEBOUNCE_MS = const(30)
 # (mV, percent) points of a typical 1-cell LiPo discharge curve at low load; text parsed when
 # telemetry asks (once a minute), not a resident tuple of floats.
@@ -63,6 +71,10 @@ class Hardware:
         self.i2s = i2s
         self.samples = array("h", bytearray(2 * _HOP))
         self.ok = True  # the last read worked (telemetry mic_ok)
+        # Set by firmware.app.run: audio the DMA ring lost, ms since boot (telemetry); how far
+        # the audio task fell behind the microphone and the longest network step, at most
+        # (the host runner reports them).
+        self.lost_ms = self.late_ms = self.net_max_us = 0
         # Button: active low (internal pull-up, button to GND).
         self.pin = pin
         self.long_press_ms = 1500
@@ -131,6 +143,9 @@ class Hardware:
 
         import ntptime
 
+        # ntptime waits for the answer: keep that under one audio chunk (a LAN or nearby pool
+        # server answers in a few ms; no answer = OSError, asked again a minute later).
+        ntptime.timeout = 0.04  # type: ignore[assignment]  # (stubs say int; settimeout takes float)
         t = ntptime.time()
         if time.gmtime(0)[0] == 2000:
             t += 946684800
@@ -175,7 +190,7 @@ def load_code():
     import gc
 
     for name in (
-        "firmware.events", "firmware.store", "umqtt.simple", "firmware.net", "firmware.outputs",
+        "firmware.events", "firmware.store", "firmware.net", "firmware.outputs",
         "firmware.features", "firmware.policy", "firmware.attribution", "firmware.pipeline",
         "firmware.app",
     ):  # fmt: skip
@@ -193,6 +208,9 @@ def main():
         esp.osdebug(None)  # no vendor log lines on the UART the REPL uses
     except ImportError:
         pass
+    import machine
+
+    machine.freq(_CPU_HZ)
 
     # The model's weights first (the biggest blocks, while the heap is in one piece), then all
     # code, then the buffers, collecting in between: long-lived objects end up packed and the

@@ -27,6 +27,12 @@ except ImportError:  # CPython
 POINTER = "ota.json"
 KEY_FILE = "ota_key.json"
 _CHUNK = const(512)
+# Every connect, send and read of an update waits at most this long: a companion that accepts
+# and stalls ends the update with OSError (ETIMEDOUT) instead of freezing the device for good.
+_TIMEOUT_S = const(10)
+# Called after every chunk of a download (firmware/control.py sets it to the watchdog's feed):
+# a slow download on a busy network must not end in a watchdog reset half-way.
+alive = None
 # DER prefix of DigestInfo for SHA-256 (RFC 8017, section 9.2 note 1)
 _SHA256_INFO = b"\x30\x31\x30\x0d\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01\x05\x00\x04\x20"
 
@@ -81,15 +87,40 @@ def save_pointer(p):
 
 
 def confirm():
-    """Called by the new bundle once it is healthy (connected, first telemetry sent)."""
+    """Called by the new bundle once it is healthy (connected, first telemetry sent). Its
+    version becomes the anti-rollback floor: no update below it is taken again."""
     p = load_pointer()
     if p.get("state") != "trial":
         return False
     p["state"] = "good"
     p["boots"] = 0
     p["reported"] = False
+    try:
+        if _version(p.get("version")) > _version(p.get("floor")):
+            p["floor"] = p["version"]
+    except OtaError:
+        pass
     save_pointer(p)
     return True
+
+
+def _version(v):
+    """"2.10.1" -> (2, 10, 1), comparable; None -> () (lowest)."""
+    if v is None:
+        return ()
+    try:
+        return tuple(int(x) for x in v.split("."))
+    except (AttributeError, ValueError):
+        raise OtaError("version %r is not of the form x.y.z" % (v,))
+
+
+def floor_version(p):
+    """The lowest version this device may install next: above the confirmed floor and above
+    what it runs now, when that is good (provisioned or confirmed)."""
+    f = p.get("floor")
+    if p.get("state") != "trial" and _version(p.get("version")) > _version(f):
+        f = p.get("version")
+    return f
 
 
 # ---- a small HTTP/1.0 client (the companion serves plain HTTP on the store LAN) -------------
@@ -114,6 +145,7 @@ def _request(method, url, body=None, sink=None):
     addr = socket.getaddrinfo(host, port)[0][-1]
     s = socket.socket()
     try:
+        s.settimeout(_TIMEOUT_S)  # before connect: a silent server cannot hold us
         s.connect(addr)
         head = "%s %s HTTP/1.0\r\nHost: %s\r\n" % (method, path, host)
         if body is not None:
@@ -134,6 +166,8 @@ def _request(method, url, body=None, sink=None):
         out = b"" if sink is None else None
         while True:
             n = f.readinto(buf)
+            if alive is not None:
+                alive()
             if not n:
                 break
             if sink is None:
@@ -241,6 +275,13 @@ def apply(base, update, key, site="", device=""):
             # signed for another site: a valid bundle, but not one IT released here
             raise OtaError("update %s is for site %s, not %s" % (update, manifest.get("site"), site))
         p = load_pointer()
+        # Anti-rollback: a genuinely signed older bundle (replayed, or offered by mistake)
+        # could bring back a fixed flaw. Going back is a new version with the old content.
+        floor = floor_version(p)
+        if _version(manifest.get("version")) <= _version(floor):
+            raise OtaError("update %s is version %s, not newer than %s on this device "
+                           "(anti-rollback); publish the bundle under a higher version"
+                           % (update, manifest.get("version"), floor))
         slot = "b" if p["active"] == "a" else "a"
         _rmtree(slot)
         os.mkdir(slot)

@@ -7,6 +7,13 @@
 # The new bundle must call firmware.ota.confirm() once it is healthy, within its time limit;
 # if the device boots a second time while still on trial (it crashed, hung and was reset by the
 # watchdog, or the health deadline reset it), this loader switches back to the previous slot.
+#
+# Safe mode: a confirmed bundle can still crash-loop later (a config, a flash state, a network
+# it never met on trial). Every hard boot counts in "starts"; the firmware sets it back to 0
+# once it has run STABLE minutes (firmware/app.py). After SAFE_AFTER starts in a row without
+# that, this loader rolls back to the previous bundle if there is one, or else starts no
+# firmware at all: the REPL stays free for `calmcue device provision` over USB. Soft resets
+# (the REPL's Ctrl-D, a bench tool) count for nothing.
 import json
 import os
 import sys
@@ -14,6 +21,7 @@ import sys
 POINTER = "ota.json"
 # seconds a new bundle has to confirm itself (firmware/app.py confirms after its first telemetry)
 HEALTH_S = 180
+SAFE_AFTER = 5  # hard boots in a row without 5 minutes of running (firmware/app.py _STABLE_MS)
 
 
 def load_pointer():
@@ -34,9 +42,21 @@ def save_pointer(p):
     os.rename(POINTER + ".tmp", POINTER)
 
 
+def _soft_reset():
+    # A soft reset (Ctrl-D at the REPL, a bench tool entering the raw REPL) runs boot.py again
+    # without the bundle having crashed: it must not count as a second trial boot, which would
+    # roll an update on trial back.
+    try:
+        import machine
+
+        return machine.reset_cause() == machine.SOFT_RESET
+    except (ImportError, AttributeError):
+        return False
+
+
 def select_slot():
     p = load_pointer()
-    if p.get("state") == "trial":
+    if p.get("state") == "trial" and not _soft_reset():
         if p.get("boots", 0) >= 1:
             p["failed"] = p["active"]
             p["failed_version"] = p.get("version")
@@ -46,6 +66,25 @@ def select_slot():
             p["reported"] = False
         else:
             p["boots"] = p.get("boots", 0) + 1
+        save_pointer(p)
+    elif not _soft_reset():
+        p["starts"] = p.get("starts", 0) + 1
+        if p["starts"] > SAFE_AFTER:
+            if p.get("previous"):  # the bundle before this one ran: go back to it
+                p["failed"] = p["active"]
+                p["failed_version"] = p.get("version")
+                p["active"] = p["previous"]
+                p["version"] = p.get("previous_version")
+                p["previous"] = None  # no way back to the failed one, no ping-pong
+                p["state"] = "rolled_back"
+                p["reported"] = False
+                p["starts"] = 1
+            else:
+                save_pointer(p)
+                print("calmcue: safe mode, %d starts without 5 minutes of running; the firmware "
+                      "is not started. Reprovision over USB (calmcue device provision)"
+                      % (p["starts"] - 1))
+                return None
         save_pointer(p)
     return p["active"]
 
@@ -75,6 +114,6 @@ def arm_health_deadline(p, timer_cls=None):
 
 
 slot = select_slot()
-if slot not in sys.path:
+if slot is not None and slot not in sys.path:
     sys.path.insert(0, slot)
 _deadline = arm_health_deadline(load_pointer())

@@ -4,6 +4,7 @@
 - `mpy`: run code under the real MicroPython unix port, `mpy(code, heapsize="64K")`.
 - `pg_url`: a private PostgreSQL server (session-scoped), SQLAlchemy URL.
 - `ravdess`: the shared RAVDESS folder; tests that need it skip with the reason when absent.
+- `host_build`, `headset_wav`: the headset firmware built for the unix port, and its demo audio.
 """
 
 from __future__ import annotations
@@ -28,6 +29,23 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker.start()
     yield broker
     broker.close()
+
+
+@pytest.fixture(scope="session")
+def host_build(tmp_path_factory) -> Path:
+    """The headset firmware compiled for the unix port, as the device loads it (compiled, not
+    source)."""
+    from firmware.tools import bundle
+
+    return bundle.compile_host(tmp_path_factory.mktemp("fw-host-build"))
+
+
+@pytest.fixture(scope="session")
+def headset_wav(tmp_path_factory) -> Path:
+    """The demo conversation as a headset hears it (customer 25 dB below the wearer)."""
+    from firmware.tools.bench_headset import headset_rendition
+
+    return headset_rendition(tmp_path_factory.mktemp("fw-audio") / "headset_demo.wav")
 
 
 @pytest.fixture

@@ -95,10 +95,18 @@ def test_pi_provisioned_locally(env, capsys):
     root = tmp / "pi"
     (root / "proc").mkdir(parents=True)
     (root / "proc" / "cpuinfo").write_text("Hardware\t: BCM2835\nSerial\t\t: 10000000abcdef12\n")
-    code, out, err = run(capsys, "device", "provision", "--target", "pi", "--root", str(root),
-                         "--site", "store-042", "--name", "counter-1", "--label", "PI-0042",
-                         "--mqtt", "mqtts://broker.store-042.lan:8883", "--no-reboot", *db)
+    args = ["device", "provision", "--target", "pi", "--root", str(root), "--site", "store-042",
+            "--name", "counter-1", "--label", "PI-0042", "--mqtt",
+            "mqtts://broker.store-042.lan:8883", "--no-reboot", *db]
+    # Not installed yet (no calmcue group in the Pi's /etc/group): refused, nothing recorded.
+    code, out, err = run(capsys, *args)
+    assert code == 2 and "install the agent first" in err and not (root / "etc" / "calmcue").exists()
+    (root / "etc").mkdir()
+    (root / "etc" / "group").write_text("root:x:0:\ncalmcue:x:997:\n")
+    code, out, err = run(capsys, *args)
     assert code == 0, err
+    st = (root / "etc" / "calmcue" / "agent.json").stat()
+    assert (st.st_uid, st.st_gid, oct(st.st_mode & 0o777)) == (0, 997, "0o640")
     cfg = json.loads((root / "etc" / "calmcue" / "agent.json").read_text())
     assert cfg["device"] == "cc-0000abcdef12" and cfg["site"] == "store-042"
     assert cfg["mqtt"]["username"] == "cc-0000abcdef12" and len(cfg["mqtt"]["password"]) > 20
@@ -153,16 +161,60 @@ def test_pi_provisioned_over_ssh(env, capsys, monkeypatch):
     monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
     monkeypatch.setenv("FAKE_PI_ROOT", str(root))
     monkeypatch.setenv("FAKE_SSH_LOG", str(tmp / "ssh.log"))
+    # The fake hop runs the commands here, where the Pi's calmcue group does not exist: the
+    # service group is this machine's nogroup instead.
     args = ["device", "provision", "--target", "pi", "--site", "store-042", "--name",
-            "counter-1", "--label", "PI-7", "--mqtt", "mqtts://broker.store-042.lan:8883", *db]
+            "counter-1", "--label", "PI-7", "--mqtt", "mqtts://broker.store-042.lan:8883", *db,
+            "--service-group", "nogroup"]
     code, _, err = run(capsys, *args, "--ssh", "pi@counter-1.lan")
     assert code == 0, err
     cfg = json.loads((root / "etc" / "calmcue" / "agent.json").read_text())
     assert cfg["device"] == "cc-0000feedbeef" and cfg["mqtt"]["username"] == "cc-0000feedbeef"
-    assert oct((root / "etc" / "calmcue" / "agent.json").stat().st_mode & 0o777) == "0o600"
+    st = (root / "etc" / "calmcue" / "agent.json").stat()
+    assert (st.st_gid, oct(st.st_mode & 0o777)) == (65534, "0o640")  # the service group reads it
     log = (tmp / "ssh.log").read_text().splitlines()
     assert all(line.startswith("pi@counter-1.lan\tsudo -n sh -c ") for line in log)
     assert "systemctl restart calmcue-agent" in log[-1]
 
     code, _, err = run(capsys, *args, "--ssh", "unreachable@nowhere")
     assert code == 2 and "cannot reach unreachable@nowhere over ssh: ssh: connect" in err
+
+
+def test_pi_config_is_readable_by_the_unprivileged_service_user(env, capsys):
+    """The agent runs as `calmcue` (firmware/pi/calmcue-agent.service), not root. Modelled with
+    this machine's unprivileged nobody:nogroup standing for calmcue:calmcue: the provisioned
+    config must be readable and parse as that user, as the agent's start reads it (root-owned
+    0600 gave PermissionError, and systemd gave up after 10 restarts); others cannot read it.
+    (The system Python: this venv's interpreter lives under /root, closed to nobody.)"""
+    import os
+    import subprocess
+    import tempfile
+
+    tmp, db = env
+    root = Path(tempfile.mkdtemp(prefix="calmcue-pi-root-"))  # traversable, unlike tmp_path
+    try:
+        root.chmod(0o755)
+        (root / "proc").mkdir()
+        (root / "proc" / "cpuinfo").write_text("Serial\t\t: 10000000abcdef12\n")
+        (root / "etc").mkdir()
+        (root / "etc" / "group").write_text("calmcue:x:65534:\n")  # calmcue's gid = nogroup's
+        code, _, err = run(capsys, "device", "provision", "--target", "pi", "--root", str(root),
+                           "--site", "store-042", "--name", "counter-1", "--mqtt",
+                           "mqtts://broker.store-042.lan:8883", "--no-reboot", *db)
+        assert code == 0, err
+        check = ["/usr/bin/python3", "-c", "import json, sys; "
+                 "print('ok (site', json.load(open(sys.argv[1]))['site'])",
+                 str(root / "etc" / "calmcue" / "agent.json")]
+        env_ = dict(os.environ, HOME="/nonexistent")
+        as_service = subprocess.run(check, user=65534, group=65534, extra_groups=[], env=env_,
+                                    capture_output=True, text=True, timeout=60, cwd="/")
+        assert as_service.returncode == 0, as_service.stdout + as_service.stderr
+        assert "ok (site store-042" in as_service.stdout
+        # Anyone else (not in the group) is kept out: the file holds the MQTT password.
+        other = subprocess.run(check, user=65534, group=1, extra_groups=[], env=env_,
+                               capture_output=True, text=True, timeout=60, cwd="/")
+        assert other.returncode != 0 and "ermission denied" in other.stdout + other.stderr
+    finally:
+        import shutil
+
+        shutil.rmtree(root)

@@ -25,14 +25,51 @@ def port(tmp_path: Path) -> str:
     return str(p)
 
 
-def test_good_image_is_written_to_the_right_chip(tmp_path, port):
+class FakeEsptool:
+    """esptool's command line as each major version parses it: 4.x knows only write_flash and
+    erase_flash ('invalid choice' otherwise, exit 2); 5.x names them write-flash, erase-flash
+    and still takes the old names. Records the runs."""
+
+    def __init__(self, version: str):
+        self.major = int(version.split(".")[0])
+        self.ran: list[list[str]] = []
+
+    def __call__(self, args: list[str]) -> None:
+        known = {"write_flash", "erase_flash"} | (
+            {"write-flash", "erase-flash"} if self.major >= 5 else set())
+        cmd = next(a for a in args[6:] if not a.startswith("-"))
+        if cmd not in known:
+            raise SystemExit(f"esptool: error: argument command: invalid choice: '{cmd}'")
+        self.ran.append(args)
+
+
+@pytest.mark.parametrize("version", ["4.7.0", "4.8.1", "5.0.0", "5.6.0"])
+def test_good_image_is_erased_and_written_with_each_esptool_allowed(tmp_path, port, version):
+    """pyproject allows esptool >= 4.7; `write-flash` alone (before) failed on every 4.x."""
     image = esp_image(tmp_path / "ESP32_GENERIC_S3.bin", 9, 0)
-    ran = []
-    args = flash.flash(port, "esp32s3", image, detect=lambda p: "ESP32-S3",
-                       run_esptool=ran.append, log=lambda m: None)
-    assert ran == [args]
-    assert args[:4] == ["--chip", "esp32s3", "--port", port]
-    assert args[-3:] == ["write-flash", "0x0", str(image)]
+    esptool = FakeEsptool(version)
+    runs = flash.flash(port, "esp32s3", image, detect=lambda p: "ESP32-S3",
+                       run_esptool=esptool, version=version, log=lambda m: None)
+    assert esptool.ran == runs and len(runs) == 2
+    for args in runs:
+        assert args[:4] == ["--chip", "esp32s3", "--port", port]
+    sep = "-" if version[0] == "5" else "_"
+    assert runs[0][-1] == f"erase{sep}flash"  # erased first: nothing of an old firmware stays
+    assert runs[1][-3:] == [f"write{sep}flash", "0x0", str(image)]
+
+
+def test_installed_esptool_takes_the_commands(tmp_path):
+    """The installed esptool's own parser accepts what flash() passes (no board needed: it
+    fails later, opening the port, not on the command line)."""
+    import subprocess
+    import sys
+
+    version = flash.esptool_version()
+    for name in ("erase-flash", "write-flash"):
+        cmd = flash.esptool_command(name, version)
+        out = subprocess.run([sys.executable, "-m", "esptool", cmd, "--help"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_missing_port_says_what_to_do(tmp_path):

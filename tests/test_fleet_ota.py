@@ -205,3 +205,30 @@ def test_update_signed_for_another_site_is_refused(rig):
             "    print('refused:', e)\n").strip()
     assert out == f"refused: update {other['update']} is for site store-999, not {SITE}"
     assert pointer(board)["active"] == "a" and pointer(board)["state"] == "good"
+
+
+def test_older_signed_update_is_refused_anti_rollback(rig):
+    """A genuinely signed older bundle, replayed or offered again, would bring back what the
+    newer one fixed: the device refuses anything not newer than its confirmed version."""
+    fleet, server, board, tmp = rig
+    old = publish(fleet, tmp, "2.0.0", HEALTHY_MAIN)
+    assert device_update(board, server.url) == "applied 2.0.0"
+    assert boot_and_run_main(board, 3) == "main ok from b"
+    assert pointer(board)["floor"] == "2.0.0"
+    publish(fleet, tmp, "2.1.0", HEALTHY_MAIN)
+    assert device_update(board, server.url) == "applied 2.1.0"
+    assert boot_and_run_main(board, 4) == "main ok from a"
+    with devicelink.DeviceLink(board.port) as link:  # the 2.0.0 update, replayed
+        out = link.exec(
+            "from firmware import ota\n"
+            "ident = json.load(open('device.json'))\n"
+            "try:\n"
+            f"    print('applied', ota.apply(ident['ota_url'], {old!r}, ota.load_key(), "
+            "ident['site'], ident['device']))\n"
+            "except ota.OtaError as e:\n"
+            "    print('refused:', e)\n"
+        ).strip()
+    assert out == (f"refused: update {old} is version 2.0.0, not newer than 2.1.0 on this device "
+                   "(anti-rollback); publish the bundle under a higher version")
+    p = pointer(board)
+    assert (p["active"], p["state"], p["version"], p["floor"]) == ("a", "good", "2.1.0", "2.1.0")

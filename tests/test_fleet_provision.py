@@ -164,3 +164,24 @@ def test_real_firmware_bundle_provisions_and_imports_from_its_slot(board, fleet,
     with devicelink.DeviceLink(board.port) as link:
         assert link.eval_json("__import__('firmware.ota').ota.__file__").startswith("a/")
         assert link.eval_json("__import__('firmware.events').events.SCHEMA_VERSION") == 1
+
+
+def test_mqtts_headset_gets_the_broker_ca_on_flash(board, fleet, bundle, tmp_path):
+    """The headset checks the broker's certificate (tests/test_fw_tls.py): provisioning writes
+    the CA as ca.der and names it in device.json; mqtts:// without one is refused up front."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from test_agent_tls import _cert, _pem
+
+    with pytest.raises(provision.ProvisionError) as err:
+        provision.provision_esp32(board.port, ident(mqtt_url="mqtts://192.168.1.10:8883"),
+                                  bundle, fleet, log=lambda m: None)
+    assert "pass --mqtt-ca FILE" in str(err.value) and flash_files(board) == set()
+    ca = _cert("store CA", ec.generate_private_key(ec.SECP256R1()), ca=True)
+    der = provision.read_ca(Path(_pem(tmp_path / "ca.pem", ca)))
+    assert der == ca.public_bytes(serialization.Encoding.DER)
+    provision.provision_esp32(board.port, ident(mqtt_url="mqtts://192.168.1.10:8883", mqtt_ca=der),
+                              bundle, fleet, log=lambda m: None)
+    doc = json.loads((board.flash / "device.json").read_text())
+    assert doc["mqtt"]["ssl"] is True and doc["mqtt"]["ca"] == "ca.der"
+    assert (board.flash / "ca.der").read_bytes() == der

@@ -20,7 +20,7 @@ HOLE, ROUNDS = %(hole)d, %(rounds)d
 hold = [None] * 8000  # made first, while the heap is in one piece
 %(cut_heap)s
 free = [0] * ROUNDS
-for name in ("firmware.events", "firmware.store", "umqtt.simple", "firmware.net",
+for name in ("firmware.events", "firmware.store", "firmware.net",
              "firmware.outputs", "firmware.pipeline", "firmware.app"):  # resident
     __import__(name)
     gc.collect()

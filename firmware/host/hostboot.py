@@ -15,7 +15,7 @@ argv = hostrun.args
 args = {"site": "demo", "device": "headset-1", "mqtt-host": "127.0.0.1", "heap-at": ""}
 while argv:
     key = argv.pop(0)[2:]
-    if "|%s|" % key not in "|seconds|heap-at|asyncio|control|trace|flash|wav|build|site|device|mqtt-host|mqtt-port|":
+    if "|%s|" % key not in "|seconds|heap-at|asyncio|control|trace|flash|wav|build|site|device|mqtt-host|mqtt-port|mic-fail|":
         raise SystemExit("runner: unknown argument --" + key)
     args[key] = key in ("control", "trace") or argv.pop(0)
 root = args["flash"].rstrip("/") + "/"  # KeyError: --flash DIR is required (and --wav FILE)
@@ -41,6 +41,8 @@ if "build" in args:
     sys.path.insert(0, ".")
 machine.wav = [args["wav"], "seconds" in args or "control" in args, "asyncio" in args]
 machine.trace = "trace" in args
+if "mic-fail" in args:  # --mic-fail A,B: the I2S read fails from A to B s of real time
+    machine.fail = [int(float(x) * 1000) for x in args["mic-fail"].split(",")]
 # As firmware/main.py does on the device: the model's weights first (the biggest blocks, while
 # the heap is in one piece), then all code, then the buffers, each step followed by a
 # collection, so long-lived objects are packed.

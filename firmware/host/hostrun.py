@@ -14,6 +14,7 @@
 #                        as the device does, instead of compiling the sources into the heap
 #     --asyncio S        run the device's asyncio main loop (firmware.app.run) for S seconds of
 #                        real time, the fake I2S paced at 16 kHz
+#     --mic-fail A,B     with --asyncio: the I2S read raises OSError from A to B s
 #     --control          read commands from stdin instead of playing straight through:
 #                          audio S | press MS | radio up|down | state | quit
 #
@@ -126,13 +127,17 @@ def main(argv):
                     pass
             else:
                 audio(float(o["seconds"]) if "seconds" in o else None)
-                # Let the network drain what the audio produced (a few events per step).
-                for _ in range(200):
+                # Let the network drain what the audio produced (one event per broker round
+                # trip: the network step never waits for the PUBACK, so wait here).
+                for _ in range(1000):
                     if not len(dev.queue) or not dev.link.up:
                         break
+                    __import__("time").sleep_ms(2)
                     dev.network(i2s.count * 1000 // rate)
         out({"t_ms": i2s.count * 1000 // rate, "queue": len(dev.queue), "sent": dev.sent,
              "mqtt": dev.link.up, "connects": dev.link.connects, "seq": dev.stamper.seq,
              "boot": dev.boot, "muted": dev.muted, "heap_min": low, "wdt_feeds": h.wdt.count,
              "dropped": dev.queue.dropped, "ts_known": dev.unix_at_boot is not None,
+             "lost_ms": h.lost_ms, "late_ms": h.late_ms, "net_max_us": h.net_max_us,
+             "mic_ok": h.ok, "i2s_lost": i2s.lost,
              "outputs": machine.state}, "state" if "control" in o else "done")

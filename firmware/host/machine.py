@@ -6,8 +6,13 @@
 #
 #   I2S       reads `wav` = [path, loop, paced]: a 16 kHz (the rate asked for) mono 16-bit WAV
 #             with the canonical 44-byte header (what soundfile and sox write). At the end of the
-#             data it loops, or returns 0. Polled by asyncio (the runner's --asyncio) it is
-#             paced at the sample rate when `paced`; read directly it returns at once.
+#             data it loops, or returns 0. Read directly it returns at once. When `paced` (the
+#             runner's --asyncio) it is the microphone in real time behind the ESP32 port's DMA
+#             ring: samples arrive at the rate from the first poll on, a read returns only what
+#             has arrived, it is readable once one DMA buffer (240 frames) is full, and the ring
+#             holds ibuf // 1920 buffers (240 frames of 32-bit stereo, 8 B, whatever bits/format
+#             say): what arrives beyond that overwrites the oldest, counted in .lost. Between
+#             `fail` = [from_ms, to_ms] (since the first poll) a read raises OSError(EIO).
 #   Pin       is also I2S, PWM, ADC (read_uv: half of a 3.9 V cell through the divider),
 #             NeoPixel (records the colour set; write() is then a no-op), WDT (feed counts
 #             into .count) and WLAN (joins only while `radio` is up; the runner drops the join
@@ -27,6 +32,7 @@ wav = None
 trace = False
 radio = True
 mic = None  # the I2S: its sample count is the firmware's (audio) time
+fail = None
 STA_IF = "wlan"  # WLAN(STA_IF) is the one Pin that starts low: not joined
 
 sys.modules["network"] = sys.modules["neopixel"] = sys.modules["ntptime"] = sys.modules[__name__]
@@ -49,7 +55,7 @@ class Pin(__import__("io").IOBase):  # IOBase: asyncio can poll it (ioctl) when 
     count = 0  # WDT: feeds; I2S: samples delivered
     pos = 1  # the level read: 1 released (pull-up), 0 held down (the runner's finger); WLAN: joined
 
-    def __init__(self, id=0, *args, rate=0, timeout=0, **kw):
+    def __init__(self, id=0, *args, rate=0, timeout=0, ibuf=0, **kw):
         self.id = getattr(id, "id", id)  # ADC, NeoPixel, PWM: the Pin they drive
         if id == STA_IF:
             self.pos = False
@@ -67,6 +73,10 @@ class Pin(__import__("io").IOBase):  # IOBase: asyncio can poll it (ioctl) when 
                 raise ValueError("%s: want a 16-bit mono %d Hz WAV, 44-byte header" % (wav[0], rate))
             self.end = 44 + int.from_bytes(h[40:], "little")
             self.start = None  # ticks_ms of the first poll (paced mode)
+            self.ring = ibuf // 1920 * 240  # samples the DMA ring holds
+            if self.ring < 480:
+                raise ValueError("ibuf %d: the ESP32 port needs at least 2 DMA buffers" % ibuf)
+            self.lost = 0
 
     def value(self):  # an input (the firmware drives no plain output pin); WLAN.isconnected
         return self.pos
@@ -102,24 +112,46 @@ class Pin(__import__("io").IOBase):  # IOBase: asyncio can poll it (ioctl) when 
         return -58
 
     def readinto(self, buf):
-        """Fill buf (array('h') or a memoryview of one: 2-byte items) from the WAV's data;
-        returns the bytes read."""
+        """Fill buf (array('h') or a memoryview of one: 2-byte items) from the WAV's data, paced:
+        with what has arrived; returns the bytes read."""
         mv = memoryview(buf)
         f = self.f
         i = 0
-        while i < len(mv):
+        want = len(mv)
+        if wav[2]:
+            t = self._arrived()
+            if fail and fail[0] <= t < fail[1]:
+                raise OSError(5)  # EIO
+            want = min(want, self.waiting)
+        while i < want:
             room = (self.end - f.tell()) // 2
             if room <= 0:
                 if not wav[1]:
                     break
                 f.seek(44)
                 continue
-            n = f.readinto(mv[i:i + room]) // 2
+            n = f.readinto(mv[i:min(want, i + room)]) // 2
             if not n:  # a file shorter than its header says
                 break
             i += n
         self.count += i
         return 2 * i
+
+    def _arrived(self):
+        # Paced: samples recorded since the first poll, less those read; past the ring's size
+        # the oldest are overwritten (skipped in the file, counted). Returns ms since the start.
+        t = ticks_ms()
+        if self.start is None:
+            self.start = t
+        t = ticks_diff(t, self.start)
+        w = t * self.rate // 1000 - self.count - self.lost
+        if w > self.ring:
+            self.lost += w - self.ring
+            size = self.end - 44
+            self.f.seek(44 + (self.f.tell() - 44 + 2 * (w - self.ring)) % size)
+            w = self.ring
+        self.waiting = w
+        return t
 
     def ioctl(self, req, arg):
         # select.poll / asyncio ask whether a read would return data now (MP_STREAM_POLL = 3,
@@ -128,10 +160,8 @@ class Pin(__import__("io").IOBase):  # IOBase: asyncio can poll it (ioctl) when 
             return -1 if req == 10 else 0
         if not wav[2]:
             return arg & 1
-        t = ticks_ms()
-        if self.start is None:
-            self.start = t
-        return arg & 1 if self.count * 1000 // self.rate <= ticks_diff(t, self.start) else 0
+        t = self._arrived()
+        return arg & 1 if self.waiting >= 240 or (fail and fail[0] <= t < fail[1]) else 0
 
 
 I2S = PWM = ADC = NeoPixel = WLAN = WDT = Pin

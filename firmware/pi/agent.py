@@ -143,6 +143,45 @@ class Pipeline:
         self.policy.reset()
 
 
+class SystemdNotifier:
+    """sd_notify(3) without libsystemd: datagrams to $NOTIFY_SOCKET when systemd started us with
+    Type=notify. `watchdog()` sends WATCHDOG=1 at most every half WatchdogSec (WATCHDOG_USEC), so
+    calling it every chunk costs nothing; if the capture loop hangs, systemd kills and restarts
+    the agent. Outside systemd every call is a no-op."""
+
+    def __init__(self, env: Any = os.environ):
+        import socket
+
+        self._addr: str = env.get("NOTIFY_SOCKET") or ""
+        if self._addr.startswith("@"):  # abstract namespace
+            self._addr = "\0" + self._addr[1:]
+        usec = env.get("WATCHDOG_USEC", "")
+        self.interval_s = int(usec) / 2e6 if usec.isdigit() else None
+        self._next = 0.0
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) if self._addr else None
+
+    def notify(self, state: str) -> None:
+        if self._sock is None:
+            return
+        try:
+            self._sock.sendto(state.encode(), self._addr)
+        except OSError as exc:  # systemd gone (shutdown): nothing to tell
+            log.debug("sd_notify %s failed: %s", state, exc)
+
+    def watchdog(self) -> None:
+        if self.interval_s is None:
+            return
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + self.interval_s
+            self.notify("WATCHDOG=1")
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
 _TIMESYNC = "/run/systemd/timesync"
 _PLAUSIBLE = 1_704_067_200  # 2024-01-01: a Pi without RTC boots earlier than this
 
@@ -222,6 +261,11 @@ class Agent:
         self.overruns = 0
         self.audio_s = 0.0
         self.busy_s = 0.0
+        self.chunk_max_s = 0.0  # slowest chunk since the last telemetry
+        self.lost_s = 0.0  # audio the capture dropped (sources that can tell: arecord overruns)
+        self._source: Any = None
+        self.outputs_error: str | None = None  # GPIO wanted (outputs.enabled) but unavailable
+        self.systemd = SystemdNotifier()
         self._cpu = _CpuMeter()
         self._lock = threading.Lock()  # stamping: pipeline thread, button thread, MQTT thread
         self.link = Link(
@@ -264,11 +308,12 @@ class Agent:
                 on_enrol=self._on_enrol,
             )
         except Exception as exc:  # no GPIO here (a laptop, a container): run without outputs
-            log.warning(
-                "LED/motor/button unavailable (%s); running without outputs "
-                "(set outputs.enabled = false to silence this)",
-                exc,
+            # Said in telemetry too: a counter device without its LED/motor cues nobody.
+            self.outputs_error = (
+                f"LED/motor/button unavailable ({type(exc).__name__}: {exc}); check the wiring "
+                "and that the service user is in the gpio group, or set outputs.enabled = false"
             )
+            log.error("%s; running without outputs", self.outputs_error)
             return None
 
     # --- events --------------------------------------------------------------------------------
@@ -375,8 +420,16 @@ class Agent:
             "dropped": self.queue.dropped,
             "overruns": self.overruns,
             "rtf": round(self.busy_s / self.audio_s, 4) if self.audio_s else None,
+            "chunk_max_ms": round(self._take_chunk_max() * 1000, 1),
+            "audio_lost_s": round(self.lost_s + getattr(self._source, "lost_s", 0.0), 3),
+            "outputs_ok": self.outputs is not None or not self.cfg.outputs.enabled,
+            "outputs_error": self.outputs_error[:200] if self.outputs_error else None,
             "source": self.cfg.audio.source,
         }
+
+    def _take_chunk_max(self) -> float:
+        worst, self.chunk_max_s = self.chunk_max_s, 0.0
+        return worst
 
     # --- the main loop --------------------------------------------------------------------------
 
@@ -397,6 +450,7 @@ class Agent:
         took = time.perf_counter() - t0
         budget = len(chunk) / 16000.0
         self.busy_s += took
+        self.chunk_max_s = max(self.chunk_max_s, took)
         self.audio_s += budget
         if took > budget:
             self.overruns += 1
@@ -419,11 +473,13 @@ class Agent:
         once its events are delivered (or `drain_s` passes). Returns an exit code."""
         stop = stop or threading.Event()
         self.link.start()
+        self.systemd.notify("READY=1")
         a = self.cfg.audio
         backoff = a.retry_min_s
         try:
             while not stop.is_set():
-                source = open_source(a.source, CHUNK, realtime=a.realtime, loop=a.loop)
+                self.systemd.watchdog()
+                source = self._source = open_source(a.source, CHUNK, realtime=a.realtime, loop=a.loop)
                 try:
                     for chunk in source.chunks():
                         if not self.mic_ok:
@@ -431,6 +487,7 @@ class Agent:
                             self._set_mic(True)
                             backoff = a.retry_min_s
                         self.process(chunk)
+                        self.systemd.watchdog()
                         if stop.is_set():
                             break
                     else:
@@ -444,10 +501,13 @@ class Agent:
                     self._finish_stream()
                     self.pipeline.reset()
                     log.error("%s; retrying in %.1f s", exc, backoff)
-                    stop.wait(backoff)
+                    self._wait(stop, backoff)
                     backoff = min(backoff * 2, a.retry_max_s)
                 finally:
                     source.close()
+                    self._source = None
+                    self.lost_s += getattr(source, "lost_s", 0.0)
+            self.systemd.notify("STOPPING=1")
             self._finish_stream()  # stopping: the open conversation ends here
             if self.link.connected:
                 self.link.wait_drained(2.0)
@@ -455,11 +515,20 @@ class Agent:
         finally:
             self.close()
 
+    def _wait(self, stop: threading.Event, seconds: float) -> None:
+        """Sleep (the microphone's retry backoff) while still telling systemd we are alive."""
+        end = time.monotonic() + seconds
+        while not stop.wait(max(0.0, min(1.0, end - time.monotonic()))):
+            self.systemd.watchdog()
+            if time.monotonic() >= end:
+                return
+
     def close(self) -> None:
         self.link.stop()
         if self.outputs is not None:
             self.outputs.close()
         self.queue.close()
+        self.systemd.close()
 
 
 def demo_config(

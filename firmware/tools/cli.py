@@ -45,6 +45,9 @@ def register(sub: Any) -> None:
     v.add_argument("--port", help="serial port of an ESP32 board")
     v.add_argument("--ssh", metavar="USER@HOST", help="a Pi over SSH (--target pi)")
     v.add_argument("--root", type=Path, default=Path("/"), help="a Pi's root folder, locally")
+    v.add_argument("--service-group", default="calmcue", metavar="GROUP",
+                   help="the group the Pi agent runs as (install.sh creates calmcue); its config "
+                   "is written root:GROUP 0640")
     v.add_argument("--profile", default=None, help="esp32s3-headset or pi-counter")
     v.add_argument("--site", default="")
     v.add_argument("--name", default="", help="the device's name at the site, e.g. counter-2")
@@ -53,6 +56,9 @@ def register(sub: Any) -> None:
     v.add_argument("--wifi-password", default=os.environ.get("CALMCUE_WIFI_PASSWORD", ""),
                    help="(or env CALMCUE_WIFI_PASSWORD, kept out of shell history)")
     v.add_argument("--mqtt", default="", metavar="URL", help="broker as the device reaches it")
+    v.add_argument("--mqtt-ca", type=Path, metavar="FILE",
+                   help="with mqtts://: the CA certificate (PEM or DER) that signed the broker's; "
+                   "the headset checks the broker against it")
     v.add_argument("--ota-url", default="", metavar="URL",
                    help="companion as the device reaches it, for updates (http://HOST:PORT)")
     v.add_argument("--bundle", type=Path, default=Path(DEFAULT_BUNDLE))
@@ -139,12 +145,14 @@ def cmd_provision(args: argparse.Namespace) -> int:
         ident = pv.Identity(site=args.site, name=args.name, label=args.label or args.name,
                             profile=profile, mqtt_url=args.mqtt, wifi_ssid=args.wifi,
                             wifi_password=args.wifi_password, ota_url=args.ota_url,
-                            settings=settings)
+                            settings=settings,
+                            mqtt_ca=pv.read_ca(args.mqtt_ca) if args.mqtt_ca else b"")
         if args.target == "pi":
             problems = pv.validate(ident, target="pi", loopback_ok=True)
             if problems:
                 raise pv.ProvisionError(problems)
-            result = pv.provision_pi(pv.Runner(args.ssh, args.root), ident, _fleet(args),
+            result = pv.provision_pi(pv.Runner(args.ssh, args.root, args.service_group), ident,
+                                     _fleet(args),
                                      restart=not args.no_reboot)
         else:
             if not args.port:

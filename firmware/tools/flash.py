@@ -120,11 +120,28 @@ def detect_chip(port: str) -> str:
     return name
 
 
+def esptool_version() -> str:
+    import esptool
+
+    return str(esptool.__version__)
+
+
+def esptool_command(name: str, version: str) -> str:
+    """esptool's spelling of a command: esptool 5 names them write-flash, erase-flash (the old
+    names still work there, deprecated); esptool 4 (pyproject allows >= 4.7) knows only
+    write_flash, erase_flash and stops with 'invalid choice' on the new ones."""
+    major = int(version.split(".")[0])
+    return name.replace("_", "-") if major >= 5 else name.replace("-", "_")
+
+
 def flash(port: str, board_key: str, image: Path | None, *, baud: int = 460800,
           detect: Callable[[str], str] = detect_chip,
           run_esptool: Callable[[list[str]], Any] | None = None,
-          log: Callable[[str], None] = print) -> list[str]:
-    """Check, then write `image`; returns the esptool arguments used."""
+          version: str | None = None,
+          log: Callable[[str], None] = print) -> list[list[str]]:
+    """Check, then erase the whole flash and write `image`; returns the esptool runs (argument
+    lists). Erasing first: a filesystem or an OTA slot left by an earlier firmware must not
+    survive into a fresh one (MicroPython's own instructions erase first too)."""
     if board_key not in BOARDS:
         raise FlashError(f"unknown --board {board_key}; choose one of {', '.join(BOARDS)}")
     board = BOARDS[board_key]
@@ -139,19 +156,23 @@ def flash(port: str, board_key: str, image: Path | None, *, baud: int = 460800,
         raise FlashError(
             f"the board on {port} is an {found}, not an {board.name}: check --board (or the port, "
             "if more than one board is plugged in)")
-    args = ["--chip", board.chip, "--port", port, "--baud", str(baud), "write-flash",
-            hex(board.bootloader_offset), str(image)]
-    log(f"writing {image.name} to the {found} on {port}")
+    version = version or esptool_version()
+    common = ["--chip", board.chip, "--port", port, "--baud", str(baud)]
+    runs = [common + [esptool_command("erase-flash", version)],
+            common + [esptool_command("write-flash", version), hex(board.bootloader_offset),
+                      str(image)]]
+    log(f"erasing the {found} on {port}, then writing {image.name}")
     if run_esptool is None:
         import esptool
 
         def run_esptool(a: list[str]) -> Any:
             return esptool.main(a)
 
-    try:
-        run_esptool(args)
-    except (Exception, SystemExit) as e:  # noqa: BLE001 - esptool raises FatalError, OSError, exits
-        raise FlashError(
-            f"esptool failed while writing ({e}); the board is not usable until a flash "
-            "completes: hold BOOT, press RESET, and run the same command again") from None
-    return args
+    for args in runs:
+        try:
+            run_esptool(args)
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - esptool raises FatalError, OSError, exits
+            raise FlashError(
+                f"esptool failed while writing ({e}); the board is not usable until a flash "
+                "completes: hold BOOT, press RESET, and run the same command again") from None
+    return runs

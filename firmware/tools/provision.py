@@ -32,6 +32,7 @@ OTA_BOOT = REPO / "firmware" / "ota_boot.py"
 # profile -> target; hardware/<profile>.md documents each
 PROFILES = {"esp32s3-headset": "esp32", "pi-counter": "pi"}
 DEVICE_FILE = "device.json"
+CA_FILE = "ca.der"  # the broker's CA on the headset's flash (device.json mqtt.ca names it)
 SLOT = "a"
 ROOT_MAIN = (
     b"# calmcue: run the active bundle; boot.py (the A/B loader) put its slot first on sys.path\n"
@@ -58,6 +59,9 @@ class Identity:
     wifi_ssid: str = ""
     wifi_password: str = ""
     ota_url: str = ""  # the companion's base URL as the device reaches it (http://...)
+    # The CA certificate (DER) that signed the broker's, for mqtts://: the headset checks the
+    # broker against it (written to its flash as ca.der; --mqtt-ca FILE, PEM or DER).
+    mqtt_ca: bytes = b""
     settings: dict[str, Any] = field(default_factory=dict)  # initial config.json
 
     @property
@@ -111,6 +115,11 @@ def validate(ident: Identity, *, target: str, loopback_ok: bool = False) -> list
         out += _url_problems("companion url", ident.ota_url, ("http",),
                              "http://192.168.1.10:8000", device_reaches)
     if target == "esp32":
+        if ident.mqtt_url.startswith("mqtts://") and not ident.mqtt_ca:
+            out.append(
+                "mqtts:// needs the CA certificate that signed the broker's: the headset checks "
+                "the broker against it; pass --mqtt-ca FILE (PEM or DER)"
+            )
         ssid = ident.wifi_ssid.encode()
         if not 1 <= len(ssid) <= 32:
             out.append("--wifi SSID is required for a headset and must be 1-32 bytes long")
@@ -201,6 +210,24 @@ def load_bundle(path: Path, model: Path | None = None) -> Bundle:
 # ---- ESP32 ----------------------------------------------------------------------------------
 
 
+def read_ca(path: Path) -> bytes:
+    """A CA certificate file (PEM or DER) as DER, what the headset's TLS loads."""
+    import ssl
+
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ProvisionError([f"--mqtt-ca {path}: {e.strerror}"]) from None
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        try:
+            return ssl.PEM_cert_to_DER_cert(data.decode("ascii"))
+        except ValueError as e:
+            raise ProvisionError([f"--mqtt-ca {path}: not a PEM certificate ({e})"]) from None
+    if not data.startswith(b"\x30"):  # a DER certificate is an ASN.1 SEQUENCE
+        raise ProvisionError([f"--mqtt-ca {path}: neither a PEM nor a DER certificate"])
+    return data
+
+
 def device_id_from_uid(uid_hex: str) -> str:
     """The device id used in topics and the inventory: stable, derived from the chip id."""
     return "cc-" + uid_hex.lower()[-12:]
@@ -235,6 +262,8 @@ def provision_esp32(port: str, ident: Identity, bundle: Bundle, fleet: Fleet, *,
         files["boot.py"] = OTA_BOOT.read_bytes()
         files["main.py"] = ROOT_MAIN
         files["ota_key.json"] = _json_bytes(key)
+        if ident.mqtt_ca:
+            files[CA_FILE] = ident.mqtt_ca
         if ident.settings:
             files["config.json"] = _json_bytes(ident.settings)
         report = put_tree(link, files, log)
@@ -269,7 +298,8 @@ def device_document(ident: Identity, device: str, creds: dict[str, str]) -> dict
         "profile": ident.profile,
         "wifi": {"ssid": ident.wifi_ssid, "password": ident.wifi_password},
         "mqtt": {"host": mqtt.hostname, "port": mqtt.port or (8883 if tls else 1883),
-                 "ssl": tls, "user": creds["username"], "password": creds["password"]},
+                 "ssl": tls, "user": creds["username"], "password": creds["password"],
+                 **({"ca": CA_FILE} if tls else {})},
         "ota_url": ident.ota_url,
     }
 
@@ -286,11 +316,39 @@ def check_esp32(port: str, bundle: Bundle) -> list[str]:
 
 class Runner:
     """Runs on the Pi: locally (paths under `root`) or over SSH (`user@host`). Over SSH, a user
-    other than root works through `sudo -n` (passwordless sudo for the provisioning account)."""
+    other than root works through `sudo -n` (passwordless sudo for the provisioning account).
 
-    def __init__(self, ssh: str | None = None, root: Path = Path("/")):
+    Files it writes are root:`group` 0640 in a root:`group` 0750 folder: the agent runs as the
+    unprivileged `calmcue` user (firmware/pi/calmcue-agent.service, created by install.sh), which
+    must read its config (it holds the MQTT password) and nothing more."""
+
+    def __init__(self, ssh: str | None = None, root: Path = Path("/"), group: str = "calmcue"):
         self.ssh = ssh
         self.root = root
+        self.group = group
+
+    def _no_group(self) -> ProvisionError:
+        return ProvisionError([
+            f"the Pi has no {self.group!r} group, so the agent's service user could not read its "
+            "config; install the agent first (sudo firmware/pi/install.sh creates the user), "
+            "then provision"])
+
+    def _gid(self) -> int:
+        """The service group's id on the Pi: from its /etc/group (a staged root is an image)."""
+        if self.root == Path("/"):
+            import grp
+
+            try:
+                return grp.getgrnam(self.group).gr_gid
+            except KeyError:
+                raise self._no_group() from None
+        group_file = self.root / "etc" / "group"
+        lines = group_file.read_text().splitlines() if group_file.exists() else []
+        for line in lines:
+            parts = line.split(":")
+            if len(parts) >= 3 and parts[0] == self.group and parts[2].isdigit():
+                return int(parts[2])
+        raise self._no_group()
 
     def _remote(self, cmd: str, data: str | None = None) -> subprocess.CompletedProcess[str]:
         assert self.ssh is not None
@@ -310,18 +368,39 @@ class Runner:
         proc = self._remote(f"cat {shlex.quote(path)}")
         return proc.stdout if proc.returncode == 0 else None
 
+    def check_group(self) -> None:
+        """Refuse before anything is recorded when the agent is not installed on the Pi."""
+        if self.ssh is None:
+            self._gid()
+        elif self._remote(f"getent group {shlex.quote(self.group)}").returncode != 0:
+            raise self._no_group()
+
     def write_atomic(self, path: str, data: str) -> None:
         if self.ssh is None:
+            import os
+
+            gid = self._gid()
             p = self.root / path.lstrip("/")
-            p.parent.mkdir(parents=True, exist_ok=True)
+            if not p.parent.exists():
+                p.parent.mkdir(parents=True)
+                os.chown(p.parent, 0, gid)
+                p.parent.chmod(0o750)
             tmp = p.with_suffix(p.suffix + ".tmp")
+            tmp.touch(0o600)
+            tmp.chmod(0o600)  # not readable by anyone else while it is written
             tmp.write_text(data)
-            tmp.chmod(0o600)
+            os.chown(tmp, 0, gid)
+            tmp.chmod(0o640)
             tmp.replace(p)
             return
-        q = shlex.quote(path)
+        q, d, g = shlex.quote(path), shlex.quote(str(Path(path).parent)), shlex.quote(self.group)
         proc = self._remote(
-            f"mkdir -p $(dirname {q}) && umask 077 && cat > {q}.tmp && mv {q}.tmp {q}", data)
+            f"getent group {g} >/dev/null || exit 3; "
+            f"if [ ! -d {d} ]; then mkdir -p {d} && chgrp {g} {d} && chmod 0750 {d}; fi && "
+            f"umask 077 && cat > {q}.tmp && chgrp {g} {q}.tmp && chmod 0640 {q}.tmp && "
+            f"mv {q}.tmp {q}", data)
+        if proc.returncode == 3:
+            raise self._no_group()
         if proc.returncode != 0:
             raise ProvisionError([
                 f"writing {path} on {self.ssh} failed: {proc.stderr.strip()}; the account needs "
@@ -366,6 +445,7 @@ def provision_pi(runner: Runner, ident: Identity, fleet: Fleet, *, restart: bool
         agent_config.build(raw, "agent config")  # refuse before any record or file changes
     except agent_config.ConfigError as e:
         raise ProvisionError(e.problems) from None
+    runner.check_group()
     fleet.record(device=device, site=ident.site, name=ident.name, label=ident.label,
                  profile=ident.profile, target="pi", version=None)
     creds = fleet.mqtt_account(site=ident.site, device=device)
