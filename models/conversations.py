@@ -238,6 +238,7 @@ def render(
     onset = end = None
     calm_speech = 0.0
     calm_until = None
+    calm_clips: list[np.ndarray] = []  # the customer's calm voice, the babble's reference
     customer_gain = 10 ** (cond.gain_db / 20)
     staff_gain = customer_gain
     if cond.mode == "headset":
@@ -250,6 +251,8 @@ def render(
             calm_until = onset
         if not in_span and (spec.stress_span is None or k < spec.stress_span[0]):
             calm_speech += _speech_seconds(cache[i])
+        if not in_span:
+            calm_clips.append(x)
         parts.append(x)
         pos += x.size
         if spec.stress_span is not None and k == spec.stress_span[1] - 1:
@@ -267,7 +270,8 @@ def render(
     parts.append(np.zeros(int(10.0 * RATE), np.float32))  # the conversation ends in silence
     speech = np.concatenate(parts)
     if cond.babble_snr is not None and babble_pool:
-        speech = speech + _babble(speech, cond.babble_snr, cache, babble_pool, rng)
+        ref = augment._active_power(np.concatenate(calm_clips or [speech]))
+        speech = speech + _babble(speech.size, ref, cond.babble_snr, cache, babble_pool, rng)
     mix = speech + _floor(cond, speech.size, rng)
     from models.dataset import to_pcm
 
@@ -294,10 +298,17 @@ def _speech_seconds(x: np.ndarray) -> float:
 
 
 def _babble(
-    speech: np.ndarray, snr_db: float, cache: ClipCache, pool: Sequence[int], rng: np.random.Generator
+    n: int,
+    ref_power: float,
+    snr_db: float,
+    cache: ClipCache,
+    pool: Sequence[int],
+    rng: np.random.Generator,
 ) -> np.ndarray:
-    """Four other speakers talking at once in the background, at `snr_db` below the speech."""
-    n = speech.size
+    """Four other speakers talking at once in the background, `snr_db` below `ref_power`: the
+    customer's calm voice. The room's chatter does not get louder when the customer shouts, so
+    the reference is not the whole conversation (whose loudest turns would put the calm turns
+    at about 0 dB SNR)."""
     out = np.zeros(n, np.float32)
     for _ in range(4):
         track: list[np.ndarray] = []
@@ -307,9 +318,8 @@ def _babble(
             track.append(x)
             got += x.size
         out += np.concatenate(track)[:n]
-    p_speech = augment._active_power(speech)
     p_bab = float(np.mean(out.astype(np.float64) ** 2) + 1e-12)
-    return (out * np.float32(math.sqrt(p_speech / p_bab / 10 ** (snr_db / 10)))).astype(np.float32)
+    return (out * np.float32(math.sqrt(ref_power / p_bab / 10 ** (snr_db / 10)))).astype(np.float32)
 
 
 # ---- the device pipeline --------------------------------------------------------------------------
@@ -730,8 +740,23 @@ CARD = REPO / "models" / "MODEL_CARD.md"
 
 
 def save_report(report: dict[str, Any], path: Path = REPORT, card: Path | None = CARD) -> None:
-    """var/model/conversations.json, and the conversation table of the model card."""
+    """var/model/conversations.json, and the conversation table of the model card. A run of
+    some conditions (`--condition`) with the same conversations (per_speaker, seed) updates
+    those rows of the saved report and keeps the others."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except ValueError:
+            old = None
+        if (
+            isinstance(old, dict)
+            and old.get("per_speaker") == report["per_speaker"]
+            and old.get("seed") == report["seed"]
+        ):
+            rows = {**old.get("conditions", {}), **report["conditions"]}
+            order = [c for c in CONDITIONS if c in rows]
+            report = {**report, "conditions": {c: rows[c] for c in order}}
     path.write_text(json.dumps(report, indent=1))
     if card is not None and card.exists():
         text = card.read_text()

@@ -2,13 +2,15 @@
 # Installs the Debian packages calmcue needs, only those missing. Usage: system-deps.sh run|test
 set -euo pipefail
 want=(mosquitto)
-if [ "${1:-run}" = test ]; then want+=(postgresql chromium); fi
+# valgrind: the headset timing model counts the unix port's instructions (tests/test_fw_timing.py)
+if [ "${1:-run}" = test ]; then want+=(postgresql chromium valgrind); fi
 
 have() {
   case "$1" in
     mosquitto) command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] ;;
     postgresql) compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null ;;
     chromium) command -v chromium >/dev/null ;;
+    valgrind) command -v valgrind >/dev/null ;;
     *) dpkg -s "$1" >/dev/null 2>&1 ;;
   esac
 }

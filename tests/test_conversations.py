@@ -82,6 +82,36 @@ def test_conditions_are_what_they_say(bench):
     assert counter.enrol is not None and counter.pcm.size > silent.pcm.size
 
 
+def test_babble_is_set_against_the_customers_calm_voice(bench, monkeypatch):
+    """Background chatter sits `babble_snr` below the customer's calm turns, whatever the
+    customer does later: shouting does not make the room louder (it once did, which put the
+    calm turns of an angry conversation at about 0 dB SNR)."""
+    from models import augment
+
+    clips, models, cache = bench
+    spec = next(s for s in cv.build_specs(clips, 1, 0) if s.kind == "angry")
+    assert spec.stress_span is not None
+    by = cv._by_speaker(clips)
+    pool = [i for s, labs in by.items() if s != spec.speaker for v in labs.values() for i in v]
+    made = []
+    real = cv._babble
+
+    def babble(n, ref_power, snr_db, *rest):
+        out = real(n, ref_power, snr_db, *rest)
+        made.append((ref_power, float(np.mean(out.astype(np.float64) ** 2))))
+        return out
+
+    monkeypatch.setattr(cv, "_babble", babble)
+    cv.render(spec, cv.CONDITIONS["babble-20dB"], cache, pool[::7])
+    first, last = spec.stress_span
+    calm = [cache[i] for k, i in enumerate(spec.clips) if not first <= k < last]
+    shout = [cache[i] for i in spec.clips[first:last]]
+    (ref, power), = made
+    assert ref == pytest.approx(augment._active_power(np.concatenate(calm)), rel=1e-6)
+    assert augment._active_power(np.concatenate(shout)) > 3 * ref  # the angry turns are louder
+    assert 10 * np.log10(ref / power) == pytest.approx(20.0, abs=0.1)
+
+
 def test_unknown_condition_is_refused_with_the_choices(capsys):
     from calmcue.cli import main
 

@@ -5,17 +5,14 @@ unix port with the host fakes (there is no board here; on one it runs over the s
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
-import pytest
 from fw_harness import REPO
 
 from calmcue.mpy import interpreter
 from firmware.tools import smoke_headset, timing_model
 
 
-@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind not installed")
 def test_timing_model_counts_instructions_per_audio_second():
     r = timing_model.measure(seconds=4)
     ips = r["instr_per_audio_s"]
