@@ -66,33 +66,31 @@ def _rows(n: int, k: int) -> list[list[float]]:
     return [[((i * k + j) * 7919 % 211) / 35.0 - 3.0 for j in range(k)] for i in range(n)]
 
 
-def test_shipped_model_under_micropython_64k_heap_within_1ms(mpy):
-    """The model loads and runs in the device's budget: a 64 KB heap, < 1 ms per window."""
+def test_shipped_model_under_micropython_64k_heap(mpy):
+    """The model loads and runs in the device's heap budget (64 KB) and matches onnxruntime.
+    Its speed on the S3 is the timing model's instruction count (tests/test_fw_timing.py):
+    a wall-clock limit here would measure how busy this machine is."""
     k = features.N_FEATURES
     rows = np.array(_rows(40, k), dtype=np.float32)
     sess = ort.InferenceSession(str(MODELS / "stress.onnx"), providers=["CPUExecutionProvider"])
     ref = sess.run(None, {"features": rows})[0][:, 0]
     code = f"""
-import json, time
+import json
 from firmware import nnrt
 import gc
 m = nnrt.load({str(MODELS / "stress.ccm")!r})
 row = [0.0] * {k}
 out = []
-spent = 0
 for rep in range(5):
     for i in range(40):
         for j in range({k}):
             row[j] = ((i * {k} + j) * 7919 % 211) / 35.0 - 3.0
-        t0 = time.ticks_us()
         s = m.score(row)
-        spent += time.ticks_diff(time.ticks_us(), t0)
         if rep == 0:
             out.append(s)
 gc.collect()
-print(json.dumps({{"us": spent / 200, "s": out, "free": gc.mem_free()}}))
+print(json.dumps({{"s": out, "free": gc.mem_free()}}))
 """
     res = json.loads(mpy(code, heapsize="64K").stdout)
     assert np.abs(np.array(res["s"]) - ref).max() < 1e-5
     assert ref.std() > 0.05
-    assert res["us"] < 1000, f"{res['us']:.0f} us per window"
