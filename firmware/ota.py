@@ -175,23 +175,33 @@ def _request(method, url, body=None, sink=None, head=""):
         # A MicroPython socket is a stream itself. (The unix port's makefile() is a second object
         # on the same fd that closes it again when collected, possibly after the fd was reused.)
         f = s if hasattr(s, "readinto") else s.makefile("rwb", 0)
-        f.write(head.encode() + b"\r\n")
+        try:
+            f.write(head.encode() + b"\r\n")
+        except ValueError as e:  # mbedTLS's handshake failed: not the provisioned CA's server
+            raise OtaError("TLS with %s refused: %s" % (host, str(e).strip()))
         if body is not None:
             f.write(body)
         status = int(f.readline().split()[1])
+        # Read the body's stated length, not until the server closes: a TLS server may hold
+        # the connection open for a while waiting for the client's close_notify.
+        left = -1  # unknown: until the end of the stream
         while True:
             line = f.readline()
             if not line or line == b"\r\n":
                 break
+            if line[:15].lower() == b"content-length:":
+                left = int(line[15:])
         buf = bytearray(_CHUNK)
         mv = memoryview(buf)
         out = b"" if sink is None else None
-        while True:
-            n = f.readinto(buf)
+        while left:
+            n = f.readinto(mv if left < 0 or left >= _CHUNK else mv[:left])
             if alive is not None:
                 alive()
             if not n:
                 break
+            if left > 0:
+                left -= n
             if sink is None:
                 out += bytes(mv[:n])
             else:

@@ -68,10 +68,10 @@ class SimulatedBoard:
 
     def _spawn(self) -> None:
         tty.setraw(self._dev_slave)
-        # MICROPYPATH replaces the default sys.path: the flash folder first (as on the board),
-        # then the fake hardware, then micropython-lib (umqtt).
+        # MICROPYPATH replaces the default sys.path: the flash folder first, then the frozen
+        # modules (as on the board: `ssl` is one), then the fake hardware, then micropython-lib.
         env = dict(os.environ)
-        env["MICROPYPATH"] = ":".join(["", str(fakes_path()), str(MPY_LIB)])
+        env["MICROPYPATH"] = ":".join(["", ".frozen", str(fakes_path()), str(MPY_LIB)])
         env["CALMCUE_SIM_UID"] = self.unique_id
         startup = self.flash / ".sim_startup.py"
         startup.write_text(_STARTUP)
