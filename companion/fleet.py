@@ -27,8 +27,8 @@ import base64
 import hashlib
 import hmac
 import json
-import re
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass

@@ -254,7 +254,7 @@ def _check_floor(p, update, version):
                        % (update, version, floor))
 
 
-def check(ident, key):
+def check(ident, key_path=KEY_FILE):
     """The signed offer the companion has for this device ({"update": id, "version": v, ...}),
     or None. Raises OtaError when the answer is not signed by the update key, or not the answer
     to this request (another device, another site, an old nonce: a replay)."""
@@ -264,7 +264,7 @@ def check(ident, key):
         ident["ota_url"], ident["site"], ident["device"], p.get("version") or "", nonce)
     answer = json.loads(_get(url))
     raw = answer.get("offer", "").encode()
-    if not verify(raw, binascii.unhexlify(answer.get("sig", "")), key):
+    if not verify(raw, binascii.unhexlify(answer.get("sig", "")), load_key(key_path)):
         raise OtaError("update offer signature is not valid for this device's update key")
     offer = json.loads(raw)
     if (offer.get("nonce"), offer.get("device"), offer.get("site")) != (
@@ -399,8 +399,7 @@ def update_from_companion(ident, key_path=KEY_FILE):
     if not ident.get("ota_url"):
         return None
     ca = ident.get("ota_ca")
-    key = load_key(key_path)
-    offer = check(ident, key)
+    offer = check(ident, key_path)
     if offer is None:
         return None
-    return apply(ident, offer["update"], key, offer.get("version"))
+    return apply(ident, offer["update"], load_key(key_path), offer.get("version"))

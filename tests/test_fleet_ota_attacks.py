@@ -113,7 +113,7 @@ def test_replayed_offer_of_a_withdrawn_update_is_refused(rig, mitm):  # noqa: F8
     bad = publish(fleet, tmp, "2.1.0", HEALTHY_MAIN)
     with devicelink.DeviceLink(board.port) as link:  # the device checks; nothing applied yet
         link.exec("from firmware import ota\nident = json.load(open('device.json'))\n"
-                  "print(ota.check(ident, ota.load_key()))\n")
+                  "print(ota.check(ident))\n")
     (recorded,) = mitm.paths("/fleet/ota/check")
     assert json.loads(json.loads(recorded["answer"])["offer"])["update"] == bad
     fleet.set_rollout(bad, state="paused")
@@ -252,3 +252,37 @@ def test_update_over_https_with_the_provisioned_ca_and_a_rogue_server_refused(tm
         assert boot_and_run_main(board, 3) == "main ok from b"
         assert report(board, server.url) == "confirmed"  # the report went over https too
         assert fleet.update_summary(update)["counts"]["confirmed"] == 1
+
+
+def test_companion_serves_https_with_its_certificate(tmp_path):
+    """`calmcue companion serve` with CALMCUE_TLS_CERTFILE/KEYFILE: the update endpoints over
+    HTTPS, checked against the CA; a client trusting another CA is refused; one file alone is a
+    configuration error."""
+    import ssl
+
+    import httpx
+
+    from companion import server
+    from companion.config import Settings, SettingsError
+
+    pki = _pki(tmp_path)
+    base = dict(db_url=f"sqlite:///{tmp_path / 'c.db'}", mqtt_url=None, port=0,
+                fleet_key_path=str(tmp_path / "key.pem"))
+    with pytest.raises(SettingsError, match="both CALMCUE_TLS_CERTFILE and CALMCUE_TLS_KEYFILE"):
+        server.start(Settings(**base, tls_certfile=pki["good"]["cert"]))
+    running = server.start(Settings(**base, tls_certfile=pki["good"]["cert"],
+                                    tls_keyfile=pki["good"]["key"]))
+    try:
+        assert running.url.startswith("https://")
+        for name, ok in (("good", True), ("rogue", False)):
+            ctx = ssl.create_default_context(cadata=pki[name]["ca_der"])
+            with httpx.Client(verify=ctx) as http:
+                if ok:
+                    r = http.get(running.url + "/fleet/ota/check",
+                                 params={"site": SITE, "device": DEVICE, "nonce": "00" * 8})
+                    assert json.loads(r.json()["offer"])["update"] is None
+                else:
+                    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                        http.get(running.url + "/fleet/ota/check")
+    finally:
+        running.stop()
