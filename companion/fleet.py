@@ -660,7 +660,8 @@ def it_router(store: FleetStore) -> APIRouter:
         except FleetError as e:
             raise _bad(e) from None
 
-    @r.post("/inventory/{device}/report-key")
+    @r.post("/inventory/{device}/report-key",
+            responses={404: {"description": "the device is not in the inventory"}})
     def post_report_key(device: str) -> dict[str, str]:
         """The key the device signs its update reports with; provisioning writes it into
         device.json. It changes when the device is provisioned again."""
