@@ -181,7 +181,10 @@ def _request(method, url, body=None, sink=None, head=""):
             raise OtaError("TLS with %s refused: %s" % (host, str(e).strip()))
         if body is not None:
             f.write(body)
-        status = int(f.readline().split()[1])
+        line = f.readline().split()
+        if len(line) < 2 or not line[1].isdigit():
+            raise OtaError("%s did not answer in HTTP" % host)
+        status = int(line[1])
         # Read the body's stated length, not until the server closes: a TLS server may hold
         # the connection open for a while waiting for the client's close_notify.
         left = -1  # unknown: until the end of the stream
@@ -262,9 +265,13 @@ def check(ident, key_path=KEY_FILE):
     nonce = binascii.hexlify(os.urandom(8)).decode()
     url = "%s/fleet/ota/check?site=%s&device=%s&version=%s&nonce=%s" % (
         ident["ota_url"], ident["site"], ident["device"], p.get("version") or "", nonce)
-    answer = json.loads(_get(url))
-    raw = answer.get("offer", "").encode()
-    if not verify(raw, binascii.unhexlify(answer.get("sig", "")), load_key(key_path)):
+    try:
+        answer = json.loads(_get(url))
+        raw = answer["offer"].encode()
+        sig = binascii.unhexlify(answer["sig"])
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise OtaError("the answer to the update check is not a signed offer")
+    if not verify(raw, sig, load_key(key_path)):
         raise OtaError("update offer signature is not valid for this device's update key")
     offer = json.loads(raw)
     if (offer.get("nonce"), offer.get("device"), offer.get("site")) != (

@@ -141,7 +141,11 @@ def test_downgrade_to_an_older_signed_bundle_is_refused(rig, mitm, tmp_path):  #
     # 1. the old, unsigned answer naming the 2.0.0 update (what every check looked like before)
     mitm.forge = lambda q: json.dumps({"update": old, "version": "2.0.0"}).encode()
     assert device_update(board, mitm.url) == (
-        "refused: update offer signature is not valid for this device's update key")
+        "refused: the answer to the update check is not a signed offer")
+    for junk in (b"[]", b'{"offer": 5, "sig": "zz"}', b"not json"):  # and no crash either
+        mitm.forge = lambda q, junk=junk: junk
+        assert device_update(board, mitm.url) == (
+            "refused: the answer to the update check is not a signed offer")
     # 2. a fresh offer for it, signed by the attacker's own key
     attacker = fleet_mod.load_or_create_key(tmp_path / "attacker.pem")
 
