@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.stamp
 
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test bench lint model firmware clean system-run system-test mpy-lib help
+.PHONY: run test bench lint model firmware clean system-run system-test help
 
 help:
 	@echo "make run    - start the demo: embedded broker, companion, simulated device (http://127.0.0.1:8000)"
@@ -45,21 +45,17 @@ system-run:
 system-test:
 	@bash scripts/system-deps.sh test
 
-# micropython-lib modules for the unix port and the device bundle (umqtt.simple from PyPI).
-mpy-lib: $(STAMP)-run
-	@$(PY) -m firmware.tools.fetch_mpy_lib
-
 # ---- the two commands --------------------------------------------------------------------------
 
-run: system-run $(STAMP)-run mpy-lib
+run: system-run $(STAMP)-run
 	$(VENV)/bin/calmcue run
 
-test: system-test $(STAMP)-test mpy-lib
+test: system-test $(STAMP)-test
 	$(PY) -m pytest -q -p no:cacheprovider
 
 # ---- the rest ----------------------------------------------------------------------------------
 
-bench: system-test $(STAMP)-bench mpy-lib
+bench: system-test $(STAMP)-bench
 	$(PY) -m calmcue.bench
 
 lint: $(STAMP)-test
@@ -72,7 +68,7 @@ model: $(STAMP)-test
 	$(VENV)/bin/calmcue model evaluate
 	$(VENV)/bin/calmcue model export
 
-firmware: $(STAMP)-test mpy-lib
+firmware: $(STAMP)-test
 	$(PY) -m firmware.tools.bundle
 
 clean:

@@ -11,8 +11,6 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-# umqtt and other micropython-lib modules are fetched into this folder by `make mpy-lib`.
-MPY_LIB = REPO / "var" / "mpy-lib"
 
 
 class MicroPythonError(RuntimeError):
@@ -51,12 +49,12 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     """Run `code` (or `script`) under MicroPython with `-X heapsize=...`.
 
-    The repository root, var/mpy-lib and `paths` come first on sys.path. Returns the completed
+    The repository root and `paths` come first on sys.path. Returns the completed
     process; raises MicroPythonError with the interpreter's output when it fails.
     """
     if (code is None) == (script is None):
         raise ValueError("give exactly one of code or script")
-    search = [str(REPO), str(MPY_LIB), *[str(p) for p in (paths or [])]]
+    search = [str(REPO), *[str(p) for p in (paths or [])]]
     prelude = "import sys\n" + "".join(f"sys.path.insert(0, {p!r})\n" for p in reversed(search))
     if script is not None:
         body = Path(script).read_text()

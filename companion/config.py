@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     # privacy: group views with fewer events than this are suppressed
     min_group_size: int = Field(default=5, ge=1)
 
+    # HTTPS for the API and the headsets' updates (provision them with --ota-ca, the CA that
+    # signed this certificate): PEM certificate chain and its key; both or neither
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
+
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Settings:
         if self.env == "production" and (

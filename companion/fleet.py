@@ -11,22 +11,31 @@ so the rest of the companion only mounts it (docs/fleet.md):
     app.include_router(fleet.device_router(store))   # devices fetch updates without a login
 
 Update signatures: RSA-2048 PKCS#1 v1.5 over SHA-256 of the exact manifest bytes, because the
-device verifies them in a few lines of MicroPython (firmware/ota.py explains the choice).
+device verifies them in a few lines of MicroPython (firmware/ota.py explains the choice). The
+answer to an update check (the offer) is signed the same way and carries the device's nonce.
+Versions are x.y.z numbers, compared as the device compares them; each site's versions only go
+up, because a device refuses any update not above its confirmed version (anti-rollback).
+
+Device reports are authenticated: an HMAC-SHA256 of the body under the device's report key,
+derived from the signing key, the device id and its provisioning time (so re-provisioning a
+device gives it a new key), handed to the device at provisioning.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import (
     Column,
@@ -106,6 +115,17 @@ update_status = Table(
 UPDATE_STATES = ("applied", "confirmed", "rolled_back", "refused")
 # a device that ended in one of these is not offered the same update again
 _FINAL = ("confirmed", "rolled_back", "refused")
+# What a device's reports may change an update's status to, from its current status: only
+# forward, so a replayed earlier report cannot move it back. confirmed -> rolled_back is the
+# loader's safe mode giving up on a confirmed bundle (firmware/ota_boot.py).
+_NEXT: dict[str | None, tuple[str, ...]] = {
+    None: UPDATE_STATES,
+    "applied": ("confirmed", "rolled_back"),
+    "confirmed": ("rolled_back",),
+    "rolled_back": (),
+    "refused": (),
+}
+VERSION_RE = re.compile(r"^[0-9]{1,9}(\.[0-9]{1,9}){0,7}$")
 
 
 class FleetError(ValueError):
@@ -118,6 +138,21 @@ def create_tables(engine: Engine) -> None:
     from companion.db import migrate
 
     migrate(engine)
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """"2.10.1" -> (2, 10, 1), ordered as the device orders them (firmware/ota.py _version)."""
+    if not isinstance(version, str) or not VERSION_RE.match(version):
+        raise FleetError(f"version {version!r} is not of the form x.y.z (numbers), e.g. 1.4.0")
+    return tuple(int(x) for x in version.split("."))
+
+
+def _newer(version: str, than: str | None) -> bool:
+    """For offers: is `version` above what the device says it runs (unknown: yes)."""
+    try:
+        return not than or version_key(version) > version_key(than)
+    except FleetError:
+        return version != than
 
 
 def in_rollout(update_id: str, device: str, percent: int) -> bool:
@@ -303,12 +338,19 @@ class FleetStore:
     # updates
 
     def create_update(
-        self, *, version: str, site: str, percent: int, files: dict[str, bytes]
+        self, *, version: str, site: str, percent: int, files: dict[str, bytes],
+        content_of: str | None = None,
     ) -> dict[str, Any]:
         if not files:
             raise FleetError("the bundle has no files; build it with `make firmware`")
+        version_key(version)  # a version the devices can compare
         if not 0 <= percent <= 100:
             raise FleetError(f"percent is {percent}; choose 0-100")
+        newest = self.newest_version(site)
+        if newest is not None and version_key(version) <= version_key(newest):
+            raise FleetError(
+                f"site {site} already has version {newest}; a device refuses any update not above "
+                "its confirmed version, so publish this bundle under a higher version (--version)")
         for path in files:
             if path.startswith("/") or ".." in path.split("/"):
                 raise FleetError(f"bundle path {path!r} must be relative, without '..'")
@@ -318,6 +360,7 @@ class FleetStore:
             "update": update_id,
             "version": version,
             "site": site,
+            **({"content_of": content_of} if content_of else {}),
             "files": {
                 p: {"sha256": hashlib.sha256(d).hexdigest(), "size": len(d)}
                 for p, d in sorted(files.items())
@@ -346,9 +389,18 @@ class FleetStore:
                 )
         return {"update": update_id, "version": version, "site": site, "percent": percent}
 
+    def newest_version(self, site: str) -> str | None:
+        with self.engine.connect() as conn:
+            versions = [v for (v,) in conn.execute(
+                select(updates.c.version).where(updates.c.site == site))]
+        known = [v for v in versions if VERSION_RE.match(v)]
+        return max(known, key=version_key) if known else None
+
     def rollback(self, update_id: str) -> dict[str, Any]:
         """Take a bad update back fleet-wide: pause it, and re-publish the site's previous
-        update (same files, freshly signed) to every device still on the bad version."""
+        update (same files, freshly signed) to every device on the bad version. Devices refuse
+        to go below their confirmed version, so the old files go out under a version just above
+        the site's newest: 2.0.0 -> 2.0.0.1 (2.0.0.1 -> 2.0.0.2), below any later 2.0.1."""
         bad = self._update_row(update_id)
         with self.engine.connect() as conn:
             prev = conn.execute(
@@ -364,8 +416,15 @@ class FleetStore:
             files = {r.path: bytes(r.data) for r in conn.execute(
                 select(update_files).where(update_files.c.update_id == prev.id))}
         self.set_rollout(update_id, state="paused")
-        # devices still on the previous version are not offered it (same version)
-        return self.create_update(version=prev.version, site=bad.site, percent=100, files=files)
+        newest = self.newest_version(bad.site) or bad.version
+        parts = newest.split(".")
+        if len(parts) > 3:
+            version = ".".join(parts[:-1] + [str(int(parts[-1]) + 1)])
+        else:
+            version = ".".join(parts + ["0"] * (3 - len(parts)) + ["1"])
+        out = self.create_update(version=version, site=bad.site, percent=100, files=files,
+                                 content_of=prev.version)
+        return {**out, "content_of": prev.version}
 
     def set_rollout(
         self, update_id: str, *, percent: int | None = None, state: str | None = None
@@ -384,6 +443,9 @@ class FleetStore:
             if n.rowcount == 0:
                 raise KeyError(update_id)
         return self.update_summary(update_id)
+
+    def update_site(self, update_id: str) -> str:
+        return str(self._update_row(update_id).site)
 
     def _update_row(self, update_id: str) -> Any:
         with self.engine.connect() as conn:
@@ -431,8 +493,11 @@ class FleetStore:
                 .order_by(updates.c.created_at.desc())
             ).all()
             for row in rows:
-                if row.version == version or not in_rollout(row.id, device, row.percent):
+                if not _newer(row.version, version) or not in_rollout(row.id, device,
+                                                                       row.percent):
                     continue
+                if version and json.loads(row.manifest).get("content_of") == version:
+                    continue  # a rollback to what this device still runs
                 done = conn.execute(
                     select(update_status.c.state).where(
                         update_status.c.update_id == row.id,
@@ -444,6 +509,42 @@ class FleetStore:
                     continue
                 return {"update": row.id, "version": row.version}
         return {}
+
+    def offer(self, *, site: str, device: str, version: str, nonce: str) -> dict[str, str]:
+        """The signed answer to a device's update check: the offer (exact JSON text, naming the
+        device, its site and its nonce, and the update or none) and its signature."""
+        found = self.check(site=site, device=device, version=version)
+        raw = json.dumps({"v": 1, "site": site, "device": device, "nonce": nonce,
+                          "update": found.get("update"), "version": found.get("version")},
+                         separators=(",", ":"))
+        return {"offer": raw, "sig": sign(self.key, raw.encode())}
+
+    def _report_master(self) -> bytes:
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        der = self.key.private_bytes(serialization.Encoding.DER,
+                                     serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption())
+        return bytes(HKDF(hashes.SHA256(), 32, salt=None,
+                          info=b"calmcue ota device report keys v1").derive(der))
+
+    def report_key(self, device: str) -> str:
+        """The device's key for signing its update reports (hex), tied to its provisioning:
+        re-provisioning (a new `record`) gives it a new one. KeyError: not in the inventory."""
+        with self.engine.connect() as conn:
+            at = conn.execute(select(inventory.c.provisioned_at)
+                              .where(inventory.c.device == device)).scalar_one_or_none()
+        if at is None:
+            raise KeyError(device)
+        msg = f"{device}\n{float(at)!r}".encode()
+        return hmac.new(self._report_master(), msg, hashlib.sha256).hexdigest()
+
+    def device_site(self, device: str) -> str | None:
+        with self.engine.connect() as conn:
+            site = conn.execute(select(inventory.c.site)
+                                .where(inventory.c.device == device)).scalar_one_or_none()
+        return None if site is None else str(site)
 
     def manifest(self, update_id: str) -> tuple[bytes, str]:
         row = self._update_row(update_id)
@@ -465,6 +566,14 @@ class FleetStore:
             raise FleetError(f"state must be one of {', '.join(UPDATE_STATES)}")
         self._update_row(update_id)
         with self.engine.begin() as conn:
+            now = conn.execute(select(update_status.c.state).where(
+                update_status.c.update_id == update_id, update_status.c.site == site,
+                update_status.c.device == device)).scalar_one_or_none()
+            if now == state:
+                return  # the same report again (a retry): nothing changes
+            if state not in _NEXT.get(now, ()):
+                raise FleetError(f"update {update_id} is {now} on {device}; a report cannot "
+                                 f"change that to {state}")
             conn.execute(
                 update_status.delete().where(
                     update_status.c.update_id == update_id,
@@ -521,11 +630,19 @@ class RolloutIn(BaseModel):
 
 
 class ReportIn(BaseModel):
-    site: str
-    device: str
-    update: str
-    state: str
-    detail: str = ""
+    site: str = Field(max_length=32)
+    device: str = Field(max_length=32)
+    update: str = Field(max_length=16)
+    state: str = Field(max_length=16)
+    detail: str = Field(default="", max_length=2000)
+
+
+async def _raw_body(request: Request) -> bytes:
+    return await request.body()
+
+
+_REPORT_HELP = ("device reports are signed: X-Calmcue-Device (its id) and X-Calmcue-Signature "
+                "(HMAC-SHA256 of the body under its report key, hex; from provisioning)")
 
 
 def _bad(e: Exception) -> HTTPException:
@@ -542,6 +659,16 @@ def it_router(store: FleetStore) -> APIRouter:
             return store.record(device=device, **body.model_dump())
         except FleetError as e:
             raise _bad(e) from None
+
+    @r.post("/inventory/{device}/report-key",
+            responses={404: {"description": "the device is not in the inventory"}})
+    def post_report_key(device: str) -> dict[str, str]:
+        """The key the device signs its update reports with; provisioning writes it into
+        device.json. It changes when the device is provisioned again."""
+        try:
+            return {"device": device, "report_key": store.report_key(device)}
+        except KeyError:
+            raise HTTPException(404, f"device {device} is not in the inventory") from None
 
     @r.get("/inventory")
     def get_inventory(site: str | None = None) -> list[dict[str, Any]]:
@@ -608,12 +735,20 @@ def it_router(store: FleetStore) -> APIRouter:
 
 
 def device_router(store: FleetStore) -> APIRouter:
-    """What devices call: plain HTTP, no login; integrity comes from the signature."""
+    """What devices call, without a login: offers and manifests are signed with the update key,
+    reports with the device's own report key (HTTP or HTTPS)."""
     r = APIRouter(prefix="/fleet/ota", tags=["fleet-devices"])
 
     @r.get("/check")
-    def check(site: str, device: str, version: str = "") -> dict[str, Any]:
-        return store.check(site=site, device=device, version=version)
+    def check(site: str, device: str, version: str = "",
+              nonce: str | None = Query(default=None, pattern=r"^[0-9a-f]{16,64}$")
+              ) -> dict[str, Any]:
+        if nonce is None:
+            # firmware from before signed offers (issue 17) sends no nonce; it still verifies
+            # the manifest's signature and its version floor, and its first update brings the
+            # code that checks offers
+            return store.check(site=site, device=device, version=version)
+        return store.offer(site=site, device=device, version=version, nonce=nonce)
 
     @r.get("/updates/{update_id}/manifest")
     def manifest(update_id: str) -> Response:
@@ -638,8 +773,39 @@ def device_router(store: FleetStore) -> APIRouter:
         except KeyError as e:
             raise _bad(e) from None
 
-    @r.post("/report")
-    def report(body: ReportIn) -> dict[str, str]:
+    @r.post("/report", openapi_extra={"requestBody": {"required": True, "content": {
+                "application/json": {"schema": ReportIn.model_json_schema()}}}},
+            responses={401: {"description": "unsigned, unknown device or bad signature"},
+                       403: {"description": "signed by another device, or another site"},
+                       404: {"description": "no such update"},
+                       409: {"description": "not a forward change of the update's status"},
+                       422: {"description": "not a report"}})
+    def report(raw: bytes = Depends(_raw_body),
+               x_calmcue_device: str = Header(default=""),
+               x_calmcue_signature: str = Header(default="")) -> dict[str, str]:
+        signer = x_calmcue_device
+        try:
+            want = store.report_key(signer) if signer else None
+        except KeyError:
+            want = None
+        if want is None:
+            raise HTTPException(401, f"unknown or missing device; {_REPORT_HELP}")
+        mac = hmac.new(bytes.fromhex(want), raw, hashlib.sha256).hexdigest()
+        given = x_calmcue_signature.lower().encode("latin-1", "replace")
+        if not hmac.compare_digest(mac.encode(), given):
+            raise HTTPException(401, f"bad signature for device {signer}; {_REPORT_HELP}")
+        try:
+            body = ReportIn.model_validate_json(raw)
+        except ValueError as e:
+            raise HTTPException(422, f"not a report: {e}") from None
+        site = store.device_site(signer)
+        if body.device != signer or body.site != site:
+            raise HTTPException(403, f"device {signer} (site {site}) can only report for itself")
+        try:
+            if store.update_site(body.update) != site:
+                raise HTTPException(403, f"update {body.update} is not for site {site}")
+        except KeyError as e:
+            raise _bad(e) from None
         try:
             store.report(
                 update_id=body.update,

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from calmcue.broker import Mosquitto, free_port
 from companion.app import create_app
-from companion.config import Settings
+from companion.config import Settings, SettingsError
 from companion.ingest import Ingest
 
 log = logging.getLogger("calmcue.companion")
@@ -46,6 +46,8 @@ def _close_feed(server: uvicorn.Server) -> None:
 
 
 def _config(settings: Settings) -> uvicorn.Config:
+    if bool(settings.tls_certfile) != bool(settings.tls_keyfile):
+        raise SettingsError("HTTPS needs both CALMCUE_TLS_CERTFILE and CALMCUE_TLS_KEYFILE (PEM)")
     return uvicorn.Config(
         create_app(settings),
         host=settings.host,
@@ -54,6 +56,8 @@ def _config(settings: Settings) -> uvicorn.Config:
         access_log=False,
         timeout_graceful_shutdown=2,  # live feeds are long requests; do not wait on them
         lifespan="on",
+        ssl_certfile=settings.tls_certfile,
+        ssl_keyfile=settings.tls_keyfile,
     )
 
 
@@ -61,7 +65,8 @@ def serve(settings: Settings) -> None:
     """Serve the API and dashboard on settings.host:port until interrupted."""
     settings, broker = _resolve_embedded(settings)
     try:
-        log.info("dashboard on http://%s:%d/", settings.host, settings.port)
+        log.info("dashboard on %s://%s:%d/", "https" if settings.tls_certfile else "http",
+                 settings.host, settings.port)
         _Server(_config(settings)).run()
     finally:
         if broker:
@@ -78,7 +83,8 @@ class RunningCompanion:
 
     @property
     def url(self) -> str:
-        return f"http://{self.settings.host}:{self.settings.port}"
+        scheme = "https" if self.settings.tls_certfile else "http"
+        return f"{scheme}://{self.settings.host}:{self.settings.port}"
 
     @property
     def app(self) -> FastAPI:

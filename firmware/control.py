@@ -102,10 +102,9 @@ def confirm_update(dev):
     from firmware import ota
 
     ota.confirm()
-    base = dev.ident.get("ota_url")
-    if base:
+    if dev.ident.get("ota_url"):
         try:
-            ota.report_outcome(base, dev.ident["site"], dev.ident["device"])
+            ota.report_outcome(dev.ident)
         except (OSError, ValueError) as e:
             dev.link.log("ota report failed: %r" % e)  # the companion sees it next boot
     _forget("ota")  # needed once per boot: give its memory back

@@ -391,7 +391,7 @@ def run_micropython(
     workdir.mkdir(parents=True, exist_ok=True)
     model = workdir / "model.ccm"
     model.write_bytes(ccm)
-    search = [str(REPO), str(mpy.MPY_LIB)]
+    search = [str(REPO)]
     prelude = "import sys\n" + "".join(f"sys.path.insert(0, {p!r})\n" for p in reversed(search))
     prelude += f"sys.argv[1:] = {[str(model), json.dumps(settings)]!r}\n"
     code = prelude + _MPY_RUNNER.read_text()

@@ -144,7 +144,7 @@ def _score_micropython(paths: list[str], model: ShippedModel, batch: int = 500) 
 
     from calmcue import mpy
 
-    search = [str(REPO), str(mpy.MPY_LIB)]
+    search = [str(REPO)]
     prelude = "import sys\n" + "".join(f"sys.path.insert(0, {p!r})\n" for p in reversed(search))
     prelude += f"sys.argv[1:] = {[str(model.ccm_path), repr(model.speech_min)]!r}\n"
     code = prelude + _MPY_SCRIPT.read_text()

@@ -24,6 +24,7 @@ def make_bundle(root: Path, version: str = "1.0.0", main: bytes = MAIN_PY,
         "firmware/__init__.py": b"",
         "firmware/events.py": (REPO / "firmware" / "events.py").read_bytes(),
         "firmware/ota.py": (REPO / "firmware" / "ota.py").read_bytes(),
+        "firmware/tls.py": (REPO / "firmware" / "tls.py").read_bytes(),  # for https:// updates
         **(extra or {}),
     }
     for rel, data in files.items():
@@ -46,7 +47,7 @@ def sha256_file(p: Path) -> str:
 class FleetServer:
     """The fleet routers served over real HTTP (uvicorn in a thread) so a device can fetch."""
 
-    def __init__(self, store):
+    def __init__(self, store, certfile: str | None = None, keyfile: str | None = None):
         import threading
 
         import uvicorn
@@ -59,9 +60,10 @@ class FleetServer:
         app.include_router(fleet.it_router(store))
         app.include_router(fleet.device_router(store))
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if certfile else 'http'}://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning"))
+                                                    log_level="warning", ssl_certfile=certfile,
+                                                    ssl_keyfile=keyfile))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):

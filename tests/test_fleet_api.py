@@ -63,19 +63,103 @@ def test_update_published_and_status_over_http(client, store):
     assert client.get(f"/fleet/ota/updates/{up['update']}/files/main.py").content == b"print(2)\n"
     assert client.get("/fleet/ota/check", params={"site": SITE, "device": "cc-1"}).json() == {
         "update": up["update"], "version": "2.0.0"}
-    r = client.post("/fleet/ota/report", json={"site": SITE, "device": "cc-1",
-                                                "update": up["update"], "state": "confirmed"})
+    api.record(device="cc-1", site=SITE, name="counter-1", label="CC-1",
+               profile="esp32s3-headset", target="esp32", version="1.0.0")
+    key = api.report_key("cc-1")
+    r = post_report(client, key, "cc-1", {"site": SITE, "device": "cc-1",
+                                          "update": up["update"], "state": "confirmed"})
     assert r.status_code == 200
     assert api.update_summary(up["update"])["counts"]["confirmed"] == 1
-    bad = client.post("/fleet/ota/report", json={"site": SITE, "device": "cc-1",
-                                                  "update": up["update"], "state": "great"})
+    bad = post_report(client, key, "cc-1", {"site": SITE, "device": "cc-1",
+                                            "update": up["update"], "state": "great"})
     assert bad.status_code == 409
+
+
+def post_report(client, key: str, signer: str, body: dict, tamper=None):
+    """A device report as firmware/ota.py sends it: the body, its HMAC under the report key."""
+    raw = json.dumps(body).encode()
+    mac = ota.hmac_sha256(bytes.fromhex(key), raw).hex()
+    if tamper is not None:
+        raw = tamper(raw)
+    return client.post("/fleet/ota/report", content=raw,
+                       headers={"X-Calmcue-Device": signer, "X-Calmcue-Signature": mac})
+
+
+def test_device_reports_need_the_devices_own_key(client, store):
+    """Before: anyone could POST a report and mark an update confirmed (its roll-out to that
+    device stopped). Now: only the device itself, with the key from its provisioning, and only
+    forward; every refused report leaves the status as it was."""
+    import hmac as std_hmac
+
+    for dev, site in (("cc-a", SITE), ("cc-b", SITE), ("cc-x", "store-999")):
+        store.record(device=dev, site=site, name=dev, label=dev.upper(), profile="esp32s3-headset",
+                     target="esp32", version="1.0.0")
+    up = store.create_update(version="2.0.0", site=SITE, percent=100, files={"main.py": b"x"})
+    other = store.create_update(version="2.0.0", site="store-999", percent=100,
+                                files={"main.py": b"x"})
+    key_a, key_b, key_x = (store.report_key(d) for d in ("cc-a", "cc-b", "cc-x"))
+    assert len({key_a, key_b, key_x}) == 3
+    # the device's HMAC is the standard one
+    assert ota.hmac_sha256(b"k" * 32, b"m") == std_hmac.new(b"k" * 32, b"m", "sha256").digest()
+    rep = {"site": SITE, "device": "cc-a", "update": up["update"], "state": "confirmed"}
+
+    def status() -> list:
+        return [(d["device"], d["state"]) for d in store.update_summary(up["update"])["devices"]]
+
+    unsigned = client.post("/fleet/ota/report", json=rep)
+    assert unsigned.status_code == 401 and "signed" in unsigned.json()["detail"]
+    assert post_report(client, "00" * 32, "cc-a", rep).status_code == 401  # a guessed key
+    assert post_report(client, key_a, "cc-nobody", rep).status_code == 401  # not in inventory
+    assert post_report(client, key_b, "cc-a", rep).status_code == 401  # B's key, A's name
+    tampered = post_report(client, key_a, "cc-a", {**rep, "state": "applied"},
+                           tamper=lambda raw: raw.replace(b"applied", b"confirmed"))
+    assert tampered.status_code == 401
+    assert post_report(client, key_b, "cc-b", rep).status_code == 403  # B reporting as A
+    assert post_report(client, key_x, "cc-x", {**rep, "site": "store-999", "device": "cc-x"}
+                       ).status_code == 403  # an update of another site
+    assert post_report(client, key_a, "cc-a", {**rep, "update": other["update"]}
+                       ).status_code == 403
+    assert post_report(client, key_a, "cc-a", {"device": "cc-a"}).status_code == 422
+    assert status() == []  # nothing above changed anything
+
+    assert post_report(client, key_a, "cc-a", {**rep, "state": "applied"}).status_code == 200
+    assert post_report(client, key_a, "cc-a", rep).status_code == 200
+    assert status() == [("cc-a", "confirmed")]
+    # a captured earlier report, replayed, cannot move the status back; a retry changes nothing
+    replay = post_report(client, key_a, "cc-a", {**rep, "state": "applied"})
+    assert replay.status_code == 409 and "cannot change that to applied" in replay.json()["detail"]
+    assert post_report(client, key_a, "cc-a", rep).status_code == 200
+    assert status() == [("cc-a", "confirmed")]
+    # re-provisioning gives the device a new key; the old one stops working
+    store.record(device="cc-a", site=SITE, name="cc-a", label="CC-A", profile="esp32s3-headset",
+                 target="esp32", version="2.0.0")
+    assert store.report_key("cc-a") != key_a
+    assert post_report(client, key_a, "cc-a", {**rep, "state": "rolled_back"}).status_code == 401
+
+
+def test_update_offer_is_signed_for_the_device_and_its_nonce(client, store, tmp_path):
+    store.create_update(version="2.0.0", site=SITE, percent=100, files={"main.py": b"x"})
+    pub = fleet.public_key_json(store.key)
+    key = (int(pub["n"], 16), pub["e"])
+    got = client.get("/fleet/ota/check", params={"site": SITE, "device": "cc-1",
+                                                 "version": "1.0.0", "nonce": "ab" * 8}).json()
+    assert ota.verify(got["offer"].encode(), bytes.fromhex(got["sig"]), key)
+    offer = json.loads(got["offer"])
+    assert offer == {"v": 1, "site": SITE, "device": "cc-1", "nonce": "ab" * 8,
+                     "update": offer["update"], "version": "2.0.0"}
+    none = client.get("/fleet/ota/check", params={"site": SITE, "device": "cc-1",
+                                                  "version": "2.0.0", "nonce": "cd" * 8}).json()
+    assert json.loads(none["offer"])["update"] is None  # "nothing for you" is signed too
+    assert ota.verify(none["offer"].encode(), bytes.fromhex(none["sig"]), key)
+    bad = client.get("/fleet/ota/check", params={"site": SITE, "device": "cc-1",
+                                                 "nonce": "not hex"})
+    assert bad.status_code == 422
 
 
 def test_unsafe_bundle_paths_are_refused(client):
     api = HttpFleet("http://testserver", client=client)
     with pytest.raises(FleetClientError, match="must be relative"):
-        api.create_update(version="x", site=SITE, percent=100, files={"../boot.py": b""})
+        api.create_update(version="1.0.0", site=SITE, percent=100, files={"../boot.py": b""})
 
 
 def test_staged_rollout_offers_a_stable_share_of_the_site(store):
@@ -159,10 +243,32 @@ def test_rollback_pauses_the_bad_update_and_republishes_the_previous(client, sto
         api.rollback(first["update"])
     bad = api.create_update(version="2.0.0", site=SITE, percent=100, files={"main.py": b"v2"})
     back = api.rollback(bad["update"])
-    assert back["version"] == "1.0.0" and back["update"] not in (first["update"], bad["update"])
+    # devices refuse to go below their confirmed version (anti-rollback), so the old files go
+    # out under a version just above the bad one
+    assert (back["version"], back["content_of"]) == ("2.0.0.1", "1.0.0")
+    assert back["update"] not in (first["update"], bad["update"])
     assert api.update_summary(bad["update"])["state"] == "paused"
     assert store.file(back["update"], "main.py") == b"v1"
     # devices on the bad version get the old one back; devices that never left it are untouched
     assert store.check(site=SITE, device="cc-1", version="2.0.0") == {
-        "update": back["update"], "version": "1.0.0"}
+        "update": back["update"], "version": "2.0.0.1"}
     assert store.check(site=SITE, device="cc-2", version="1.0.0") == {}
+    again = api.rollback(back["update"])  # and once more: still above everything published
+    assert (again["version"], again["content_of"]) == ("2.0.0.2", "2.0.0")
+
+
+def test_versions_only_go_up_per_site(store):
+    store.create_update(version="2.0.0", site=SITE, percent=100, files={"main.py": b"x"})
+    for older in ("2.0.0", "1.9.9", "2.0"):
+        with pytest.raises(fleet.FleetError, match="already has version 2.0.0"):
+            store.create_update(version=older, site=SITE, percent=100, files={"main.py": b"x"})
+    with pytest.raises(fleet.FleetError, match="not of the form x.y.z"):
+        store.create_update(version="2.1.0-beta", site=SITE, percent=100, files={"main.py": b"x"})
+    store.create_update(version="2.0.0", site="store-999", percent=100, files={"main.py": b"x"})
+    assert store.create_update(version="2.0.1", site=SITE, percent=100,
+                               files={"main.py": b"x"})["version"] == "2.0.1"
+    # an offer is only for a device below the version; 2.0.10 is above 2.0.9 (numbers)
+    assert store.check(site=SITE, device="cc-1", version="2.0.1") == {}
+    assert store.check(site=SITE, device="cc-1", version="3.0.0") == {}
+    store.create_update(version="2.0.10", site=SITE, percent=100, files={"main.py": b"x"})
+    assert store.check(site=SITE, device="cc-1", version="2.0.9")["version"] == "2.0.10"

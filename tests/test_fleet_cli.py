@@ -32,15 +32,32 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 def test_provision_list_status_register_update(env, capsys):
     tmp, db = env
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from test_agent_tls import _cert, _pem
+
+    ca = _cert("calmcue test CA", ec.generate_private_key(ec.SECP256R1()), ca=True)
+    ca_pem = _pem(tmp / "ca.pem", ca)
     bundle = make_bundle(tmp / "bundle", "1.0.0")
     with SimulatedBoard(tmp / "flash", unique_id=UID) as board:
         code, out, err = run(
             capsys, "device", "provision", "--port", board.port, "--site", "store-042",
             "--name", "counter-2", "--label", "CC-000777", "--wifi", "staff",
             "--wifi-password", "a-long-password", "--mqtt", "mqtt://127.0.0.1:1883",
-            "--ota-url", "http://127.0.0.1:8000", "--allow-loopback", "--bundle", str(bundle),
+            "--ota-url", "https://127.0.0.1:8443", "--allow-loopback", "--bundle", str(bundle),
             "--broker-dir", str(tmp / "broker"), *db)
+        assert code == 2 and "pass --ota-ca FILE" in err  # https:// needs the server's CA
+        code, out, err = run(
+            capsys, "device", "provision", "--port", board.port, "--site", "store-042",
+            "--name", "counter-2", "--label", "CC-000777", "--wifi", "staff",
+            "--wifi-password", "a-long-password", "--mqtt", "mqtt://127.0.0.1:1883",
+            "--ota-url", "https://127.0.0.1:8443", "--ota-ca", ca_pem, "--allow-loopback",
+            "--bundle", str(bundle), "--broker-dir", str(tmp / "broker"), *db)
         assert code == 0, err
+        doc = json.loads((board.flash / "device.json").read_text())
+        assert doc["ota_ca"] == "ota_ca.der" and len(doc["ota_report_key"]) == 64
+        assert (board.flash / "ota_ca.der").read_bytes() == ca.public_bytes(
+            serialization.Encoding.DER)
         assert f"provisioned {DEVICE}: bundle 1.0.0" in out
         assert "systemctl reload mosquitto" in out
         assert f"user {DEVICE}\ntopic write calmcue/v1/store-042/{DEVICE}/#" in (
@@ -56,6 +73,7 @@ def test_provision_list_status_register_update(env, capsys):
         on_board = json.loads(out)
         assert on_board["device"]["device"] == DEVICE
         assert "password" not in on_board["device"]["mqtt"]  # never printed
+        assert "ota_report_key" not in on_board["device"]
         assert on_board["ota"]["active"] == "a"
 
     code, out, _ = run(capsys, "device", "list", *db)
@@ -75,6 +93,9 @@ def test_provision_list_status_register_update(env, capsys):
                        "--percent", "10", *db)
     published = json.loads(out)
     assert code == 0 and published["version"] == "2.0.0" and published["percent"] == 10
+    code, out, err = run(capsys, "device", "update", "--bundle", str(v2), "--site", "store-042",
+                         *db)  # the same version again: the devices would refuse it
+    assert code != 0 and "publish this bundle under a higher version" in err
     code, out, _ = run(capsys, "device", "update", "--update", published["update"],
                        "--percent", "50", *db)
     assert json.loads(out)["percent"] == 50

@@ -90,7 +90,8 @@ def boot_and_run_main(board: SimulatedBoard, boots: int) -> str:
 
 def report(board: SimulatedBoard, url: str) -> str:
     with devicelink.DeviceLink(board.port) as link:
-        return str(link.eval_json(f"__import__('firmware.ota').ota.report_outcome({url!r}, {SITE!r}, {DEVICE!r})"))
+        return str(link.eval_json(
+            "__import__('firmware.ota').ota.report_outcome(json.load(open('device.json')))"))
 
 
 def pointer(board: SimulatedBoard) -> dict:
@@ -200,7 +201,7 @@ def test_update_signed_for_another_site_is_refused(rig):
         out = link.exec(
             "from firmware import ota\n"
             "try:\n"
-            f"    ota.apply({server.url!r}, {other['update']!r}, ota.load_key(), {SITE!r}, {DEVICE!r})\n"
+            f"    ota.apply(json.load(open('device.json')), {other['update']!r}, ota.load_key())\n"
             "except ota.OtaError as e:\n"
             "    print('refused:', e)\n").strip()
     assert out == f"refused: update {other['update']} is for site store-999, not {SITE}"
@@ -223,8 +224,7 @@ def test_older_signed_update_is_refused_anti_rollback(rig):
             "from firmware import ota\n"
             "ident = json.load(open('device.json'))\n"
             "try:\n"
-            f"    print('applied', ota.apply(ident['ota_url'], {old!r}, ota.load_key(), "
-            "ident['site'], ident['device']))\n"
+            f"    print('applied', ota.apply(ident, {old!r}, ota.load_key()))\n"
             "except ota.OtaError as e:\n"
             "    print('refused:', e)\n"
         ).strip()

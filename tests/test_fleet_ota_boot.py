@@ -96,7 +96,8 @@ def test_no_new_update_while_the_current_one_is_on_trial(mpy, tmp_path):
         f"import sys\nsys.path.insert(0, {str(REPO)!r})\n"
         "from firmware import ota\n"
         "try:\n"
-        "    ota.apply('http://127.0.0.1:1', 'u1', (3, 65537))\n"
+        "    ota.apply({'ota_url': 'http://127.0.0.1:1', 'site': 's', 'device': 'd'}, 'u1', "
+        "(3, 65537))\n"
         "except ota.OtaError as e:\n"
         "    print(e)\n"
     )

@@ -11,7 +11,7 @@ if "--build" in argv:
     sys.path[:0] = [path + "/host", path]
 else:
     path = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-    sys.path[:0] = [path, path + "/../..", path + "/../../var/mpy-lib"]
+    sys.path[:0] = [path, path + "/../.."]
 
 import hostrun  # noqa: E402
 

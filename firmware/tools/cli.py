@@ -60,7 +60,11 @@ def register(sub: Any) -> None:
                    help="with mqtts://: the CA certificate (PEM or DER) that signed the broker's; "
                    "the headset checks the broker against it")
     v.add_argument("--ota-url", default="", metavar="URL",
-                   help="companion as the device reaches it, for updates (http://HOST:PORT)")
+                   help="companion as the device reaches it, for updates (http://HOST:PORT, "
+                   "or https://HOST:PORT with --ota-ca)")
+    v.add_argument("--ota-ca", type=Path, metavar="FILE",
+                   help="with an https:// --ota-url: the CA certificate (PEM or DER) that signed "
+                   "the companion's; the headset checks the update server against it")
     v.add_argument("--bundle", type=Path, default=Path(DEFAULT_BUNDLE))
     v.add_argument("--model", type=Path, help="extra model file to upload with the bundle")
     v.add_argument("--settings", type=Path, help="initial device settings (JSON), validated")
@@ -146,7 +150,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
                             profile=profile, mqtt_url=args.mqtt, wifi_ssid=args.wifi,
                             wifi_password=args.wifi_password, ota_url=args.ota_url,
                             settings=settings,
-                            mqtt_ca=pv.read_ca(args.mqtt_ca) if args.mqtt_ca else b"")
+                            mqtt_ca=pv.read_ca(args.mqtt_ca) if args.mqtt_ca else b"",
+                            ota_ca=pv.read_ca(args.ota_ca, "--ota-ca") if args.ota_ca else b"")
         if args.target == "pi":
             problems = pv.validate(ident, target="pi", loopback_ok=True)
             if problems:
@@ -281,6 +286,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 ident = json.loads(link.read_file("device.json") or b"{}")
                 ident.get("mqtt", {}).pop("password", None)
                 ident.get("wifi", {}).pop("password", None)
+                ident.pop("ota_report_key", None)
                 out = {"device": ident, "ota": json.loads(link.read_file("ota.json") or b"{}")}
         except (DeviceError, ValueError) as e:
             return _fail(str(e))

@@ -21,6 +21,7 @@ class Fleet(Protocol):
     def mqtt_account(self, *, site: str | None, device: str | None,
                      username: str | None = None) -> dict[str, str]: ...
     def public_key(self) -> dict[str, Any]: ...
+    def report_key(self, device: str) -> str: ...
     def inventory(self, site: str | None = None) -> list[dict[str, Any]]: ...
     def device(self, device: str) -> dict[str, Any] | None: ...
     def broker_files(self) -> dict[str, str]: ...
@@ -59,6 +60,9 @@ class DbFleet:
         from companion.fleet import public_key_json
 
         return public_key_json(self.store.key)
+
+    def report_key(self, device: str) -> str:
+        return self.store.report_key(device)
 
     def inventory(self, site: str | None = None) -> list[dict[str, Any]]:
         return self.store.inventory(site)
@@ -135,6 +139,9 @@ class HttpFleet:
 
     def public_key(self) -> dict[str, Any]:
         return dict(self._call("GET", "/fleet/ota/key"))
+
+    def report_key(self, device: str) -> str:
+        return str(self._call("POST", f"/fleet/inventory/{device}/report-key")["report_key"])
 
     def inventory(self, site: str | None = None) -> list[dict[str, Any]]:
         return list(self._call("GET", "/fleet/inventory", params={"site": site} if site else {}))

@@ -4,7 +4,7 @@
 The stub packages install loose .pyi files into site-packages, which mypy will not take from
 there; they are linked into a temporary folder used as MYPYPATH, and MicroPython's reduced stdlib
 replaces CPython's typeshed (--custom-typeshed-dir). So `time.ticks_ms`, `machine.I2S`,
-`micropython.const` or `umqtt.simple` are checked as the device has them.
+`micropython.const` or `ssl.SSLContext` are checked as the device has them.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         ini.write_text(
             "[mypy]\n\n"
-            f"[mypy-{','.join(stub_modules)},_mpy_shed.*,umqtt.*]\nignore_errors = True\n\n"
+            f"[mypy-{','.join(stub_modules)},_mpy_shed.*]\nignore_errors = True\n\n"
             # Bodies of unannotated functions are checked in the modules listed in STRICT.
             f"[mypy-{','.join(STRICT)}]\ncheck_untyped_defs = True\n\n"
             # nnrt's CPython fallback is a `class micropython` standing in for the module.

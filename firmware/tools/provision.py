@@ -33,6 +33,7 @@ OTA_BOOT = REPO / "firmware" / "ota_boot.py"
 PROFILES = {"esp32s3-headset": "esp32", "pi-counter": "pi"}
 DEVICE_FILE = "device.json"
 CA_FILE = "ca.der"  # the broker's CA on the headset's flash (device.json mqtt.ca names it)
+OTA_CA_FILE = "ota_ca.der"  # the update server's CA, for an https:// --ota-url (device.json ota_ca)
 SLOT = "a"
 ROOT_MAIN = (
     b"# calmcue: run the active bundle; boot.py (the A/B loader) put its slot first on sys.path\n"
@@ -58,10 +59,13 @@ class Identity:
     mqtt_url: str
     wifi_ssid: str = ""
     wifi_password: str = ""
-    ota_url: str = ""  # the companion's base URL as the device reaches it (http://...)
+    ota_url: str = ""  # the companion's base URL as the device reaches it (http(s)://...)
     # The CA certificate (DER) that signed the broker's, for mqtts://: the headset checks the
     # broker against it (written to its flash as ca.der; --mqtt-ca FILE, PEM or DER).
     mqtt_ca: bytes = b""
+    # The CA (DER) that signed the update server's certificate, for an https:// ota_url
+    # (--ota-ca FILE; may be the same file as --mqtt-ca).
+    ota_ca: bytes = b""
     settings: dict[str, Any] = field(default_factory=dict)  # initial config.json
 
     @property
@@ -112,13 +116,18 @@ def validate(ident: Identity, *, target: str, loopback_ok: bool = False) -> list
     out += _url_problems("mqtt url", ident.mqtt_url, ("mqtt", "mqtts"),
                          "mqtt://192.168.1.10:1883", device_reaches)
     if ident.ota_url:
-        out += _url_problems("companion url", ident.ota_url, ("http",),
-                             "http://192.168.1.10:8000", device_reaches)
+        out += _url_problems("companion url", ident.ota_url, ("http", "https"),
+                             "https://192.168.1.10:8443", device_reaches)
     if target == "esp32":
         if ident.mqtt_url.startswith("mqtts://") and not ident.mqtt_ca:
             out.append(
                 "mqtts:// needs the CA certificate that signed the broker's: the headset checks "
                 "the broker against it; pass --mqtt-ca FILE (PEM or DER)"
+            )
+        if ident.ota_url.startswith("https://") and not ident.ota_ca:
+            out.append(
+                "an https:// --ota-url needs the CA certificate that signed the companion's: the "
+                "headset checks the update server against it; pass --ota-ca FILE (PEM or DER)"
             )
         ssid = ident.wifi_ssid.encode()
         if not 1 <= len(ssid) <= 32:
@@ -210,21 +219,21 @@ def load_bundle(path: Path, model: Path | None = None) -> Bundle:
 # ---- ESP32 ----------------------------------------------------------------------------------
 
 
-def read_ca(path: Path) -> bytes:
+def read_ca(path: Path, option: str = "--mqtt-ca") -> bytes:
     """A CA certificate file (PEM or DER) as DER, what the headset's TLS loads."""
     import ssl
 
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise ProvisionError([f"--mqtt-ca {path}: {e.strerror}"]) from None
+        raise ProvisionError([f"{option} {path}: {e.strerror}"]) from None
     if b"-----BEGIN CERTIFICATE-----" in data:
         try:
             return ssl.PEM_cert_to_DER_cert(data.decode("ascii"))
         except ValueError as e:
-            raise ProvisionError([f"--mqtt-ca {path}: not a PEM certificate ({e})"]) from None
+            raise ProvisionError([f"{option} {path}: not a PEM certificate ({e})"]) from None
     if not data.startswith(b"\x30"):  # a DER certificate is an ASN.1 SEQUENCE
-        raise ProvisionError([f"--mqtt-ca {path}: neither a PEM nor a DER certificate"])
+        raise ProvisionError([f"{option} {path}: neither a PEM nor a DER certificate"])
     return data
 
 
@@ -264,6 +273,8 @@ def provision_esp32(port: str, ident: Identity, bundle: Bundle, fleet: Fleet, *,
         files["ota_key.json"] = _json_bytes(key)
         if ident.mqtt_ca:
             files[CA_FILE] = ident.mqtt_ca
+        if ident.ota_ca:
+            files[OTA_CA_FILE] = ident.ota_ca
         if ident.settings:
             files["config.json"] = _json_bytes(ident.settings)
         report = put_tree(link, files, log)
@@ -276,6 +287,8 @@ def provision_esp32(port: str, ident: Identity, bundle: Bundle, fleet: Fleet, *,
         fleet.record(device=device, site=ident.site, name=ident.name, label=ident.label,
                      profile=ident.profile, target="esp32", version=bundle.version)
         creds = fleet.mqtt_account(site=ident.site, device=device)
+        # after record: a new provisioning time gives the device a new report key
+        creds["ota_report_key"] = fleet.report_key(device)
         link.write_file(DEVICE_FILE, _json_bytes(device_document(ident, device, creds)))
         log(f"recorded label {ident.label!r} = device {device} at site {ident.site}")
         if reboot:
@@ -301,6 +314,9 @@ def device_document(ident: Identity, device: str, creds: dict[str, str]) -> dict
                  "ssl": tls, "user": creds["username"], "password": creds["password"],
                  **({"ca": CA_FILE} if tls else {})},
         "ota_url": ident.ota_url,
+        # signs the device's update reports (firmware/ota.py report); from the companion
+        **({"ota_report_key": creds["ota_report_key"]} if creds.get("ota_report_key") else {}),
+        **({"ota_ca": OTA_CA_FILE} if ident.ota_url.startswith("https://") else {}),
     }
 
 

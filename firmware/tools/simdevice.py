@@ -19,7 +19,7 @@ import time
 import tty
 from pathlib import Path
 
-from calmcue.mpy import MPY_LIB, interpreter
+from calmcue.mpy import interpreter
 
 REPO = Path(__file__).resolve().parents[2]
 HOST_FAKES = REPO / "firmware" / "host"
@@ -68,10 +68,10 @@ class SimulatedBoard:
 
     def _spawn(self) -> None:
         tty.setraw(self._dev_slave)
-        # MICROPYPATH replaces the default sys.path: the flash folder first (as on the board),
-        # then the fake hardware, then micropython-lib (umqtt).
+        # MICROPYPATH replaces the default sys.path: the flash folder first, then the frozen
+        # modules (as on the board: `ssl` is one), then the fake hardware.
         env = dict(os.environ)
-        env["MICROPYPATH"] = ":".join(["", str(fakes_path()), str(MPY_LIB)])
+        env["MICROPYPATH"] = ":".join(["", ".frozen", str(fakes_path())])
         env["CALMCUE_SIM_UID"] = self.unique_id
         startup = self.flash / ".sim_startup.py"
         startup.write_text(_STARTUP)
