@@ -26,12 +26,13 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
+# The base install is the Pi agent's (pyproject.toml); the demo and the companion need their extra.
 $(STAMP)-run: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install -e .
+	$(PIP) install -e '.[companion]'
 	@touch $@
 
 $(STAMP)-test: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install -e '.[test,model,pi,device,postgres,lint]'
+	$(PIP) install -e '.[companion,test,model,pi,device,postgres,lint]'
 	@touch $@ $(STAMP)-run
 
 $(STAMP)-bench: pyproject.toml $(STAMP)-test

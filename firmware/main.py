@@ -35,7 +35,10 @@ _PIN_BATTERY = const(1)  # ADC1_CH0, middle of the 100k/100k divider
 _WDT_MS = const(30000)
 # 240 MHz, not the stock image's 160: the timing model (docs/firmware.md, "Timing") puts the
 # pipeline at 0.26-0.52 of real time at 160 MHz, 0.17-0.35 at 240 (margin x2.9-x5.8), for
-# ~10-15 mA more while awake; firmware/tools/smoke_headset.py measures it on the board.
+# about 5 mA more on average (the ESP32-S3 datasheet's modem-sleep figures, the budget in
+# hardware/esp32s3-headset.md); firmware/tools/smoke_headset.py measures it on the board. Set
+# by hardware(): machine.freq() fixes the clock (the port sets no frequency scaling or light
+# sleep then; a running I2S channel would forbid light sleep anyway).
 _CPU_HZ = const(240000000)
 # I2S DMA ring. The ESP32 port receives into DMA buffers of 240 frames of 32-bit stereo (8 B a
 # frame, whatever bits=16/MONO says) and makes ibuf // 1920 of them: 32000 B was 16 buffers =
@@ -160,6 +163,7 @@ def hardware():
 
     from firmware.outputs import Motor, RgbLed
 
+    machine.freq(_CPU_HZ)
     Pin = machine.Pin
     i2s = machine.I2S(
         0, sck=Pin(_PIN_I2S_SCK), ws=Pin(_PIN_I2S_WS), sd=Pin(_PIN_I2S_SD),
@@ -169,7 +173,13 @@ def hardware():
     hw.adc.atten(machine.ADC.ATTN_11DB)
     hw.led = RgbLed(neopixel.NeoPixel(Pin(_PIN_LED), 1))
     hw.motor = Motor(machine.PWM(Pin(_PIN_MOTOR), freq=1000, duty_u16=0))
-    hw.wlan = network.WLAN(network.STA_IF)
+    # Wi-Fi power save, set once before the first join (ESP-IDF keeps it across reconnects):
+    # PM_POWERSAVE wakes the radio every 3rd beacon (ESP-IDF's listen interval when none is
+    # set) instead of every DTIM beacon; what reaches the headset (PUBACK, config, commands)
+    # waits up to ~0.3 s for it, sending is not delayed. Same constants in 1.23-1.29.
+    w = hw.wlan = network.WLAN(network.STA_IF)
+    w.active(True)
+    w.config(pm=w.PM_POWERSAVE)
     hw.reset = machine.reset
     return i2s, hw
 
@@ -208,10 +218,6 @@ def main():
         esp.osdebug(None)  # no vendor log lines on the UART the REPL uses
     except ImportError:
         pass
-    import machine
-
-    machine.freq(_CPU_HZ)
-
     # The model's weights first (the biggest blocks, while the heap is in one piece), then all
     # code, then the buffers, collecting in between: long-lived objects end up packed and the
     # heap keeps contiguous room for the audio and feature buffers.

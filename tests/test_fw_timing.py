@@ -42,3 +42,4 @@ def test_smoke_test_code_runs_on_the_firmware(host_build, headset_wav, tmp_path)
     assert r["audio_s"] == 3 and r["mic_ok"] and r["mic_peak"] > 1000
     assert 0 < r["rtf"] < 0.5 and r["hop_max_ms"] > 0 and r["heap_free"] > 0
     assert r["wifi_connect_ms"] is not None and r["tls_handshake_ms"] is None  # plain mqtt
+    assert r["freq_mhz"] == 240 and r["wifi_pm"] == 2  # main.hardware(): clock, power save

@@ -16,7 +16,10 @@
 #   Pin       is also I2S, PWM, ADC (read_uv: half of a 3.9 V cell through the divider),
 #             NeoPixel (records the colour set; write() is then a no-op), WDT (feed counts
 #             into .count) and WLAN (joins only while `radio` is up; the runner drops the join
-#             when it takes the radio down): one class, only the methods the firmware calls.
+#             when it takes the radio down; config() takes pm= as the port does, once active):
+#             one class, only the methods the firmware calls.
+#   freq()    machine.freq: the ESP32-S3 port's five clocks or ValueError, recorded as "freq";
+#             its checks and config()'s are in portapi.py, loaded per call (not resident).
 #   time()    ntptime.time(): the host clock, only while the radio is up.
 #
 # PWM duty and the LED colour are recorded in `state` (name -> [last value, writes]), so a
@@ -41,6 +44,18 @@ sys.modules["network"] = sys.modules["neopixel"] = sys.modules["ntptime"] = sys.
 reset = sys.exit  # never returns: the runner's process ends, as a reset ends the device's run
 
 
+def _port(name, *args):
+    # The port's checks (firmware/host/portapi.py), loaded for one call and dropped.
+    try:
+        return getattr(__import__("portapi"), name)(*args)
+    finally:
+        del sys.modules["portapi"]
+
+
+def freq(hz=None):
+    return _port("freq", hz)
+
+
 def time():
     if not radio:
         raise OSError(110)  # ETIMEDOUT, as ntptime says when no answer comes
@@ -51,6 +66,7 @@ class Pin(__import__("io").IOBase):  # IOBase: asyncio can poll it (ioctl) when 
     IN = PULL_UP = 1
     ATTN_11DB = 3
     RX = MONO = 0
+    PM_POWERSAVE = 2  # WLAN: WIFI_PS_MAX_MODEM (the port also has PM_NONE 0, PM_PERFORMANCE 1)
     # Class-level defaults: an instance gets its own only when used (fewer bytes per Pin).
     count = 0  # WDT: feeds; I2S: samples delivered
     pos = 1  # the level read: 1 released (pull-up), 0 held down (the runner's finger); WLAN: joined
@@ -105,6 +121,9 @@ class Pin(__import__("io").IOBase):  # IOBase: asyncio can poll it (ioctl) when 
 
     def connect(self, *args):
         self.pos = radio
+
+    def config(self, *a, **kw):  # WLAN.config: pm only, checked as the port does
+        return _port("config", self, a, kw)
 
     def status(self, *args):  # only "rssi" is asked for
         if not self.pos:

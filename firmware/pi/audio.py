@@ -228,7 +228,12 @@ class SounddeviceSource:
 
 def read_audio(path: str | Path) -> np.ndarray:
     """A WAV/FLAC file as 16 kHz mono int16, resampled and mixed down in RAM as needed."""
-    import soundfile as sf
+    try:
+        import soundfile as sf
+    except (ImportError, OSError) as exc:  # OSError: the wheel's libsndfile did not load
+        raise MicError(
+            f"replaying {path} needs soundfile ({exc}): pip install 'calmcue[pi]'"
+        ) from exc
 
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
@@ -238,7 +243,14 @@ def read_audio(path: str | Path) -> np.ndarray:
     if rate != RATE:
         from math import gcd
 
-        from scipy.signal import resample_poly
+        # scipy is not in the Pi's install (40 MB for this one call): a 16 kHz file needs none
+        try:
+            from scipy.signal import resample_poly
+        except ImportError as exc:
+            raise MicError(
+                f"{path} is {rate} Hz; resampling it to 16 kHz needs scipy "
+                "(pip install scipy), or convert it first: sox IN.wav -r 16000 OUT.wav"
+            ) from exc
 
         g = gcd(int(rate), RATE)
         mono = resample_poly(mono, RATE // g, int(rate) // g).astype(np.float32)

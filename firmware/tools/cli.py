@@ -65,6 +65,10 @@ def register(sub: Any) -> None:
     v.add_argument("--ota-ca", type=Path, metavar="FILE",
                    help="with an https:// --ota-url: the CA certificate (PEM or DER) that signed "
                    "the companion's; the headset checks the update server against it")
+    v.add_argument("--ota-key", type=Path, metavar="FILE",
+                   help="the update-signing public key, as `calmcue device ota-key --out FILE` "
+                   "wrote it on the companion host; required with --companion (the device trusts "
+                   "it for every update, so it is never fetched over the network)")
     v.add_argument("--bundle", type=Path, default=Path(DEFAULT_BUNDLE))
     v.add_argument("--model", type=Path, help="extra model file to upload with the bundle")
     v.add_argument("--settings", type=Path, help="initial device settings (JSON), validated")
@@ -76,6 +80,15 @@ def register(sub: Any) -> None:
                    help="only compare the device's files with the bundle (tampered/corrupt)")
     _fleet_args(v)
     v.set_defaults(func=cmd_provision)
+
+    k = dsub.add_parser("ota-key", help="on the companion host: write the update-signing public "
+                        "key for `provision --ota-key` (carry the file; it is not a secret)")
+    k.add_argument("--key", metavar="PEM",
+                   default=os.environ.get("CALMCUE_FLEET_KEY_PATH", "var/fleet/ota_signing_key.pem"),
+                   help="the companion's signing key (its CALMCUE_FLEET_KEY_PATH; default "
+                   "var/fleet/ota_signing_key.pem)")
+    k.add_argument("--out", type=Path, metavar="FILE", help="write here (default: print)")
+    k.set_defaults(func=cmd_ota_key)
 
     r = dsub.add_parser("register", help="MQTT accounts + Mosquitto password and ACL files")
     r.add_argument("--site", help="with --device: create or rotate this device's account")
@@ -175,7 +188,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
                 raise pv.ProvisionError(problems)
             result = pv.provision_esp32(args.port, ident, bundle, _fleet(args),
                                         loopback_ok=args.allow_loopback,
-                                        reboot=not args.no_reboot)
+                                        reboot=not args.no_reboot, ota_key=args.ota_key)
             print(f"provisioned {result.device}: bundle {result.version}, "
                   f"{result.changed} file(s) written")
     except pv.ProvisionError as e:
@@ -197,6 +210,37 @@ def _write_broker_files(fleet: Any, out: Path) -> None:
         tmp.replace(out / name)
     print(f"wrote {out / 'passwd'} and {out / 'acl'}; reload the broker to apply them:\n"
           "  sudo systemctl reload mosquitto   (or: kill -HUP $(pidof mosquitto))")
+
+
+def cmd_ota_key(args: argparse.Namespace) -> int:
+    """The public half of the companion's update-signing key, read from its file on this host
+    (never created here: a new key would not be the one the companion signs with)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from firmware.tools.provision import key_fingerprint
+
+    path = Path(args.key)
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except FileNotFoundError:
+        return _fail(f"no signing key at {path}: run this on the companion host, with --key set "
+                     "to its CALMCUE_FLEET_KEY_PATH (the companion creates the key when it first "
+                     "starts)", 2)
+    except (OSError, ValueError, TypeError) as e:
+        return _fail(f"{path} is not the companion's signing key: {e}", 2)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        return _fail(f"{path} is not an RSA key (the devices check RSA PKCS#1 v1.5 signatures)", 2)
+    numbers = key.public_key().public_numbers()
+    pub = {"alg": "rsa-pkcs1v15-sha256", "n": format(numbers.n, "x"), "e": numbers.e}
+    text = json.dumps(pub, indent=2) + "\n"
+    if args.out:
+        args.out.write_text(text)
+        print(f"wrote {args.out}: update key {key_fingerprint(pub)}; give it to "
+              "`calmcue device provision --ota-key`", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
 
 
 def cmd_register(args: argparse.Namespace) -> int:

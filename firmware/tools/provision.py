@@ -257,13 +257,62 @@ class Result:
         return sum(1 for v in self.files.values() if v != "same")
 
 
+def key_fingerprint(key: dict[str, Any]) -> str:
+    """What IT compares by eye: the first 16 hex digits of SHA-256 over the modulus."""
+    return hashlib.sha256(bytes.fromhex(str(key.get("n", "")))).hexdigest()[:16]
+
+
+def read_update_key(path: Path) -> dict[str, Any]:
+    """ota_key.json as `calmcue device ota-key --out FILE` wrote it on the companion host."""
+    try:
+        key = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ProvisionError([f"--ota-key {path}: {e}"]) from None
+    n = key.get("n") if isinstance(key, dict) else None
+    if (not isinstance(key, dict) or key.get("alg") != "rsa-pkcs1v15-sha256"
+            or not isinstance(n, str) or not _is_hex(n) or len(n) < 512
+            or not isinstance(key.get("e"), int)):
+        raise ProvisionError([f"--ota-key {path}: not an update key (want the JSON that "
+                              "`calmcue device ota-key --out FILE` writes on the companion host: "
+                              '{"alg": "rsa-pkcs1v15-sha256", "n": hex, "e": 65537}, 2048 bits '
+                              "or more)"])
+    return {"alg": key["alg"], "n": n, "e": key["e"]}
+
+
+def update_key(fleet: Fleet, path: Path | None) -> dict[str, Any]:
+    """The update-signing key the device will trust for good, never taken from the network: from
+    the file IT brought from the companion host (`--ota-key FILE`), or with `--db` from the
+    signing key on this machine. A key fetched from `--companion URL` (plain HTTP on a store
+    network) could be anyone's, and the device would then install their updates; so there the
+    file is required and the companion's answer is only compared with it."""
+    from firmware.tools.fleet_client import DbFleet
+
+    if path is None:
+        if not isinstance(fleet, DbFleet):
+            raise ProvisionError([
+                "--ota-key FILE is required with --companion: the device trusts this key for "
+                "every update, so it is not fetched over the network; on the companion host run "
+                "`calmcue device ota-key --out ota_key.json` and bring the file"])
+        return fleet.public_key()
+    key = read_update_key(path)
+    served = fleet.public_key()
+    if served != key:
+        raise ProvisionError([
+            f"--ota-key {path} (fingerprint {key_fingerprint(key)}) is not the key the fleet "
+            f"records sign with (fingerprint {key_fingerprint(served)}): the file comes from "
+            "another companion, or something between here and the companion changed its "
+            "answer; nothing was written"])
+    return key
+
+
 def provision_esp32(port: str, ident: Identity, bundle: Bundle, fleet: Fleet, *,
-                    loopback_ok: bool = False, reboot: bool = True,
+                    loopback_ok: bool = False, reboot: bool = True, ota_key: Path | None = None,
                     log: Callable[[str], None] = print) -> Result:
     problems = validate(ident, target="esp32", loopback_ok=loopback_ok)
     if problems:
         raise ProvisionError(problems)
-    key = fleet.public_key()  # before touching the device: the companion must be reachable
+    key = update_key(fleet, ota_key)  # before touching the device
+    log(f"update key {key_fingerprint(key)}" + (f" from {ota_key}" if ota_key else ""))
     with DeviceLink(port) as link:
         device = device_id_from_uid(link.unique_id())
         log(f"device {device} on {port}: uploading bundle {bundle.version} ({len(bundle.files)} files)")

@@ -2,10 +2,10 @@
 
     python -m firmware.tools.smoke_headset --port /dev/ttyACM0 [--seconds 30]
 
-Stops the firmware (raw REPL over USB), then on the board itself: sets the CPU frequency the
-firmware runs at, records `--seconds` of live microphone audio through the real pipeline
-(features, model, attribution, policy) with the production I2S settings, joins Wi-Fi again from
-scratch, and opens one TLS session to the broker in device.json (when it is mqtts). Prints one
+Stops the firmware (raw REPL over USB), then on the board itself: sets up the hardware as the
+firmware does (`firmware.main.hardware()`: CPU clock, I2S, Wi-Fi power save), records
+`--seconds` of live microphone audio through the real pipeline (features, model, attribution,
+policy) with the production I2S settings, joins Wi-Fi again from scratch, and opens one TLS session to the broker in device.json (when it is mqtts). Prints one
 JSON line and a summary:
 
     rtf            CPU time / audio time of the pipeline (docs/firmware.md "Timing" predicts
@@ -16,6 +16,9 @@ JSON line and a summary:
     wifi_connect_ms  from connect() to an IP address
     tls_handshake_ms TCP connect + TLS handshake with the broker's certificate checked
     mic_ok / mic_peak  whether the I2S read worked, and the loudest sample (0: no microphone)
+    wifi_pm        the Wi-Fi power-save mode the board reports (2 = PM_POWERSAVE)
+    battery_ma     with --battery-ma: what a meter in series with the battery showed while the
+                   test ran, set against the datasheet estimate (firmware/tools/power_budget.py)
 
 The board is reset at the end and boots the firmware again. The watchdog the firmware started
 keeps being fed meanwhile.
@@ -41,15 +44,11 @@ def feed():
         wdt.feed()
 from firmware import main as fm
 r = {}
-try:
-    machine.freq(fm._CPU_HZ)
-except (AttributeError, ValueError):
-    pass
-r["freq_mhz"] = machine.freq() // 1000000 if hasattr(machine, "freq") else None
 from firmware.modelfile import load_model
 from firmware.pipeline import Pipeline
 model = load_model(%(root)r)[0]
-i2s, hw = fm.hardware()
+i2s, hw = fm.hardware()  # the firmware's own setup: CPU clock, I2S ring, Wi-Fi power save
+r["freq_mhz"] = machine.freq() // 1000000
 p = Pipeline({}, os.urandom, model)
 gc.collect()
 r["heap_free"] = gc.mem_free()
@@ -95,6 +94,10 @@ while not w.isconnected() and time.ticks_diff(time.ticks_ms(), t) < 20000:
     time.sleep_ms(10)
     feed()
 r["wifi_connect_ms"] = time.ticks_diff(time.ticks_ms(), t) if w.isconnected() else None
+try:
+    r["wifi_pm"] = w.config("pm")  # 2 = PM_POWERSAVE, as firmware/main.py hardware() sets it
+except Exception:
+    r["wifi_pm"] = None
 m = ident.get("mqtt", {})
 r["tls_handshake_ms"] = None
 if m.get("ssl") and w.isconnected():
@@ -130,6 +133,20 @@ def parse(output: str) -> dict[str, object]:
     raise RuntimeError("the board printed no result:\n" + output[-2000:])
 
 
+def power_line(r: dict[str, object]) -> str:
+    """The measured battery current against the estimate, or how to measure it."""
+    from firmware.tools.power_budget import budget
+
+    lo, hi = budget(int(str(r.get("freq_mhz") or 240)))["total"]
+    est = f"estimate {lo}-{hi} mA (datasheet figures, hardware/esp32s3-headset.md)"
+    ma = r.get("battery_ma")
+    if not isinstance(ma, (int, float)):
+        return (f"battery current not measured: put a meter in series with the battery, run "
+                f"again with --battery-ma MA ({est})")
+    verdict = "within" if lo <= ma <= hi else "ABOVE" if ma > hi else "below"
+    return f"battery current {ma} mA measured: {verdict} the {est}"
+
+
 def summary(r: dict[str, object]) -> str:
     def f(key: str, unit: str = "") -> str:
         v = r.get(key)
@@ -142,6 +159,8 @@ def summary(r: dict[str, object]) -> str:
         f"microphone ok: {f('mic_ok')} (peak sample {f('mic_peak')})",
         f"Wi-Fi join {f('wifi_connect_ms', ' ms')}; TLS handshake {f('tls_handshake_ms', ' ms')}"
         + (f" ({r['tls_error']})" if r.get("tls_error") else ""),
+        f"Wi-Fi power save {f('wifi_pm')} (2 = PM_POWERSAVE)",
+        power_line(r),
     ])
 
 
@@ -149,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", required=True, help="serial port of the headset, e.g. /dev/ttyACM0")
     ap.add_argument("--seconds", type=int, default=30, help="live audio to process")
+    ap.add_argument("--battery-ma", type=float, metavar="MA",
+                    help="average battery current a meter in series with the battery showed "
+                    "during the run (a USB power meter on the charger input does not count)")
     args = ap.parse_args(argv)
     from firmware.tools.devicelink import DeviceError, DeviceLink
 
@@ -161,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     except (DeviceError, RuntimeError) as e:
         print(f"smoke test failed: {e}", file=sys.stderr)
         return 1
+    if args.battery_ma is not None:
+        r["battery_ma"] = args.battery_ma
     print(json.dumps(r))
     print(summary(r))
     return 0
