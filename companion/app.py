@@ -22,7 +22,7 @@ from fastapi.responses import (
     StreamingResponse,
 )
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import Engine, text
 from starlette.middleware.sessions import SessionMiddleware
 
@@ -107,6 +107,15 @@ class UserCreate(BaseModel):
 class DeviceCreate(BaseModel):
     site: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
     device: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+    @field_validator("device")
+    @classmethod
+    def _not_a_topic_word(cls, v: str) -> str:
+        from firmware.tools.broker_access import RESERVED_DEVICE_IDS
+
+        if v in RESERVED_DEVICE_IDS:
+            raise ValueError(f"device id {v!r} is a reserved topic word; choose another")
+        return v
 
 
 class TokenCreate(BaseModel):
