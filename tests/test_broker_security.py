@@ -232,3 +232,18 @@ def test_mqtts_settings_are_checked(tmp_path):
         Settings(mqtt_url="mqtts://127.0.0.1", mqtt_ca_file=str(tmp_path / "missing.pem"))
     with pytest.raises(ValidationError, match="needs both"):
         Settings(mqtt_url="mqtts://127.0.0.1", mqtt_cert_file=__file__)
+
+
+def test_cli_register_refuses_a_reserved_device_id_and_keys_are_absolute(
+    tmp_path, capsys, monkeypatch
+):
+    from calmcue.cli import main
+    from firmware.tools import fleet_client
+
+    db = sqlite_url(tmp_path)
+    assert main(["device", "register", "--db", db, "--site", SITE, "--device", "alert"]) != 0
+    err = capsys.readouterr().err
+    assert "reserved topic word" in err and "Traceback" not in err
+    monkeypatch.setenv("CALMCUE_DATA_DIR", "rel-data")
+    monkeypatch.chdir(tmp_path)
+    assert fleet_client.default_key_path() == tmp_path / "rel-data/fleet/ota_signing_key.pem"
