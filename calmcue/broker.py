@@ -3,11 +3,15 @@ the real peer the tests and benchmarks start on a free port (and can stop and re
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -110,3 +114,64 @@ class Mosquitto:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass
+class Credentials:
+    """Generated accounts of an authenticated embedded broker: username -> password."""
+
+    host: str
+    port: int
+    passwords: dict[str, str] = field(default_factory=dict)
+
+    def url(self, username: str) -> str:
+        """mqtt://user:password@host:port (generated passwords are URL-safe)."""
+        return f"mqtt://{username}:{self.passwords[username]}@{self.host}:{self.port}"
+
+
+def authenticated(
+    devices: Iterable[tuple[str, str]] = (),
+    extra_accounts: Iterable[object] = (),
+    workdir: Path | None = None,
+) -> tuple[Mosquitto, Credentials]:
+    """A private Mosquitto that refuses anonymous clients: a generated account for the companion
+    (every topic) and one for each (site, device) with the fleet's per-device rules (its own
+    topic tree only), plus `extra_accounts` (broker_access.Account rows from the fleet registry).
+    Nobody else can publish an event, an alert acknowledgement or a fake alert. Start it with
+    .start(); the passwords are in the returned Credentials only."""
+    from firmware.tools import broker_access
+
+    broker = Mosquitto(workdir=workdir)
+    creds = Credentials("127.0.0.1", broker.port)
+    accounts: list[broker_access.Account] = []
+
+    def add(username: str, site: str | None, device: str | None) -> None:
+        password = secrets.token_urlsafe(24)
+        creds.passwords[username] = password
+        accounts.append(
+            broker_access.Account(
+                username,
+                broker_access.hash_password(username, password, use_tool=False),
+                site,
+                device,
+            )
+        )
+
+    add(broker_access.COMPANION_USER, None, None)
+    for site, device in devices:
+        broker_access.check_account(device, site, device)
+        add(device, site, device)
+    accounts += [
+        a  # type: ignore[misc]
+        for a in extra_accounts
+        if getattr(a, "username", None) not in creds.passwords
+    ]
+    passwd, acl = broker_access.write_files(accounts, broker.workdir / "access")
+    broker.extra_conf = (
+        "allow_anonymous false\n"
+        f"password_file {passwd}\n"
+        f"acl_file {acl}\n"
+        # as root, Mosquitto would drop to its own user, which cannot read the private files
+        + ("user root\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else "")
+    )
+    return broker, creds

@@ -1,7 +1,9 @@
 """`calmcue run`: the demo on embedded defaults.
 
-One process starts a private Mosquitto broker, the companion (FastAPI + SQLite file, demo mode:
-no login) and one simulated counter device — the Pi agent replaying the bundled synthetic
+One process starts a private Mosquitto broker (no anonymous clients: generated passwords for the
+companion and the simulated device, which may publish only under its own topics), the companion
+(FastAPI + SQLite file, demo mode: no login, read-only outside the demo) and one simulated
+counter device — the Pi agent replaying the bundled synthetic
 conversation (calm → agitated → calm) in real time, in a loop — and serves the dashboard until
 Ctrl-C.
 """
@@ -42,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from calmcue.broker import BrokerError, Mosquitto
+    from calmcue.broker import BrokerError, authenticated
     from companion.config import Settings
     from companion.server import start
     from firmware.pi.agent import Agent
@@ -50,11 +52,12 @@ def run(args: argparse.Namespace) -> int:
     data = Path(args.data_dir).resolve()
     data.mkdir(parents=True, exist_ok=True)
     try:
-        broker = Mosquitto().start()
-    except BrokerError as exc:
+        broker, creds = authenticated([(args.site, args.device)])
+        broker.start()
+    except (BrokerError, ValueError) as exc:
         log.error("%s", exc)
         return 1
-    log.info("embedded MQTT broker on %s", broker.url)
+    log.info("embedded MQTT broker on %s (password accounts only)", broker.url)
     stop = threading.Event()
     companion = None
     device_thread = None
@@ -64,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
                 Settings(
                     env="demo",
                     db_url=f"sqlite:///{data / 'calmcue.db'}",
-                    mqtt_url=broker.url,
+                    data_dir=data,
+                    mqtt_url=creds.url("companion"),
                     host=args.host,
                     port=args.port,
                 )
@@ -72,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
         except (RuntimeError, OSError) as exc:
             log.error("%s (is port %d already in use? try --port)", exc, args.port)
             return 1
-        agent = Agent(demo_device_config(broker.url, data / "device", args.site, args.device))
+        agent = Agent(
+            demo_device_config(creds.url(args.device), data / "device", args.site, args.device)
+        )
         enrol_staff_voice(agent, ENROLMENT_WAV)
         device_thread = threading.Thread(
             target=agent.run, args=(stop,), name="calmcue-sim-device", daemon=True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -11,15 +12,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import (
     FileResponse,
     HTMLResponse,
+    JSONResponse,
     PlainTextResponse,
     RedirectResponse,
     StreamingResponse,
 )
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import Engine, text
 from starlette.middleware.sessions import SessionMiddleware
 
@@ -31,6 +34,7 @@ from companion.config import Settings
 from companion.db import make_engine, migrate
 from companion.ingest import Ingest
 from companion.live import LiveFeed
+from companion.web_security import SecurityMiddleware
 
 log = logging.getLogger("calmcue.companion")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -66,6 +70,23 @@ def require_it(who: Viewer) -> Principal:
     return who
 
 
+def refuse_demo(who: Principal, what: str) -> None:
+    """Demo mode is anonymous: read-only for anything outside the demo itself."""
+    if who.role == "demo":
+        raise HTTPException(
+            403,
+            f"demo mode is read-only outside the demo: {what} needs a real login "
+            "(start the companion with --env development or production)",
+        )
+
+
+def require_fleet(who: Viewer) -> Principal:
+    """The fleet API (accounts, signing key, signed updates) is never open in demo mode."""
+    refuse_demo(who, "the fleet API (MQTT accounts, update signing, keys)")
+    require(who, "admin", "it")
+    return who
+
+
 def _fleet_module() -> Any:
     """IT's fleet API (inventory, MQTT accounts, signed updates; docs/fleet.md), mounted when
     its module is part of this build."""
@@ -86,6 +107,15 @@ class UserCreate(BaseModel):
 class DeviceCreate(BaseModel):
     site: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
     device: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+    @field_validator("device")
+    @classmethod
+    def _not_a_topic_word(cls, v: str) -> str:
+        from firmware.tools.broker_access import RESERVED_DEVICE_IDS
+
+        if v in RESERVED_DEVICE_IDS:
+            raise ValueError(f"device id {v!r} is a reserved topic word; choose another")
+        return v
 
 
 class TokenCreate(BaseModel):
@@ -173,15 +203,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.resolve_principal = users.resolve_principal
     if fleet is not None:
-        fleet_store = fleet.FleetStore(engine, key_path=Path(settings.fleet_key_path))
-        app.include_router(fleet.it_router(fleet_store), dependencies=[Depends(require_it)])
+        # an absolute path under data_dir (config.py), never relative to the working directory
+        fleet_store = fleet.FleetStore(engine, key_path=settings.fleet_key_path)
+        app.include_router(fleet.it_router(fleet_store), dependencies=[Depends(require_fleet)])
         app.include_router(fleet.device_router(fleet_store))
+    # order matters: added first = runs inside the session middleware and sees the session
+    app.add_middleware(SecurityMiddleware, hsts=settings.env == "production")
     app.add_middleware(
         SessionMiddleware,
-        secret_key=settings.secret_key,
+        # signs the cookie, which carries only a random session id and the CSRF token; the
+        # session itself is server-side (users.create_session), so logout revokes it
+        secret_key=settings.session_secret(),
         session_cookie="calmcue_session",
         max_age=settings.session_max_age_s,
-        same_site="lax",  # the cookie is not sent on cross-site POSTs: no CSRF on ack buttons
+        same_site="lax",
         https_only=settings.env == "production",
     )
 
@@ -223,17 +258,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db: Db,
         username: Annotated[str, Form()],
         password: Annotated[str, Form()],
-    ) -> RedirectResponse:
-        """Dashboard login (form post); sets the session cookie and goes to the dashboard."""
+    ) -> Any:
+        """Dashboard login (form post); sets the session cookie and goes to the dashboard.
+        After `login_max_failures` failures for a username or a client address within
+        `login_window_s`, answers 429 with Retry-After until the window has passed."""
+        keys = users.lockout_keys(username, request.client.host if request.client else None)
+        wait = users.locked_for(db, keys, settings.login_max_failures, settings.login_window_s)
+        if wait > 0:
+            retry = max(1, int(wait + 0.999))
+            log.warning("login for %r locked for %d s after repeated failures", username, retry)
+            return JSONResponse(
+                {"detail": f"too many failed logins; try again in {retry} s"},
+                status_code=429,
+                headers={"Retry-After": str(retry)},
+            )
         who = users.authenticate(db, username, password)
         if who is None:
+            users.record_failure(db, keys, settings.login_window_s)
             return RedirectResponse("/login?failed=1", status_code=303)
+        users.clear_failures(db, keys[0])
+        old = request.session.get("sid")
+        if isinstance(old, str):
+            users.end_session(db, old)
         request.session.clear()
-        request.session["user"] = who.username
+        request.session["sid"] = users.create_session(
+            db, who.username, settings.session_max_age_s
+        )
+        request.session["csrf"] = secrets.token_urlsafe(32)
         return RedirectResponse("/", status_code=303)
 
     @app.post("/api/logout", tags=["auth"])
-    def logout(request: Request) -> RedirectResponse:
+    def logout(request: Request, db: Db) -> RedirectResponse:
+        """Ends the session on the server: the cookie is worthless afterwards, even if kept."""
+        sid = request.session.get("sid")
+        if isinstance(sid, str):
+            users.end_session(db, sid)
         request.session.clear()
         return RedirectResponse("/login", status_code=303)
 
@@ -250,22 +309,45 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "user": who.username,
             "role": who.role,
             "sites": None if who.sites is None else sorted(who.sites),
+            # send back as X-CSRF-Token on POST/PUT/PATCH/DELETE (companion/web_security.py)
+            "csrf": request.session.get("csrf"),
         }
 
     @app.post("/api/tokens", tags=["auth"])
     def new_token(who: Viewer, db: Db, body: TokenCreate) -> dict[str, str]:
         """A new bearer token for the caller (shown once): `Authorization: Bearer <token>`."""
-        if who.role == "demo":
-            raise HTTPException(400, "demo mode has no users; tokens need a real login")
+        refuse_demo(who, "creating API tokens")
         return {"token": users.create_token(db, who.username, body.name)}
+
+    @app.get("/api/tokens", tags=["auth"])
+    def get_tokens(who: Viewer, db: Db, all: bool = False) -> list[dict[str, Any]]:
+        """The caller's API tokens (id, name, created; never the token); an admin may ask for
+        everyone's with `all=true`."""
+        refuse_demo(who, "API tokens")
+        if all:
+            require(who, "admin")
+        return users.list_tokens(db, None if all else who.username)
+
+    @app.delete("/api/tokens/{token_id}", tags=["auth"])
+    def delete_token(
+        who: Viewer, db: Db, token_id: Annotated[int, PathParam(ge=1, le=2**62)]
+    ) -> dict[str, Any]:
+        """Revoke a token at once: one's own, or anyone's for an admin."""
+        refuse_demo(who, "API tokens")
+        owner = None if who.role == "admin" else who.username
+        if not users.revoke_token(db, token_id, owner):
+            raise HTTPException(404, f"no token {token_id} you may revoke")
+        return {"revoked": token_id}
 
     @app.get("/api/users", tags=["auth"])
     def get_users(who: Viewer, db: Db) -> list[dict[str, Any]]:
+        refuse_demo(who, "the user list")
         require(who, "admin")
         return users.list_users(db)
 
     @app.post("/api/users", tags=["auth"], status_code=201)
     def post_user(who: Viewer, db: Db, body: UserCreate) -> dict[str, Any]:
+        refuse_demo(who, "creating users")
         require(who, "admin")
         try:
             p = users.create_user(

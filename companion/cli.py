@@ -19,8 +19,13 @@ def register(sub) -> None:  # type: ignore[no-untyped-def]
         "--db", help="SQLAlchemy URL (default sqlite:///var/calmcue.db; postgresql+psycopg://...)"
     )
     s.add_argument(
-        "--mqtt", help="mqtt://[user:pass@]host:port, or 'embedded' for a private broker"
+        "--mqtt",
+        help="mqtt://[user:pass@]host:port, mqtts://... (TLS), or 'embedded' for a private broker",
     )
+    s.add_argument("--mqtt-ca", help="mqtts: CA file that signed the broker's certificate")
+    s.add_argument("--mqtt-cert", help="mqtts: client certificate file (optional)")
+    s.add_argument("--mqtt-key", help="mqtts: client certificate's private key file")
+    s.add_argument("--data-dir", help="where the companion keeps its secret and keys (default var)")
     s.add_argument("--host", help="listen address (default 127.0.0.1)")
     s.add_argument("--port", type=int, help="listen port (default 8000)")
     s.add_argument("--env", choices=("demo", "development", "production"), help="access mode")
@@ -65,6 +70,10 @@ def _serve(args: argparse.Namespace) -> int:
             "host": args.host,
             "port": args.port,
             "env": args.env,
+            "mqtt_ca_file": args.mqtt_ca,
+            "mqtt_cert_file": args.mqtt_cert,
+            "mqtt_key_file": args.mqtt_key,
+            "data_dir": args.data_dir,
         }.items()
         if v is not None
     }
@@ -74,7 +83,13 @@ def _serve(args: argparse.Namespace) -> int:
         for err in exc.errors():
             print(f"calmcue companion serve: {err['msg']}", file=sys.stderr)
         return 2
-    serve(settings)
+    from companion.config import SettingsError
+
+    try:
+        serve(settings)
+    except SettingsError as exc:
+        print(f"calmcue companion serve: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -171,6 +171,28 @@ api_tokens = Table(
     Column("created_at", Float, nullable=False),
 )
 
+# server-side dashboard sessions: the cookie carries a random id, the table its hash; logout
+# deletes the row, so the cookie is worthless afterwards (migration 0005_sessions)
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_sessions_user", "user_id"),
+)
+
+# one row per failed login, keyed "user:<name>" and "ip:<address>" (the lockout counts them)
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("key", String(128), nullable=False),
+    Column("at", Float, nullable=False),
+    Index("ix_login_failures_key_at", "key", "at"),
+)
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 

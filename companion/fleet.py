@@ -308,6 +308,10 @@ class FleetStore:
         username = username or device
         if not username:
             raise FleetError("an MQTT account needs a device id or a username")
+        try:
+            broker_access.check_account(username, site, device)
+        except broker_access.AccessError as exc:
+            raise FleetError(str(exc)) from None
         password = secrets.token_urlsafe(18)
         row = dict(
             username=username,
@@ -686,7 +690,7 @@ def it_router(store: FleetStore) -> APIRouter:
         try:
             return store.mqtt_account(site=body.site, device=body.device, username=body.username)
         except FleetError as e:
-            raise _bad(e) from None
+            raise HTTPException(422, str(e)) from None
 
     @r.get("/mqtt/files")
     def get_broker_files() -> dict[str, str]:

@@ -153,8 +153,7 @@ class Ingest:
             client_id=self.settings.mqtt_client_id,
             clean_session=False,  # the broker keeps QoS 1 events for us while we reconnect
         )
-        if target.username:
-            client.username_pw_set(target.username, target.password)
+        target.configure(client)  # credentials, and TLS with a checked certificate for mqtts://
         client.reconnect_delay_set(min_delay=1, max_delay=10)  # paho backs off, doubling
         client.max_queued_messages_set(10000)
         client.on_connect = self._on_connect
@@ -170,7 +169,7 @@ class Ingest:
         self._client = client
         client.connect_async(target.host, target.port, keepalive=30)
         client.loop_start()  # network thread; reconnects with backoff on its own
-        log.info("ingest connecting to mqtt://%s:%d", target.host, target.port)
+        log.info("ingest connecting to %s", target.url)
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._client is not None:

@@ -13,7 +13,7 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from calmcue.broker import Mosquitto, free_port
+from calmcue.broker import Mosquitto, authenticated, free_port
 from companion.app import create_app
 from companion.config import Settings, SettingsError
 from companion.ingest import Ingest
@@ -22,12 +22,33 @@ log = logging.getLogger("calmcue.companion")
 
 
 def _resolve_embedded(settings: Settings) -> tuple[Settings, Mosquitto | None]:
-    """`mqtt_url="embedded"` starts a private Mosquitto on a free port for this process."""
+    """`mqtt_url="embedded"` starts a private Mosquitto on a free port for this process. It
+    refuses anonymous clients: the companion gets a generated account, and the devices the
+    fleet registry has accounts for (`calmcue device register`) their own, with per-device
+    rules, as they were when the companion started."""
     if settings.mqtt_url != "embedded":
         return settings, None
-    broker = Mosquitto().start()
-    log.info("embedded MQTT broker on %s", broker.url)
-    return settings.model_copy(update={"mqtt_url": broker.url}), broker
+    broker, creds = authenticated(extra_accounts=_fleet_accounts(settings))
+    broker.start()
+    log.info("embedded MQTT broker on %s (password accounts only)", broker.url)
+    return settings.model_copy(update={"mqtt_url": creds.url("companion")}), broker
+
+
+def _fleet_accounts(settings: Settings) -> list[Any]:
+    try:
+        from companion.db import make_engine
+        from companion.fleet import FleetStore
+    except ImportError:
+        return []
+    from sqlalchemy import inspect
+
+    engine = make_engine(settings.db_url)
+    try:
+        if not inspect(engine).has_table("fleet_mqtt_accounts"):
+            return []
+        return FleetStore(engine, key_path=settings.fleet_key_path).accounts()
+    finally:
+        engine.dispose()
 
 
 class _Server(uvicorn.Server):

@@ -2,7 +2,13 @@
 
 Roles: `admin` (everything), `it` (devices, configuration, dead letters; every site) and
 `manager` (alerts, events and statistics of their own sites only). Passwords are hashed with
-argon2 (argon2-cffi); API tokens are random and stored only as a SHA-256 hash.
+argon2 (argon2-cffi); API tokens are random and stored only as a SHA-256 hash, listed and
+revoked by id.
+
+Dashboard sessions are server-side: the signed cookie carries a random session id (and the
+CSRF token), the `sessions` table only its hash with an expiry, so logout or expiry makes the
+cookie worthless. Failed logins are counted per username and per client address; after
+`login_max_failures` within `login_window_s` further tries are refused until the window passes.
 """
 
 from __future__ import annotations
@@ -16,10 +22,10 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Request
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, delete, func, insert, select
 
 from companion.auth import Principal
-from companion.db import api_tokens, users
+from companion.db import api_tokens, login_failures, sessions, users
 
 ROLES = ("admin", "it", "manager")
 _hasher = PasswordHasher()
@@ -104,6 +110,109 @@ def create_token(engine: Engine, username: str, name: str = "api") -> str:
     return token
 
 
+def list_tokens(engine: Engine, username: str | None = None) -> list[dict[str, Any]]:
+    """Tokens (never their value) of one user, or of everyone when username is None."""
+    q = (
+        select(api_tokens.c.id, api_tokens.c.name, api_tokens.c.created_at, users.c.username)
+        .join(users, api_tokens.c.user_id == users.c.id)
+        .order_by(api_tokens.c.id)
+    )
+    if username is not None:
+        q = q.where(users.c.username == username)
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def revoke_token(engine: Engine, token_id: int, username: str | None = None) -> bool:
+    """Delete a token; with `username`, only if it is theirs. False when there is none."""
+    with engine.begin() as conn:
+        q = select(api_tokens.c.id).where(api_tokens.c.id == token_id)
+        if username is not None:
+            q = q.join(users, api_tokens.c.user_id == users.c.id).where(
+                users.c.username == username
+            )
+        if conn.execute(q).first() is None:
+            return False
+        conn.execute(delete(api_tokens).where(api_tokens.c.id == token_id))
+    return True
+
+
+# ---- sessions --------------------------------------------------------------------------------
+
+
+def create_session(engine: Engine, username: str, max_age_s: float) -> str:
+    """A new server-side session for `username`; returns the id for the (signed) cookie."""
+    sid = secrets.token_urlsafe(32)
+    now = time.time()
+    with engine.begin() as conn:
+        uid = conn.execute(select(users.c.id).where(users.c.username == username)).scalar()
+        if uid is None:
+            raise UserError(f"no user {username!r}")
+        conn.execute(delete(sessions).where(sessions.c.expires_at < now))  # tidy as we go
+        conn.execute(
+            insert(sessions).values(
+                id_hash=_token_hash(sid), user_id=uid, created_at=now, expires_at=now + max_age_s
+            )
+        )
+    return sid
+
+
+def principal_for_session(engine: Engine, sid: str) -> Principal | None:
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(users)
+            .join(sessions, sessions.c.user_id == users.c.id)
+            .where(sessions.c.id_hash == _token_hash(sid), sessions.c.expires_at > time.time())
+        ).first()
+    return principal_of(row) if row else None
+
+
+def end_session(engine: Engine, sid: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(delete(sessions).where(sessions.c.id_hash == _token_hash(sid)))
+
+
+# ---- login lockout ---------------------------------------------------------------------------
+
+
+def lockout_keys(username: str, client_ip: str | None) -> list[str]:
+    keys = [f"user:{username[:100]}"]
+    if client_ip:
+        keys.append(f"ip:{client_ip[:100]}")
+    return keys
+
+
+def locked_for(engine: Engine, keys: list[str], max_failures: int, window_s: float) -> float:
+    """Seconds until a login for these keys may be tried again (0 = now)."""
+    now = time.time()
+    wait = 0.0
+    with engine.connect() as conn:
+        for key in keys:
+            recent = conn.execute(
+                select(login_failures.c.at)
+                .where(login_failures.c.key == key, login_failures.c.at > now - window_s)
+                .order_by(login_failures.c.at.desc())
+                .limit(max_failures)
+            ).scalars().all()
+            if len(recent) >= max_failures:
+                # locked until the oldest of the last max_failures leaves the window
+                wait = max(wait, recent[-1] + window_s - now)
+    return wait
+
+
+def record_failure(engine: Engine, keys: list[str], window_s: float) -> None:
+    now = time.time()
+    with engine.begin() as conn:
+        conn.execute(delete(login_failures).where(login_failures.c.at < now - window_s))
+        for key in keys:
+            conn.execute(insert(login_failures).values(key=key, at=now))
+
+
+def clear_failures(engine: Engine, key: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(delete(login_failures).where(login_failures.c.key == key))
+
+
 def principal_for_token(engine: Engine, token: str) -> Principal | None:
     with engine.connect() as conn:
         row = conn.execute(
@@ -133,8 +242,8 @@ def resolve_principal(request: Request) -> Principal | None:
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
         return principal_for_token(engine, header[7:].strip())
-    username = request.session.get("user") if "session" in request.scope else None
-    return user_by_name(engine, username) if username else None
+    sid = request.session.get("sid") if "session" in request.scope else None
+    return principal_for_session(engine, sid) if isinstance(sid, str) else None
 
 
 def _token_hash(token: str) -> str:

@@ -95,6 +95,8 @@ def running_companion(
         "ingest_batch_ms": 20,
         "mqtt_client_id": f"companion-{time.monotonic_ns()}",
     }
+    if db_url.startswith("sqlite:///"):  # the generated session secret goes beside the database
+        fields["data_dir"] = Path(db_url.split("///", 1)[1]).parent
     fields.update(overrides)
     comp = start(Settings(**fields))
     try:

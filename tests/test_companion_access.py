@@ -133,9 +133,10 @@ def test_dashboard_login_sets_a_session_cookie(fleet):
         me = browser.get("/api/session").json()
         assert (me["user"], me["role"], me["sites"]) == ("ann", "manager", ["store-a"])
         assert {e["site"] for e in browser.get("/api/events").json()} == {"store-a"}
-        token = browser.post("/api/tokens", json={"name": "script"}).json()["token"]
+        csrf = {"X-CSRF-Token": me["csrf"]}  # cookie-authenticated writes need it
+        token = browser.post("/api/tokens", json={"name": "script"}, headers=csrf).json()["token"]
         assert get(comp, "/api/events", token).status_code == 200
-        browser.post("/api/logout")
+        browser.post("/api/logout", headers=csrf)
         assert browser.get("/api/events").status_code == 401
 
 

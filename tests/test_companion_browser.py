@@ -40,6 +40,10 @@ def browser():
 
 def login(browser, url: str, username: str, password: str):
     page = browser.new_context().new_page()
+    # anything the Content-Security-Policy blocks shows up here (tests assert there is none)
+    page.csp_errors = []
+    page.on("console", lambda m: "Content Security Policy" in m.text
+            and page.csp_errors.append(m.text))
     page.goto(url + "/")
     page.wait_for_url("**/login")
     page.fill("input[name=username]", username)
@@ -90,6 +94,14 @@ def test_manager_sees_live_alert_acknowledges_and_resolves_it(tmp_path, mosquitt
             ("acknowledged", "user:ann"),
             ("resolved", "user:ann"),
         ]
+        # the buttons above sent the CSRF token; nothing was blocked by the page's CSP
+        assert ann.csp_errors == []
+        # log out: the button ends the session on the server and the page goes to the login
+        cookie = next(c for c in ann.context.cookies() if c["name"] == "calmcue_session")
+        ann.click("#logout button")
+        ann.wait_for_url("**/login", timeout=5000)
+        r = httpx.get(comp.url + "/api/alerts", cookies={"calmcue_session": cookie["value"]})
+        assert r.status_code == 401  # the old cookie, replayed, is worthless
 
 
 def test_demo_mode_dashboard_needs_no_login_and_updates_live(tmp_path, mosquitto, browser):

@@ -16,7 +16,7 @@ from companion_helpers import Publisher, cue, running_companion, sqlite_url, top
 from pydantic import ValidationError
 
 from calmcue.broker import free_port
-from companion.config import DEFAULT_SECRET, MqttTarget, Settings
+from companion.config import MqttTarget, Settings
 from companion.server import start
 
 pytest_plugins = ("companion_fixtures",)  # the db_url fixture: SQLite and PostgreSQL
@@ -197,7 +197,7 @@ def test_settings_refuse_unsafe_or_malformed_values(monkeypatch):
     monkeypatch.setenv("CALMCUE_RETENTION_DAYS", "7")
     monkeypatch.setenv("CALMCUE_ENV", "demo")
     s = Settings()
-    assert (s.retention_days, s.env, s.secret_key) == (7, "demo", DEFAULT_SECRET)
+    assert (s.retention_days, s.env, s.secret_key) == (7, "demo", None)  # generated on start
 
 
 def test_cli_serve_with_embedded_broker(tmp_path, mosquitto):

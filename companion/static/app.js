@@ -66,7 +66,8 @@ function actionButton(a, action, label) {
   b.className = action;
   b.onclick = async () => {
     b.disabled = true;
-    const r = await fetch(`/api/alerts/${a.id}/${action}`, { method: "POST", credentials: "same-origin" });
+    const r = await fetch(`/api/alerts/${a.id}/${action}`,
+      { method: "POST", credentials: "same-origin", headers: csrfHeaders() });
     if (r.ok) updateAlert(await r.json()); else b.disabled = false;
   };
   return b;
@@ -255,7 +256,7 @@ async function setupConfig(session) {
     try { body = JSON.parse(doc.value); } catch (err) { result.textContent = "not valid JSON"; return; }
     const r = await fetch(targets[Number(select.value)].url, {
       method: "PUT", credentials: "same-origin",
-      headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+      headers: csrfHeaders({ "Content-Type": "application/json" }), body: JSON.stringify(body) });
     const j = await r.json();
     result.className = r.ok ? "" : "error";
     result.textContent = !r.ok ? j.detail
@@ -263,8 +264,21 @@ async function setupConfig(session) {
   };
 }
 
+// State-changing calls carry the session's CSRF token (companion/web_security.py refuses a
+// cookie-authenticated POST/PUT/PATCH/DELETE without it); demo mode has no session and no token.
+let csrfToken = null;
+function csrfHeaders(extra = {}) {
+  return csrfToken ? { ...extra, "X-CSRF-Token": csrfToken } : extra;
+}
+
 async function main() {
   const session = await getJSON("/api/session");
+  csrfToken = session.csrf || null;
+  document.getElementById("logout").onsubmit = async (e) => {
+    e.preventDefault();
+    await fetch("/api/logout", { method: "POST", credentials: "same-origin", headers: csrfHeaders() });
+    location.href = "/login";
+  };
   const mode = document.getElementById("mode");
   mode.textContent = session.mode === "demo" ? "demo mode" : session.mode;
   if (session.mode !== "demo" && !session.user) { location.href = "/login"; return; }

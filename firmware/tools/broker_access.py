@@ -1,7 +1,14 @@
 """Mosquitto password and ACL files for the fleet: each device gets its own account and may
-publish only under its own topic tree and read only its own config and commands; the companion
+publish only under its own topic tree and read only its own config and commands; a site account
+(a manager's device) reads its site's alerts and may acknowledge or resolve them; the companion
 account reads everything. Generated from the companion's registry (companion/fleet.py); see
 docs/fleet.md for the reload step.
+
+Nothing else gets access: an account without a site (other than the companion's) is refused when
+it is created and, should one be in the registry, rendered with no rules at all. Usernames, sites
+and device ids are checked against strict patterns before anything is written, so no newline,
+space, `:` or topic wildcard can reach the files, and device ids cannot be a word the topic scheme
+uses at that level (`calmcue/v1/<site>/alert/...` is the site's alerts, not a device).
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -21,6 +29,72 @@ from firmware.events import TOPIC_ROOT
 # Mosquitto 2's own format ($7$ = PBKDF2-SHA512); mosquitto_passwd uses 101 iterations.
 PBKDF2_ITERATIONS = 101
 COMPANION_USER = "companion"
+
+USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+SITE_OR_DEVICE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+# words the topic scheme uses, or may use, where a device id goes (calmcue/v1/<site>/<device>/...);
+# `alert` is taken today: calmcue/v1/<site>/alert/<kind> and .../alert/ack|resolve
+RESERVED_DEVICE_IDS = frozenset(
+    {"alert", "alerts", "companion", "fleet", "ota", "cmd", "config", "evt", "status", "tele",
+     "state", "all", "broadcast", "sys"}
+)
+
+
+class AccessError(ValueError):
+    """An account or identity the broker rules must not contain; the message says why."""
+
+
+def check_username(username: str) -> str:
+    if not isinstance(username, str) or not USERNAME.fullmatch(username):
+        raise AccessError(
+            f"MQTT username {username!r} is not allowed: 1-64 characters of A-Z, a-z, 0-9, "
+            "'_', '.', '@' or '-', starting with a letter or digit (no spaces, newlines, ':', "
+            "'/', '+' or '#')"
+        )
+    return username
+
+
+def check_site(site: str) -> str:
+    if not isinstance(site, str) or not SITE_OR_DEVICE.fullmatch(site):
+        raise AccessError(
+            f"site {site!r} is not allowed: 1-32 characters of a-z, 0-9, '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return site
+
+
+def check_device(device: str) -> str:
+    if not isinstance(device, str) or not SITE_OR_DEVICE.fullmatch(device):
+        raise AccessError(
+            f"device id {device!r} is not allowed: 1-32 characters of a-z, 0-9, '_' or '-', "
+            "starting with a letter or digit"
+        )
+    if device in RESERVED_DEVICE_IDS:
+        raise AccessError(
+            f"device id {device!r} is a reserved topic word (calmcue/v1/<site>/{device}/... "
+            "means something else); choose another, e.g. counter-1"
+        )
+    return device
+
+
+def check_account(username: str, site: str | None, device: str | None) -> None:
+    """Raise AccessError unless this is the companion's account, a device's (site and device)
+    or a site's (a manager's device: site, no device)."""
+    check_username(username)
+    if site is None:
+        if device is not None:
+            raise AccessError(f"device {device!r} needs its site")
+        if username != COMPANION_USER:
+            raise AccessError(
+                f"account {username!r} has no site: only the companion's own account "
+                f"({COMPANION_USER!r}) may cover every site; give a site (and a device)"
+            )
+        return
+    check_site(site)
+    if device is not None:
+        check_device(device)
+    if username == COMPANION_USER:
+        raise AccessError(f"{COMPANION_USER!r} is the companion's account; it has no site")
 
 
 @dataclass(frozen=True)
@@ -68,25 +142,54 @@ def device_topics(site: str, device: str) -> dict[str, list[str]]:
     }
 
 
+def site_topics(site: str) -> dict[str, list[str]]:
+    """A manager's device: reads the site's alerts, acknowledges and resolves them."""
+    alerts = f"{TOPIC_ROOT}/{site}/alert"
+    return {"write": [f"{alerts}/ack", f"{alerts}/resolve"], "read": [f"{alerts}/#"]}
+
+
+def _rules(a: Account) -> list[str]:
+    try:
+        check_account(a.username, a.site, a.device)
+    except AccessError as exc:
+        # the registry holds something it should not (an older version wrote it): no access
+        return [f"# no access: {str(exc).splitlines()[0][:200]!r}"]
+    if a.site is None:
+        return [f"topic readwrite {TOPIC_ROOT}/#"]
+    topics = site_topics(a.site) if a.device is None else device_topics(a.site, a.device)
+    return [f"topic write {t}" for t in topics["write"]] + [
+        f"topic read {t}" for t in topics["read"]
+    ]
+
+
+def _safe_in_files(a: Account) -> bool:
+    try:
+        check_username(a.username)
+    except AccessError:
+        return False
+    return "\n" not in a.password_hash and "\r" not in a.password_hash
+
+
 def render_password_file(accounts: Iterable[Account]) -> str:
-    return "".join(f"{a.username}:{a.password_hash}\n" for a in accounts)
+    """One `user:hash` line per account; an account whose name could break the file (newline,
+    ':' ...) is left out, so it cannot log in at all."""
+    return "".join(f"{a.username}:{a.password_hash}\n" for a in accounts if _safe_in_files(a))
 
 
 def render_acl_file(accounts: Iterable[Account]) -> str:
     lines = [
         "# calmcue broker access rules, generated by `calmcue device register`; do not edit.",
         "# A device publishes only under its own topic tree and reads only its own config and",
-        "# commands. The companion account reads and writes everything under the root.",
+        "# commands; a site account reads its site's alerts and acknowledges them. The companion",
+        "# account reads and writes everything under the root. Anyone else gets nothing.",
         "",
     ]
     for a in sorted(accounts, key=lambda a: a.username):
+        if not _safe_in_files(a):
+            lines += ["# an account with a malformed username was left out", ""]
+            continue
         lines.append(f"user {a.username}")
-        if a.device is None or a.site is None:
-            lines.append(f"topic readwrite {TOPIC_ROOT}/#")
-        else:
-            topics = device_topics(a.site, a.device)
-            lines += [f"topic write {t}" for t in topics["write"]]
-            lines += [f"topic read {t}" for t in topics["read"]]
+        lines += _rules(a)
         lines.append("")
     return "\n".join(lines)
 

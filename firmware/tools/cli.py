@@ -19,7 +19,8 @@ def _fleet_args(p: argparse.ArgumentParser) -> None:
                    help="companion base URL (env CALMCUE_COMPANION_URL; token in CALMCUE_API_TOKEN)")
     g.add_argument("--db", metavar="URL", help="the companion's database URL (env CALMCUE_DB_URL)")
     g.add_argument("--key", metavar="PEM", help="update signing key with --db "
-                   "(default var/fleet/ota_signing_key.pem, created on first use)")
+                   "(default: the companion's, CALMCUE_FLEET_KEY_PATH under CALMCUE_DATA_DIR, "
+                   "i.e. var/fleet/ota_signing_key.pem; created on first use)")
 
 
 def _fleet(args: argparse.Namespace) -> Any:
@@ -84,9 +85,8 @@ def register(sub: Any) -> None:
     k = dsub.add_parser("ota-key", help="on the companion host: write the update-signing public "
                         "key for `provision --ota-key` (carry the file; it is not a secret)")
     k.add_argument("--key", metavar="PEM",
-                   default=os.environ.get("CALMCUE_FLEET_KEY_PATH", "var/fleet/ota_signing_key.pem"),
-                   help="the companion's signing key (its CALMCUE_FLEET_KEY_PATH; default "
-                   "var/fleet/ota_signing_key.pem)")
+                   help="the companion's signing key (default: where its settings put it, "
+                   "CALMCUE_FLEET_KEY_PATH under CALMCUE_DATA_DIR, i.e. var/fleet/ota_signing_key.pem)")
     k.add_argument("--out", type=Path, metavar="FILE", help="write here (default: print)")
     k.set_defaults(func=cmd_ota_key)
 
@@ -218,9 +218,10 @@ def cmd_ota_key(args: argparse.Namespace) -> int:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
+    from firmware.tools.fleet_client import default_key_path
     from firmware.tools.provision import key_fingerprint
 
-    path = Path(args.key)
+    path = Path(args.key) if args.key else default_key_path()
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except FileNotFoundError:

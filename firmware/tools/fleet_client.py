@@ -9,7 +9,15 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
-DEFAULT_KEY_PATH = Path("var/fleet/ota_signing_key.pem")
+DEFAULT_KEY_PATH = Path("fleet/ota_signing_key.pem")  # under the companion's data_dir
+
+
+def default_key_path() -> Path:
+    """The companion's signing key as its settings place it: CALMCUE_FLEET_KEY_PATH, relative
+    ones under CALMCUE_DATA_DIR (default `var`), made absolute once, here."""
+    data_dir = Path(os.environ.get("CALMCUE_DATA_DIR") or "var").expanduser().absolute()
+    path = Path(os.environ.get("CALMCUE_FLEET_KEY_PATH") or DEFAULT_KEY_PATH).expanduser()
+    return path if path.is_absolute() else data_dir / path
 
 
 class FleetClientError(RuntimeError):
@@ -42,7 +50,7 @@ class DbFleet:
 
         self.engine = create_engine(db_url)
         fleet.create_tables(self.engine)
-        self.store = fleet.FleetStore(self.engine, key_path or DEFAULT_KEY_PATH)
+        self.store = fleet.FleetStore(self.engine, key_path or default_key_path())
 
     def record(self, **row: Any) -> dict[str, Any]:
         from companion.fleet import FleetError
@@ -54,7 +62,12 @@ class DbFleet:
 
     def mqtt_account(self, *, site: str | None, device: str | None,
                      username: str | None = None) -> dict[str, str]:
-        return self.store.mqtt_account(site=site, device=device, username=username)
+        from companion.fleet import FleetError
+
+        try:
+            return self.store.mqtt_account(site=site, device=device, username=username)
+        except FleetError as e:
+            raise FleetClientError(str(e)) from None
 
     def public_key(self) -> dict[str, Any]:
         from companion.fleet import public_key_json
