@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     data = Path(args.data_dir).resolve()
     data.mkdir(parents=True, exist_ok=True)
     try:
-        broker = Mosquitto().start()
+        # durable: its persistence (the companion's session, queued events) lives in the data dir
+        broker = Mosquitto(workdir=data / "mqtt").start()
     except BrokerError as exc:
         log.error("%s", exc)
         return 1

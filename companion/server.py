@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -21,11 +22,20 @@ from companion.ingest import Ingest
 log = logging.getLogger("calmcue.companion")
 
 
+def embedded_broker_dir(settings: Settings) -> Path:
+    """Where the embedded broker persists sessions and queued messages: next to the SQLite
+    file, else var/mqtt (absolute, from the working directory at start)."""
+    if settings.db_url.startswith("sqlite:///") and ":memory:" not in settings.db_url:
+        return Path(settings.db_url.split("///", 1)[1]).resolve().parent / "mqtt"
+    return Path("var/mqtt").resolve()
+
+
 def _resolve_embedded(settings: Settings) -> tuple[Settings, Mosquitto | None]:
-    """`mqtt_url="embedded"` starts a private Mosquitto on a free port for this process."""
+    """`mqtt_url="embedded"` starts a private, durable Mosquitto (persistence on, queue sized
+    for a 10-minute companion outage: calmcue.broker.durable_conf) on a free port."""
     if settings.mqtt_url != "embedded":
         return settings, None
-    broker = Mosquitto().start()
+    broker = Mosquitto(workdir=embedded_broker_dir(settings)).start()
     log.info("embedded MQTT broker on %s", broker.url)
     return settings.model_copy(update={"mqtt_url": broker.url}), broker
 
