@@ -11,7 +11,7 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 SCHEMA_VERSION = 1
 MAX_BYTES = 512
@@ -28,13 +28,20 @@ INT32_MAX = 2**31 - 1
 NonNegInt = Annotated[int, Field(ge=0, le=INT64_MAX, strict=True)]
 Count = Annotated[int, Field(ge=0, le=INT32_MAX, strict=True)]
 Seconds = Annotated[float, Field(ge=0, le=1e10, allow_inf_nan=False)]
+def _not_bool(v: Any) -> Any:
+    """JSON `true` equals 1 in Python; the version must be the number 1."""
+    if isinstance(v, bool):
+        raise ValueError("must be the number 1, not a boolean")
+    return v
+
+
 Cue = Literal["slow_down", "empathize", "call_manager", "settled"]
 
 
 class _EventBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    v: Literal[1]
+    v: Annotated[Literal[1], BeforeValidator(_not_bool)]
     site: Ident
     device: Ident
     boot: NonNegInt
