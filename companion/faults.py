@@ -300,7 +300,7 @@ def _wait_stored(ledger: Ledger, n: int, timeout: float) -> float:
 
 
 def kill9_during_ingest(
-    db_url: str, workdir: Path, n: int = 4000, rate: float = 2000
+    db_url: str, workdir: Path, n: int = 4000, rate: float | None = None
 ) -> dict[str, Any]:
     """kill -9 the companion while events stream in; start it again; count."""
     msgs = good_events(n)

@@ -28,7 +28,7 @@ def _no_loss(f: dict) -> None:
 
 
 def test_kill9_of_the_companion_during_ingest_loses_nothing(db_url, tmp_path):
-    f = faults.kill9_during_ingest(db_url, tmp_path, n=4000, rate=2000)
+    f = faults.kill9_during_ingest(db_url, tmp_path, n=4000, rate=None)
     _report(f"kill -9 ({db_url.split(':')[0]})", f)
     assert f["killed"] == 1 and f["starts"] == 2
     _no_loss(f)
