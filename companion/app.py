@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import (
     FileResponse,
     HTMLResponse,
+    JSONResponse,
     PlainTextResponse,
     RedirectResponse,
     StreamingResponse,
@@ -48,7 +50,57 @@ Viewer = Annotated[Principal, Depends(current_principal)]
 Db = Annotated[Engine, Depends(engine_of)]
 Alerts = Annotated[AlertManager, Depends(alert_manager)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
+# bounds the database takes (SQLite and PostgreSQL integers are 64-bit at most)
+Offset = Annotated[int, Query(ge=0, le=1_000_000_000)]
+AlertId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: `detail` says what to change (a list of field errors for 422s)."""
+
+    detail: str | list[dict[str, Any]]
+
+
+_ERROR_TEXT = {
+    400: "The body is not JSON (or not a form) at all, or the request is not possible here",
+    401: "Not logged in: log in at /login or send 'Authorization: Bearer <token>'",
+    403: "Logged in, but this needs another role or site",
+    404: "Not found (or not at a site you may see)",
+    409: "Not possible in the current state",
+    422: "The request does not validate; `detail` says which field and why",
+    503: "The database does not answer",
+}
+
+
+def errors(*codes: int, json_route: bool = True) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` for the error answers a route can give. Errors are JSON even on a
+    route whose answer is not (`json_route=False`: CSV, Prometheus text, redirects)."""
+    if json_route:
+        return {c: {"model": ErrorOut, "description": _ERROR_TEXT[c]} for c in codes}
+    ref = {"schema": {"$ref": "#/components/schemas/ErrorOut"}}
+    return {c: {"description": _ERROR_TEXT[c], "content": {"application/json": ref}} for c in codes}
+
+
+AUTH = (401, 403)
+BODY = (400, 422)  # a body that is not JSON at all is a 400 (FastAPI), one off the model a 422
+
+
+class CsvResponse(StreamingResponse):
+    media_type = "text/csv"
+
+
+class EventStreamResponse(StreamingResponse):
+    media_type = "text/event-stream"
+
+
+def optional_principal(request: Request) -> Principal | None:
+    try:
+        return current_principal(request)
+    except HTTPException:
+        return None
+
+
+Maybe = Annotated[Principal | None, Depends(optional_principal)]
 
 
 def require(who: Principal, *roles: str) -> None:
@@ -174,8 +226,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.resolve_principal = users.resolve_principal
     if fleet is not None:
         fleet_store = fleet.FleetStore(engine, key_path=Path(settings.fleet_key_path))
-        app.include_router(fleet.it_router(fleet_store), dependencies=[Depends(require_it)])
-        app.include_router(fleet.device_router(fleet_store))
+        app.include_router(
+            fleet.it_router(fleet_store),
+            dependencies=[Depends(require_it)],
+            responses=errors(*AUTH, 404, 409, *BODY),
+        )
+        app.include_router(fleet.device_router(fleet_store), responses=errors(404, 409, *BODY))
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.secret_key,
@@ -187,10 +243,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # ---- ops -------------------------------------------------------------------------------
 
-    @app.get("/healthz", tags=["ops"])
-    def healthz(request: Request, db: Db) -> dict[str, Any]:
-        with db.connect() as conn:
-            conn.execute(text("SELECT 1"))
+    @app.get("/healthz", tags=["ops"], responses=errors(503))
+    def healthz(request: Request, db: Db, who: Maybe) -> Any:
+        """`{"status": "ok"}` when the database answers; IT and admins (and demo mode) also
+        get the MQTT connection and the ingest counters."""
+        try:
+            with db.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:
+            return JSONResponse({"detail": "the database does not answer"}, status_code=503)
+        if who is None or who.role not in ("admin", "it", "demo"):
+            return {"status": "ok"}
         counters = request.app.state.ingest.counters()
         return {
             "status": "ok",
@@ -199,17 +262,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "ingest": asdict(counters),
         }
 
-    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=PlainTextResponse,
+        responses=errors(*AUTH, json_route=False),
+    )
     def metrics(request: Request, who: Viewer, db: Db) -> PlainTextResponse:
         """Prometheus text format (scrape with an IT or admin bearer token)."""
         require(who, "admin", "it")
         body = ops.metrics_text(db, request.app.state.ingest.counters(), request.app.state.purger)
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.get("/api/ingest", tags=["ops"])
+    @app.get("/api/ingest", tags=["ops"], responses=errors(401))
     def get_ingest(request: Request, who: Viewer) -> dict[str, Any]:
-        """Ingest counters: received, stored, duplicates, dead-lettered, queue depth."""
-        return asdict(request.app.state.ingest.counters())
+        """Ingest counters: received, stored, duplicates, dead-lettered, queue depth, and per
+        site. A manager sees only the per-site counters of their own sites."""
+        ingest: Ingest = request.app.state.ingest
+        if who.role in ("admin", "it", "demo"):
+            return {**asdict(ingest.counters()), "sites": ingest.site_counters()}
+        return {"sites": ingest.site_counters(who.sites or frozenset())}
 
     # ---- login -----------------------------------------------------------------------------
 
@@ -217,7 +289,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def login_page() -> FileResponse:
         return FileResponse(STATIC / "login.html", headers={"Cache-Control": "no-cache"})
 
-    @app.post("/api/login", tags=["auth"])
+    @app.post(
+        "/api/login",
+        tags=["auth"],
+        status_code=303,
+        response_class=RedirectResponse,
+        responses={
+            303: {"description": "To the dashboard, or back to /login?failed=1"},
+            **errors(*BODY, json_route=False),
+        },
+    )
     def login(
         request: Request,
         db: Db,
@@ -232,7 +313,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         request.session["user"] = who.username
         return RedirectResponse("/", status_code=303)
 
-    @app.post("/api/logout", tags=["auth"])
+    @app.post(
+        "/api/logout",
+        tags=["auth"],
+        status_code=303,
+        response_class=RedirectResponse,
+        responses={303: {"description": "To /login"}},
+    )
     def logout(request: Request) -> RedirectResponse:
         request.session.clear()
         return RedirectResponse("/login", status_code=303)
@@ -252,19 +339,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "sites": None if who.sites is None else sorted(who.sites),
         }
 
-    @app.post("/api/tokens", tags=["auth"])
+    @app.post("/api/tokens", tags=["auth"], responses=errors(400, 401, 422))
     def new_token(who: Viewer, db: Db, body: TokenCreate) -> dict[str, str]:
         """A new bearer token for the caller (shown once): `Authorization: Bearer <token>`."""
         if who.role == "demo":
             raise HTTPException(400, "demo mode has no users; tokens need a real login")
         return {"token": users.create_token(db, who.username, body.name)}
 
-    @app.get("/api/users", tags=["auth"])
+    @app.get("/api/users", tags=["auth"], responses=errors(*AUTH))
     def get_users(who: Viewer, db: Db) -> list[dict[str, Any]]:
         require(who, "admin")
         return users.list_users(db)
 
-    @app.post("/api/users", tags=["auth"], status_code=201)
+    @app.post("/api/users", tags=["auth"], status_code=201, responses=errors(*AUTH, *BODY))
     def post_user(who: Viewer, db: Db, body: UserCreate) -> dict[str, Any]:
         require(who, "admin")
         try:
@@ -277,7 +364,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # ---- events ----------------------------------------------------------------------------
 
-    @app.get("/api/events", tags=["events"])
+    @app.get("/api/events", tags=["events"], responses=errors(*AUTH, 422))
     def get_events(
         who: Viewer,
         db: Db,
@@ -302,7 +389,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             offset=offset,
         )
 
-    @app.get("/api/events.csv", tags=["events"])
+    @app.get(
+        "/api/events.csv",
+        tags=["events"],
+        response_class=CsvResponse,
+        responses={
+            200: {"description": "CSV, header row first"},
+            **errors(*AUTH, 422, json_route=False),
+        },
+    )
     def get_events_csv(
         who: Viewer,
         db: Db,
@@ -313,13 +408,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """CSV export of events (oldest first); `since`/`until` are Unix seconds."""
         if site is not None:
             require_site(who, site)
-        return StreamingResponse(
+        return CsvResponse(
             ops.events_csv(db, sites=who.sites, site=site, since=since, until=until),
-            media_type="text/csv",
             headers={"Content-Disposition": 'attachment; filename="calmcue-events.csv"'},
         )
 
-    @app.get("/api/stats", tags=["events"])
+    @app.get("/api/stats", tags=["events"], responses=errors(*AUTH, 422))
     def get_stats(who: Viewer, db: Db, site: str | None = None) -> dict[str, Any]:
         """Today's cues by type, per hour and per counter, time to de-escalate, weekly trend.
         Groups smaller than min_group_size are null (suppressed)."""
@@ -329,7 +423,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             db, sites=who.sites, site=site, min_group_size=settings.min_group_size
         )
 
-    @app.get("/api/dead-letters", tags=["events"])
+    @app.get("/api/dead-letters", tags=["events"], responses=errors(*AUTH, 422))
     def get_dead_letters(
         who: Viewer, db: Db, limit: Limit = 100, offset: Offset = 0
     ) -> list[dict[str, Any]]:
@@ -337,27 +431,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         require(who, "admin", "it")
         return store.list_dead_letters(db, limit=limit, offset=offset)
 
-    @app.get("/api/stream", tags=["events"])
+    @app.get(
+        "/api/stream",
+        tags=["events"],
+        response_class=EventStreamResponse,
+        responses={
+            200: {"description": "text/event-stream, until the client goes"},
+            **errors(401, json_route=False),
+        },
+    )
     async def stream(request: Request, who: Viewer) -> StreamingResponse:
         """Server-Sent Events: `event` for every newly stored event, `alert` for alert changes."""
         feed: LiveFeed = request.app.state.feed
-        return StreamingResponse(
+        return EventStreamResponse(
             feed.stream(who.sites, request.is_disconnected),
-            media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
     # ---- alerts ----------------------------------------------------------------------------
 
-    @app.get("/api/alerts", tags=["alerts"])
+    @app.get("/api/alerts", tags=["alerts"], responses=errors(401, 422))
     def get_alerts(
         who: Viewer, db: Db, active: bool = False, limit: Limit = 100
     ) -> list[dict[str, Any]]:
         """Alerts, newest first; `active=true` for open and acknowledged ones only."""
         return alerts_mod.list_alerts(db, sites=who.sites, active_only=active, limit=limit)
 
-    @app.get("/api/alerts/{alert_id}", tags=["alerts"])
-    def get_alert(who: Viewer, db: Db, alert_id: int) -> dict[str, Any]:
+    @app.get("/api/alerts/{alert_id}", tags=["alerts"], responses=errors(401, 404, 422))
+    def get_alert(who: Viewer, db: Db, alert_id: AlertId) -> dict[str, Any]:
         """One alert with its audit trail (every state change: who, when)."""
         found = alerts_mod.get_alert(db, alert_id)
         if found is None or not who.may_see(found["site"]):
@@ -378,21 +479,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except AlertError as exc:
             raise HTTPException(exc.status, str(exc)) from None
 
-    @app.post("/api/alerts/{alert_id}/ack", tags=["alerts"])
-    def ack_alert(who: Viewer, db: Db, mgr: Alerts, alert_id: int) -> dict[str, Any]:
+    @app.post("/api/alerts/{alert_id}/ack", tags=["alerts"], responses=errors(*AUTH, 404, 409, 422))
+    def ack_alert(who: Viewer, db: Db, mgr: Alerts, alert_id: AlertId) -> dict[str, Any]:
         return _act(who, db, mgr, alert_id, "ack")  # type: ignore[no-any-return]
 
-    @app.post("/api/alerts/{alert_id}/resolve", tags=["alerts"])
-    def resolve_alert(who: Viewer, db: Db, mgr: Alerts, alert_id: int) -> dict[str, Any]:
+    @app.post(
+        "/api/alerts/{alert_id}/resolve", tags=["alerts"], responses=errors(*AUTH, 404, 409, 422)
+    )
+    def resolve_alert(who: Viewer, db: Db, mgr: Alerts, alert_id: AlertId) -> dict[str, Any]:
         return _act(who, db, mgr, alert_id, "resolve")  # type: ignore[no-any-return]
 
     # ---- sites and devices -----------------------------------------------------------------
 
-    @app.get("/api/sites", tags=["sites"])
+    @app.get("/api/sites", tags=["sites"], responses=errors(401))
     def get_sites(who: Viewer, db: Db) -> list[dict[str, Any]]:
         return store.list_sites(db, sites=who.sites)
 
-    @app.put("/api/sites/{site}", tags=["sites"])
+    @app.put("/api/sites/{site}", tags=["sites"], responses=errors(*AUTH, *BODY))
     def put_site(who: Viewer, db: Db, site: str, body: SiteUpdate) -> dict[str, Any]:
         """Name and alert contacts of a site (the second contact gets escalations)."""
         require(who, "admin")
@@ -401,7 +504,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
 
-    @app.get("/api/sites/{site}/config", tags=["sites"])
+    @app.get("/api/sites/{site}/config", tags=["sites"], responses=errors(*AUTH, 404))
     def get_site_config(who: Viewer, db: Db, site: str) -> dict[str, Any]:
         require_site(who, site)
         for row in store.list_sites(db, sites=None):
@@ -409,7 +512,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 return json.loads(row["config"]) if row["config"] else {}
         raise HTTPException(404, f"no site {site!r}")
 
-    @app.put("/api/sites/{site}/config", tags=["sites"])
+    @app.put("/api/sites/{site}/config", tags=["sites"], responses=errors(*AUTH, *BODY))
     def put_site_config(
         request: Request, who: Viewer, db: Db, site: str, body: dict[str, Any]
     ) -> dict[str, Any]:
@@ -423,7 +526,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         topics = device_config.publish_site(db, site, request.app.state.ingest.publish)
         return {"config": cfg.model_dump(exclude_none=True), "published": topics}
 
-    @app.get("/api/devices/{site}/{device}/config", tags=["devices"])
+    @app.get("/api/devices/{site}/{device}/config", tags=["devices"], responses=errors(*AUTH, 404))
     def get_device_config(who: Viewer, db: Db, site: str, device: str) -> dict[str, Any]:
         """Site and device documents, the effective merge, and the payload the device gets."""
         require_site(who, site)
@@ -432,7 +535,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except device_config.ConfigError as exc:
             raise HTTPException(404, str(exc)) from None
 
-    @app.put("/api/devices/{site}/{device}/config", tags=["devices"])
+    @app.put(
+        "/api/devices/{site}/{device}/config",
+        tags=["devices"],
+        responses=errors(*AUTH, 404, *BODY),
+    )
     def put_device_config(
         request: Request, who: Viewer, db: Db, site: str, device: str, body: dict[str, Any]
     ) -> dict[str, Any]:
@@ -445,7 +552,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         device_config.publish_device(db, site, device, request.app.state.ingest.publish)
         return device_config.effective(db, site, device)
 
-    @app.post("/api/devices", tags=["devices"], status_code=201)
+    @app.post("/api/devices", tags=["devices"], status_code=201, responses=errors(*AUTH, *BODY))
     def post_device(request: Request, who: Viewer, db: Db, body: DeviceCreate) -> dict[str, Any]:
         """Register a device before it first reports (needed when auto-registration is off)."""
         require(who, "admin", "it")
@@ -453,7 +560,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         request.app.state.ingest.register_device(body.site, body.device)
         return row
 
-    @app.get("/api/devices", tags=["devices"])
+    @app.get("/api/devices", tags=["devices"], responses=errors(401))
     def get_devices(who: Viewer, db: Db) -> list[dict[str, Any]]:
         """The device registry: status from the LWT, last seen, firmware, model, telemetry."""
         return store.list_devices(db, sites=who.sites)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
 from calmcue.broker import MAX_QUEUED_MESSAGES, durable_conf
 from companion import faults
 
