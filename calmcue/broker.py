@@ -97,7 +97,11 @@ class Mosquitto:
             + "log_dest stderr\n"
             "log_type error\n"
             "log_type warning\n"
-            + (f"max_queued_messages {MAX_QUEUED_MESSAGES}\n" if not durable else "")
+            + (
+                f"max_queued_messages {MAX_QUEUED_MESSAGES}\n"
+                if not durable and "max_queued_messages" not in self.extra_conf
+                else ""
+            )
             + ("allow_anonymous true\n" if "allow_anonymous" not in self.extra_conf else "")
             + self.extra_conf
             + "\n"

@@ -354,7 +354,7 @@ def broker_restart_mid_stream(
 
 def companion_outage(
     db_url: str, workdir: Path, events_per_s: float = 20, outage_s: float = 600,
-    realtime: bool = False,
+    realtime: bool = False, broker: Mosquitto | None = None, catch_up_timeout: float = 180,
 ) -> dict[str, Any]:  # fmt: skip
     """The companion is down for `outage_s` while the fleet sends `events_per_s` events and as
     many telemetry messages (the documented 40 messages/s); then it starts and catches up.
@@ -367,7 +367,7 @@ def companion_outage(
         for i in range(n)
     ]  # fmt: skip
     mixed = [m for pair in zip(msgs, tele, strict=True) for m in pair]
-    with rig(db_url, workdir) as (broker, comp, ledger):
+    with rig(db_url, workdir, broker) as (broker, comp, ledger):
         comp.stop()  # its session stays at the broker: the queue fills while it is down
         fleet = Fleet(broker.port)
         t0 = time.perf_counter()
@@ -377,7 +377,7 @@ def companion_outage(
         broker.restart()  # and the broker restarts once while holding the backlog
         t1 = time.perf_counter()
         comp.start()
-        catch_up = _wait_stored(ledger, n, 180)
+        catch_up = _wait_stored(ledger, n, catch_up_timeout)
         catch_up += time.perf_counter() - t1 - catch_up
         health = comp.health() or {}
         figures: dict[str, Any] = ledger.figures(keys_of(msgs))

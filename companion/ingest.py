@@ -384,7 +384,7 @@ class Ingest:
             return
         row = {c: getattr(event, c, None) for c in EVENT_COLUMNS}
         row["received_at"] = now
-        self._queue.put(_Item("event", row, topic, payload, ack))
+        self._enqueue(_Item("event", row, topic, payload, ack))
 
     def _device_problem(self, site: str, device: str) -> str | None:
         """Why a status/telemetry message cannot be attributed to a known device, if it cannot."""
@@ -404,7 +404,7 @@ class Ingest:
         if reason:
             self._dead(topic, payload, reason, now, ack)
             return
-        self._queue.put(_Item("status", (site, device, status, now), topic, payload, ack))
+        self._enqueue(_Item("status", (site, device, status, now), topic, payload, ack))
 
     def _classify_tele(
         self, topic: str, site: str, device: str, payload: bytes, now: float, ack: Ack
@@ -419,7 +419,18 @@ class Ingest:
             self._dead(topic, payload, reason, now, ack)
             return
         item = _Item("tele", (site, device, tele, fields, text_, now), topic, payload, ack)
-        self._queue.put(item)
+        self._enqueue(item)
+
+    def _enqueue(self, item: _Item) -> None:
+        """Queue for the writer; blocks while the queue is full (paho stops reading, the broker
+        holds the rest). When stopping, the message is left unacknowledged at the broker."""
+        while True:
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if self._stopping.is_set():
+                    return
 
     def _dead_row(
         self, topic: str, payload: bytes | bytearray, reason: str, now: float
@@ -437,7 +448,7 @@ class Ingest:
         self, topic: str, payload: bytes | bytearray, reason: str, now: float, ack: Ack | None
     ) -> None:
         self._log_limited("dead", logging.INFO, "dead letter from %s: %s", topic[:120], reason)
-        self._queue.put(_Item("dead", self._dead_row(topic, payload, reason, now), topic, b"", ack))
+        self._enqueue(_Item("dead", self._dead_row(topic, payload, reason, now), topic, b"", ack))
 
     # ---- writer thread ---------------------------------------------------------------------
 

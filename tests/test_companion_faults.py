@@ -99,3 +99,23 @@ def test_the_embedded_broker_is_durable(tmp_path):
     finally:
         broker.close()
     assert (where / "persist" / "mosquitto.db").exists()  # saved on stop, kept for next start
+
+
+def test_the_broker_configuration_of_before_loses_events_in_the_same_outage(tmp_path):
+    """Finding 2 reproduced: docs/fleet.md's broker set neither persistence nor a queue limit
+    (Mosquitto keeps 1,000 queued messages by default) and the embedded broker ran without
+    persistence. The same outage (2,000 events + 2,000 telemetry, broker restart) on that
+    configuration loses events; on the durable one (test above) it loses none."""
+    from companion_helpers import sqlite_url
+
+    from calmcue.broker import Mosquitto
+
+    before = Mosquitto(workdir=tmp_path / "mqtt", persistence=False,
+                       extra_conf="max_queued_messages 1000\n").start()  # fmt: skip
+    try:
+        f = faults.companion_outage(sqlite_url(tmp_path), tmp_path, events_per_s=20,
+                                    outage_s=100, broker=before, catch_up_timeout=8)  # fmt: skip
+    finally:
+        before.close()
+    _report("outage on the old broker configuration (sqlite)", f)
+    assert f["published"] == 2000 and f["lost"] > 0  # what the durable configuration prevents
