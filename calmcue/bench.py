@@ -18,6 +18,8 @@ BENCHES: list[str] = [
     "models.bench_conversations",
     "firmware.bench_policy",
     "companion.bench_ingest",
+    "companion.bench_faults",
+    "companion.bench_api",
     "firmware.pi.bench_agent",
     "firmware.tools.bench_headset",
     "firmware.tools.bench_fleet",

@@ -19,6 +19,29 @@ class BrokerError(RuntimeError):
     pass
 
 
+# The documented fleet rate (docs/fleet.md, "Broker durability"): 20 events/s fleet-wide plus
+# status and telemetry, at most 40 messages/s for the companion. A 10-minute companion outage
+# queues 24,000 messages in its persistent session; the limit leaves 4x margin over that.
+FLEET_RATE_MSGS_S = 40
+OUTAGE_S = 600
+MAX_QUEUED_MESSAGES = 100_000
+
+
+def durable_conf(persistence_dir: Path | str) -> str:
+    """The Mosquitto lines that keep every QoS 1 message for the companion's persistent session
+    across a companion outage and a broker restart: the same lines docs/fleet.md gives for a
+    production broker (tests/test_companion_faults.py checks that they match)."""
+    return (
+        "persistence true\n"
+        f"persistence_location {str(persistence_dir).rstrip('/')}/\n"
+        "autosave_interval 30\n"
+        f"max_queued_messages {MAX_QUEUED_MESSAGES}\n"
+        "max_queued_bytes 0\n"
+        "max_inflight_messages 1000\n"
+        "persistent_client_expiration 14d\n"
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -39,12 +62,21 @@ class Mosquitto:
     """Run `mosquitto -c <conf>` listening on 127.0.0.1:<port>.
 
     `extra_conf` lines are appended (password_file, acl_file, ...). The port stays the same
-    across restart() so clients can reconnect to it.
+    across restart() so clients can reconnect to it. Persistence is on (`durable_conf`, stored
+    in `workdir`): sessions and queued messages survive stop()/start() unless
+    `persistence=False` or the workdir is a fresh one.
     """
 
-    def __init__(self, port: int | None = None, extra_conf: str = "", workdir: Path | None = None):
+    def __init__(
+        self,
+        port: int | None = None,
+        extra_conf: str = "",
+        workdir: Path | None = None,
+        persistence: bool = True,
+    ):
         self.port = port or free_port()
         self.extra_conf = extra_conf
+        self.persistence = persistence
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="calmcue-mqtt-"))
         self.proc: subprocess.Popen[bytes] | None = None
@@ -54,15 +86,25 @@ class Mosquitto:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def _write_conf(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "mosquitto.conf"
+        durable = self.persistence and "persistence " not in self.extra_conf
+        if durable:
+            (self.workdir / "persist").mkdir(parents=True, exist_ok=True)
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "persistence false\n"
-            "log_dest stderr\n"
+            + (durable_conf(self.workdir / "persist") if durable else "persistence false\n")
+            # mosquitto started as root drops to the 'mosquitto' user, which could not write
+            # the persistence file in our folder
+            + ("user root\n" if os.geteuid() == 0 and "user " not in self.extra_conf else "")
+            + "log_dest stderr\n"
             "log_type error\n"
             "log_type warning\n"
-            "max_queued_messages 100000\n"
-            "max_inflight_messages 0\n"
+            + (
+                f"max_queued_messages {MAX_QUEUED_MESSAGES}\n"
+                if not durable and "max_queued_messages" not in self.extra_conf
+                else ""
+            )
             + ("allow_anonymous true\n" if "allow_anonymous" not in self.extra_conf else "")
             + self.extra_conf
             + "\n"

@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     data = Path(args.data_dir).resolve()
     data.mkdir(parents=True, exist_ok=True)
     try:
-        broker, creds = authenticated([(args.site, args.device)])
+        # durable: its persistence (the companion's session, queued events) lives in the data dir
+        broker, creds = authenticated([(args.site, args.device)], workdir=data / "mqtt")
         broker.start()
     except (BrokerError, ValueError) as exc:
         log.error("%s", exc)

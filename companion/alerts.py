@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from companion import device_config, replicas
+from companion import device_config, replicas, schema
 from companion.config import Settings
 from companion.db import alert_audit, alerts, devices, sites
 
@@ -106,26 +106,29 @@ class AlertManager:
                     continue
                 self.open(row["site"], row["device"], CALL_MANAGER, event=row)
 
-    def on_mqtt(self, topic: str, payload: bytes) -> None:
-        """`calmcue/v1/<site>/alert/ack|resolve` from a manager's device; never raises."""
+    def on_mqtt(self, topic: str, payload: bytes) -> str | None:
+        """`calmcue/v1/<site>/alert/ack|resolve` from a manager's device; never raises. Returns
+        None when done (or nothing to do), else why the command was not applied: the ingest
+        keeps such a message as a dead letter with that reason."""
         parts = topic.split("/")
         action = parts[-1]
         if action not in ("ack", "resolve"):
-            return  # our own alert publications echo back here; nothing to do
+            return None  # our own alert publications echo back here; nothing to do
         try:
-            msg = json.loads(payload)
-            alert_id = int(msg["id"])
-            by = str(msg.get("by") or "device")[:48]
-        except (ValueError, KeyError, TypeError):
-            log.warning('ignored %s: payload must be {"id": <alert id>, "by": "..."}', topic)
-            return
+            cmd = schema.parse_alert_command(payload)
+        except schema.EventRejected as exc:
+            log.warning("ignored %s: %s", topic, exc.reason)
+            return exc.reason
+        by = cmd.by or "device"
         try:
             if action == "ack":
-                self.acknowledge(alert_id, f"mqtt:{by}", site=parts[2])
+                self.acknowledge(cmd.id, f"mqtt:{by}", site=parts[2])
             else:
-                self.resolve(alert_id, f"mqtt:{by}", site=parts[2])
+                self.resolve(cmd.id, f"mqtt:{by}", site=parts[2])
         except AlertError as exc:
-            log.warning("ignored %s for alert %s: %s", action, alert_id, exc)
+            log.warning("ignored %s for alert %s: %s", action, cmd.id, exc)
+            return f"{action} not applied: {exc}"
+        return None
 
     # ---- state changes ---------------------------------------------------------------------
 

@@ -52,7 +52,57 @@ Viewer = Annotated[Principal, Depends(current_principal)]
 Db = Annotated[Engine, Depends(engine_of)]
 Alerts = Annotated[AlertManager, Depends(alert_manager)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
+# bounds the database takes (SQLite and PostgreSQL integers are 64-bit at most)
+Offset = Annotated[int, Query(ge=0, le=1_000_000_000)]
+AlertId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: `detail` says what to change (a list of field errors for 422s)."""
+
+    detail: str | list[dict[str, Any]]
+
+
+_ERROR_TEXT = {
+    400: "The body is not JSON (or not a form) at all, or the request is not possible here",
+    401: "Not logged in: log in at /login or send 'Authorization: Bearer <token>'",
+    403: "Logged in, but this needs another role or site",
+    404: "Not found (or not at a site you may see)",
+    409: "Not possible in the current state",
+    422: "The request does not validate; `detail` says which field and why",
+    503: "The database does not answer",
+}
+
+
+def errors(*codes: int, json_route: bool = True) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` for the error answers a route can give. Errors are JSON even on a
+    route whose answer is not (`json_route=False`: CSV, Prometheus text, redirects)."""
+    if json_route:
+        return {c: {"model": ErrorOut, "description": _ERROR_TEXT[c]} for c in codes}
+    ref = {"schema": {"$ref": "#/components/schemas/ErrorOut"}}
+    return {c: {"description": _ERROR_TEXT[c], "content": {"application/json": ref}} for c in codes}
+
+
+AUTH = (401, 403)
+BODY = (400, 422)  # a body that is not JSON at all is a 400 (FastAPI), one off the model a 422
+
+
+class CsvResponse(StreamingResponse):
+    media_type = "text/csv"
+
+
+class EventStreamResponse(StreamingResponse):
+    media_type = "text/event-stream"
+
+
+def optional_principal(request: Request) -> Principal | None:
+    try:
+        return current_principal(request)
+    except HTTPException:
+        return None
+
+
+Maybe = Annotated[Principal | None, Depends(optional_principal)]
 
 
 def require(who: Principal, *roles: str) -> None:
@@ -205,8 +255,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if fleet is not None:
         # an absolute path under data_dir (config.py), never relative to the working directory
         fleet_store = fleet.FleetStore(engine, key_path=settings.fleet_key_path)
-        app.include_router(fleet.it_router(fleet_store), dependencies=[Depends(require_fleet)])
-        app.include_router(fleet.device_router(fleet_store))
+        app.include_router(
+            fleet.it_router(fleet_store),
+            dependencies=[Depends(require_fleet)],
+            responses=errors(*AUTH, 404, 409, *BODY),
+        )
+        app.include_router(fleet.device_router(fleet_store), responses=errors(401, 403, 404, 409, *BODY))
     # order matters: added first = runs inside the session middleware and sees the session
     app.add_middleware(SecurityMiddleware, hsts=settings.env == "production")
     app.add_middleware(
@@ -222,10 +276,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # ---- ops -------------------------------------------------------------------------------
 
-    @app.get("/healthz", tags=["ops"])
-    def healthz(request: Request, db: Db) -> dict[str, Any]:
-        with db.connect() as conn:
-            conn.execute(text("SELECT 1"))
+    @app.get("/healthz", tags=["ops"], responses=errors(503))
+    def healthz(request: Request, db: Db, who: Maybe) -> Any:
+        """`{"status": "ok"}` when the database answers; IT and admins (and demo mode) also
+        get the MQTT connection and the ingest counters."""
+        try:
+            with db.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:
+            return JSONResponse({"detail": "the database does not answer"}, status_code=503)
+        if who is None or who.role not in ("admin", "it", "demo"):
+            return {"status": "ok"}
         counters = request.app.state.ingest.counters()
         return {
             "status": "ok",
@@ -234,17 +295,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "ingest": asdict(counters),
         }
 
-    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=PlainTextResponse,
+        responses=errors(*AUTH, json_route=False),
+    )
     def metrics(request: Request, who: Viewer, db: Db) -> PlainTextResponse:
         """Prometheus text format (scrape with an IT or admin bearer token)."""
         require(who, "admin", "it")
         body = ops.metrics_text(db, request.app.state.ingest.counters(), request.app.state.purger)
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.get("/api/ingest", tags=["ops"])
+    @app.get("/api/ingest", tags=["ops"], responses=errors(401))
     def get_ingest(request: Request, who: Viewer) -> dict[str, Any]:
-        """Ingest counters: received, stored, duplicates, dead-lettered, queue depth."""
-        return asdict(request.app.state.ingest.counters())
+        """Ingest counters: received, stored, duplicates, dead-lettered, queue depth, and per
+        site. A manager sees only the per-site counters of their own sites."""
+        ingest: Ingest = request.app.state.ingest
+        if who.role in ("admin", "it", "demo"):
+            return {**asdict(ingest.counters()), "sites": ingest.site_counters()}
+        return {"sites": ingest.site_counters(who.sites or frozenset())}
 
     # ---- login -----------------------------------------------------------------------------
 
@@ -252,7 +322,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def login_page() -> FileResponse:
         return FileResponse(STATIC / "login.html", headers={"Cache-Control": "no-cache"})
 
-    @app.post("/api/login", tags=["auth"])
+    @app.post(
+        "/api/login",
+        tags=["auth"],
+        status_code=303,
+        response_class=RedirectResponse,
+        responses={
+            303: {"description": "To the dashboard, or back to /login?failed=1"},
+            **errors(*BODY, json_route=False),
+        },
+    )
     def login(
         request: Request,
         db: Db,
@@ -287,7 +366,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         request.session["csrf"] = secrets.token_urlsafe(32)
         return RedirectResponse("/", status_code=303)
 
-    @app.post("/api/logout", tags=["auth"])
+    @app.post(
+        "/api/logout",
+        tags=["auth"],
+        status_code=303,
+        response_class=RedirectResponse,
+        responses={303: {"description": "To /login"}, **errors(403)},
+    )
     def logout(request: Request, db: Db) -> RedirectResponse:
         """Ends the session on the server: the cookie is worthless afterwards, even if kept."""
         sid = request.session.get("sid")
@@ -313,13 +398,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "csrf": request.session.get("csrf"),
         }
 
-    @app.post("/api/tokens", tags=["auth"])
+    @app.post("/api/tokens", tags=["auth"], responses=errors(400, 401, 422))
     def new_token(who: Viewer, db: Db, body: TokenCreate) -> dict[str, str]:
         """A new bearer token for the caller (shown once): `Authorization: Bearer <token>`."""
         refuse_demo(who, "creating API tokens")
         return {"token": users.create_token(db, who.username, body.name)}
 
-    @app.get("/api/tokens", tags=["auth"])
+    @app.get("/api/tokens", tags=["auth"], responses=errors(*AUTH, 422))
     def get_tokens(who: Viewer, db: Db, all: bool = False) -> list[dict[str, Any]]:
         """The caller's API tokens (id, name, created; never the token); an admin may ask for
         everyone's with `all=true`."""
@@ -328,7 +413,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             require(who, "admin")
         return users.list_tokens(db, None if all else who.username)
 
-    @app.delete("/api/tokens/{token_id}", tags=["auth"])
+    @app.delete("/api/tokens/{token_id}", tags=["auth"], responses=errors(*AUTH, 404, 422))
     def delete_token(
         who: Viewer, db: Db, token_id: Annotated[int, PathParam(ge=1, le=2**62)]
     ) -> dict[str, Any]:
@@ -339,13 +424,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, f"no token {token_id} you may revoke")
         return {"revoked": token_id}
 
-    @app.get("/api/users", tags=["auth"])
+    @app.get("/api/users", tags=["auth"], responses=errors(*AUTH))
     def get_users(who: Viewer, db: Db) -> list[dict[str, Any]]:
         refuse_demo(who, "the user list")
         require(who, "admin")
         return users.list_users(db)
 
-    @app.post("/api/users", tags=["auth"], status_code=201)
+    @app.post("/api/users", tags=["auth"], status_code=201, responses=errors(*AUTH, *BODY))
     def post_user(who: Viewer, db: Db, body: UserCreate) -> dict[str, Any]:
         refuse_demo(who, "creating users")
         require(who, "admin")
@@ -359,7 +444,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # ---- events ----------------------------------------------------------------------------
 
-    @app.get("/api/events", tags=["events"])
+    @app.get("/api/events", tags=["events"], responses=errors(*AUTH, 422))
     def get_events(
         who: Viewer,
         db: Db,
@@ -384,7 +469,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             offset=offset,
         )
 
-    @app.get("/api/events.csv", tags=["events"])
+    @app.get(
+        "/api/events.csv",
+        tags=["events"],
+        response_class=CsvResponse,
+        responses={
+            200: {"description": "CSV, header row first"},
+            **errors(*AUTH, 422, json_route=False),
+        },
+    )
     def get_events_csv(
         who: Viewer,
         db: Db,
@@ -395,13 +488,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """CSV export of events (oldest first); `since`/`until` are Unix seconds."""
         if site is not None:
             require_site(who, site)
-        return StreamingResponse(
+        return CsvResponse(
             ops.events_csv(db, sites=who.sites, site=site, since=since, until=until),
-            media_type="text/csv",
             headers={"Content-Disposition": 'attachment; filename="calmcue-events.csv"'},
         )
 
-    @app.get("/api/stats", tags=["events"])
+    @app.get("/api/stats", tags=["events"], responses=errors(*AUTH, 422))
     def get_stats(who: Viewer, db: Db, site: str | None = None) -> dict[str, Any]:
         """Today's cues by type, per hour and per counter, time to de-escalate, weekly trend.
         Groups smaller than min_group_size are null (suppressed)."""
@@ -411,7 +503,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             db, sites=who.sites, site=site, min_group_size=settings.min_group_size
         )
 
-    @app.get("/api/dead-letters", tags=["events"])
+    @app.get("/api/dead-letters", tags=["events"], responses=errors(*AUTH, 422))
     def get_dead_letters(
         who: Viewer, db: Db, limit: Limit = 100, offset: Offset = 0
     ) -> list[dict[str, Any]]:
@@ -419,27 +511,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         require(who, "admin", "it")
         return store.list_dead_letters(db, limit=limit, offset=offset)
 
-    @app.get("/api/stream", tags=["events"])
+    @app.get(
+        "/api/stream",
+        tags=["events"],
+        response_class=EventStreamResponse,
+        responses={
+            200: {"description": "text/event-stream, until the client goes"},
+            **errors(401, json_route=False),
+        },
+    )
     async def stream(request: Request, who: Viewer) -> StreamingResponse:
         """Server-Sent Events: `event` for every newly stored event, `alert` for alert changes."""
         feed: LiveFeed = request.app.state.feed
-        return StreamingResponse(
+        return EventStreamResponse(
             feed.stream(who.sites, request.is_disconnected),
-            media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
     # ---- alerts ----------------------------------------------------------------------------
 
-    @app.get("/api/alerts", tags=["alerts"])
+    @app.get("/api/alerts", tags=["alerts"], responses=errors(401, 422))
     def get_alerts(
         who: Viewer, db: Db, active: bool = False, limit: Limit = 100
     ) -> list[dict[str, Any]]:
         """Alerts, newest first; `active=true` for open and acknowledged ones only."""
         return alerts_mod.list_alerts(db, sites=who.sites, active_only=active, limit=limit)
 
-    @app.get("/api/alerts/{alert_id}", tags=["alerts"])
-    def get_alert(who: Viewer, db: Db, alert_id: int) -> dict[str, Any]:
+    @app.get("/api/alerts/{alert_id}", tags=["alerts"], responses=errors(401, 404, 422))
+    def get_alert(who: Viewer, db: Db, alert_id: AlertId) -> dict[str, Any]:
         """One alert with its audit trail (every state change: who, when)."""
         found = alerts_mod.get_alert(db, alert_id)
         if found is None or not who.may_see(found["site"]):
@@ -460,21 +559,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except AlertError as exc:
             raise HTTPException(exc.status, str(exc)) from None
 
-    @app.post("/api/alerts/{alert_id}/ack", tags=["alerts"])
-    def ack_alert(who: Viewer, db: Db, mgr: Alerts, alert_id: int) -> dict[str, Any]:
+    @app.post("/api/alerts/{alert_id}/ack", tags=["alerts"], responses=errors(*AUTH, 404, 409, 422))
+    def ack_alert(who: Viewer, db: Db, mgr: Alerts, alert_id: AlertId) -> dict[str, Any]:
         return _act(who, db, mgr, alert_id, "ack")  # type: ignore[no-any-return]
 
-    @app.post("/api/alerts/{alert_id}/resolve", tags=["alerts"])
-    def resolve_alert(who: Viewer, db: Db, mgr: Alerts, alert_id: int) -> dict[str, Any]:
+    @app.post(
+        "/api/alerts/{alert_id}/resolve", tags=["alerts"], responses=errors(*AUTH, 404, 409, 422)
+    )
+    def resolve_alert(who: Viewer, db: Db, mgr: Alerts, alert_id: AlertId) -> dict[str, Any]:
         return _act(who, db, mgr, alert_id, "resolve")  # type: ignore[no-any-return]
 
     # ---- sites and devices -----------------------------------------------------------------
 
-    @app.get("/api/sites", tags=["sites"])
+    @app.get("/api/sites", tags=["sites"], responses=errors(401))
     def get_sites(who: Viewer, db: Db) -> list[dict[str, Any]]:
         return store.list_sites(db, sites=who.sites)
 
-    @app.put("/api/sites/{site}", tags=["sites"])
+    @app.put("/api/sites/{site}", tags=["sites"], responses=errors(*AUTH, *BODY))
     def put_site(who: Viewer, db: Db, site: str, body: SiteUpdate) -> dict[str, Any]:
         """Name and alert contacts of a site (the second contact gets escalations)."""
         require(who, "admin")
@@ -483,7 +584,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
 
-    @app.get("/api/sites/{site}/config", tags=["sites"])
+    @app.get("/api/sites/{site}/config", tags=["sites"], responses=errors(*AUTH, 404))
     def get_site_config(who: Viewer, db: Db, site: str) -> dict[str, Any]:
         require_site(who, site)
         for row in store.list_sites(db, sites=None):
@@ -491,7 +592,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 return json.loads(row["config"]) if row["config"] else {}
         raise HTTPException(404, f"no site {site!r}")
 
-    @app.put("/api/sites/{site}/config", tags=["sites"])
+    @app.put("/api/sites/{site}/config", tags=["sites"], responses=errors(*AUTH, *BODY))
     def put_site_config(
         request: Request, who: Viewer, db: Db, site: str, body: dict[str, Any]
     ) -> dict[str, Any]:
@@ -505,7 +606,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         topics = device_config.publish_site(db, site, request.app.state.ingest.publish)
         return {"config": cfg.model_dump(exclude_none=True), "published": topics}
 
-    @app.get("/api/devices/{site}/{device}/config", tags=["devices"])
+    @app.get("/api/devices/{site}/{device}/config", tags=["devices"], responses=errors(*AUTH, 404))
     def get_device_config(who: Viewer, db: Db, site: str, device: str) -> dict[str, Any]:
         """Site and device documents, the effective merge, and the payload the device gets."""
         require_site(who, site)
@@ -514,7 +615,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except device_config.ConfigError as exc:
             raise HTTPException(404, str(exc)) from None
 
-    @app.put("/api/devices/{site}/{device}/config", tags=["devices"])
+    @app.put(
+        "/api/devices/{site}/{device}/config",
+        tags=["devices"],
+        responses=errors(*AUTH, 404, *BODY),
+    )
     def put_device_config(
         request: Request, who: Viewer, db: Db, site: str, device: str, body: dict[str, Any]
     ) -> dict[str, Any]:
@@ -527,7 +632,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         device_config.publish_device(db, site, device, request.app.state.ingest.publish)
         return device_config.effective(db, site, device)
 
-    @app.post("/api/devices", tags=["devices"], status_code=201)
+    @app.post("/api/devices", tags=["devices"], status_code=201, responses=errors(*AUTH, *BODY))
     def post_device(request: Request, who: Viewer, db: Db, body: DeviceCreate) -> dict[str, Any]:
         """Register a device before it first reports (needed when auto-registration is off)."""
         require(who, "admin", "it")
@@ -535,7 +640,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         request.app.state.ingest.register_device(body.site, body.device)
         return row
 
-    @app.get("/api/devices", tags=["devices"])
+    @app.get("/api/devices", tags=["devices"], responses=errors(401))
     def get_devices(who: Viewer, db: Db) -> list[dict[str, Any]]:
         """The device registry: status from the LWT, last seen, firmware, model, telemetry."""
         return store.list_devices(db, sites=who.sites)

@@ -33,10 +33,10 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import (
     Column,
     Engine,
@@ -616,9 +616,10 @@ class InventoryIn(BaseModel):
 
 
 class AccountIn(BaseModel):
-    site: str | None = None
-    device: str | None = None
-    username: str | None = None
+    # bounded and plain, so no value can break the password/ACL files or the database (500s)
+    site: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    device: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    username: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class UpdateIn(BaseModel):
@@ -630,7 +631,13 @@ class UpdateIn(BaseModel):
 
 class RolloutIn(BaseModel):
     percent: int | None = Field(default=None, ge=0, le=100)
-    state: str | None = None
+    state: Literal["active", "paused"] | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> RolloutIn:
+        if self.percent is None and self.state is None:
+            raise ValueError("give percent (0-100), state ('active' or 'paused'), or both")
+        return self
 
 
 class ReportIn(BaseModel):

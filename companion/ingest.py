@@ -5,11 +5,20 @@ telemetry, or a dead letter with the reason) and queues it; one writer thread dr
 in batches (every `ingest_batch_ms` or `ingest_batch_rows`) inside one transaction. Inserts are
 idempotent on (site, device, boot, seq), so a redelivered QoS 1 message is stored once. Nothing
 a device sends can crash the ingest: bad input becomes a dead letter and a counter.
+
+Store, then acknowledge: the client runs with manual acks, and a QoS 1 message is acknowledged
+to the broker only after the transaction holding its row (or its dead letter) has committed.
+Until then the broker keeps it in the companion's persistent session and delivers it again
+after a crash or reconnect (the unique key makes the second delivery a counted duplicate).
+
+A batch the database refuses is written again row by row: a row the database refuses while
+it answers everything else becomes a dead letter with the database's reason, every other row
+is stored. While the database does not answer at all, nothing is acknowledged and the writer
+retries with backoff.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import re
@@ -21,7 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, insert, select, text, update
 
 from companion import replicas, schema
 from companion.config import Settings
@@ -34,7 +43,7 @@ SUBSCRIPTIONS = (
     f"{schema.TOPIC_ROOT}/+/+/status",
     f"{schema.TOPIC_ROOT}/+/+/tele",
 )
-TELE_MAX_BYTES = 1024
+TELE_MAX_BYTES = schema.TELE_MAX_BYTES
 QUEUE_MAX = 50_000
 EVENT_COLUMNS = (
     "site", "device", "boot", "seq", "type", "up_ms", "ts", "conv", "cue", "level", "score",
@@ -43,7 +52,9 @@ EVENT_COLUMNS = (
 
 EventListener = Callable[[list[dict[str, Any]]], None]
 DeviceListener = Callable[[str, str, str, dict[str, Any]], None]
-MessageHandler = Callable[[str, bytes], None]
+# returns None when handled, or the reason to keep the message as a dead letter
+MessageHandler = Callable[[str, bytes], "str | None"]
+Ack = tuple[int, int, int]  # (connection generation, mid, qos)
 
 
 @dataclass
@@ -56,9 +67,36 @@ class IngestCounters:
     batches: int = 0
     write_errors: int = 0
     connects: int = 0
+    isolated: int = 0  # rows the database refused in a batch, kept as dead letters
     connected: bool = False
     subscribed: bool = False  # the broker confirmed our subscriptions on this connection
     queue_depth: int = 0
+
+
+@dataclass
+class _Item:
+    """One queued message: what to write, where it came from, and how to acknowledge it."""
+
+    kind: str  # event / dead / status / tele / barrier
+    data: Any
+    topic: str = ""
+    payload: bytes = b""
+    ack: Ack | None = None
+
+
+@dataclass
+class _Outcome:
+    stored: list[dict[str, Any]]
+    duplicates: int = 0
+    dead: int = 0
+    isolated: int = 0
+    dev_updates: list[tuple[str, Any]] | None = None
+    acks: list[Ack | None] | None = None
+
+
+def _one_line(exc: BaseException) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}"[:500]
 
 
 def insert_ignoring_duplicates(engine: Engine, table: Any) -> Any:
@@ -75,21 +113,25 @@ def insert_ignoring_duplicates(engine: Engine, table: Any) -> Any:
 
 
 class Ingest:
-    """Subscribe, validate, store. `start()`/`stop()`; counters via `counters()`."""
+    """Subscribe, validate, store, acknowledge. `start()`/`stop()`; counters via `counters()`."""
 
     def __init__(self, settings: Settings, engine: Engine):
         self.settings = settings
         self.engine = engine
         # Bounded: when storage falls this far behind, on_message blocks, paho stops reading,
         # and QoS 1 messages wait at the broker instead of in our memory.
-        self._queue: queue.Queue[tuple[str, Any] | None] = queue.Queue(QUEUE_MAX)
+        self._queue: queue.Queue[_Item | None] = queue.Queue(QUEUE_MAX)
         self._counters = IngestCounters()
+        self._by_site: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
+        self._ack_lock = threading.Lock()
+        self._generation = 0  # bumped on every (re)connect: a mid is only valid on its connection
+        self._stopping = threading.Event()
         self._event_listeners: list[EventListener] = []
         self._device_listeners: list[DeviceListener] = []
         self._handlers: list[tuple[str, MessageHandler]] = []
         self._known: set[tuple[str, str]] = set()
-        self._dead_logged = 0
+        self._logged: dict[str, int] = {}
         self.replica = uuid.uuid4().hex[:12]  # tells our own NOTIFYs from other replicas'
         self._prefix = f"$share/{settings.mqtt_shared_group}/" if settings.mqtt_shared_group else ""
         self._writer: threading.Thread | None = None
@@ -112,7 +154,8 @@ class Ingest:
 
     def handle(self, topic_filter: str, handler: MessageHandler) -> None:
         """Subscribe an extra topic (e.g. alert acknowledgements); `handler(topic, payload)` runs
-        on the network thread and must not raise."""
+        on the network thread, must not raise, and returns None when it handled the message or
+        the reason it could not (the message then becomes a dead letter)."""
         self._handlers.append((topic_filter, handler))
         if self._client is not None and self._counters.connected:
             self._client.subscribe(self._prefix + topic_filter, qos=1)
@@ -125,6 +168,16 @@ class Ingest:
             snap = IngestCounters(**asdict(self._counters))
         snap.queue_depth = self._queue.qsize()
         return snap
+
+    def site_counters(self, sites: frozenset[str] | None = None) -> dict[str, dict[str, int]]:
+        """Per-site stored / duplicates / dead_lettered (dead letters whose topic names a site),
+        for the sites given (None = all)."""
+        with self._lock:
+            return {
+                site: dict(c)
+                for site, c in sorted(self._by_site.items())
+                if sites is None or site in sites
+            }
 
     def publish(self, topic: str, payload: bytes | str, *, retain: bool = False) -> bool:
         """Publish (QoS 1); False when not connected (paho queues it for the reconnect)."""
@@ -140,6 +193,7 @@ class Ingest:
             self._known = {
                 (r.site, r.device) for r in conn.execute(select(devices.c.site, devices.c.device))
             }
+        self._stopping.clear()
         self._writer = threading.Thread(
             target=self._write_loop, name="calmcue-ingest-writer", daemon=True
         )
@@ -152,6 +206,7 @@ class Ingest:
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=self.settings.mqtt_client_id,
             clean_session=False,  # the broker keeps QoS 1 events for us while we reconnect
+            manual_ack=True,  # acknowledged after the commit, not on arrival
         )
         target.configure(client)  # credentials, and TLS with a checked certificate for mqtts://
         client.reconnect_delay_set(min_delay=1, max_delay=10)  # paho backs off, doubling
@@ -172,20 +227,30 @@ class Ingest:
         log.info("ingest connecting to %s", target.url)
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self._client is not None:
-            self._client.disconnect()
-            self._client.loop_stop()
-            self._client = None
+        """Write what is queued, acknowledge it, then disconnect. Whatever could not be written
+        stays unacknowledged at the broker for the next start."""
+        self._stopping.set()
         if self._writer is not None:
             self._queue.put(None)
             self._writer.join(timeout)
             self._writer = None
+        if self._client is not None:
+            with self._ack_lock:
+                client, self._client = self._client, None
+            client.disconnect()
+            client.loop_stop()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far is written (tests, shutdown)."""
         done = threading.Event()
-        self._queue.put(("barrier", done))
+        self._queue.put(_Item("barrier", done))
         return done.wait(timeout)
+
+    def _log_limited(self, key: str, level: int, msg: str, *args: Any) -> None:
+        """The first 20 of a kind, then every 1000th: a flood must not flood the log."""
+        n = self._logged[key] = self._logged.get(key, 0) + 1
+        if n <= 20 or n % 1000 == 0:
+            log.log(level, f"{msg} (#%d)", *args, n)
 
     # ---- network thread --------------------------------------------------------------------
 
@@ -195,6 +260,8 @@ class Ingest:
         if rc.is_failure:
             log.warning("MQTT connection refused: %s", rc)
             return
+        with self._ack_lock:
+            self._generation += 1
         with self._lock:
             self._counters.connected = True
             self._counters.connects += 1
@@ -215,41 +282,67 @@ class Ingest:
     def _on_disconnect(
         self, _c: mqtt.Client, _ud: Any, _flags: Any, rc: Any, _props: Any = None
     ) -> None:
+        with self._ack_lock:
+            self._generation += 1  # mids of that connection are void; the broker resends
         with self._lock:
             self._counters.connected = False
             self._counters.subscribed = False
         if rc != 0:
             log.warning("MQTT connection lost (%s); reconnecting with backoff", rc)
 
+    def _ack(self, acks: list[Ack | None]) -> None:
+        """PUBACK each message whose row (or dead letter) is committed, in arrival order. A mid
+        from an earlier connection is skipped: the broker delivers that message again."""
+        with self._ack_lock:
+            client = self._client
+            if client is None:
+                return
+            for a in acks:
+                if a is None or a[2] == 0 or a[0] != self._generation:
+                    continue
+                client.ack(a[1], a[2])
+
     def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
         now = time.time()
+        with self._ack_lock:
+            ack: Ack = (self._generation, msg.mid, msg.qos)
         with self._lock:
             self._counters.received += 1
+        payload = bytes(msg.payload)
         try:
             topic = msg.topic
         except UnicodeDecodeError:
-            self._dead("<not utf-8>", msg.payload, "topic is not valid UTF-8", now)
+            self._dead("<not utf-8>", payload, "topic is not valid UTF-8", now, ack)
             return
         try:
-            self._classify(topic, bytes(msg.payload), now)
+            self._classify(topic, payload, now, ack)
         except Exception as exc:  # never let one message take the ingest down
-            log.exception("ingest failed on a message from %s", topic)
-            self._dead(topic, msg.payload, f"internal error while validating: {exc!r}", now)
+            self._log_limited(
+                "internal", logging.ERROR, "ingest failed on a message from %s: %s",
+                topic[:120], _one_line(exc),
+            )  # fmt: skip
+            self._dead(
+                topic, payload, f"internal error while validating: {_one_line(exc)}", now, ack
+            )
 
-    def _classify(self, topic: str, payload: bytes, now: float) -> None:
+    def _classify(self, topic: str, payload: bytes, now: float, ack: Ack) -> None:
         parts = topic.split("/")
         for topic_filter, handler in self._handlers:
             if mqtt.topic_matches_sub(topic_filter, topic):
-                handler(topic, payload)
+                reason = handler(topic, payload)
+                if reason:
+                    self._dead(topic, payload, reason, now, ack)
+                else:
+                    self._ack([ack])  # the handler committed its change
                 return
         if len(parts) == 6 and parts[4] == "evt":
-            self._classify_event(topic, parts[2], parts[3], parts[5], payload, now)
+            self._classify_event(topic, parts[2], parts[3], parts[5], payload, now, ack)
         elif len(parts) == 5 and parts[4] == "status":
-            self._classify_status(topic, parts[2], parts[3], payload, now)
+            self._classify_status(topic, parts[2], parts[3], payload, now, ack)
         elif len(parts) == 5 and parts[4] == "tele":
-            self._classify_tele(topic, parts[2], parts[3], payload, now)
+            self._classify_tele(topic, parts[2], parts[3], payload, now, ack)
         else:
-            self._dead(topic, payload, "topic is not one calmcue ingests", now)
+            self._dead(topic, payload, "topic is not one calmcue ingests", now, ack)
 
     def _unknown(self, site: str, device: str) -> str | None:
         if self.settings.auto_register_devices or (site, device) in self._known:
@@ -260,12 +353,19 @@ class Ingest:
         )
 
     def _classify_event(
-        self, topic: str, site: str, device: str, etype: str, payload: bytes, now: float
+        self,
+        topic: str,
+        site: str,
+        device: str,
+        etype: str,
+        payload: bytes,
+        now: float,
+        ack: Ack,
     ) -> None:
         try:
             event = schema.parse_event(payload)
         except schema.EventRejected as exc:
-            self._dead(topic, payload, exc.reason, now)
+            self._dead(topic, payload, exc.reason, now, ack)
             return
         if (event.site, event.device, event.type) != (site, device, etype):
             self._dead(
@@ -274,15 +374,16 @@ class Ingest:
                 f"topic says site={site} device={device} type={etype} but the payload says "
                 f"site={event.site} device={event.device} type={event.type}",
                 now,
+                ack,
             )
             return
         reason = self._unknown(site, device)
         if reason:
-            self._dead(topic, payload, reason, now)
+            self._dead(topic, payload, reason, now, ack)
             return
         row = {c: getattr(event, c, None) for c in EVENT_COLUMNS}
         row["received_at"] = now
-        self._queue.put(("event", row))
+        self._enqueue(_Item("event", row, topic, payload, ack))
 
     def _device_problem(self, site: str, device: str) -> str | None:
         """Why a status/telemetry message cannot be attributed to a known device, if it cannot."""
@@ -291,58 +392,62 @@ class Ingest:
         return self._unknown(site, device)
 
     def _classify_status(
-        self, topic: str, site: str, device: str, payload: bytes, now: float
+        self, topic: str, site: str, device: str, payload: bytes, now: float, ack: Ack
     ) -> None:
-        status = payload.strip().decode("utf-8", "replace")
-        if status not in ("online", "offline"):
-            self._dead(topic, payload, "status must be 'online' or 'offline'", now)
+        try:
+            status = schema.parse_status(payload)
+        except schema.EventRejected as exc:
+            self._dead(topic, payload, exc.reason, now, ack)
             return
         reason = self._device_problem(site, device)
         if reason:
-            self._dead(topic, payload, reason, now)
+            self._dead(topic, payload, reason, now, ack)
             return
-        self._queue.put(("status", (site, device, status, now)))
+        self._enqueue(_Item("status", (site, device, status, now), topic, payload, ack))
 
     def _classify_tele(
-        self, topic: str, site: str, device: str, payload: bytes, now: float
+        self, topic: str, site: str, device: str, payload: bytes, now: float, ack: Ack
     ) -> None:
-        if len(payload) > TELE_MAX_BYTES:
-            self._dead(
-                topic,
-                payload,
-                f"telemetry is {len(payload)} bytes, over the {TELE_MAX_BYTES} byte limit",
-                now,
-            )
-            return
         try:
-            tele = json.loads(payload)
-        except ValueError:
-            self._dead(topic, payload, "telemetry is not valid JSON", now)
-            return
-        if not isinstance(tele, dict):
-            self._dead(topic, payload, "telemetry must be a JSON object", now)
+            tele, fields, text_ = schema.parse_telemetry(payload)
+        except schema.EventRejected as exc:
+            self._dead(topic, payload, exc.reason, now, ack)
             return
         reason = self._device_problem(site, device)
         if reason:
-            self._dead(topic, payload, reason, now)
+            self._dead(topic, payload, reason, now, ack)
             return
-        self._queue.put(("tele", (site, device, tele, payload.decode("utf-8", "replace"), now)))
+        item = _Item("tele", (site, device, tele, fields, text_, now), topic, payload, ack)
+        self._enqueue(item)
 
-    def _dead(self, topic: str, payload: bytes | bytearray, reason: str, now: float) -> None:
+    def _enqueue(self, item: _Item) -> None:
+        """Queue for the writer; blocks while the queue is full (paho stops reading, the broker
+        holds the rest). When stopping, the message is left unacknowledged at the broker."""
+        while True:
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if self._stopping.is_set():
+                    return
+
+    def _dead_row(
+        self, topic: str, payload: bytes | bytearray, reason: str, now: float
+    ) -> dict[str, Any]:
         cap = self.settings.dead_letter_max_bytes
-        row = {
+        return {
             "topic": topic[:256],
             "payload": bytes(payload[:cap]),
             "size": len(payload),
             "reason": reason[:2000],
             "received_at": now,
         }
-        self._dead_logged += 1
-        if (
-            self._dead_logged <= 20 or self._dead_logged % 1000 == 0
-        ):  # a flood must not flood the log
-            log.info("dead letter #%d from %s: %s", self._dead_logged, topic, reason)
-        self._queue.put(("dead", row))
+
+    def _dead(
+        self, topic: str, payload: bytes | bytearray, reason: str, now: float, ack: Ack | None
+    ) -> None:
+        self._log_limited("dead", logging.INFO, "dead letter from %s: %s", topic[:120], reason)
+        self._enqueue(_Item("dead", self._dead_row(topic, payload, reason, now), topic, b"", ack))
 
     # ---- writer thread ---------------------------------------------------------------------
 
@@ -356,7 +461,7 @@ class Ingest:
                 break
             batch = [item]
             deadline = time.monotonic() + max_wait
-            while len(batch) < max_rows:
+            while len(batch) < max_rows and item.kind != "barrier":
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -368,69 +473,168 @@ class Ingest:
                     stopping = True
                     break
                 batch.append(nxt)
-                if nxt[0] == "barrier":
+                if nxt.kind == "barrier":
                     break
             try:
                 self._write_batch(batch)
-            except Exception:  # the writer must outlive any one batch
-                log.exception("ingest writer failed on a batch of %d; continuing", len(batch))
+            except Exception as exc:  # the writer must outlive any one batch
+                log.error("ingest writer failed on a batch of %d: %s", len(batch), _one_line(exc))
 
-    def _write_batch(self, batch: list[tuple[str, Any]]) -> None:
-        ev_rows: dict[tuple[str, str, int, int], dict[str, Any]] = {}
-        dead_rows: list[dict[str, Any]] = []
-        dev_updates: list[tuple[str, Any]] = []
-        barriers: list[threading.Event] = []
-        in_batch_dupes = 0
-        for kind, data in batch:
-            if kind == "event":
-                key = (data["site"], data["device"], data["boot"], data["seq"])
-                if key in ev_rows:
-                    in_batch_dupes += 1
-                else:
-                    ev_rows[key] = data
-            elif kind == "dead":
-                dead_rows.append(data)
-            elif kind == "barrier":
-                barriers.append(data)
-            else:
-                dev_updates.append((kind, data))
-        stored: list[dict[str, Any]] = []
-        for attempt in range(5):
+    def _write_batch(self, batch: list[_Item]) -> None:
+        barriers = [i.data for i in batch if i.kind == "barrier"]
+        work = [i for i in batch if i.kind != "barrier"]
+        if work:
             try:
-                stored = self._store(list(ev_rows.values()), dead_rows, dev_updates)
-                break
-            except Exception:
+                outcome = self._store(work)
+            except Exception as exc:
                 with self._lock:
                     self._counters.write_errors += 1
-                log.exception("ingest write failed (attempt %d of 5); retrying", attempt + 1)
-                time.sleep(0.2 * 2**attempt)
-        else:
-            log.error("dropping a batch of %d messages after 5 failed writes", len(batch))
+                self._log_limited(
+                    "batch", logging.WARNING,
+                    "the database refused a batch of %d (%s); writing it row by row",
+                    len(work), _one_line(exc),
+                )  # fmt: skip
+                outcome = self._store_row_by_row(work)
+            self._finish(outcome)
+        for b in barriers:
+            b.set()
+
+    def _finish(self, out: _Outcome) -> None:
+        """After the commit: count, acknowledge, then tell the listeners."""
         with self._lock:
             c = self._counters
             c.batches += 1
-            c.stored += len(stored)
-            c.duplicates += len(ev_rows) - len(stored) + in_batch_dupes
-            c.dead_lettered += len(dead_rows)
-            c.device_updates += len(dev_updates)
-        if stored:
+            c.stored += len(out.stored)
+            c.duplicates += out.duplicates
+            c.dead_lettered += out.dead
+            c.isolated += out.isolated
+            c.device_updates += len(out.dev_updates or [])
+            for r in out.stored:
+                self._site(r["site"])["stored"] += 1
+        self._ack(out.acks or [])
+        if out.stored:
             for listener in self._event_listeners:
                 try:
-                    listener(stored)
-                except Exception:
-                    log.exception("event listener failed")
-        for kind, data in dev_updates:
+                    listener(out.stored)
+                except Exception as exc:
+                    log.error("event listener failed: %s", _one_line(exc))
+        for kind, data in out.dev_updates or []:
             site, device = data[0], data[1]
             fields = {"status": data[2]} if kind == "status" else {"tele": data[2]}
             for dl in self._device_listeners:
                 try:
                     dl(site, device, kind, fields)
-                except Exception:
-                    log.exception("device listener failed")
-        for b in barriers:
-            b.set()
+                except Exception as exc:
+                    log.error("device listener failed: %s", _one_line(exc))
 
-    def _store(
+    def _site(self, site: str) -> dict[str, int]:
+        return self._by_site.setdefault(site, {"stored": 0, "duplicates": 0, "dead_lettered": 0})
+
+    def _store_row_by_row(self, items: list[_Item]) -> _Outcome:
+        total = _Outcome(stored=[], dev_updates=[], acks=[])
+        for item in items:
+            out = self._store_isolated(item)
+            if out is None:
+                continue  # stopping while the database is down: left to the broker, unacked
+            total.stored.extend(out.stored)
+            total.duplicates += out.duplicates
+            total.dead += out.dead
+            total.isolated += out.isolated
+            total.dev_updates.extend(out.dev_updates or [])  # type: ignore[union-attr]
+            total.acks.extend(out.acks or [])  # type: ignore[union-attr]
+        return total
+
+    def _db_answers(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    def _store_isolated(self, item: _Item) -> _Outcome | None:
+        """Store one message alone. Refused twice by a database that otherwise answers, it is
+        poison: it becomes a dead letter with the database's reason. While the database does
+        not answer, wait (nothing is acknowledged meanwhile); None when stopping meanwhile."""
+        delay, refusals = 0.2, 0
+        while True:
+            try:
+                return self._store([item])
+            except Exception as exc:
+                error = exc
+            if self._db_answers():
+                refusals += 1
+                if refusals >= 2:
+                    break
+                time.sleep(0.05)  # a lock or a conflict clears; a bad row does not
+                continue
+            if self._stopping.is_set():
+                return None
+            self._log_limited(
+                "db-down", logging.WARNING,
+                "the database does not answer (%s); holding messages unacknowledged",
+                _one_line(error),
+            )  # fmt: skip
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        reason = f"the database refused it: {_one_line(error)}"
+        self._log_limited("poison", logging.WARNING, "dead letter from %s: %s", item.topic, reason)
+        if item.kind == "dead":  # the dead letter itself: keep a plain ASCII one
+            row = dict(item.data)
+            row["topic"] = _ascii(row["topic"])[:256]
+            row["reason"] = _ascii(row["reason"])[:1000] + f" ({reason})"
+        else:
+            row = self._dead_row(_ascii(item.topic), item.payload, reason, time.time())
+        try:
+            out = self._store([_Item("dead", row, ack=item.ack)])
+        except Exception as exc:
+            with self._lock:
+                self._counters.write_errors += 1
+            log.error("could not keep a dead letter from %s either: %s", item.topic, _one_line(exc))
+            return _Outcome(stored=[], acks=[item.ack])
+        out.isolated = 1
+        return out
+
+    def _store(self, items: list[_Item]) -> _Outcome:
+        """Write `items` in one transaction; raises if the database refuses any of it."""
+        ev_rows: dict[tuple[str, str, int, int], dict[str, Any]] = {}
+        dead_rows: list[dict[str, Any]] = []
+        dev_updates: list[tuple[str, Any]] = []
+        dupes = 0
+        dup_sites: list[str] = []
+        for it in items:
+            if it.kind == "event":
+                d = it.data
+                key = (d["site"], d["device"], d["boot"], d["seq"])
+                if key in ev_rows:
+                    dupes += 1
+                    dup_sites.append(d["site"])
+                else:
+                    ev_rows[key] = d
+            elif it.kind == "dead":
+                dead_rows.append(it.data)
+            else:
+                dev_updates.append((it.kind, it.data))
+        stored = self._commit(list(ev_rows.values()), dead_rows, dev_updates)
+        stored_keys = {(r["site"], r["device"], r["boot"], r["seq"]) for r in stored}
+        dup_sites += [k[0] for k in ev_rows if k not in stored_keys]
+        with self._lock:
+            for site in dup_sites:
+                self._site(site)["duplicates"] += 1
+            for it in items:
+                if it.kind == "dead":
+                    named = _topic_site(it.data["topic"])
+                    if named:
+                        self._site(named)["dead_lettered"] += 1
+        return _Outcome(
+            stored=stored,
+            duplicates=dupes + len(ev_rows) - len(stored),
+            dead=len(dead_rows),
+            dev_updates=dev_updates,
+            acks=[it.ack for it in items],
+        )
+
+    def _commit(
         self,
         ev_rows: list[dict[str, Any]],
         dead_rows: list[dict[str, Any]],
@@ -482,24 +686,29 @@ class Ingest:
                         update(devices).where(*where).values(status=data[2], status_at=data[3])
                     )
                 else:
-                    tele = data[2]
-                    values: dict[str, Any] = {"tele": data[3], "tele_at": data[4]}
-                    # ESP32 firmware says "fw", the Pi agent "agent"
-                    for col, keys in (
-                        ("firmware", ("fw", "agent", "firmware")),
-                        ("model", ("model",)),
-                    ):
-                        v = next((tele[k] for k in keys if tele.get(k) is not None), None)
-                        if isinstance(v, dict):  # {"model": {"id": ..., "hash": ...}}
-                            v = v.get("id")
-                        if v is not None:
-                            values[col] = str(v)[:64]
-                    if tele.get("online") is not False:
+                    fields: schema.Telemetry = data[3]
+                    values: dict[str, Any] = {"tele": data[4], "tele_at": data[5]}
+                    if fields.firmware is not None:
+                        values["firmware"] = fields.firmware
+                    if fields.model is not None:
+                        values["model"] = fields.model
+                    if fields.online:
                         values["status"] = "online"  # a device that reports is online
                     conn.execute(update(devices).where(*where).values(**values))
         self._known.update(seen)
         stored.sort(key=lambda r: r["id"])
         return stored
+
+
+def _ascii(s: str) -> str:
+    return s.encode("ascii", "backslashreplace").decode("ascii")
+
+
+def _topic_site(topic: str) -> str | None:
+    parts = topic.split("/")
+    if len(parts) >= 4 and "/".join(parts[:2]) == schema.TOPIC_ROOT and _ident_ok(parts[2]):
+        return parts[2]
+    return None
 
 
 _IDENT = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")

@@ -88,7 +88,8 @@ def metrics_text(engine: Engine, counters: IngestCounters, purger: Purger | None
         ("dead_lettered", "messages kept as dead letters"),
         ("device_updates", "status and telemetry updates"),
         ("batches", "write batches committed"),
-        ("write_errors", "failed write attempts (retried)"),
+        ("isolated", "rows the database refused in a batch, kept as dead letters"),
+        ("write_errors", "batches the database refused (then written row by row)"),
         ("connects", "MQTT (re)connections"),
     ):
         metric(f"calmcue_ingest_{key}_total", "counter", help_, [({}, c[key])])

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -21,14 +22,26 @@ from companion.ingest import Ingest
 log = logging.getLogger("calmcue.companion")
 
 
+def embedded_broker_dir(settings: Settings) -> Path:
+    """Where the embedded broker persists sessions and queued messages: next to the SQLite
+    file, else var/mqtt (absolute, from the working directory at start)."""
+    if settings.db_url.startswith("sqlite:///") and ":memory:" not in settings.db_url:
+        return Path(settings.db_url.split("///", 1)[1]).resolve().parent / "mqtt"
+    return Path("var/mqtt").resolve()
+
+
 def _resolve_embedded(settings: Settings) -> tuple[Settings, Mosquitto | None]:
     """`mqtt_url="embedded"` starts a private Mosquitto on a free port for this process. It
-    refuses anonymous clients: the companion gets a generated account, and the devices the
+    is durable (persistence on, queue sized for a 10-minute companion outage:
+    calmcue.broker.durable_conf, stored next to the SQLite file) and refuses anonymous
+    clients: the companion gets a generated account, and the devices the
     fleet registry has accounts for (`calmcue device register`) their own, with per-device
     rules, as they were when the companion started."""
     if settings.mqtt_url != "embedded":
         return settings, None
-    broker, creds = authenticated(extra_accounts=_fleet_accounts(settings))
+    broker, creds = authenticated(
+        extra_accounts=_fleet_accounts(settings), workdir=embedded_broker_dir(settings)
+    )
     broker.start()
     log.info("embedded MQTT broker on %s (password accounts only)", broker.url)
     return settings.model_copy(update={"mqtt_url": creds.url("companion")}), broker

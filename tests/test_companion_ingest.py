@@ -131,7 +131,7 @@ def _restart_broker_under(comp, mosquitto):
     pub.event(cue(seq=0))
     wait_until(lambda: comp.ingest.counters().stored == 1, what="first event")
     pub.close()
-    mosquitto.restart()  # persistence is off: the broker forgets every session and subscription
+    mosquitto.restart()  # the connection drops; the ingest reconnects and subscribes again
     wait_until(
         lambda: comp.ingest.counters().connects >= 2 and comp.ingest.counters().subscribed,
         timeout=15,
