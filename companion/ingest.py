@@ -345,7 +345,18 @@ class Ingest:
             self._dead(topic, payload, "topic is not one calmcue ingests", now, ack)
 
     def _unknown(self, site: str, device: str) -> str | None:
-        if self.settings.auto_register_devices or (site, device) in self._known:
+        if (site, device) in self._known:
+            return None
+        if self.settings.auto_register_devices:
+            # the same names the broker rules accept: a device called `alert` (or `+`, or
+            # with a newline) is never registered, whatever broker it came through
+            from firmware.tools.broker_access import AccessError, check_device, check_site
+
+            try:
+                check_site(site)
+                check_device(device)
+            except AccessError as e:
+                return f"not registered: {e}"
             return None
         return (
             f"device {site}/{device} is not registered; register it (IT: POST /api/devices) "

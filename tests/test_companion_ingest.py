@@ -121,6 +121,22 @@ def test_unknown_devices_are_dead_lettered_when_registration_is_required(tmp_pat
         assert "counter-9 is not registered" in dead["reason"]
 
 
+def test_auto_registration_refuses_reserved_and_malformed_device_ids(tmp_path, mosquitto, pub):
+    """A broker that lets anyone in (not the generated rules) must still not get a device called
+    `alert` registered: the name means something else in the topic tree."""
+    with running_companion(sqlite_url(tmp_path), mosquitto.url) as comp:
+        pub.event(cue(device="counter-1"))
+        pub.event(cue(device="alert"))
+        pub.event(cue(device="Counter_X"))
+        wait_until(lambda: comp.ingest.counters().received == 3, what="3 received")
+        comp.ingest.flush()
+        assert [e["device"] for e in api(comp, "/api/events")] == ["counter-1"]
+        reasons = sorted(d["reason"] for d in api(comp, "/api/dead-letters"))
+        assert len(reasons) == 2
+        assert any("'alert' is a reserved topic word" in r for r in reasons)
+        assert any(r.startswith("cue.device: String should match pattern") for r in reasons)
+
+
 def test_ingest_reconnects_and_resubscribes_after_broker_restart(tmp_path, mosquitto):
     with running_companion(sqlite_url(tmp_path), mosquitto.url) as comp:
         _restart_broker_under(comp, mosquitto)
