@@ -4,7 +4,8 @@
 - `mpy`: run code under the real MicroPython unix port, `mpy(code, heapsize="64K")`.
 - `pg_url`: a private PostgreSQL server (session-scoped), SQLAlchemy URL.
 - `ravdess`: the shared RAVDESS folder; tests that need it skip with the reason when absent.
-- `host_build`, `headset_wav`: the headset firmware built for the unix port, and its demo audio.
+- `host_build`, `headset_wav`: the headset firmware built for the unix port, and its demo audio;
+  `host_rom`: that build as a ROMFS image.
 """
 
 from __future__ import annotations
@@ -38,6 +39,15 @@ def host_build(tmp_path_factory) -> Path:
     from firmware.tools import bundle
 
     return bundle.compile_host(tmp_path_factory.mktemp("fw-host-build"))
+
+
+@pytest.fixture(scope="session")
+def host_rom(host_build, tmp_path_factory) -> Path:
+    """host_build as a ROMFS image (firmware, host fakes, model; not main.py), as `make firmware`
+    makes the device's: run it with fw_harness's rom= (mapped outside the counted heap)."""
+    from firmware.tools import bundle
+
+    return bundle.build_romfs(host_build, tmp_path_factory.mktemp("fw-host-rom") / "host.romfs")
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from calmcue import romport
 from calmcue.mpy import interpreter
 
 REPO = Path(__file__).resolve().parent.parent
@@ -19,14 +20,17 @@ RUNNER = REPO / "firmware" / "host" / "runner.py"
 DEMO_WAV = REPO / "calmcue" / "data" / "demo_conversation.wav"
 
 
-def runner_cmd(build: Path, flash: Path, wav: Path, port: int, *extra: str, heap: str = "96K"):
+def runner_cmd(build: Path, flash: Path, wav: Path, port: int, *extra: str, heap: str = "96K",
+               rom: Path | None = None):  # fmt: skip
+    """`rom`: run from that ROMFS image of the build (calmcue.romport maps it outside the heap,
+    the runner mounts it at /rom) instead of the build folder."""
+    where = ["--rom"] if rom is not None else ["--build", str(build)]
     return [
-        *interpreter(),
+        *(romport.interpreter(rom) if rom is not None else interpreter()),
         "-X",
         f"heapsize={heap}",
         str(RUNNER),
-        "--build",
-        str(build),
+        *where,
         "--flash",
         str(flash),
         "--wav",
@@ -37,10 +41,10 @@ def runner_cmd(build: Path, flash: Path, wav: Path, port: int, *extra: str, heap
     ]
 
 
-def run_through(build, flash, wav, port, *extra, heap="96K", timeout=120) -> list[dict]:
+def run_through(build, flash, wav, port, *extra, heap="96K", timeout=120, rom=None) -> list[dict]:
     """Play straight through; returns the JSON lines. Fails with the output on a crash."""
     proc = subprocess.run(
-        runner_cmd(build, flash, wav, port, *extra, heap=heap),
+        runner_cmd(build, flash, wav, port, *extra, heap=heap, rom=rom),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -55,9 +59,9 @@ def run_through(build, flash, wav, port, *extra, heap="96K", timeout=120) -> lis
 class Device:
     """The runner in --control mode: send a command, get the lines up to its state line."""
 
-    def __init__(self, build, flash, wav, port, heap="96K"):
+    def __init__(self, build, flash, wav, port, heap="96K", rom=None):
         self.proc = subprocess.Popen(
-            runner_cmd(build, flash, wav, port, "--control", heap=heap),
+            runner_cmd(build, flash, wav, port, "--control", heap=heap, rom=rom),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

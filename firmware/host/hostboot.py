@@ -15,9 +15,9 @@ argv = hostrun.args
 args = {"site": "demo", "device": "headset-1", "mqtt-host": "127.0.0.1", "heap-at": ""}
 while argv:
     key = argv.pop(0)[2:]
-    if "|%s|" % key not in "|seconds|heap-at|asyncio|control|trace|flash|wav|build|site|device|mqtt-host|mqtt-port|mic-fail|":
+    if "|%s|" % key not in "|seconds|heap-at|asyncio|control|trace|rom|flash|wav|build|site|device|mqtt-host|mqtt-port|mic-fail|":
         raise SystemExit("runner: unknown argument --" + key)
-    args[key] = key in ("control", "trace") or argv.pop(0)
+    args[key] = key in ("control", "trace", "rom") or argv.pop(0)
 root = args["flash"].rstrip("/") + "/"  # KeyError: --flash DIR is required (and --wav FILE)
 try:
     open(root + "device.json").close()

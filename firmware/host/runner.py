@@ -6,7 +6,18 @@ import sys
 
 argv = sys.argv
 # The fakes (machine, ...) come first: they shadow the unix port's built-in machine.
-if "--build" in argv:
+if "--rom" in argv:
+    # The build as a ROMFS image outside the heap (python -m calmcue.romport IMAGE ...; address
+    # and size in $CALMCUE_ROM): mounted at /rom, imports run its bytecode in place.
+    import os
+
+    import uctypes
+    import vfs
+
+    path = [int(x) for x in os.getenv("CALMCUE_ROM").split(",")]
+    vfs.mount(vfs.VfsRom(uctypes.bytearray_at(path[0], path[1])), "/rom")
+    sys.path[:0] = ["/rom/host", "/rom"]
+elif "--build" in argv:
     path = argv[argv.index("--build") + 1]
     sys.path[:0] = [path + "/host", path]
 else:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,13 @@ FORMAT = 1
 MICROPYTHON_VERSIONS = ("1.23.0", "1.24.1", "1.25.0", "1.26.1", "1.27.0", "1.28.0", "1.29.0")
 MPY_VERSION = (6, 3)
 MPY_CROSS_DIR = REPO / "var" / "mpy-cross"
+# The ROMFS image of the bundle (MicroPython >= 1.25 imports .mpy from it in place: bytecode and
+# constants stay in flash, only module dicts and function objects go to the heap). Not in it:
+# main.py (MicroPython runs /main.py from the writable filesystem) and the manifest.
+ROMFS_FORMAT = 1
+ROMFS_MICROPYTHON = "1.25-" + MICROPYTHON_VERSIONS[-1].rsplit(".", 1)[0]
+ROMFS_HEADER = b"\xd2\xcd\x31"  # the ROMFS magic (mpremote's romfs builder)
+NOT_IN_IMAGE = ("main.py", "manifest.json")
 
 
 class BundleError(RuntimeError):
@@ -148,6 +157,33 @@ def compile_host(dest: Path) -> Path:
     return dest
 
 
+def build_romfs(tree: Path, out: Path, exclude: tuple[str, ...] = NOT_IN_IMAGE) -> Path:
+    """Make the ROMFS image `out` of the compiled files under `tree` (the .mpy files as they are,
+    the model file; `exclude`: top-level names left out) with `mpremote romfs build`, which
+    builds from a directory: a staging copy without the excluded files. Returns out."""
+    with tempfile.TemporaryDirectory(prefix="calmcue-romfs-") as tmp:
+        stage = Path(tmp) / "rom"
+        shutil.copytree(tree, stage, ignore=lambda d, names: [
+            n for n in names if Path(d) == tree and n in exclude or n.endswith(".py")])  # fmt: skip
+        out.parent.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "mpremote", "romfs", "--no-mpy", "-o", str(out), "build",
+             str(stage)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+    if proc.returncode != 0 or not out.exists():
+        raise BundleError(f"mpremote romfs build failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    if not out.read_bytes().startswith(ROMFS_HEADER):
+        raise BundleError(f"{out} is not a ROMFS image")
+    return out
+
+
+def romfs_paths(dest: Path) -> tuple[Path, Path]:
+    """(image, its manifest) written beside the bundle folder dest: build/firmware.romfs and
+    build/firmware.romfs.json for build/firmware."""
+    return dest.with_name(dest.name + ".romfs"), dest.with_name(dest.name + ".romfs.json")
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -207,6 +243,35 @@ def build(
         "bundle_sha256": hashlib.sha256(listing.encode()).hexdigest(),
     }
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    manifest["romfs"] = write_romfs(dest, manifest)
+    return manifest
+
+
+def write_romfs(dest: Path, bundle: dict[str, Any]) -> dict[str, Any]:
+    """The bundle in dest as a ROMFS image beside it, with its manifest (same style as the
+    bundle's: every file inside with its hash and size, the image's size and hash, and the
+    bundle it was made from). Returns that manifest."""
+    image, meta = romfs_paths(dest)
+    build_romfs(dest, image)
+    inside = {p: f for p, f in bundle["files"].items() if p not in NOT_IN_IMAGE}
+    manifest = {
+        "format": ROMFS_FORMAT,
+        "name": bundle["name"] + "-romfs",
+        "version": bundle["version"],
+        "march": bundle["march"],
+        "mpy_cross": bundle["mpy_cross"],
+        "micropython": ROMFS_MICROPYTHON,
+        "git": bundle["git"],
+        "built": bundle["built"],
+        "image": image.name,
+        "image_size": image.stat().st_size,
+        "image_sha256": _sha256(image),
+        "mount": "/rom",
+        "files": inside,
+        "outside": sorted(p for p in bundle["files"] if p in NOT_IN_IMAGE),
+        "bundle_sha256": bundle["bundle_sha256"],
+    }
+    meta.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest
 
 
@@ -229,6 +294,12 @@ def main(argv: list[str] | None = None) -> int:
         f"bundle {manifest['version']} ({manifest['march']}): {len(manifest['files'])} files, "
         f"{manifest['total_size']} bytes, sha256 {manifest['bundle_sha256'][:16]} -> "
         f"{args.out / 'manifest.json'}"
+    )
+    rom = manifest["romfs"]
+    print(
+        f"romfs image (MicroPython {rom['micropython']}): {len(rom['files'])} files, "
+        f"{rom['image_size']} bytes, sha256 {rom['image_sha256'][:16]} -> "
+        f"{romfs_paths(args.out)[1]}"
     )
     return 0
 
