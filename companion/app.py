@@ -161,7 +161,7 @@ class DeviceCreate(BaseModel):
     @field_validator("device")
     @classmethod
     def _not_a_topic_word(cls, v: str) -> str:
-        from firmware.tools.broker_access import RESERVED_DEVICE_IDS
+        from calmcue.shared.broker_access import RESERVED_DEVICE_IDS
 
         if v in RESERVED_DEVICE_IDS:
             raise ValueError(f"device id {v!r} is a reserved topic word; choose another")

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from calmcue.broker import Mosquitto
-from calmcue.mpy import interpreter
+from calmcue.shared.broker import Mosquitto
+from calmcue.shared.mpy import interpreter
 from firmware.tools.bundle import compile_host
 
 REPO = Path(__file__).resolve().parents[2]
