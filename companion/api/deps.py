@@ -74,11 +74,6 @@ def require_site(who: Principal, site: str) -> None:
         raise HTTPException(403, f"you may not read site {site!r}")
 
 
-def require_it(who: Viewer) -> Principal:
-    require(who, "admin", "it")
-    return who
-
-
 def refuse_demo(who: Principal, what: str) -> None:
     """Demo mode is anonymous: read-only for anything outside the demo itself."""
     if who.role == "demo":
