@@ -1,3 +1,5 @@
 """calmcue: on-device vocal-stress cues for front-line staff, and the companion service."""
 
-__version__ = "0.1.0"
+from calmcue.shared import __version__
+
+__all__ = ["__version__"]

@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from calmcue.broker import BrokerError, authenticated
+    from calmcue.shared.broker import BrokerError, authenticated
     from companion.config import Settings
     from companion.server import start
     from firmware.pi.agent import Agent

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from companion import device_config, replicas, schema
 from companion.config import Settings
-from companion.db import alert_audit, alerts, devices, sites
+from companion.db import alert_audit, alert_public, alerts, devices, sites
 
 log = logging.getLogger("calmcue.companion.alerts")
 
@@ -45,11 +45,6 @@ class AlertError(ValueError):
     def __init__(self, message: str, status: int = 409):
         super().__init__(message)
         self.status = status
-
-
-def alert_public(row: Any) -> dict[str, Any]:
-    m = row._mapping if hasattr(row, "_mapping") else row
-    return {c.name: m[c.name] for c in alerts.columns}
 
 
 def alert_topic(site: str, kind: str) -> str:

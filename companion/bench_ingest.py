@@ -82,7 +82,7 @@ def _pct(xs: list[float], p: float) -> float:
 
 
 def main() -> dict[str, Any]:
-    from calmcue.broker import Mosquitto
+    from calmcue.shared.broker import Mosquitto
     from companion.config import Settings
     from companion.server import start
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -192,6 +193,38 @@ login_failures = Table(
     Column("at", Float, nullable=False),
     Index("ix_login_failures_key_at", "key", "at"),
 )
+
+# How rows are shown and written: the helpers the writers (ingest, store, alerts) and the
+# feed relay (replicas) share, kept here with the tables so none of them imports another.
+EVENT_FIELDS = ("id", "received_at") + tuple(
+    c.name for c in events.columns if c.name not in ("id", "received_at")
+)
+
+
+def event_public(row: Any) -> dict[str, Any]:
+    """An event as the API shows it: absent optional fields are left out."""
+    m = row._mapping if hasattr(row, "_mapping") else row
+    return {k: m[k] for k in EVENT_FIELDS if m.get(k) is not None}
+
+
+def alert_public(row: Any) -> dict[str, Any]:
+    """An alert as the API shows it: every column."""
+    m = row._mapping if hasattr(row, "_mapping") else row
+    return {c.name: m[c.name] for c in alerts.columns}
+
+
+def insert_ignoring_duplicates(engine: Engine, table: Any) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING in the engine's dialect."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    if engine.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table).on_conflict_do_nothing()
+    raise RuntimeError(f"unsupported database {engine.dialect.name!r}: use SQLite or PostgreSQL")
+
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 

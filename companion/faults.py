@@ -1,5 +1,5 @@
 """Fault runs against real peers: the companion as its own process (`calmcue companion serve`),
-a real Mosquitto with the durable configuration (calmcue.broker.durable_conf), SQLite or
+a real Mosquitto with the durable configuration (calmcue.shared.broker.durable_conf), SQLite or
 PostgreSQL. Each run publishes known events, causes its fault, and counts what the database
 holds: published vs stored, lost, duplicated rows, dead letters.
 
@@ -26,7 +26,7 @@ import httpx
 import paho.mqtt.client as mqtt
 from sqlalchemy import create_engine, text
 
-from calmcue.broker import Mosquitto, free_port
+from calmcue.shared.broker import Mosquitto, free_port
 from companion.db import make_engine, migrate
 
 REPO = Path(__file__).resolve().parent.parent

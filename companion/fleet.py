@@ -51,7 +51,7 @@ from sqlalchemy import (
     select,
 )
 
-from firmware.tools import broker_access
+from calmcue.shared import broker_access
 
 fleet_metadata = MetaData()
 

@@ -34,7 +34,7 @@ from sqlalchemy import Engine, insert, select, text, update
 
 from companion import replicas, schema
 from companion.config import Settings
-from companion.db import dead_letters, devices, events
+from companion.db import dead_letters, devices, events, insert_ignoring_duplicates
 
 log = logging.getLogger("calmcue.companion.ingest")
 
@@ -97,19 +97,6 @@ class _Outcome:
 def _one_line(exc: BaseException) -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {first}"[:500]
-
-
-def insert_ignoring_duplicates(engine: Engine, table: Any) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING in the engine's dialect."""
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(table).on_conflict_do_nothing()
-    if engine.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        return sqlite_insert(table).on_conflict_do_nothing()
-    raise RuntimeError(f"unsupported database {engine.dialect.name!r}: use SQLite or PostgreSQL")
 
 
 class Ingest:
@@ -350,7 +337,7 @@ class Ingest:
         if self.settings.auto_register_devices:
             # the same names the broker rules accept: a device called `alert` (or `+`, or
             # with a newline) is never registered, whatever broker it came through
-            from firmware.tools.broker_access import AccessError, check_device, check_site
+            from calmcue.shared.broker_access import AccessError, check_device, check_site
 
             try:
                 check_site(site)

@@ -13,9 +13,8 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, delete, func, select
 
-from companion.db import alerts, dead_letters, devices, events
+from companion.db import EVENT_FIELDS, alerts, dead_letters, devices, events
 from companion.ingest import IngestCounters
-from companion.store import EVENT_FIELDS
 
 log = logging.getLogger("calmcue.companion.ops")
 

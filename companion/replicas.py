@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select, text
 
-from companion.db import alerts, events
+from companion.db import alert_public, alerts, event_public, events
 from companion.live import LiveFeed
 
 log = logging.getLogger("calmcue.companion.replicas")
@@ -77,9 +77,6 @@ class FeedRelay:
         if replica == self.replica:
             return  # our own feed already has these
         ids = [int(x) for x in ids_text.split(",") if x]
-        from companion.alerts import alert_public
-        from companion.store import event_public
-
         table, public, name = (
             (events, event_public, "event") if kind == "e" else (alerts, alert_public, "alert")
         )

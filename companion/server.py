@@ -14,7 +14,7 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from calmcue.broker import Mosquitto, authenticated, free_port
+from calmcue.shared.broker import Mosquitto, authenticated, free_port
 from companion.app import create_app
 from companion.config import Settings, SettingsError
 from companion.ingest import Ingest
@@ -33,7 +33,7 @@ def embedded_broker_dir(settings: Settings) -> Path:
 def _resolve_embedded(settings: Settings) -> tuple[Settings, Mosquitto | None]:
     """`mqtt_url="embedded"` starts a private Mosquitto on a free port for this process. It
     is durable (persistence on, queue sized for a 10-minute companion outage:
-    calmcue.broker.durable_conf, stored next to the SQLite file) and refuses anonymous
+    calmcue.shared.broker.durable_conf, stored next to the SQLite file) and refuses anonymous
     clients: the companion gets a generated account, and the devices the
     fleet registry has accounts for (`calmcue device register`) their own, with per-device
     rules, as they were when the companion started."""

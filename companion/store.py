@@ -7,18 +7,14 @@ from typing import Any
 
 from sqlalchemy import Engine, func, insert, select, update
 
-from companion.db import dead_letters, devices, events
-from companion.db import sites as sites_table
-
-EVENT_FIELDS = ("id", "received_at") + tuple(
-    c.name for c in events.columns if c.name not in ("id", "received_at")
+from companion.db import (
+    dead_letters,
+    devices,
+    event_public,
+    events,
+    insert_ignoring_duplicates,
 )
-
-
-def event_public(row: Any) -> dict[str, Any]:
-    """An event as the API shows it: absent optional fields are left out."""
-    m = row._mapping if hasattr(row, "_mapping") else row
-    return {k: m[k] for k in EVENT_FIELDS if m.get(k) is not None}
+from companion.db import sites as sites_table
 
 
 def list_events(
@@ -124,8 +120,6 @@ def upsert_site(engine: Engine, *, site: str, **values: Any) -> dict[str, Any]:
 def register_device(engine: Engine, *, site: str, device: str) -> dict[str, Any]:
     """Add a device to the registry (status unknown until it reports); idempotent."""
     import time
-
-    from companion.ingest import insert_ignoring_duplicates
 
     now = time.time()
     with engine.begin() as conn:

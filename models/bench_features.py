@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from calmcue.mpy import REPO, MicroPythonError, interpreter
+from calmcue.shared.mpy import REPO, MicroPythonError, interpreter
 from models.features import FEATURE_NAMES, N_FEATURES, SAMPLE_RATE, WindowRecord, extract
 
 RAVDESS = REPO.parent / "shared" / "data" / "ravdess"

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _micropython_latency(ccm: Path, rows: np.ndarray) -> dict:
-    from calmcue import mpy
+    from calmcue.shared import mpy
 
     data = json.dumps(rows.astype(float).round(5).tolist())
     code = f"""

@@ -386,7 +386,7 @@ def run_micropython(
     Audio is streamed over stdin; only the model file and the settings are written."""
     import subprocess
 
-    from calmcue import mpy
+    from calmcue.shared import mpy
 
     workdir.mkdir(parents=True, exist_ok=True)
     model = workdir / "model.ccm"

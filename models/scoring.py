@@ -142,7 +142,7 @@ def _score_micropython(paths: list[str], model: ShippedModel, batch: int = 500) 
     import struct
     import subprocess
 
-    from calmcue import mpy
+    from calmcue.shared import mpy
 
     search = [str(REPO)]
     prelude = "import sys\n" + "".join(f"sys.path.insert(0, {p!r})\n" for p in reversed(search))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from calmcue import romport
 from calmcue.mpy import interpreter
+from calmcue.shared import romport
 
 REPO = Path(__file__).resolve().parent.parent
 RUNNER = REPO / "firmware" / "host" / "runner.py"
@@ -22,7 +22,7 @@ DEMO_WAV = REPO / "calmcue" / "data" / "demo_conversation.wav"
 
 def runner_cmd(build: Path, flash: Path, wav: Path, port: int, *extra: str, heap: str = "96K",
                rom: Path | None = None):  # fmt: skip
-    """`rom`: run from that ROMFS image of the build (calmcue.romport maps it outside the heap,
+    """`rom`: run from that ROMFS image of the build (calmcue.shared.romport maps it outside the heap,
     the runner mounts it at /rom) instead of the build folder."""
     where = ["--rom"] if rom is not None else ["--build", str(build)]
     return [

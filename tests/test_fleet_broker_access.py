@@ -14,7 +14,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from calmcue.broker import Mosquitto
-from firmware.tools import broker_access
+from calmcue.shared import broker_access
 from firmware.tools.fleet_client import DbFleet
 
 SITE = "store-042"

@@ -1,6 +1,6 @@
 """Code in flash, data in the heap: the headset bundle as a ROMFS image (MicroPython >= 1.25),
 mounted on the real unix port with vfs.VfsRom over memory outside the counted heap
-(calmcue/romport.py maps the image read-only), its .mpy modules imported in place."""
+(calmcue/shared/romport.py maps the image read-only), its .mpy modules imported in place."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import subprocess
 
 from fw_harness import Collector, run_through
 
-from calmcue import romport
 from calmcue.mpy import interpreter
+from calmcue.shared import romport
 from firmware import events
 from firmware.tools import bundle
 

@@ -12,8 +12,8 @@
 #                        there, the C stack scrubbed, after gc.collect()
 #     --build DIR        run the compiled modules in DIR (firmware.tools.bundle.compile_host),
 #                        as the device does, instead of compiling the sources into the heap
-#     --rom              run from the ROMFS image of such a build that calmcue.romport mapped
-#                        outside the heap (python -m calmcue.romport IMAGE -X heapsize=64K
+#     --rom              run from the ROMFS image of such a build that calmcue.shared.romport mapped
+#                        outside the heap (python -m calmcue.shared.romport IMAGE -X heapsize=64K
 #                        runner.py --rom ...): mounted at /rom, its code executed in place
 #     --asyncio S        run the device's asyncio main loop (firmware.app.run) for S seconds of
 #                        real time, the fake I2S paced at 16 kHz

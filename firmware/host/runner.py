@@ -7,7 +7,7 @@ import sys
 argv = sys.argv
 # The fakes (machine, ...) come first: they shadow the unix port's built-in machine.
 if "--rom" in argv:
-    # The build as a ROMFS image outside the heap (python -m calmcue.romport IMAGE ...; address
+    # The build as a ROMFS image outside the heap (python -m calmcue.shared.romport IMAGE ...; address
     # and size in $CALMCUE_ROM): mounted at /rom, imports run its bytecode in place.
     import os
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from calmcue import __version__
+from calmcue.shared import __version__
 from firmware import events
 from firmware.attribution import make_attribution
 from firmware.pi import config as cfgmod

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from calmcue import mpy
+from calmcue.shared import mpy
 from companion import fleet
 from firmware.tools import bundle, provision
 from firmware.tools.fleet_client import DbFleet

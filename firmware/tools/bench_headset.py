@@ -5,7 +5,7 @@ flash queue and MQTT to a private Mosquitto — timed, with the heap figures.
 Figures: real-time factor of the firmware (wall time / audio time, faster than real time because
 the fake I2S returns at once), free heap after 1 and 10 minutes, lowest free heap, and the
 smallest -X heapsize (of a few tried) it runs in; then the same firmware from its ROMFS image
-mapped outside the heap (calmcue/romport.py; code in flash, data in the heap): the image's size,
+mapped outside the heap (calmcue/shared/romport.py; code in flash, data in the heap): the image's size,
 heap used and free at every minute in a 64K heap, the smallest heap it runs in, and the heap the
 firmware's code takes when imported from a directory and from the image.
 """
@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from calmcue import romport
-from calmcue.broker import Mosquitto
-from calmcue.mpy import interpreter
+from calmcue.shared import romport
+from calmcue.shared.broker import Mosquitto
+from calmcue.shared.mpy import interpreter
 from firmware.tools.bundle import build_romfs, compile_host
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from calmcue.mpy import interpreter
+from calmcue.shared.mpy import interpreter
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -19,7 +19,7 @@ import time
 import tty
 from pathlib import Path
 
-from calmcue.mpy import interpreter
+from calmcue.shared.mpy import interpreter
 
 REPO = Path(__file__).resolve().parents[2]
 HOST_FAKES = REPO / "firmware" / "host"

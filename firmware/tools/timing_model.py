@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from calmcue.mpy import interpreter
+from calmcue.shared.mpy import interpreter
 
 # Xtensa LX7 cycles per x86-64 instruction of the same MicroPython code: the model's range.
 CYCLES_PER_INSTR = (1.5, 3.0)

