@@ -166,12 +166,24 @@ class Ingest:
                 if sites is None or site in sites
             }
 
-    def publish(self, topic: str, payload: bytes | str, *, retain: bool = False) -> bool:
-        """Publish (QoS 1); False when not connected (paho queues it for the reconnect)."""
+    def publish(
+        self, topic: str, payload: bytes | str, *, retain: bool = False, wait_s: float = 2.0
+    ) -> bool:
+        """Publish (QoS 1) and wait up to `wait_s` for the broker's acknowledgement, so an API
+        answer that says "published" means the broker holds it (a device subscribing next gets
+        this retained config, not the one before). False when not connected (paho queues it for
+        the reconnect). Called from request handlers, never from the MQTT network thread."""
         if self._client is None:
             return False
         info = self._client.publish(topic, payload, qos=1, retain=retain)
-        return info.rc == mqtt.MQTT_ERR_SUCCESS
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return False
+        if wait_s > 0:
+            try:
+                info.wait_for_publish(wait_s)
+            except (RuntimeError, ValueError):  # dropped from paho's queue: the reconnect resends
+                pass
+        return True
 
     # ---- lifecycle -------------------------------------------------------------------------
 
