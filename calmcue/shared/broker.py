@@ -44,8 +44,30 @@ def durable_conf(persistence_dir: Path | str) -> str:
     )
 
 
+_PORTS_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A free TCP port on 127.0.0.1 for a server started next (broker, companion, PostgreSQL).
+
+    Drawn at random below Linux's ephemeral range (32768-60999): a port the kernel hands out for
+    bind(0) is also what it gives the next outgoing connection, which could take it in the
+    moment before the server binds it ("address already in use"). Never the same port twice in
+    one process."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 32767)
+        if port in _PORTS_GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS_GIVEN.add(port)
+        return port
+    with socket.socket() as s:  # a crowded range: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
