@@ -335,9 +335,11 @@ def run(
 
             # 1. everyone connects at once
             t0 = time.time()
+            b0, o0 = stat_b.cpu_s(), _listen_overflows()
             res["connect"] = _connect_figures(
                 sims.ask("connect", connect_timeout + 30, timeout=connect_timeout), t0
             )
+            res["connect"].update(_phase(stat_b, b0, o0, t0))
             if res["connect"]["connected"] < devices:
                 res["limited_by"] = _limit_hint(broker, work)
 
@@ -370,8 +372,10 @@ def run(
             # 3. the reconnect storm
             if storm:
                 at = time.time() + 0.5
+                b0, o0 = stat_b.cpu_s(), _listen_overflows()
                 ans = sims.ask("storm", connect_timeout + 30, at=at, timeout=connect_timeout)
                 res["storm"] = _connect_figures(ans, at)
+                res["storm"].update(_phase(stat_b, b0, o0, at))
                 # and the companion's device list says online for every one of them again
                 res["storm"]["companion_all_online"] = _wait_status(
                     db_url, {(sp.site, sp.device) for sp in specs}, "online", time.time(),
@@ -407,8 +411,6 @@ def run(
                     n_keys = conn.execute(text(
                         "SELECT count(*) FROM (SELECT DISTINCT site, device, boot, seq "
                         "FROM events) k")).scalar_one()  # fmt: skip
-                    statuses = {(r.site, r.device): r.status for r in conn.execute(
-                        text("SELECT site, device, status FROM devices"))}  # fmt: skip
                     dead = conn.execute(text("SELECT count(*) FROM dead_letters")).scalar_one()
             finally:
                 engine.dispose()
@@ -424,9 +426,6 @@ def run(
                 "dead_letters": dead,
                 "reconnects": sum(s["reconnects"] for s in stops),
             }
-            res["killed_status"] = [statuses.get((k["site"], k["device"])) for k in killed]
-            res["devices_offline_after_stop"] = sum(1 for v in statuses.values()
-                                                    if v == "offline")  # fmt: skip
             # latencies: the traffic phase only (a storm's queued events wait for their link)
             t_end = cpu1[3]
             lat = [seen - ts for (seen, ts, _r) in feed.rows.values() if ts <= t_end]
@@ -438,6 +437,17 @@ def run(
                 "poll_ms": POLL_S * 1000,
             }
             res["event_to_received_ms"] = {"p50": _pct(rec, 50), "p95": _pct(rec, 95)}
+            # the same per 10 s of traffic: a start-up transient (the connect storm's status
+            # and telemetry still being written) against a backlog that keeps growing
+            win: dict[int, list[float]] = {}
+            for seen, ts, _r in feed.rows.values():
+                if cpu0[3] <= ts <= t_end:
+                    win.setdefault(int((ts - cpu0[3]) // 10), []).append(seen - ts)
+            res["event_to_stored_p95_ms_per_10s"] = [_pct(win[k], 95) for k in sorted(win)]
+            if feed.rows:  # what the companion got through, traffic start to the last row
+                last = max(v[0] for v in feed.rows.values())
+                res["events"]["stored_per_s"] = round(len(feed.rows) / (last - cpu0[3]), 1)
+                res["events"]["last_stored_after_traffic_s"] = round(last - t_end, 1)
             if live is not None:  # the feed item is sent right after the commit
                 fl = [live.events[k] - v[1] for k, v in feed.rows.items()
                       if k in live.events and v[1] <= t_end]  # fmt: skip
@@ -509,6 +519,29 @@ def _call_manager_feed(live: FeedWatch, table: TableWatch, cm: list[Any]) -> lis
         if (key[0], key[1], round(ts, 6)) in want and key in live.events:
             out.append(live.events[key] - ts)
     return out
+
+
+def _listen_overflows() -> int | None:
+    """The kernel's count of connection attempts dropped because a listening socket's accept
+    queue was full (TcpExt ListenOverflows; machine-wide)."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return None
+    for head, vals in zip(lines[::2], lines[1::2], strict=False):
+        if head.startswith("TcpExt:"):
+            row = dict(zip(head.split()[1:], vals.split()[1:], strict=False))
+            return int(row.get("ListenOverflows", 0))
+    return None
+
+
+def _phase(stat_b: ProcStat, b0: float | None, o0: int | None, t0: float) -> dict[str, Any]:
+    """Broker CPU and dropped connection attempts during a connect phase."""
+    b1, o1, wall = stat_b.cpu_s(), _listen_overflows(), max(time.time() - t0, 1e-3)
+    return {
+        "broker_cpu_pct": None if b0 is None or b1 is None else round(100 * (b1 - b0) / wall, 1),
+        "listen_overflows": None if o0 is None or o1 is None else o1 - o0,
+    }
 
 
 def _tail(path: Path, size: int = 1500) -> str:
