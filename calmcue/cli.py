@@ -18,13 +18,15 @@ COMMAND_MODULES = (
     "firmware.pi.cli",
     "models.cli",
     "firmware.tools.cli",
+    "calmcue.bench",
 )
 
 # The base install is the Pi agent's (pyproject.toml); the other commands need an extra. A
 # command run without its extra names the one to install instead of ending in a traceback.
 OWN_PACKAGES = {"calmcue", "companion", "firmware", "models"}
 COMMAND_EXTRA = {"run": "companion", "companion": "companion", "device": "device",
-                 "model": "model", "score": "model", "agent": "pi"}
+                 "model": "model", "score": "model", "agent": "pi",
+                 "bench": "companion"}
 EXTRA_MODULES = {  # top-level import names each extra brings (pyproject.toml)
     "companion": {"fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "jinja2",
                   "pydantic", "pydantic_settings", "argon2", "itsdangerous", "multipart",
