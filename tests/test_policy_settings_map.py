@@ -1,10 +1,8 @@
-"""Each cue-policy setting lands in its own place in the policy, on both interpreters.
+"""Each cue-policy setting lands in its own named place in the policy, on both interpreters.
 
-The policy holds its settings in two arrays behind hand-numbered offsets (firmware/policy.py
-`_HOP = const(0)` ..), filled by firmware/policy_setup.py in the order of its key strings;
-nothing else ties a setting's name to its offset. Here every setting gets a value no other
-setting has, a Policy is made with them, and each offset must hold its own setting's value:
-a reordered key string, a shifted constant or a setting the policy forgot fails by name.
+Every setting gets a value no other setting has, a Policy is made with them, and each of the
+policy's attributes must hold its own setting's value (durations in windows): two settings
+swapped in Policy.configure, or a setting the policy forgot, fails by name.
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ import json
 
 import pytest
 
-from firmware import policy
 from firmware.cue_settings import SPEC, validate_settings
 from firmware.policy import Policy
 
@@ -64,49 +61,49 @@ def _windows(seconds: float) -> int:
     return int(seconds / HOP + 0.5)
 
 
-def held(s: dict) -> dict[str, tuple[str, str, float | int]]:
-    """Setting -> (array, offset constant in firmware/policy.py, the value it must hold)."""
+def held(s: dict) -> dict[str, tuple[str, float | int]]:
+    """Setting -> (the attribute of Policy.settings that holds it, the value it must hold)."""
     median = s["smoothing"] == "median"
     return {
-        "hop_s": ("f", "_HOP", s["hop_s"]),
-        "min_speech": ("f", "_MIN_SPEECH", s["min_speech"]),
-        "pace_min_speech": ("f", "_PACE_MIN_SPEECH", s["pace_min_speech"]),
-        "conversation_gap_s": ("f", "_GAP", s["conversation_gap_s"]),
-        "stress_threshold": ("f", "_THR", s["stress_threshold"]),
-        "tense_threshold": ("f", "_TENSE", s["tense_threshold"]),
-        "intense_threshold": ("f", "_INTENSE", s["intense_threshold"]),
-        "manager_rise": ("f", "_RISE", s["manager_rise"]),
-        "empathize_refractory_s": ("f", "_EMP_REFR", s["empathize_refractory_s"]),
-        "slow_down_refractory_s": ("f", "_SLOW_REFR", s["slow_down_refractory_s"]),
-        "min_gap_s": ("f", "_MIN_GAP", s["min_gap_s"]),
-        "baseline_default": ("f", "_BASE_DEFAULT", s["baseline_default"]),
-        "baseline_max": ("f", "_BASE_MAX", s["baseline_max"]),
-        "settle_margin": ("f", "_SETTLE_MARGIN", s["settle_margin"]),
-        "rate_rise": ("f", "_RATE_RISE", s["rate_rise"]),
-        "rate_margin": ("f", "_RATE_MARGIN", s["rate_margin"]),
-        "level_rise_db": ("f", "_DB_RISE", s["level_rise_db"]),
-        "level_margin_db": ("f", "_DB_MARGIN", s["level_margin_db"]),
-        "pace_window_s": ("f", "_PACE_ALPHA", 2 / (_windows(s["pace_window_s"]) + 1)),
-        "ema_alpha": ("f", "_EMA_ALPHA", s["ema_alpha"]),
-        "smoothing_windows": ("f", "_SPAN", s["smoothing_windows"] * HOP + HOP / 2),
-        "stress_rise": ("f", "_STRESS_RISE", s["stress_rise"]),
-        "empathize_after_s": ("n", "_N_EMP", _windows(s["empathize_after_s"])),
-        "manager_after_s": ("n", "_N_SUSTAIN", _windows(s["manager_after_s"])),
-        "manager_rise_s": ("n", "_N_RISE", _windows(s["manager_rise_s"])),
-        "intense_after_s": ("n", "_N_INTENSE", _windows(s["intense_after_s"])),
-        "settle_after_s": ("n", "_N_SETTLE", _windows(s["settle_after_s"])),
-        "baseline_s": ("n", "_N_BASE", _windows(s["baseline_s"])),
-        "slow_down_after_s": ("n", "_N_SLOW", _windows(s["slow_down_after_s"])),
-        "cue_budget": ("n", "_BUDGET", s["cue_budget"]),
-        "speaker_baseline_s": ("n", "_N_SPK", _windows(s["speaker_baseline_s"])),
-        "smoothing": ("n", "_MODE", {"median": 0, "ema": 1, "none": 2}[s["smoothing"]]),
+        "hop_s": ("hop", s["hop_s"]),
+        "min_speech": ("min_speech", s["min_speech"]),
+        "pace_min_speech": ("pace_min_speech", s["pace_min_speech"]),
+        "conversation_gap_s": ("conversation_gap", s["conversation_gap_s"]),
+        "stress_threshold": ("stress_threshold", s["stress_threshold"]),
+        "tense_threshold": ("tense_threshold", s["tense_threshold"]),
+        "intense_threshold": ("intense_threshold", s["intense_threshold"]),
+        "manager_rise": ("manager_rise", s["manager_rise"]),
+        "empathize_refractory_s": ("empathize_refractory", s["empathize_refractory_s"]),
+        "slow_down_refractory_s": ("slow_down_refractory", s["slow_down_refractory_s"]),
+        "min_gap_s": ("min_gap", s["min_gap_s"]),
+        "baseline_default": ("baseline_default", s["baseline_default"]),
+        "baseline_max": ("baseline_max", s["baseline_max"]),
+        "settle_margin": ("settle_margin", s["settle_margin"]),
+        "rate_rise": ("rate_rise", s["rate_rise"]),
+        "rate_margin": ("rate_margin", s["rate_margin"]),
+        "level_rise_db": ("level_rise_db", s["level_rise_db"]),
+        "level_margin_db": ("level_margin_db", s["level_margin_db"]),
+        "pace_window_s": ("pace_alpha", 2 / (_windows(s["pace_window_s"]) + 1)),
+        "ema_alpha": ("ema_alpha", s["ema_alpha"]),
+        "smoothing_windows": ("span", s["smoothing_windows"] * HOP + HOP / 2),
+        "stress_rise": ("stress_rise", s["stress_rise"]),
+        "empathize_after_s": ("empathize_after", _windows(s["empathize_after_s"])),
+        "manager_after_s": ("manager_after", _windows(s["manager_after_s"])),
+        "manager_rise_s": ("manager_rise_after", _windows(s["manager_rise_s"])),
+        "intense_after_s": ("intense_after", _windows(s["intense_after_s"])),
+        "settle_after_s": ("settle_after", _windows(s["settle_after_s"])),
+        "baseline_s": ("baseline_n", _windows(s["baseline_s"])),
+        "slow_down_after_s": ("slow_down_after", _windows(s["slow_down_after_s"])),
+        "cue_budget": ("cue_budget", s["cue_budget"]),
+        "speaker_baseline_s": ("speaker_baseline_n", _windows(s["speaker_baseline_s"])),
+        # firmware/policy.py _MEDIAN, _EMA, _NONE
+        "smoothing": ("smoothing", {"median": 0, "ema": 1, "none": 2}[s["smoothing"]]),
         # the median's length: 1 when not median
-        "smoothing_windows/k": ("n", "_K", s["smoothing_windows"] if median else 1),
-        "eu_mode": ("n", "_EU", int(s["eu_mode"])),
+        "smoothing_windows/k": ("median_k", s["smoothing_windows"] if median else 1),
+        "eu_mode": ("eu_mode", s["eu_mode"]),
         "stress_from_unknown": (
-            "n",
-            "_FROM_UNKNOWN",
-            int(s["stress_from_unknown"] and not s["eu_mode"]),
+            "stress_from_unknown",
+            s["stress_from_unknown"] and not s["eu_mode"],
         ),
     }
 
@@ -122,33 +119,34 @@ NOT_THE_POLICYS = {
 }
 
 
-def _arrays_cpython(given: dict) -> tuple[list, list]:
+ATTRIBUTES = sorted(a for a, _ in held(GIVEN_A).values())
+
+
+def _held_cpython(given: dict) -> dict:
     p = Policy(given, rand_bytes=bytes)
-    return list(p._f), list(p._n)
+    # a float setting is a one-float cell (firmware/policy.py _cell)
+    return {
+        a: v if isinstance(v, int) else v[0]
+        for a, v in ((a, getattr(p.settings, a)) for a in ATTRIBUTES)
+    }
 
 
-def _arrays_micropython(mpy, given: dict) -> tuple[list, list]:
-    # The offsets are compile-time constants there (not module attributes): the arrays are
-    # read whole and indexed with the offsets CPython reads from the same source.
+def _held_micropython(mpy, given: dict) -> dict:
     code = (
         "import json\nfrom firmware.policy import Policy\n"
         f"p = Policy(json.loads({json.dumps(given)!r}), rand_bytes=bytes)\n"
-        "print(json.dumps([list(p._f), list(p._n)]))\n"
+        "def held(v):\n    return v if isinstance(v, (int, bool)) else v[0]\n"
+        f"print(json.dumps(dict((a, held(getattr(p.settings, a))) for a in {ATTRIBUTES!r})))\n"
     )
-    f, n = json.loads(mpy(code, heapsize="256K").stdout.strip().splitlines()[-1])
-    return f, n
+    return json.loads(mpy(code, heapsize="256K").stdout.strip().splitlines()[-1])
 
 
 def test_the_given_values_are_valid_and_distinct() -> None:
+    switches = ("smoothing", "eu_mode", "stress_from_unknown")
     for given in (GIVEN_A, GIVEN_B):
         assert validate_settings(given)[1] == []
-        values = [v for _, _, v in held(given).values()]
-        floats = [v for a, _, v in held(given).values() if a == "f"]
-        assert len(set(floats)) == len(floats)
-        switches = ("_EU", "_MODE", "_FROM_UNKNOWN")
-        ints = [v for a, c, v in held(given).values() if a == "n" and c not in switches]
-        assert len(set(ints)) == len(ints)
-        assert len(values) == len(floats) + len(ints) + len(switches)
+        values = [v for a, v in held(given).values() if a not in switches]
+        assert len(set(values)) == len(values)
 
 
 def test_every_setting_has_a_place_or_an_owner() -> None:
@@ -161,25 +159,18 @@ def test_every_setting_has_a_place_or_an_owner() -> None:
 
 
 def test_distinct_places() -> None:
-    places = [(a, c) for a, c, _ in held(GIVEN_A).values()]
+    places = [a for a, _ in held(GIVEN_A).values()]
     assert len(set(places)) == len(places)
-    # every settings offset is a different number in its array
-    for arr in ("f", "n"):
-        offsets = [getattr(policy, c) for a, c in places if a == arr]
-        assert len(set(offsets)) == len(offsets)
 
 
 @pytest.mark.parametrize("given", [GIVEN_A, GIVEN_B], ids=["median", "none-eu"])
 def test_each_setting_in_its_place_on_both_interpreters(mpy, given: dict) -> None:
     s = validate_settings(given)[0]
-    expected = held(s)
-    for name, arrays in (
-        ("cpython", _arrays_cpython(given)),
-        ("micropython", _arrays_micropython(mpy, given)),
+    want = {a: v for a, v in held(s).values()}
+    for name, got in (
+        ("cpython", _held_cpython(given)),
+        ("micropython", _held_micropython(mpy, given)),
     ):
-        f, n = arrays
-        got = {
-            key: (f if a == "f" else n)[getattr(policy, c)] for key, (a, c, _) in expected.items()
-        }
-        want = {key: v for key, (_, _, v) in expected.items()}
         assert got == want, name
+        for a in ("eu_mode", "stress_from_unknown"):
+            assert isinstance(got[a], bool), (name, a)
