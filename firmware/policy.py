@@ -12,12 +12,13 @@
 # their scores are dropped on arrival, so nothing about the staff voice is inferred or sent.
 # Why the defaults are what they are: docs/policy.md.
 #
-# Heap: a Policy lives for the whole run on the headset, so its state is two arrays indexed by
-# the constants below (array('d') for the thresholds and the float state, exact on both float
-# widths; array('i') for window counts and counters) instead of ~60 attributes, two helper
-# classes and four small objects; the validated settings dict is not kept, and the code that
-# turns it into the arrays (firmware/policy_setup.py) is loaded only then. Values stored into
-# the float array are written as ints where that is the same number (no boxed float constant).
+# State: named attributes: the settings on `Policy.settings` (configure), then what a
+# conversation and an episode remember; each speaker's pace and loudness in a _Voice, each
+# voice's stress score in a _Smoother (its ring buffer, made once for the longest median, is
+# the one real array). Every float kept is a one-float cell changed in place (`peak[0] = x`,
+# see _cell); ints and flags are plain attributes (small ints are not heap objects).
+from array import array
+
 from firmware.events import new_conversation_id
 
 try:
@@ -25,81 +26,26 @@ try:
 except ImportError:  # CPython: constants are plain ints (int(5) is 5; no function to keep)
     const = int  # type: ignore[assignment,misc]
 
+# smoothing
+_MEDIAN = const(0)
+_EMA = const(1)
+_NONE = const(2)
+_MEDIAN_MAX = const(15)  # the longest median cue_settings allows (smoothing_windows)
+# episode stage
+_CALM = const(0)
+_PAST_EMPATHIZE = const(1)
+_MANAGER = const(2)
+_LONG_AGO = const(-1000000000)  # "never" for the last time a cue was sent
 
-# Float array: settings (filled by firmware/policy_setup.py in this order), then state reset
-# per conversation (_T0 ..), then the smoothers' buffers (k each for the customer and the
-# staff voice, then k of scratch).
-_HOP = const(0)
-_MIN_SPEECH = const(1)
-_PACE_MIN_SPEECH = const(2)
-_GAP = const(3)
-_THR = const(4)  # stress_threshold
-_TENSE = const(5)
-_INTENSE = const(6)
-_RISE = const(7)  # manager_rise
-_EMP_REFR = const(8)
-_SLOW_REFR = const(9)
-_MIN_GAP = const(10)
-_BASE_DEFAULT = const(11)
-_BASE_MAX = const(12)
-_SETTLE_MARGIN = const(13)
-_RATE_RISE = const(14)
-_RATE_MARGIN = const(15)
-_DB_RISE = const(16)
-_DB_MARGIN = const(17)
-_PACE_ALPHA = const(18)
-_EMA_ALPHA = const(19)
-_SPAN = const(20)  # smoothing span: further apart, two scores belong to different turns
-_STRESS_RISE = const(21)  # how far above the customer's own calm level stress starts
-_T0 = const(22)
-_LAST_VOICE = const(23)
-_LAST_NUDGE = const(24)
-_LAST_EMP = const(25)
-_LAST_SLOW = const(26)
-_PEAK = const(27)
-_SCORE = const(28)  # latest smoothed customer stress score
-_BASE_SUM = const(29)
-_STAFF_SCORE = const(30)
-# Highest smoothed staff score while the customer was not tense: what this voice reads as
-# when it is calm (the model scores some calm voices high).
-_STAFF_CALM = const(31)
-_VOICES = const(32)  # staff then customer: base rate, base dB, rate, dB (running average)
-_SMOOTH = const(40)  # customer then staff: value, time of the last score
-_EMP_SCORE = const(44)  # the episode's (reset at settled)
-_FIRST_CUE_T = const(45)
-_TENSE_AT = const(46)  # the customer's tense level: tense_threshold, or higher for a voice read high
-_FBUF = const(47)
-# Int array: settings in windows and switches (filled by firmware/policy_setup.py in this
-# order), then state reset per conversation (_CUES ..), the last seven of it per episode
-# (_STAGE ..).
-_N_EMP = const(0)
-_N_SUSTAIN = const(1)
-_N_RISE = const(2)
-_N_INTENSE = const(3)
-_N_SETTLE = const(4)
-_N_BASE = const(5)
-_N_SLOW = const(6)
-_BUDGET = const(7)
-_N_SPK = const(8)
-_K = const(9)  # median over k scores (1 for ema and none)
-_MODE = const(10)  # smoothing: 0 median, 1 ema, 2 none
-_EU = const(11)
-_FROM_UNKNOWN = const(12)
-_CUES = const(13)
-_NUDGES = const(14)
-_MANAGER_CALLED = const(15)
-_BASE_N = const(16)
-_SLOW_RUN = const(17)
-_VOICE_N = const(18)  # staff, customer: windows in the voice's baseline so far
-_SMOOTH_N = const(20)  # customer then staff: scores held, next buffer slot
-_STAGE = const(24)  # 0 calm, 1 past empathize, 2 manager called
-_ABOVE_RUN = const(25)
-_INTENSE_RUN = const(26)
-_RISE_RUN = const(27)
-_CALM_RUN = const(28)
-_SUSTAIN = const(29)
-_STRESS_N = const(30)
-_IN = const(31)
+
+def _cell():
+    # One float the policy keeps, changed in place (`cell[0] = x`): stored unboxed, made once,
+    # it never moves. A float attribute would be a new boxed float on MicroPython's heap at
+    # every change (every window for the state, every config message for the settings), each
+    # left wherever the heap had room; those long-lived blocks cut the free heap into holes
+    # too small for the network's larger buffers (a TLS record, a module loaded on demand).
+    # Reading cell[0] makes a short-lived float, as reading any float array does.
+    return array("d", bytes(8))
 
 
 def _r3(x):
@@ -109,6 +55,139 @@ def _r3(x):
 
 class PolicyError(ValueError):
     pass
+
+
+class _Settings:
+    """The policy's settings as it uses them (Policy.configure): durations in windows, the
+    smoothing as _MEDIAN, _EMA or _NONE."""
+
+    def __init__(self):
+        # Every attribute made here, before Policy.configure loads the settings validator: a
+        # config message then changes values in place and leaves no new long-lived block
+        # among the validator's code, which is dropped after it.
+        self.hop = _cell()
+        self.min_speech = _cell()
+        self.pace_min_speech = _cell()
+        self.conversation_gap = _cell()
+        self.stress_threshold = _cell()
+        self.stress_rise = _cell()
+        self.tense_threshold = _cell()
+        self.intense_threshold = _cell()
+        self.manager_rise = _cell()
+        self.empathize_refractory = _cell()
+        self.slow_down_refractory = _cell()
+        self.min_gap = _cell()
+        self.baseline_default = _cell()
+        self.baseline_max = _cell()
+        self.settle_margin = _cell()
+        self.rate_rise = _cell()
+        self.rate_margin = _cell()
+        self.level_rise_db = _cell()
+        self.level_margin_db = _cell()
+        self.pace_alpha = _cell()
+        self.ema_alpha = _cell()
+        self.span = _cell()
+        self.smoothing = 0
+        self.median_k = 0
+        self.empathize_after = 0
+        self.manager_after = 0
+        self.manager_rise_after = 0
+        self.intense_after = 0
+        self.settle_after = 0
+        self.baseline_n = 0
+        self.slow_down_after = 0
+        self.speaker_baseline_n = 0
+        self.cue_budget = 0
+        self.eu_mode = False
+        self.stress_from_unknown = False
+
+
+class _Voice:
+    """One speaker's pace (onsets/s) and loudness (dB) in the current conversation: a baseline
+    from their first windows, then a short running average of the recent ones."""
+
+    def __init__(self):
+        self.base_rate = _cell()
+        self.base_db = _cell()
+        self.rate = _cell()
+        self.db = _cell()
+        self.forget()
+
+    def forget(self):
+        self.heard = 0  # windows in the baseline so far
+        self.base_rate[0] = 0
+        self.base_db[0] = 0
+        self.rate[0] = 0
+        self.db[0] = 0
+
+    def hear(self, rate, level_db, baseline_n, alpha):
+        if self.heard < baseline_n:
+            self.heard += 1
+            self.base_rate[0] += (rate - self.base_rate[0]) / self.heard
+            self.base_db[0] += (level_db - self.base_db[0]) / self.heard
+            self.rate[0] = self.base_rate[0]
+            self.db[0] = self.base_db[0]
+        else:
+            self.rate[0] += alpha * (rate - self.rate[0])
+            self.db[0] += alpha * (level_db - self.db[0])
+
+
+class _Smoother:
+    """One voice's stress score, smoothed: the median of its last k scores, an EMA, or the
+    score as it is. Scores further apart than the smoothing span belong to different turns: a
+    new turn starts afresh instead of being held back by the end of the speaker's previous
+    one. The ring buffer is made once, for the longest median; `ordered` is scratch space for
+    the median, shared by both voices."""
+
+    def __init__(self, ordered):
+        self.ring = array("d", bytes(8 * _MEDIAN_MAX))
+        self.ordered = ordered
+        self.value = _cell()
+        self.t = _cell()  # time of the last score
+        self.forget()
+
+    def forget(self):
+        self.value[0] = 0
+        self.t[0] = 0
+        self.held = 0  # scores held (median, ema)
+        self.slot = 0  # next ring slot
+
+    def add(self, t, score, p):
+        """The smoothed score with `score` (at time t) in, by the policy's settings `p`."""
+        if self.held and t - self.t[0] > p.span[0]:
+            self.held = 0
+            self.slot = 0
+        self.t[0] = t
+        if p.smoothing == _EMA:
+            self.value[0] = (
+                score
+                if self.held == 0
+                else self.value[0] + p.ema_alpha[0] * (score - self.value[0])
+            )
+            self.held += 1
+        elif p.smoothing == _NONE:
+            self.value[0] = score
+        else:
+            k = p.median_k
+            ring = self.ring
+            s = self.ordered
+            ring[self.slot] = score
+            self.slot = (self.slot + 1) % k
+            if self.held < k:
+                self.held += 1
+            m = self.held
+            for j in range(m):  # insertion sort of at most k values
+                x = ring[j]
+                i = j
+                while i > 0 and s[i - 1] > x:
+                    s[i] = s[i - 1]
+                    i -= 1
+                s[i] = x
+            if m & 1:
+                self.value[0] = s[m // 2]
+            else:
+                self.value[0] = (s[m // 2 - 1] + s[m // 2]) / 2
+        return self.value[0]
 
 
 class Policy:
@@ -124,36 +203,87 @@ class Policy:
     """
 
     def __init__(self, settings=None, rand_bytes=None):
-        self._f = self._n = None
         self._rand = rand_bytes
+        self.settings = _Settings()
+        ordered = array("d", bytes(8 * _MEDIAN_MAX))
+        self.customer_score = _Smoother(ordered)
+        self.staff_score = _Smoother(ordered)
+        self.staff_voice = _Voice()
+        self.customer_voice = _Voice()
+        self.t0 = _cell()
+        self.last_voice = _cell()
+        self.last_nudge = _cell()
+        self.last_empathize = _cell()
+        self.last_slow_down = _cell()
+        self.peak = _cell()
+        self.score = _cell()  # latest smoothed customer stress score
+        self.base_sum = _cell()
+        # Highest smoothed staff score while the customer was not tense: what this voice reads
+        # as when it is calm (the model scores some calm voices high).
+        self.staff_calm = _cell()
+        # The customer's tense level: tense_threshold, or higher for a voice read high.
+        self.tense_at = _cell()
+        self.empathize_score = _cell()
+        self.first_cue_t = _cell()
         self.configure(settings)
         if rand_bytes is None:
             raise PolicyError("pass rand_bytes (e.g. os.urandom) to make conversation ids")
 
     def configure(self, settings):
         """(New) settings, checked (SettingsError lists what is wrong); the policy starts over.
-        The arrays are made once, for the longest smoothing, and refilled in place: a config
-        message on the headset then allocates nothing that outlives it, so no long-lived block
-        lands among the code it loads for the moment and cuts the heap up once that is gone."""
+        Durations become numbers of windows here. The smoothers and voices are made once and
+        reused: a config message on the headset makes no new long-lived object but the
+        settings' own values."""
         # The validator is imported here, not at the top: the headset drops
-        # firmware.cue_settings between config messages (firmware/app.py); the policy keeps
-        # only the values it uses. checked() gives them key by key, without a dict of all the
-        # settings (one 624 B block).
+        # firmware.cue_settings between config messages (firmware/app.py). checked() gives the
+        # values key by key, without a dict of all the settings.
         from firmware.cue_settings import SettingsError, checked, windows
 
-        s, errors = checked(settings or {})
+        v, errors = checked(settings or {})
         if errors:
             raise SettingsError("; ".join(errors))
-        import sys
-
-        import firmware
-        from firmware import policy_setup
-
-        self._f, self._n = policy_setup.arrays(s, windows, _FBUF, _IN, self._f, self._n)
-        # Needed again only for the next settings: not kept loaded (as firmware/app.py's _forget).
-        sys.modules.pop("firmware.policy_setup", None)
-        if hasattr(firmware, "policy_setup"):
-            delattr(firmware, "policy_setup")
+        s = self.settings
+        hop = v["hop_s"]
+        s.hop[0] = hop
+        s.min_speech[0] = v["min_speech"]
+        s.pace_min_speech[0] = v["pace_min_speech"]
+        s.conversation_gap[0] = v["conversation_gap_s"]
+        s.stress_threshold[0] = v["stress_threshold"]
+        s.stress_rise[0] = v["stress_rise"]  # how far above the customer's own calm level
+        s.tense_threshold[0] = v["tense_threshold"]
+        s.intense_threshold[0] = v["intense_threshold"]
+        s.manager_rise[0] = v["manager_rise"]
+        s.empathize_refractory[0] = v["empathize_refractory_s"]
+        s.slow_down_refractory[0] = v["slow_down_refractory_s"]
+        s.min_gap[0] = v["min_gap_s"]
+        s.baseline_default[0] = v["baseline_default"]
+        s.baseline_max[0] = v["baseline_max"]
+        s.settle_margin[0] = v["settle_margin"]
+        s.rate_rise[0] = v["rate_rise"]
+        s.rate_margin[0] = v["rate_margin"]
+        s.level_rise_db[0] = v["level_rise_db"]
+        s.level_margin_db[0] = v["level_margin_db"]
+        s.pace_alpha[0] = 2 / (windows(v["pace_window_s"], hop) + 1)  # EMA of pace and loudness
+        s.ema_alpha[0] = v["ema_alpha"]
+        mode = v["smoothing"]
+        s.smoothing = _MEDIAN if mode == "median" else (_EMA if mode == "ema" else _NONE)
+        s.median_k = v["smoothing_windows"] if mode == "median" else 1
+        # The smoothing span: k consecutive hops, with room for float rounding; further apart,
+        # two scores belong to different turns.
+        s.span[0] = v["smoothing_windows"] * hop + hop / 2
+        # In windows:
+        s.empathize_after = windows(v["empathize_after_s"], hop)
+        s.manager_after = windows(v["manager_after_s"], hop)
+        s.manager_rise_after = windows(v["manager_rise_s"], hop)
+        s.intense_after = windows(v["intense_after_s"], hop)
+        s.settle_after = windows(v["settle_after_s"], hop)
+        s.baseline_n = windows(v["baseline_s"], hop)
+        s.slow_down_after = windows(v["slow_down_after_s"], hop)
+        s.speaker_baseline_n = windows(v["speaker_baseline_s"], hop)
+        s.cue_budget = v["cue_budget"]
+        s.eu_mode = v["eu_mode"]
+        # Outside EU mode only: an unattributed voice's stress may count as the customer's.
+        s.stress_from_unknown = v["stress_from_unknown"] and not v["eu_mode"]
         self.reset()
 
     def reset(self):
@@ -168,23 +298,22 @@ class Policy:
     def step(self, t, score, speaker, rate, level_db, speech):
         if speaker != "staff" and speaker != "customer" and speaker != "unknown":
             raise PolicyError("speaker must be staff, customer or unknown (got %r)" % (speaker,))
-        f = self._f
-        n = self._n
+        s = self.settings
         out = []
-        voiced = speech >= f[_MIN_SPEECH]
+        voiced = speech >= s.min_speech[0]
         if self.conv is None:
             if not voiced:
                 return out
             self.conv = new_conversation_id(self._rand)
-            f[_T0] = t
-            f[_LAST_VOICE] = t
+            self.t0[0] = t
+            self.last_voice[0] = t
             out.append(
                 {"type": "conversation", "t": t, "conv": self.conv, "phase": "start", "conv_s": 0.0}
             )
         elif voiced:
-            f[_LAST_VOICE] = t
+            self.last_voice[0] = t
         else:
-            if t - f[_LAST_VOICE] >= f[_GAP]:
+            if t - self.last_voice[0] >= s.conversation_gap[0]:
                 out.append(self._end(t))
             # Pauses, noise and bursts shorter than min_speech neither count nor reset.
             return out
@@ -193,115 +322,31 @@ class Policy:
         elif score is not None and score > 1.0:
             score = 1.0
         staff = speaker == "staff"
-        # Whose stress this score is: the customer's (0; an unattributed voice only when
-        # stress_from_unknown), the staff voice's (1; outside EU mode only, for mirroring).
-        w = -1
+        # Whose stress this score is: the customer's (an unattributed voice only when
+        # stress_from_unknown), the staff voice's (outside EU mode only, for mirroring).
+        customers = False
         if score is not None:
             if staff:
-                w = -1 if n[_EU] else 1
-            elif speaker == "customer" or n[_FROM_UNKNOWN]:
-                w = 0
-        if w >= 0:
-            # Smoothed: median of the last k scores, an EMA, or nothing. Scores further apart
-            # than the smoothing span belong to different turns: a new turn starts afresh
-            # instead of being held back by the end of the speaker's previous one.
-            v = _SMOOTH + 2 * w  # value, time of the last score
-            c = _SMOOTH_N + 2 * w  # scores held, next buffer slot
-            if n[c] and t - f[v + 1] > f[_SPAN]:
-                n[c] = 0
-                n[c + 1] = 0
-                f[v] = 0
-            f[v + 1] = t
-            mode = n[_MODE]
-            if mode == 1:
-                f[v] = score if n[c] == 0 else f[v] + f[_EMA_ALPHA] * (score - f[v])
-                n[c] += 1
-            elif mode == 2:
-                f[v] = score
-            else:
-                k = n[_K]
-                buf = _FBUF + w * k
-                tmp = _FBUF + 2 * k
-                f[buf + n[c + 1]] = score
-                n[c + 1] = (n[c + 1] + 1) % k
-                if n[c] < k:
-                    n[c] += 1
-                m = n[c]
-                for j in range(m):  # insertion sort of at most k values
-                    x = f[buf + j]
-                    i = j
-                    while i > 0 and f[tmp + i - 1] > x:
-                        f[tmp + i] = f[tmp + i - 1]
-                        i -= 1
-                    f[tmp + i] = x
-                if m & 1:
-                    f[v] = f[tmp + m // 2]
-                else:
-                    f[v] = (f[tmp + m // 2 - 1] + f[tmp + m // 2]) / 2
-            x = f[v]
-            if w:
-                f[_STAFF_SCORE] = x
-                if (f[_SCORE] < f[_TENSE] or f[_SCORE] < f[_TENSE_AT]) and x > f[_STAFF_CALM]:
-                    f[_STAFF_CALM] = x
+                if not s.eu_mode:
+                    x = self.staff_score.add(t, score, s)
+                    if (
+                        self.score[0] < s.tense_threshold[0] or self.score[0] < self.tense_at[0]
+                    ) and x > self.staff_calm[0]:
+                        self.staff_calm[0] = x
+            elif speaker == "customer" or s.stress_from_unknown:
+                customers = True
+                x = self.customer_score.add(t, score, s)
         # Pace and loudness only from windows mostly full of speech: a window that a turn
         # starts or ends in holds fewer onsets and would read as a slower, quieter voice.
-        solid = speech >= f[_PACE_MIN_SPEECH]
+        solid = speech >= s.pace_min_speech[0]
         if solid and speaker != "unknown":
-            # The speaker's pace and loudness: a baseline from their first windows, then a
-            # short running average of the recent ones.
-            v = _VOICES if staff else _VOICES + 4
-            c = _VOICE_N if staff else _VOICE_N + 1
-            if n[c] < n[_N_SPK]:
-                n[c] += 1
-                f[v] += (rate - f[v]) / n[c]
-                f[v + 1] += (level_db - f[v + 1]) / n[c]
-                f[v + 2] = f[v]
-                f[v + 3] = f[v + 1]
-            else:
-                a = f[_PACE_ALPHA]
-                f[v + 2] += a * (rate - f[v + 2])
-                f[v + 3] += a * (level_db - f[v + 3])
-        if w == 0:
+            (self.staff_voice if staff else self.customer_voice).hear(
+                rate, level_db, s.speaker_baseline_n, s.pace_alpha[0]
+            )
+        if customers:
             self._stress(t, x, out)
         elif staff and solid:
-            # slow_down: the staff voice faster or louder than the customer, or rising with
-            # them, for slow_down_after_s.
-            reason = None
-            if n[_VOICE_N] >= n[_N_SPK]:  # the staff voice's baseline is known
-                tense = f[_SCORE] >= f[_TENSE] and f[_SCORE] >= f[_TENSE_AT]
-                # staff: _VOICES + 0..3, customer: _VOICES + 4..7 (base rate, base dB, rate, dB)
-                s_db = f[_VOICES + 3] - f[_VOICES + 1]
-                rising = f[_VOICES + 2] - f[_VOICES] >= f[_RATE_RISE] or s_db >= f[_DB_RISE]
-                faster = louder = cust_rising = False
-                if n[_VOICE_N + 1] >= n[_N_SPK]:
-                    c_db = f[_VOICES + 7] - f[_VOICES + 5]
-                    faster = f[_VOICES + 2] >= f[_VOICES + 6] + f[_RATE_MARGIN]
-                    louder = s_db >= c_db + f[_DB_MARGIN]
-                    cust_rising = (
-                        f[_VOICES + 6] - f[_VOICES + 4] >= f[_RATE_RISE] or c_db >= f[_DB_RISE]
-                    )
-                if rising and (cust_rising or tense):
-                    reason = "mirroring"
-                elif faster and (rising or tense):
-                    reason = "faster"
-                elif louder and rising:
-                    reason = "louder"
-                # The staff voice's stress mirrors the customer's only when it rose above what
-                # the same voice read while the customer was calm.
-                elif (
-                    not n[_EU]
-                    and f[_STAFF_SCORE] >= f[_THR]
-                    and f[_STAFF_SCORE] > f[_STAFF_CALM] + f[_SETTLE_MARGIN]
-                    and (tense or cust_rising)
-                ):
-                    reason = "mirroring"
-            if reason is None:
-                n[_SLOW_RUN] = 0
-            else:
-                n[_SLOW_RUN] += 1
-                if n[_SLOW_RUN] >= n[_N_SLOW]:
-                    if self._nudge(t, _LAST_SLOW, _SLOW_REFR, "slow_down", reason, out) == 0:
-                        n[_SLOW_RUN] = 0
+            self._slow_down(t, out)
         return out
 
     def finish(self, t):
@@ -314,8 +359,6 @@ class Policy:
 
     def _end(self, t):
         # The conversation's end decision (None when t is None), and its state starts over.
-        f = self._f
-        n = self._n
         d = None
         if t is not None:
             d = {
@@ -323,148 +366,222 @@ class Policy:
                 "t": t,
                 "conv": self.conv,
                 "phase": "end",
-                "conv_s": _r3(f[_LAST_VOICE] - f[_T0]),
-                "cues": n[_CUES],
+                "conv_s": _r3(self.last_voice[0] - self.t0[0]),
+                "cues": self.cues,
             }
-            if f[_PEAK] >= 0:
-                d["peak"] = _r3(f[_PEAK])
+            if self.peak[0] >= 0:
+                d["peak"] = _r3(self.peak[0])
             self.conv = None
-        for i in range(_T0, _FBUF):
-            f[i] = 0
-        f[_LAST_NUDGE] = -1000000000
-        f[_LAST_EMP] = -1000000000
-        f[_LAST_SLOW] = -1000000000
-        f[_PEAK] = -1
-        f[_FIRST_CUE_T] = -1
-        for i in range(_CUES, _IN):
-            n[i] = 0
+        self.t0[0] = 0
+        self.last_voice[0] = 0
+        self.last_nudge[0] = _LONG_AGO
+        self.last_empathize[0] = _LONG_AGO
+        self.last_slow_down[0] = _LONG_AGO
+        self.peak[0] = -1
+        self.score[0] = 0
+        self.base_sum[0] = 0
+        self.base_n = 0
+        self.staff_calm[0] = 0
+        self.tense_at[0] = 0
+        self.cues = 0
+        self.nudges = 0
+        self.manager_called = False
+        self.slow_down_run = 0
+        self.customer_score.forget()
+        self.staff_score.forget()
+        self.staff_voice.forget()
+        self.customer_voice.forget()
+        self._end_episode()
         return d
+
+    def _end_episode(self):
+        # An episode runs from the first empathize-worthy stretch to `settled`.
+        self.stage = _CALM
+        self.above_run = 0
+        self.intense_run = 0
+        self.rise_run = 0
+        self.calm_run = 0
+        self.sustained = 0
+        self.stress_n = 0  # stressed windows
+        self.empathize_score[0] = 0
+        self.first_cue_t[0] = -1
 
     # ---- decisions -----------------------------------------------------------------------
 
     def _cue(self, t, cue, reason, out):
-        f = self._f
-        n = self._n
+        s = self.settings
         d = {
             "type": "cue",
             "t": t,
             "conv": self.conv,
             "cue": cue,
             "level": 3 if cue == "call_manager" else (2 if cue == "empathize" else 1),
-            "score": _r3(f[_SCORE]),
-            "conv_s": _r3(t - f[_T0]),
+            "score": _r3(self.score[0]),
+            "conv_s": _r3(t - self.t0[0]),
             "reason": reason,
         }
         if cue != "slow_down":
-            d["stress_s"] = _r3(n[_STRESS_N] * f[_HOP])
-            if cue != "settled" and f[_FIRST_CUE_T] < 0:
-                f[_FIRST_CUE_T] = t
-        n[_CUES] += 1
+            d["stress_s"] = _r3(self.stress_n * s.hop[0])
+            if cue != "settled" and self.first_cue_t[0] < 0:
+                self.first_cue_t[0] = t
+        self.cues += 1
         out.append(d)
         return d
 
     def _nudge(self, t, last, refractory, cue, reason, out):
         # A nudge (empathize, slow_down) unless held back: 1 when the budget or the cue's
-        # refractory time (f[refractory] since f[last]) drops it, 2 when the gap since the
-        # last nudge only delays it to a later window; 0 when sent.
-        f = self._f
-        n = self._n
-        if n[_NUDGES] >= n[_BUDGET] or t - f[last] < f[refractory]:
+        # refractory time since it was last sent (at `last`) drops it, 2 when the gap since the
+        # last nudge only delays it to a later window; 0 when sent (the caller notes the time).
+        s = self.settings
+        if self.nudges >= s.cue_budget or t - last < refractory:
             return 1
-        if t - f[_LAST_NUDGE] < f[_MIN_GAP]:
+        if t - self.last_nudge[0] < s.min_gap[0]:
             return 2
-        f[last] = t
-        n[_NUDGES] += 1
-        f[_LAST_NUDGE] = t
+        self.nudges += 1
+        self.last_nudge[0] = t
         self._cue(t, cue, reason, out)
         return 0
 
+    def _slow_down(self, t, out):
+        # slow_down: the staff voice faster or louder than the customer, or rising with them,
+        # for slow_down_after_s.
+        s = self.settings
+        reason = None
+        staff = self.staff_voice
+        cust = self.customer_voice
+        if staff.heard >= s.speaker_baseline_n:  # the staff voice's baseline is known
+            tense = self.score[0] >= s.tense_threshold[0] and self.score[0] >= self.tense_at[0]
+            s_db = staff.db[0] - staff.base_db[0]
+            rising = (
+                staff.rate[0] - staff.base_rate[0] >= s.rate_rise[0] or s_db >= s.level_rise_db[0]
+            )
+            faster = louder = cust_rising = False
+            if cust.heard >= s.speaker_baseline_n:
+                c_db = cust.db[0] - cust.base_db[0]
+                faster = staff.rate[0] >= cust.rate[0] + s.rate_margin[0]
+                louder = s_db >= c_db + s.level_margin_db[0]
+                cust_rising = (
+                    cust.rate[0] - cust.base_rate[0] >= s.rate_rise[0] or c_db >= s.level_rise_db[0]
+                )
+            if rising and (cust_rising or tense):
+                reason = "mirroring"
+            elif faster and (rising or tense):
+                reason = "faster"
+            elif louder and rising:
+                reason = "louder"
+            # The staff voice's stress mirrors the customer's only when it rose above what the
+            # same voice read while the customer was calm.
+            elif (
+                not s.eu_mode
+                and self.staff_score.value[0] >= s.stress_threshold[0]
+                and self.staff_score.value[0] > self.staff_calm[0] + s.settle_margin[0]
+                and (tense or cust_rising)
+            ):
+                reason = "mirroring"
+        if reason is None:
+            self.slow_down_run = 0
+            return
+        self.slow_down_run += 1
+        if self.slow_down_run >= s.slow_down_after:
+            sent = self._nudge(
+                t, self.last_slow_down[0], s.slow_down_refractory[0], "slow_down", reason, out
+            )
+            if sent == 0:
+                self.last_slow_down[0] = t
+                self.slow_down_run = 0
+
     def _stress(self, t, x, out):
-        f = self._f
-        n = self._n
-        f[_SCORE] = x
-        if x > f[_PEAK]:
-            f[_PEAK] = x
-        if n[_BASE_N] < n[_N_BASE]:
-            n[_BASE_N] += 1
-            f[_BASE_SUM] += x
+        s = self.settings
+        self.score[0] = x
+        if x > self.peak[0]:
+            self.peak[0] = x
+        if self.base_n < s.baseline_n:
+            self.base_n += 1
+            self.base_sum[0] += x
         # The customer's own calm level: the mean of their first baseline_s of speech, capped
         # so that an angry opening does not become "calm".
-        known = n[_BASE_N] >= n[_N_BASE]
-        b = f[_BASE_SUM] / n[_BASE_N] if known else f[_BASE_DEFAULT]
+        known = self.base_n >= s.baseline_n
+        b = self.base_sum[0] / self.base_n if known else s.baseline_default[0]
         # Stressed = above stress_threshold *and* stress_rise above their own calm level (a
         # voice the model reads high when calm must rise above that), at most the intense
         # level; not before that level is known (the first seconds of a conversation read
         # high: the front end's baseline is still forming), except for the very intense.
-        thr = b + f[_STRESS_RISE]
-        if thr < f[_THR]:
-            thr = f[_THR]
-        if thr > f[_INTENSE]:
-            thr = f[_INTENSE]
+        thr = b + s.stress_rise[0]
+        if thr < s.stress_threshold[0]:
+            thr = s.stress_threshold[0]
+        if thr > s.intense_threshold[0]:
+            thr = s.intense_threshold[0]
         # "Tense" (for slow_down) moves with it: halfway up to the stress level.
-        f[_TENSE_AT] = b + f[_STRESS_RISE] / 2
+        self.tense_at[0] = b + s.stress_rise[0] / 2
         # Settled: back within settle_margin of the calm level (capped, so a customer who
         # arrived angry must come down to a calm level, not to their angry opening), or below
         # halfway from their own calm level to the stress level.
         calm = (b if b < thr else thr) + thr
         calm = calm / 2
-        if b >= f[_BASE_MAX]:
-            b = f[_BASE_MAX]
-        if calm < b + f[_SETTLE_MARGIN]:
-            calm = b + f[_SETTLE_MARGIN]
+        if b >= s.baseline_max[0]:
+            b = s.baseline_max[0]
+        if calm < b + s.settle_margin[0]:
+            calm = b + s.settle_margin[0]
         above = known and x >= thr
-        n[_ABOVE_RUN] = n[_ABOVE_RUN] + 1 if above else 0
-        n[_INTENSE_RUN] = n[_INTENSE_RUN] + 1 if x >= f[_INTENSE] else 0
+        self.above_run = self.above_run + 1 if above else 0
+        self.intense_run = self.intense_run + 1 if x >= s.intense_threshold[0] else 0
         # An episode runs from the first empathize-worthy stretch to `settled`.
-        stage = n[_STAGE]
+        stage = self.stage
         reason = None
-        if stage == 0:
-            if n[_ABOVE_RUN] == 0 and n[_INTENSE_RUN] == 0:
+        if stage == _CALM:
+            if self.above_run == 0 and self.intense_run == 0:
                 return
-            n[_STRESS_N] += 1
-            if n[_INTENSE_RUN] < n[_N_INTENSE]:
+            self.stress_n += 1
+            if self.intense_run < s.intense_after:
                 # While very intense right now, wait a moment for call_manager instead.
-                if n[_ABOVE_RUN] >= n[_N_EMP] and n[_INTENSE_RUN] == 0:
+                if self.above_run >= s.empathize_after and self.intense_run == 0:
                     # Dropped by budget or refractory, the episode still moves on, so the
                     # manager can be called when stress carries on; a gap retries next window.
-                    if (
-                        self._nudge(t, _LAST_EMP, _EMP_REFR, "empathize", "stress_sustained", out)
-                        < 2
-                    ):
-                        n[_STAGE] = 1
-                        f[_EMP_SCORE] = x
+                    sent = self._nudge(
+                        t,
+                        self.last_empathize[0],
+                        s.empathize_refractory[0],
+                        "empathize",
+                        "stress_sustained",
+                        out,
+                    )
+                    if sent == 0:
+                        self.last_empathize[0] = t
+                    if sent < 2:
+                        self.stage = _PAST_EMPATHIZE
+                        self.empathize_score[0] = x
                 return
             reason = "very_intense"
         else:
             if above:
-                n[_STRESS_N] += 1
-            if stage == 1:
+                self.stress_n += 1
+            if stage == _PAST_EMPATHIZE:
                 if above:
-                    n[_SUSTAIN] += 1
-                n[_RISE_RUN] = n[_RISE_RUN] + 1 if x >= f[_EMP_SCORE] + f[_RISE] else 0
-                if n[_INTENSE_RUN] >= n[_N_INTENSE]:
+                    self.sustained += 1
+                if x >= self.empathize_score[0] + s.manager_rise[0]:
+                    self.rise_run += 1
+                else:
+                    self.rise_run = 0
+                if self.intense_run >= s.intense_after:
                     reason = "very_intense"
-                elif n[_SUSTAIN] >= n[_N_SUSTAIN]:
+                elif self.sustained >= s.manager_after:
                     reason = "sustained"
-                elif n[_RISE_RUN] >= n[_N_RISE]:
+                elif self.rise_run >= s.manager_rise_after:
                     reason = "rising"
         if reason is not None:
             # call_manager: once per conversation; never held back by the budget,
             # refractory or gap.
-            n[_STAGE] = 2
-            if not n[_MANAGER_CALLED]:
-                n[_MANAGER_CALLED] = 1
+            self.stage = _MANAGER
+            if not self.manager_called:
+                self.manager_called = True
                 self._cue(t, "call_manager", reason, out)
             return
-        n[_CALM_RUN] = n[_CALM_RUN] + 1 if x <= calm else 0
-        if n[_CALM_RUN] >= n[_N_SETTLE]:
-            if f[_FIRST_CUE_T] >= 0:
+        self.calm_run = self.calm_run + 1 if x <= calm else 0
+        if self.calm_run >= s.settle_after:
+            if self.first_cue_t[0] >= 0:
                 d = self._cue(t, "settled", "baseline", out)
-                d["ttd_s"] = _r3(t - f[_FIRST_CUE_T])
-            for i in range(_STAGE, _IN):
-                n[i] = 0
-            f[_EMP_SCORE] = 0
-            f[_FIRST_CUE_T] = -1
+                d["ttd_s"] = _r3(t - self.first_cue_t[0])
+            self._end_episode()
 
 
 def event_fields(decision):

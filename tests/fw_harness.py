@@ -20,7 +20,7 @@ RUNNER = REPO / "firmware" / "host" / "runner.py"
 DEMO_WAV = REPO / "calmcue" / "data" / "demo_conversation.wav"
 
 
-def runner_cmd(build: Path, flash: Path, wav: Path, port: int, *extra: str, heap: str = "96K",
+def runner_cmd(build: Path, flash: Path, wav: Path, port: int, *extra: str, heap: str = "112K",
                rom: Path | None = None):  # fmt: skip
     """`rom`: run from that ROMFS image of the build (calmcue.shared.romport maps it outside the heap,
     the runner mounts it at /rom) instead of the build folder."""
@@ -41,7 +41,7 @@ def runner_cmd(build: Path, flash: Path, wav: Path, port: int, *extra: str, heap
     ]
 
 
-def run_through(build, flash, wav, port, *extra, heap="96K", timeout=120, rom=None) -> list[dict]:
+def run_through(build, flash, wav, port, *extra, heap="112K", timeout=120, rom=None) -> list[dict]:
     """Play straight through; returns the JSON lines. Fails with the output on a crash."""
     proc = subprocess.run(
         runner_cmd(build, flash, wav, port, *extra, heap=heap, rom=rom),
@@ -59,7 +59,7 @@ def run_through(build, flash, wav, port, *extra, heap="96K", timeout=120, rom=No
 class Device:
     """The runner in --control mode: send a command, get the lines up to its state line."""
 
-    def __init__(self, build, flash, wav, port, heap="96K", rom=None):
+    def __init__(self, build, flash, wav, port, heap="112K", rom=None):
         self.proc = subprocess.Popen(
             runner_cmd(build, flash, wav, port, "--control", heap=heap, rom=rom),
             stdin=subprocess.PIPE,

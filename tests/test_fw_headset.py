@@ -14,13 +14,16 @@ from fw_harness import Collector, Device, run_through
 from firmware import events
 
 SITE_DEV = "calmcue/v1/demo/headset-1/"
-# The issue's budget: the whole firmware (features, shipped model, policy, attribution, umqtt,
-# app, and the host-only fakes the device does not carry) boots and runs in a 96K heap on this
-# 64-bit unix port, where every object is twice its ESP32 size. make bench measures the smallest
-# heap that still works (docs/firmware.md, "Memory").
-HEAP = "96K"
-# The device's own asyncio main loop (tasks, poller, stream) in the same budget.
-ASYNC_HEAP = "96K"
+# The whole firmware (features, shipped model, policy, attribution, umqtt, app, and the host-only
+# fakes the device does not carry), its code loaded from a folder into the heap, on this 64-bit
+# unix port, where every object is twice its ESP32 size. 96K until the cue policy's state was
+# named again (issue 14: its float cells cost ~8 KB here); the OTA download, which loads the
+# most code at once, needs 112K, the rest 104K. The code in flash (ROMFS image) runs in 64K
+# (tests/test_fw_romfs.py). make bench measures the smallest heap that still works
+# (docs/firmware.md, "Memory").
+HEAP = "112K"
+# The device's own asyncio main loop (tasks, poller, stream).
+ASYNC_HEAP = "104K"
 
 
 @pytest.fixture

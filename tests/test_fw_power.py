@@ -61,7 +61,7 @@ def test_the_fakes_take_only_what_the_esp32_port_takes(host_build):
 def test_firmware_sets_240_mhz_and_wifi_power_save_once_and_keeps_it(
     host_build, headset_wav, tmp_path, mosquitto
 ):
-    """The whole firmware on the unix port (96K heap) through a broker session: the clock set
+    """The whole firmware on the unix port (the harness heap) through a broker session: the clock set
     once at boot, Wi-Fi power save set once before the first join and still in force after it."""
     (tmp_path / "flash").mkdir()
     lines = run_through(host_build, tmp_path / "flash", headset_wav, mosquitto.port,

@@ -52,7 +52,6 @@ def test_policy_runs_in_a_small_heap(mpy, tmp_path: Path) -> None:
         "events",
         "cue_settings",
         "policy",
-        "policy_setup",
         "policy_replay",
         "attribution",
         "attribution_modes",
