@@ -54,7 +54,8 @@ def good_events(n: int, devices: int = 4, site: str = SITE) -> list[Message]:
     return [message(event(f"counter-{i % devices}", i // devices, site=site)) for i in range(n)]
 
 
-def wait_until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
+def wait_until(pred: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
+    """`pred()`'s first true answer, polled every 20 ms; AssertionError after `timeout` s."""
     deadline = time.monotonic() + timeout
     while True:
         got = pred()
@@ -62,7 +63,7 @@ def wait_until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
             return got
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(0.02)
 
 
 # ---- the companion as its own process ------------------------------------------------------------
@@ -303,27 +304,13 @@ def kill9_during_ingest(
     db_url: str, workdir: Path, n: int = 4000, rate: float | None = None
 ) -> dict[str, Any]:
     """kill -9 the companion while events stream in; start it again; count."""
-    msgs = good_events(n)
-    with rig(db_url, workdir) as (broker, comp, ledger):
-        fleet = Fleet(broker.port)
-        killed = threading.Event()
 
-        def killer() -> None:
-            wait_until(lambda: ledger.stored() >= n // 4, 60, "a quarter stored")
-            comp.kill9()  # mid-stream: rows in its queue, batches in flight
-            killed.set()
-            comp.start()
+    def kill(broker: Any, comp: Any) -> None:
+        comp.kill9()  # mid-stream: rows in its queue, batches in flight
+        comp.start()
 
-        t = threading.Thread(target=killer)
-        t.start()
-        fleet.send(msgs, rate=rate)
-        t.join(90)
-        catch_up = _wait_stored(ledger, n, 60)
-        fleet.close()
-        figures: dict[str, Any] = ledger.figures(keys_of(msgs))
-        figures.update(
-            killed=int(killed.is_set()), starts=comp.starts, catch_up_s=round(catch_up, 1)
-        )
+    figures, comp = _fault_mid_stream(db_url, workdir, n, rate, n // 4, kill)
+    figures.update(killed=figures.pop("faulted"), starts=comp.starts)
     return figures
 
 
@@ -331,25 +318,42 @@ def broker_restart_mid_stream(
     db_url: str, workdir: Path, n: int = 4000, rate: float = 2000
 ) -> dict[str, Any]:
     """Restart the (persistent) broker while events stream in; count."""
+    figures, _ = _fault_mid_stream(
+        db_url, workdir, n, rate, n // 3, lambda broker, comp: broker.restart()
+    )
+    figures.update(restarted=figures.pop("faulted"))
+    return figures
+
+
+def _fault_mid_stream(
+    db_url: str,
+    workdir: Path,
+    n: int,
+    rate: float | None,
+    after: int,
+    fault: Callable[[Any, Any], None],
+) -> tuple[dict[str, Any], Any]:
+    """Stream `n` good events; once `after` are stored, `fault(broker, companion)`; wait for
+    every event; the ledger's figures plus `faulted` and `catch_up_s`."""
     msgs = good_events(n)
     with rig(db_url, workdir) as (broker, comp, ledger):
         fleet = Fleet(broker.port)
-        restarted = threading.Event()
+        done = threading.Event()
 
-        def restarter() -> None:
-            wait_until(lambda: ledger.stored() >= n // 3, 60, "a third stored")
-            broker.restart()
-            restarted.set()
+        def inject() -> None:
+            wait_until(lambda: ledger.stored() >= after, 60, f"{after} stored")
+            fault(broker, comp)
+            done.set()
 
-        t = threading.Thread(target=restarter)
+        t = threading.Thread(target=inject)
         t.start()
         fleet.send(msgs, rate=rate)
         t.join(90)
         catch_up = _wait_stored(ledger, n, 60)
         fleet.close()
         figures: dict[str, Any] = ledger.figures(keys_of(msgs))
-        figures.update(restarted=int(restarted.is_set()), catch_up_s=round(catch_up, 1))
-    return figures
+        figures.update(faulted=int(done.is_set()), catch_up_s=round(catch_up, 1))
+    return figures, comp
 
 
 def companion_outage(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from companion.config import Settings
+from companion.faults import wait_until  # re-exported: the tests import it from here
 from companion.server import RunningCompanion, start
 
 
@@ -72,15 +73,6 @@ class Publisher:
         self.client.loop_stop()
 
 
-def wait_until(pred: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 @contextmanager
