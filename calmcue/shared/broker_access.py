@@ -54,21 +54,22 @@ def check_username(username: str) -> str:
     return username
 
 
-def check_site(site: str) -> str:
-    if not isinstance(site, str) or not SITE_OR_DEVICE.fullmatch(site):
+def _topic_word(kind: str, value: str) -> str:
+    # a site or device id is one level of the topic tree: calmcue/v1/<site>/<device>/...
+    if not isinstance(value, str) or not SITE_OR_DEVICE.fullmatch(value):
         raise AccessError(
-            f"site {site!r} is not allowed: 1-32 characters of a-z, 0-9, '_' or '-', "
+            f"{kind} {value!r} is not allowed: 1-32 characters of a-z, 0-9, '_' or '-', "
             "starting with a letter or digit"
         )
-    return site
+    return value
+
+
+def check_site(site: str) -> str:
+    return _topic_word("site", site)
 
 
 def check_device(device: str) -> str:
-    if not isinstance(device, str) or not SITE_OR_DEVICE.fullmatch(device):
-        raise AccessError(
-            f"device id {device!r} is not allowed: 1-32 characters of a-z, 0-9, '_' or '-', "
-            "starting with a letter or digit"
-        )
+    _topic_word("device id", device)
     if device in RESERVED_DEVICE_IDS:
         raise AccessError(
             f"device id {device!r} is a reserved topic word (calmcue/v1/<site>/{device}/... "
