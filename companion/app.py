@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from companion import alerts as alerts_mod
-from companion import ops, replicas, users
+from companion import ops, push, replicas, users
 from companion.alerts import AlertManager
 from companion.api.deps import (
     AUTH,
@@ -71,11 +71,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         feed = LiveFeed()
         ingest = Ingest(settings, engine)
         shared = settings.mqtt_shared_group is not None
+        pusher = push.Pusher(engine, settings.data_dir, settings.push_subject)  # Web Push
+        app.state.pusher = pusher
+
+        def notify(kind: str, items: list[dict[str, Any]]) -> None:
+            feed.publish(kind, items)
+            pusher.on_alerts(kind, items)
+
         manager = AlertManager(
             settings,
             engine,
             publish=ingest.publish,
-            notify=feed.publish,
+            notify=notify,
             replica=ingest.replica if shared else None,
         )
         relay = replicas.FeedRelay(engine, ingest.replica, feed) if shared else None
@@ -90,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if relay is not None:
             relay.start()
         ingest.start()
+        pusher.start()
         manager.start()
         purger.start()
         log.info(
@@ -103,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 relay.stop()
             purger.stop()
             manager.stop()
+            pusher.stop()
             ingest.stop()
             engine.dispose()
 
