@@ -327,14 +327,15 @@ function lineChart(svg, points, { W = 480, H = 170 } = {}) {
 // The text alternative: a summary sentence (the svg's name) and the full numbers as a table.
 function dataTable(caption, head, rows) {
   return el("details", { cls: "data" }, el("summary", { text: "Show as table" }),
-    el("table", {}, el("caption", { text: caption }),
+    el("table", { cls: "figures" }, el("caption", { text: `${caption} (<${minGroup}: fewer than ${minGroup}, hidden)` }),
       el("thead", {}, el("tr", {}, ...head.map((h) => el("th", { scope: "col", text: h })))),
       el("tbody", {}, ...rows.map((r) => el("tr", {}, el("th", { scope: "row", text: r[0] }),
         ...r.slice(1).map((c) => el("td", { text: c })))))));
 }
 
 function cueParts(g) { return CUE_NAMES.map((c) => ({ cls: c, name: CUE_LABEL[c], value: g.by_type[c] })); }
-function cueRow(label, g) { return [label, ...CUE_NAMES.map((c) => fmtCount(g.by_type[c])), fmtCount(g.total)]; }
+function cellCount(n) { return n === null ? `<${minGroup}` : String(n); }
+function cueRow(label, g) { return [label, ...CUE_NAMES.map((c) => cellCount(g.by_type[c])), cellCount(g.total)]; }
 const CUE_HEAD = (first) => [first, ...CUE_NAMES.map((c) => CUE_LABEL[c]), "all cues"];
 const CUE_LEGEND = () => legend([...CUE_NAMES.map((c) => ["bar-" + c, CUE_LABEL[c]]), ["suppressed", `fewer than ${minGroup}`]]);
 
@@ -408,7 +409,7 @@ async function loadStats() {
     (svg) => lineChart(svg, pts),
     { legend: legend([["line-median", "median"], ["line-p90", "90th percentile"], ["suppressed", `fewer than ${minGroup} conversations`]]),
       el: dataTable("Time to de-escalate per day (seconds)", ["day", "conversations", "median", "90th percentile"],
-        r.days.map((d) => [dayLabel(d), fmtCount(d.time_to_deescalate.n),
+        r.days.map((d) => [dayLabel(d), cellCount(d.time_to_deescalate.n),
           d.time_to_deescalate.median_s ?? "—", d.time_to_deescalate.p90_s ?? "—"])) });
 
   document.getElementById("csv").href = "/api/stats.csv?" + q;
