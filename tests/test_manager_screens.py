@@ -298,6 +298,10 @@ def test_manager_gets_web_push_within_2s_and_acknowledges_from_the_phone(
     )
     cdp.send("ServiceWorker.enable")
     page.evaluate("navigator.serviceWorker.ready")
+    # installable: manifest, icons, service worker (Chromium's own check; Playwright's
+    # contexts are incognito windows, where nothing installs, so that one reason is expected)
+    errors = cdp.send("Page.getInstallabilityErrors")["installabilityErrors"]
+    assert [e["errorId"] for e in errors] == ["in-incognito"], errors
     for _ in range(200):  # Playwright hands over CDP events while it waits, not in time.sleep
         if store.url + "/" in registrations:
             break
@@ -313,6 +317,10 @@ def test_manager_gets_web_push_within_2s_and_acknowledges_from_the_phone(
         [service.endpoint, service.p256dh, service.auth],
     )
     assert status == 201
+    # the page's own button: without a push service of its own (Debian's Chromium), the manager
+    # is told and pointed at the fallbacks
+    page.click("#push-on")
+    page.wait_for_selector("#push-note:has-text('chime')", timeout=10_000)
 
     pub = Publisher(mosquitto.port)
     sent = time.monotonic()
@@ -389,3 +397,26 @@ def test_axe_finds_no_serious_or_critical_violation(browser, store):
             print(f"\naxe {name} {user} {size[0]}: {results.violations_count} violations, "
                   f"{[(v['id'], v['impact']) for v in results.response['violations']]}")  # fmt: skip
     assert all(not v for v in found.values()), found
+
+
+def test_cue_table_is_for_it_in_time_order_with_dates(browser, store, mosquitto):
+    """Single cues are IT's and admin's (docs/privacy.md): a late event takes its place in time
+    instead of jumping to the top, and a cue from another day shows its date."""
+    page = logged_in(browser, store, "admin", DESK)
+    assert page.locator("#cues-panel").is_visible()
+    pub = Publisher(mosquitto.port)
+    now = time.time()
+    pub.event(cue(site="store-1", device="counter-2", seq=900, cue_name="empathize", ts=now))
+    page.wait_for_selector("#cues tbody tr.new")
+    yesterday = now - 86400
+    pub.event(cue(site="store-1", device="counter-2", seq=901, cue_name="slow_down", level=1,
+                  ts=yesterday))  # fmt: skip
+    pub.close()
+    page.wait_for_function("() => document.querySelectorAll('#cues tbody tr.new').length === 2")
+    times = [float(t) for t in page.eval_on_selector_all("#cues tbody tr", "rs => rs.map(r => r.dataset.t)")]
+    assert times == sorted(times, reverse=True)  # newest first, the late one in its place
+    late = page.locator("#cues tbody tr", has_text="slow_down").filter(has=page.locator("td")).first
+    day = time.strftime("%b", time.localtime(yesterday))
+    assert day in late.inner_text() and "Riverside" in late.inner_text()
+    manager = logged_in(browser, store, "ann", DESK)
+    assert manager.locator("#cues-panel").is_hidden() and manager.locator("#cues tbody tr").count() == 0

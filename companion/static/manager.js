@@ -381,6 +381,11 @@ async function loadStats() {
   minGroup = s.min_group_size;
   document.getElementById("stats-note").textContent =
     `${r.from} to ${r.to}${r.site ? ", " + storeName(r.site) : ""} · groups under ${minGroup} cues are hidden; no per-employee figures`;
+  const none = document.getElementById("stats-empty");
+  none.hidden = r.total !== 0;
+  none.textContent = me.role === "demo"
+    ? "No cues yet: the demo's counter replays a conversation, and its first cues appear about 30 s after the start."
+    : "No cues in this range: they appear here as the counters' devices report them.";
   const cards = document.getElementById("today-cards");
   cards.replaceChildren(...CUE_NAMES.map((c) => el("div", { cls: "card cue-" + c },
     el("b", { text: fmtCount(r.by_type[c]) }), CUE_LABEL[c])));
