@@ -77,7 +77,7 @@ function renderAlerts() {
     const badge = el("span", { cls: "state", text: a.escalated_at && a.state === "open" ? "escalated" : a.state });
     const ctx = el("p", { cls: "ctx", text: alertContext(a) });
     const actions = el("div", { cls: "actions" });
-    if (mayAct()) {
+    if (mayHandleAlerts()) {
       if (a.state === "open") actions.append(actionButton(a, "ack", "Acknowledge"));
       actions.append(actionButton(a, "resolve", "Resolve"));
     }
@@ -86,7 +86,7 @@ function renderAlerts() {
   }
 }
 
-function mayAct() { return ["admin", "manager", "demo"].includes(me.role); }
+function mayHandleAlerts() { return ["admin", "manager", "demo"].includes(me.role); }
 
 function actionButton(a, action, label) {
   const b = el("button", { type: "button", cls: action, text: label,
@@ -150,10 +150,12 @@ function updateAlert(a) {
 // Fallback when notifications are off: a synthesised chime (nothing fetched) and the title.
 // Browsers allow sound only after a click or key on the page: the first one unlocks it.
 let audio = null;
+const soundHint = document.getElementById("sound-hint");
 function unlockAudio() {
   try { audio = audio || new AudioContext(); audio.resume(); } catch (e) { /* no audio */ }
+  soundHint.hidden = true;
 }
-document.addEventListener("pointerdown", unlockAudio, { once: true });
+document.addEventListener("click", unlockAudio, { once: true });  // not pointerdown: the hint going away would move the button being tapped
 document.addEventListener("keydown", unlockAudio, { once: true });
 function chime() {
   try {
