@@ -105,15 +105,28 @@ def seed_store(engine: Engine, *, days: int = 7, rng_seed: int = 15) -> dict[str
     return {"events": len(rows), "counters": counters}
 
 
+def call_manager_event(engine: Engine, site: str, device: str, reason: str) -> dict[str, Any]:
+    """A stored call_manager cue (as the ingest would store it), for an alert to point at."""
+    now = time.time()
+    row = {"site": site, "device": device, "boot": 2, "seq": int(now * 1000) % 10**9,
+           "type": "cue", "up_ms": 1, "ts": now, "received_at": now, "cue": "call_manager",
+           "level": 3, "score": 0.91, "reason": reason}  # fmt: skip
+    with engine.begin() as conn:
+        row["id"] = conn.execute(insert(events).values(**row)).inserted_primary_key[0]  # type: ignore[index]
+    return row
+
+
 def seed_alerts(app_state: Any) -> None:
-    """A week of past alerts (resolved), and now: an escalated call at counter-2, one
-    acknowledged at desk-3, and a silent device."""
+    """A past alert (resolved), and now: one acknowledged at desk-3 and a silent device."""
     mgr = app_state.alerts
-    past = mgr.open("store-2", "counter-1", "call_manager", event={"id": None, "level": 3})
+    engine = app_state.engine
+    past = mgr.open("store-2", "counter-1", "call_manager",
+                    event=call_manager_event(engine, "store-2", "counter-1", "sustained"))  # fmt: skip
     if past:
         mgr.acknowledge(past["id"], "user:ann", site="store-2")
         mgr.resolve(past["id"], "user:ann", site="store-2")
-    acked = mgr.open("store-1", "desk-3", "call_manager", event=None)
+    acked = mgr.open("store-1", "desk-3", "call_manager",
+                     event=call_manager_event(engine, "store-1", "desk-3", "intense"))  # fmt: skip
     if acked:
         mgr.acknowledge(acked["id"], "user:ann", site="store-1")
     mgr.open("store-1", "counter-1", "silent_device")
@@ -178,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             seed_store(comp.engine)
             seed_alerts(comp.app.state)
-            comp.app.state.alerts.open("store-1", "counter-2", "call_manager", event=None)
+            comp.app.state.alerts.open(
+                "store-1", "counter-2", "call_manager",
+                event=call_manager_event(comp.engine, "store-1", "counter-2", "rising"),
+            )  # fmt: skip
             time.sleep(3.5)  # the watcher escalates the open call to the second contact
             for f in take(comp.url, args.out):
                 print(f)
