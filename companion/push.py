@@ -65,6 +65,7 @@ push_subscriptions = Table(
     Column("created_at", Float, nullable=False),
     Column("last_sent_at", Float),
     Column("failures", Integer, nullable=False, default=0),
+    Column("session_hash", String(64)),  # the dashboard session that subscribed, if any
     Index("ix_push_subscriptions_user", "user_id"),
 )
 
@@ -137,10 +138,16 @@ def _b64_len(value: str, want: int, what: str) -> None:
 
 
 def subscribe(
-    engine: Engine, *, username: str, endpoint: str, p256dh: str, auth: str
+    engine: Engine,
+    *,
+    username: str,
+    endpoint: str,
+    p256dh: str,
+    auth: str,
+    session_id: str | None = None,
 ) -> dict[str, Any]:
     """Store (or move to this user) the browser's subscription, as PushSubscription.toJSON()
-    gives it."""
+    gives it. Made from a dashboard session, it ends with that session's logout."""
     if not endpoint.startswith(("https://", "http://")):
         raise PushError("endpoint must be the push service's http(s) URL")
     _b64_len(p256dh, 65, "keys.p256dh")
@@ -160,6 +167,7 @@ def subscribe(
                 auth=auth,
                 created_at=time.time(),
                 failures=0,
+                session_hash=_hash(session_id) if session_id else None,
             )
         ).inserted_primary_key[0]  # type: ignore[index]
     return {"id": new_id, "endpoint": endpoint}
@@ -175,6 +183,19 @@ def unsubscribe(engine: Engine, *, username: str, endpoint: str) -> bool:
             )
         ).rowcount
     return bool(n)
+
+
+def forget_session(engine: Engine, session_id: str) -> int:
+    """Logout: the browser that subscribed in this session is not notified any more (a shared
+    phone stops buzzing for the manager who left it)."""
+    with engine.begin() as conn:
+        return int(
+            conn.execute(
+                delete(push_subscriptions).where(
+                    push_subscriptions.c.session_hash == _hash(session_id)
+                )
+            ).rowcount
+        )
 
 
 def count_for(engine: Engine, username: str) -> int:

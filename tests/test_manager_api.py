@@ -267,3 +267,25 @@ def _real_p256dh() -> str:
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def test_logging_out_stops_that_browsers_notifications(comp):
+    """A manager who logs out of a shared phone stops its notifications; a subscription made
+    from another session (or with a token) stays."""
+    kept = post(comp, "/api/push/subscriptions", "ann",
+                {"endpoint": "https://push.example/laptop",
+                 "keys": {"p256dh": _real_p256dh(), "auth": "A" * 22}})  # fmt: skip
+    assert kept.status_code == 201
+    with httpx.Client(base_url=comp.url) as phone:
+        phone.post("/api/login", data={"username": "ann", "password": "ann-pass-1"})
+        csrf = {"X-CSRF-Token": phone.get("/api/session").json()["csrf"]}
+        r = phone.post("/api/push/subscriptions", headers=csrf,
+                       json={"endpoint": "https://push.example/phone",
+                             "keys": {"p256dh": _real_p256dh(), "auth": "A" * 22}})  # fmt: skip
+        assert r.status_code == 201
+        assert get(comp, "/api/push/key", "ann").json()["subscriptions"] == 2
+        phone.post("/api/logout", headers=csrf)
+    assert get(comp, "/api/push/key", "ann").json()["subscriptions"] == 1
+    with comp.engine.connect() as conn:
+        (left,) = conn.execute(push.push_subscriptions.select()).all()
+    assert left.endpoint == "https://push.example/laptop"

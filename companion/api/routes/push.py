@@ -52,9 +52,13 @@ def get_push_key(request: Request, who: Viewer, db: Db) -> dict[str, Any]:
 @router.post(
     "/api/push/subscriptions", tags=["push"], status_code=201, responses=errors(*AUTH, *BODY)
 )
-def post_push_subscription(who: Viewer, db: Db, body: PushSubscriptionIn) -> dict[str, Any]:
-    """Notify this browser of your sites' manager alerts (open, escalated, acknowledged)."""
+def post_push_subscription(
+    request: Request, who: Viewer, db: Db, body: PushSubscriptionIn
+) -> dict[str, Any]:
+    """Notify this browser of your sites' manager alerts (open, escalated, acknowledged), until
+    you stop it or log out of this session."""
     _real_user(who)
+    sid = request.session.get("sid")
     try:
         return push.subscribe(
             db,
@@ -62,6 +66,7 @@ def post_push_subscription(who: Viewer, db: Db, body: PushSubscriptionIn) -> dic
             endpoint=body.endpoint,
             p256dh=body.keys.p256dh,
             auth=body.keys.auth,
+            session_id=sid if isinstance(sid, str) else None,
         )
     except push.PushError as exc:
         raise HTTPException(422, str(exc)) from None

@@ -2,7 +2,8 @@
 
 `endpoint` is the push service's URL for that browser; `p256dh` and `auth` are the browser's
 keys the companion encrypts each message to (RFC 8291). A push service answering 404 or 410
-means the browser dropped the subscription: the row goes.
+means the browser dropped the subscription: the row goes; so does logging out of the session
+that subscribed.
 
 Revision ID: 0006_push
 Revises: 0005_sessions
@@ -33,6 +34,8 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("last_sent_at", sa.Float),
         sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+        # the login session that subscribed (its id's SHA-256): logging out there unsubscribes
+        sa.Column("session_hash", sa.String(64)),
     )
     op.create_index("ix_push_subscriptions_user", "push_subscriptions", ["user_id"])
 
