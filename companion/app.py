@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from companion import alerts as alerts_mod
-from companion import ops, push, replicas, users
+from companion import ops, replicas, users
 from companion.alerts import AlertManager
 from companion.api.deps import (
     AUTH,
@@ -29,6 +29,7 @@ from companion.config import Settings
 from companion.db import make_engine, migrate
 from companion.ingest import Ingest
 from companion.live import LiveFeed
+from companion.push import Pusher
 
 log = logging.getLogger("calmcue.companion")
 
@@ -71,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         feed = LiveFeed()
         ingest = Ingest(settings, engine)
         shared = settings.mqtt_shared_group is not None
-        pusher = push.Pusher(engine, settings.data_dir, settings.push_subject)  # Web Push
+        pusher = Pusher(engine, settings.data_dir, settings.push_subject)  # Web Push
         app.state.pusher = pusher
 
         def notify(kind: str, items: list[dict[str, Any]]) -> None:
