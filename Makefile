@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.stamp
 
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test bench lint model firmware clean system-run system-test help
+.PHONY: run test bench lint model firmware screenshots clean system-run system-test help
 
 help:
 	@echo "make run    - start the demo: embedded broker, companion, simulated device (http://127.0.0.1:8000)"
@@ -18,6 +18,7 @@ help:
 	@echo "make lint   - ruff, mypy on the CPython packages, firmware against micropython-esp32-stubs"
 	@echo "make model  - train, evaluate and export the stress model from RAVDESS"
 	@echo "make firmware - compile the ESP32 bundle with mpy-cross, its ROMFS image, and their manifests"
+	@echo "make screenshots - every dashboard page at 390x844 and 1440x900 into docs/screenshots/<page>-<width>.png"
 
 # ---- environments ------------------------------------------------------------------------------
 
@@ -71,6 +72,9 @@ model: $(STAMP)-test
 
 firmware: $(STAMP)-test
 	$(PY) -m firmware.tools.bundle
+
+screenshots: system-test $(STAMP)-test
+	$(PY) -m companion.screens
 
 clean:
 	rm -rf $(VENV) var build dist *.egg-info

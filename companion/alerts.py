@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from companion import device_config, replicas, schema
 from companion.config import Settings
 from companion.db import alert_audit, alert_public, alerts, devices, sites
+from companion.db import alerts_with_context as with_context
 
 log = logging.getLogger("calmcue.companion.alerts")
 
@@ -184,6 +185,58 @@ class AlertManager:
     def resolve(self, alert_id: int, actor: str, *, site: str | None = None) -> dict[str, Any]:
         return self._change(alert_id, actor, "resolved", set(ACTIVE), RESOLVED, site)
 
+    def undo(
+        self, alert_id: int, actor: str, *, site: str | None = None, window_s: float = 10.0
+    ) -> dict[str, Any]:
+        """Take back `actor`'s own acknowledge or resolve within `window_s` of it: the alert
+        goes back to the state it had (audited as 'undone'). A tap on the wrong alert on a phone
+        is put right without waiting for the next call_manager."""
+        now = self._clock()
+        with self._lock, self.engine.begin() as conn:
+            row = conn.execute(select(alerts).where(alerts.c.id == alert_id)).first()
+            if row is None or (site is not None and row.site != site):
+                raise AlertError(f"no alert {alert_id}" + (f" at site {site}" if site else ""), 404)
+            last = conn.execute(
+                select(alert_audit)
+                .where(alert_audit.c.alert_id == alert_id)
+                .order_by(alert_audit.c.id.desc())
+                .limit(1)
+            ).one()
+            if last.action not in ("acknowledged", "resolved") or last.actor != actor:
+                raise AlertError(f"alert {alert_id}: nothing of yours to undo (last: {last.action})")
+            if now - last.at > window_s:
+                raise AlertError(
+                    f"alert {alert_id} was {last.action} {now - last.at:.0f} s ago; undo is "
+                    f"possible for {window_s:.0f} s"
+                )
+            values: dict[str, Any]
+            if last.action == "acknowledged":
+                values = {"state": OPEN, "acked_at": None, "acked_by": None}
+            elif row.acked_at is not None and row.acked_at < row.resolved_at:
+                values = {"state": ACKNOWLEDGED, "resolved_at": None, "resolved_by": None}
+            else:  # resolved straight from open: the acknowledgement it implied goes too
+                values = {
+                    "state": OPEN, "resolved_at": None, "resolved_by": None,
+                    "acked_at": None, "acked_by": None,
+                }  # fmt: skip
+            if row.state == RESOLVED and conn.execute(
+                select(alerts.c.id).where(
+                    alerts.c.site == row.site,
+                    alerts.c.device == row.device,
+                    alerts.c.kind == row.kind,
+                    alerts.c.state.in_(ACTIVE),
+                )
+            ).first():
+                raise AlertError(
+                    f"alert {alert_id} cannot be reopened: a newer alert is active for "
+                    f"{row.site}/{row.device}"
+                )
+            conn.execute(update(alerts).where(alerts.c.id == alert_id).values(**values))
+            _audit(conn, alert_id, now, "undone", actor, values["state"], f"undid {last.action}")
+            alert = alert_public(conn.execute(select(alerts).where(alerts.c.id == alert_id)).one())
+        self._announce(alert)
+        return alert
+
     def _change(
         self,
         alert_id: int,
@@ -301,19 +354,13 @@ class AlertManager:
             with self.engine.begin() as conn:
                 replicas.notify(conn, self.replica, "a", [alert["id"]])
         with self.engine.connect() as conn:
-            contacts = conn.execute(
-                select(sites.c.first_contact, sites.c.second_contact).where(
-                    sites.c.site == alert["site"]
-                )
-            ).first()
-        # who should come: the site's first contact, the second once escalated
-        contact = (contacts[1] if escalated else contacts[0]) if contacts else None
-        body = json.dumps({**alert, "escalated": escalated, "contact": contact})
+            full = with_context(conn, [alert])[0]
+        body = json.dumps({**alert, "escalated": escalated, "contact": full["contact"]})
         try:
             self._publish(alert_topic(alert["site"], alert["kind"]), body.encode())
         except Exception:
             log.exception("could not publish alert %s", alert["id"])
-        self._notify("alert", [alert])
+        self._notify("alert", [full])
 
 
 def _audit(
@@ -343,21 +390,26 @@ def list_alerts(
     *,
     sites: frozenset[str] | None,
     active_only: bool = False,
+    resolved_only: bool = False,
     limit: int = 100,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
-    q = select(alerts).order_by(alerts.c.id.desc()).limit(limit)
+    """Newest first, each with its context (`with_context`)."""
+    q = select(alerts).order_by(alerts.c.id.desc()).limit(limit).offset(offset)
     if sites is not None:
         q = q.where(alerts.c.site.in_(sorted(sites)))
     if active_only:
         q = q.where(alerts.c.state.in_(ACTIVE))
+    if resolved_only:
+        q = q.where(alerts.c.state == RESOLVED)
     with engine.connect() as conn:
-        return [alert_public(r) for r in conn.execute(q)]
+        return with_context(conn, [alert_public(r) for r in conn.execute(q)])
 
 
 def get_alert(engine: Engine, alert_id: int) -> dict[str, Any] | None:
     with engine.connect() as conn:
         row = conn.execute(select(alerts).where(alerts.c.id == alert_id)).first()
-    return alert_public(row) if row else None
+        return with_context(conn, [alert_public(row)])[0] if row else None
 
 
 def audit_of(engine: Engine, alert_id: int) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ from companion.config import Settings
 from companion.db import make_engine, migrate
 from companion.ingest import Ingest
 from companion.live import LiveFeed
+from companion.push import Pusher
 
 log = logging.getLogger("calmcue.companion")
 
@@ -71,11 +72,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         feed = LiveFeed()
         ingest = Ingest(settings, engine)
         shared = settings.mqtt_shared_group is not None
+        pusher = Pusher(engine, settings.data_dir, settings.push_subject)  # Web Push
+        app.state.pusher = pusher
+
+        def notify(kind: str, items: list[dict[str, Any]]) -> None:
+            feed.publish(kind, items)
+            pusher.on_alerts(kind, items)
+
         manager = AlertManager(
             settings,
             engine,
             publish=ingest.publish,
-            notify=feed.publish,
+            notify=notify,
             replica=ingest.replica if shared else None,
         )
         relay = replicas.FeedRelay(engine, ingest.replica, feed) if shared else None
@@ -90,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if relay is not None:
             relay.start()
         ingest.start()
+        pusher.start()
         manager.start()
         purger.start()
         log.info(
@@ -103,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 relay.stop()
             purger.stop()
             manager.stop()
+            pusher.stop()
             ingest.stop()
             engine.dispose()
 

@@ -160,6 +160,11 @@ class Settings(BaseSettings):
     alert_escalate_s: float = Field(default=180.0, gt=0)
     alert_check_s: float = Field(default=1.0, gt=0)
     webhook_url: str | None = None
+    # Web Push (companion/push.py): the contact push services may write to about this sender
+    # (a mailto: or https: URL); the VAPID key itself is made under data_dir
+    push_subject: str = Field(default="mailto:it@calmcue.invalid", pattern=r"^(mailto:|https://)")
+    # a manager may take back their own acknowledge or resolve for this long (POST .../undo)
+    alert_undo_s: float = Field(default=10.0, ge=0)
 
     # fleet: the key that signs over-the-air updates (created on first use, never in demo
     # mode); a relative path is taken under data_dir

@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Connection,
     Engine,
     Float,
     ForeignKey,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    select,
     text,
 )
 
@@ -211,6 +213,44 @@ def alert_public(row: Any) -> dict[str, Any]:
     """An alert as the API shows it: every column."""
     m = row._mapping if hasattr(row, "_mapping") else row
     return {c.name: m[c.name] for c in alerts.columns}
+
+
+def alerts_with_context(conn: Connection, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Alerts with what a manager needs to act on them: the store's name, its first and second
+    contacts, who should come now (`contact`: the second once escalated), and the cue that
+    opened it (level, reason, score)."""
+    site_ids = sorted({a["site"] for a in items})
+    event_ids = sorted({a["event_id"] for a in items if a.get("event_id") is not None})
+    site_rows = {
+        r.site: r
+        for r in conn.execute(select(sites).where(sites.c.site.in_(site_ids)))
+    } if site_ids else {}  # fmt: skip
+    cue_rows = {
+        r.id: r
+        for r in conn.execute(
+            select(events.c.id, events.c.level, events.c.reason, events.c.score).where(
+                events.c.id.in_(event_ids)
+            )
+        )
+    } if event_ids else {}  # fmt: skip
+    out = []
+    for a in items:
+        s = site_rows.get(a["site"])
+        e = cue_rows.get(a.get("event_id"))
+        first, second = (s.first_contact, s.second_contact) if s else (None, None)
+        out.append(
+            {
+                **a,
+                "site_name": (s.name if s and s.name else None),
+                "first_contact": first,
+                "second_contact": second,
+                "contact": second if a.get("escalated_at") is not None else first,
+                "level": e.level if e else None,
+                "reason": e.reason if e else None,
+                "score": e.score if e else None,
+            }
+        )
+    return out
 
 
 def insert_ignoring_duplicates(engine: Engine, table: Any) -> Any:

@@ -34,8 +34,9 @@ class LiveFeed:
                     pass
 
     async def stream(
-        self, sites: frozenset[str] | None, is_disconnected: Any
+        self, sites: frozenset[str] | None, is_disconnected: Any, *, events: bool = True
     ) -> AsyncIterator[str]:
+        """`events=False` leaves out single stored events (a manager's feed: alerts only)."""
         loop = asyncio.get_running_loop()
         q: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(QUEUE_MAX)
         sub = (loop, q, sites)
@@ -49,6 +50,8 @@ class LiveFeed:
                 except TimeoutError:
                     if await is_disconnected():
                         break
+                    continue
+                if kind == "event" and not events:
                     continue
                 for item in items:
                     yield f"event: {kind}\ndata: {json.dumps(item, separators=(',', ':'))}\n\n"

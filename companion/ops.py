@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, and_, delete, func, select
@@ -142,10 +143,12 @@ def events_csv(
     until: float | None = None,
     chunk: int = 1000,
 ) -> Iterator[str]:
-    """CSV of events (oldest first), streamed in chunks so a year of data needs little memory."""
+    """CSV of events (oldest first), streamed in chunks so a year of data needs little memory.
+    `time` (the device's time, else when received), `ts` and `received_at` are ISO 8601 with
+    the companion's UTC offset, which spreadsheets read as dates."""
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(EVENT_FIELDS)
+    writer.writerow(("time",) + EVENT_FIELDS)
     yield buf.getvalue()
     last_id = 0
     while True:
@@ -166,6 +169,18 @@ def events_csv(
         writer = csv.writer(buf)
         for r in rows:
             m = r._mapping
-            writer.writerow(["" if m[f] is None else m[f] for f in EVENT_FIELDS])
+            when = m["ts"] if m["ts"] is not None else m["received_at"]
+            writer.writerow(
+                [_iso(when)]
+                + ["" if m[f] is None else _iso(m[f]) if f in _TIMES else m[f] for f in EVENT_FIELDS]
+            )
         last_id = rows[-1].id
         yield buf.getvalue()
+
+
+_TIMES = frozenset({"ts", "received_at"})
+
+
+def _iso(t: float) -> str:
+    """Unix seconds as ISO 8601 local time with its offset, to the millisecond."""
+    return datetime.fromtimestamp(t).astimezone().isoformat(timespec="milliseconds")

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select, text
 
-from companion.db import alert_public, alerts, event_public, events
+from companion.db import alert_public, alerts, alerts_with_context, event_public, events
 from companion.live import LiveFeed
 
 log = logging.getLogger("calmcue.companion.replicas")
@@ -85,6 +85,9 @@ class FeedRelay:
                 public(r)
                 for r in conn.execute(select(table).where(table.c.id.in_(ids)).order_by(table.c.id))
             ]
+        if rows and name == "alert":
+            with self.engine.connect() as conn:
+                rows = alerts_with_context(conn, rows)  # as the replica that changed it sent it
         if rows:
             self.relayed += len(rows)
             self.feed.publish(name, rows)

@@ -105,3 +105,151 @@ def dashboard_stats(
             for monday, cnt in sorted(weekly.items())
         ],
     }
+
+
+# ---- a chosen range: the dashboard's charts and the counts CSV ---------------------------------
+
+MAX_RANGE_DAYS = 366
+
+
+class RangeError(ValueError):
+    """A date range that cannot be read; the message says what to send."""
+
+
+def parse_range(start: str | None, end: str | None, *, today: date | None = None) -> tuple[date, date]:
+    """`from`/`to` as ISO dates (YYYY-MM-DD, both included, the companion's local days); the
+    default is the last 7 days up to today."""
+    today = today or date.today()
+    try:
+        last = date.fromisoformat(end) if end else today
+        first = date.fromisoformat(start) if start else last - timedelta(days=6)
+    except ValueError:
+        raise RangeError("from and to are dates like 2026-12-07") from None
+    if first > last:
+        raise RangeError(f"from ({first}) is after to ({last})")
+    if (last - first).days + 1 > MAX_RANGE_DAYS:
+        raise RangeError(f"a range is at most {MAX_RANGE_DAYS} days")
+    return first, last
+
+
+def _counts(c: Counter[str], k: int) -> dict[str, Any]:
+    return {"by_type": {x: _suppress(c[x], k) for x in CUES}, "total": _suppress(sum(c.values()), k)}
+
+
+def range_stats(
+    engine: Engine,
+    *,
+    sites: frozenset[str] | None,
+    site: str | None = None,
+    first: date,
+    last: date,
+    min_group_size: int,
+) -> dict[str, Any]:
+    """Cues from `first` to `last` (local days, both included): by type, by hour of the day,
+    by counter (with the store's name) and by day with the day's time to de-escalate (median,
+    p90), every count below `min_group_size` suppressed (None) — docs/privacy.md."""
+    from companion.db import sites as sites_table
+
+    k = min_group_size
+    t0 = datetime.combine(first, datetime.min.time()).timestamp()
+    t1 = datetime.combine(last + timedelta(days=1), datetime.min.time()).timestamp()
+    q = select(
+        events.c.site, events.c.device, events.c.cue, events.c.ts, events.c.received_at,
+        events.c.ttd_s,
+    ).where(  # fmt: skip
+        events.c.type == "cue",
+        events.c.received_at >= t0 - 86400,
+        events.c.received_at < t1 + 86400,
+    )
+    if sites is not None:
+        q = q.where(events.c.site.in_(sorted(sites)))
+    if site is not None:
+        q = q.where(events.c.site == site)
+    total: Counter[str] = Counter()
+    per_hour = [Counter[str]() for _ in range(24)]
+    per_counter: dict[tuple[str, str], Counter[str]] = {}
+    n_days = (last - first).days + 1
+    per_day = {first + timedelta(days=i): Counter[str]() for i in range(n_days)}
+    ttd_day: dict[date, list[float]] = {d: [] for d in per_day}
+    ttd_all: list[float] = []
+    with engine.connect() as conn:
+        names = {r.site: r.name for r in conn.execute(select(sites_table.c.site, sites_table.c.name))}
+        for r in conn.execute(q):
+            t = r.ts if r.ts is not None else r.received_at
+            if not t0 <= t < t1:
+                continue
+            when = datetime.fromtimestamp(t)
+            total[r.cue] += 1
+            per_hour[when.hour][r.cue] += 1
+            per_counter.setdefault((r.site, r.device), Counter())[r.cue] += 1
+            per_day[when.date()][r.cue] += 1
+            if r.cue == "settled" and r.ttd_s is not None:
+                ttd_day[when.date()].append(r.ttd_s)
+                ttd_all.append(r.ttd_s)
+    return {
+        "from": first.isoformat(),
+        "to": last.isoformat(),
+        "site": site,
+        "min_group_size": k,
+        **_counts(total, k),
+        "per_hour": [{"hour": h, **_counts(c, k)} for h, c in enumerate(per_hour)],
+        "per_counter": [
+            {"site": s, "site_name": names.get(s), "device": d, **_counts(c, k)}
+            for (s, d), c in sorted(per_counter.items())
+        ],
+        "days": [
+            {"date": d.isoformat(), **_counts(c, k), "time_to_deescalate": _ttd(ttd_day[d], k)}
+            for d, c in sorted(per_day.items())
+        ],
+        "time_to_deescalate": _ttd(ttd_all, k),
+    }
+
+
+def counts_csv_rows(
+    engine: Engine,
+    *,
+    sites: frozenset[str] | None,
+    site: str | None,
+    first: date,
+    last: date,
+    min_group_size: int,
+    by: str = "day",
+) -> list[list[Any]]:
+    """The counts CSV: one row per period (ISO 8601 day, or hour with its UTC offset), site,
+    counter and cue; a count below `min_group_size` is left empty and the row says so."""
+    from companion.db import sites as sites_table
+
+    k = min_group_size
+    t0 = datetime.combine(first, datetime.min.time()).timestamp()
+    t1 = datetime.combine(last + timedelta(days=1), datetime.min.time()).timestamp()
+    q = select(events.c.site, events.c.device, events.c.cue, events.c.ts, events.c.received_at).where(
+        events.c.type == "cue",
+        events.c.received_at >= t0 - 86400,
+        events.c.received_at < t1 + 86400,
+    )
+    if sites is not None:
+        q = q.where(events.c.site.in_(sorted(sites)))
+    if site is not None:
+        q = q.where(events.c.site == site)
+    groups: Counter[tuple[str, str, str, str]] = Counter()
+    with engine.connect() as conn:
+        names = {r.site: r.name for r in conn.execute(select(sites_table.c.site, sites_table.c.name))}
+        for r in conn.execute(q):
+            t = r.ts if r.ts is not None else r.received_at
+            if not t0 <= t < t1:
+                continue
+            when = datetime.fromtimestamp(t).astimezone()
+            period = (
+                when.date().isoformat()
+                if by == "day"
+                else when.replace(minute=0, second=0, microsecond=0).isoformat()
+            )
+            groups[(period, r.site, r.device, r.cue)] += 1
+    rows: list[list[Any]] = [["period", "site", "store", "counter", "cue", "cues", "note"]]
+    for (period, s, d, c), n in sorted(groups.items()):
+        shown = _suppress(n, k)
+        rows.append(
+            [period, s, names.get(s) or "", d, c, "" if shown is None else shown,
+             f"fewer than {k}" if shown is None else ""]
+        )  # fmt: skip
+    return rows

@@ -69,8 +69,14 @@ def test_without_credentials_nothing_is_readable(fleet):
 
 def test_a_manager_reads_only_their_own_site(fleet):
     comp, tok = fleet
-    assert {e["site"] for e in get(comp, "/api/events", tok["ann"]).json()} == {"store-a"}
-    assert get(comp, "/api/events", tok["ann"], site="store-b").status_code == 403
+    # single cues are not a manager's (docs/privacy.md): counts only, of their own sites
+    r = get(comp, "/api/events", tok["ann"])
+    assert r.status_code == 403 and "privacy.md" in r.json()["detail"]
+    assert get(comp, "/api/events.csv", tok["ann"]).status_code == 403
+    counters = get(comp, "/api/stats", tok["ann"]).json()["range"]["per_counter"]
+    assert {c["site"] for c in counters} == {"store-a"}
+    assert get(comp, "/api/stats", tok["ann"], site="store-b").status_code == 403
+    assert get(comp, "/api/stats.csv", tok["ann"], site="store-b").status_code == 403
     ann_alerts = get(comp, "/api/alerts", tok["ann"]).json()
     assert [a["site"] for a in ann_alerts] == ["store-a"]
     assert [d["site"] for d in get(comp, "/api/devices", tok["ann"]).json()] == ["store-a"]
@@ -132,12 +138,12 @@ def test_dashboard_login_sets_a_session_cookie(fleet):
         assert "httponly" in r.headers["set-cookie"].lower()
         me = browser.get("/api/session").json()
         assert (me["user"], me["role"], me["sites"]) == ("ann", "manager", ["store-a"])
-        assert {e["site"] for e in browser.get("/api/events").json()} == {"store-a"}
+        assert {a["site"] for a in browser.get("/api/alerts").json()} == {"store-a"}
         csrf = {"X-CSRF-Token": me["csrf"]}  # cookie-authenticated writes need it
         token = browser.post("/api/tokens", json={"name": "script"}, headers=csrf).json()["token"]
-        assert get(comp, "/api/events", token).status_code == 200
+        assert get(comp, "/api/alerts", token).status_code == 200
         browser.post("/api/logout", headers=csrf)
-        assert browser.get("/api/events").status_code == 401
+        assert browser.get("/api/alerts").status_code == 401
 
 
 def test_cli_adds_users_and_tokens(tmp_path, monkeypatch, capsys):

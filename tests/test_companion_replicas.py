@@ -74,6 +74,9 @@ def test_two_replicas_share_the_ingest_and_the_live_feed(db_url, mosquitto):
             lambda: any(k == "alert" and e["state"] == "acknowledged" for k, e in seen_a),
             what="the acknowledgement made on B, on A's feed",
         )
+        # relayed with the context the changing replica sent (the cue's level, the contacts)
+        relayed = next(e for k, e in seen_a if k == "alert" and e["state"] == "acknowledged")
+        assert relayed["level"] == 3 and "contact" in relayed and "site_name" in relayed
         stop.set()
         pub.close()
 

@@ -11,7 +11,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
-from companion import users
+from companion import push, users
 from companion.api.deps import (
     AUTH,
     BODY,
@@ -102,6 +102,7 @@ def logout(request: Request, db: Db) -> RedirectResponse:
     sid = request.session.get("sid")
     if isinstance(sid, str):
         users.end_session(db, sid)
+        push.forget_session(db, sid)  # its browser's notifications end with it
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
 
