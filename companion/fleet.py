@@ -256,15 +256,12 @@ class FleetStore:
         return row
 
     def inventory(self, site: str | None = None) -> list[dict[str, Any]]:
-        q = select(inventory).order_by(inventory.c.site, inventory.c.name)
-        if site:
-            q = q.where(inventory.c.site == site)
-        with self.engine.connect() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(q)]
-        health = self._health()
-        for r in rows:
-            r["health"] = health.get((r["site"], r["device"]))
-        return rows
+        """Every device once, provisioned or only seen over MQTT: the inventory joined with
+        the companion's registry and telemetry (companion/fleet_view.py), the same records the
+        IT screens show. `in_inventory` is False for a device that was never provisioned."""
+        from companion.fleet_view import device_records
+
+        return device_records(self.engine, site=site)
 
     def _health(self) -> dict[tuple[str, str], dict[str, Any]]:
         """Online/last seen/firmware from the companion's device registry, when this database
