@@ -120,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if fleet is not None:
         # an absolute path under data_dir (config.py), never relative to the working directory
         fleet_store = fleet.FleetStore(engine, key_path=settings.fleet_key_path)
+        app.state.fleet_store = fleet_store  # the IT screens' roll-out view reads it
         app.include_router(
             fleet.it_router(fleet_store),
             dependencies=[Depends(require_fleet)],

@@ -177,7 +177,7 @@ def device_records(
         rec.update({
             "in_inventory": i is not None,
             "in_registry": g is not None,
-            "status": ("silent" if g["silent"] else g["status"]) if g else "never seen",
+            "status": g["status"] if g else "never seen",  # online/offline/unknown (LWT)
             "first_seen": g["first_seen"] if g else None,
             "last_seen": g["last_seen"] if g else None,
             "status_at": g["status_at"] if g else None,

@@ -10,8 +10,8 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field, field_validator
 
 from calmcue.shared.broker_access import RESERVED_DEVICE_IDS
-from companion import device_config, store
-from companion.api.deps import AUTH, BODY, Db, Viewer, errors, require, require_site
+from companion import device_config, fleet_view, store
+from companion.api.deps import AUTH, BODY, Config, Db, Viewer, errors, require, require_site
 
 router = APIRouter()
 
@@ -111,6 +111,8 @@ def post_device(request: Request, who: Viewer, db: Db, body: DeviceCreate) -> di
 
 
 @router.get("/api/devices", tags=["devices"], responses=errors(401))
-def get_devices(who: Viewer, db: Db) -> list[dict[str, Any]]:
-    """The device registry: status from the LWT, last seen, firmware, model, telemetry."""
-    return store.list_devices(db, sites=who.sites)
+def get_devices(who: Viewer, db: Db, settings: Config) -> list[dict[str, Any]]:
+    """Every device once (companion/fleet_view.py): the registry (status from the LWT, last
+    seen, firmware, model, telemetry) joined with the fleet inventory, so the dashboard lists
+    what `calmcue device list` and the IT screens list."""
+    return fleet_view.device_records(db, sites=who.sites, silent_after_s=settings.silent_device_s)
