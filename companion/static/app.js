@@ -32,6 +32,7 @@ function addCue(ev, fresh) {
 // ---- alerts: open → acknowledged → resolved --------------------------------------------------
 const alertList = document.getElementById("alerts");
 const activeAlerts = new Map();
+let mayAct = false;  // acknowledge/resolve: managers and admins (IT sees alerts, acts on devices)
 
 function renderAlerts() {
   alertList.replaceChildren();
@@ -54,8 +55,8 @@ function renderAlerts() {
     what.textContent = `${label} ${a.site} / ${a.device} · ${fmtTime(a.opened_at)} · ${a.state}` +
       (a.escalated_at ? " · escalated" : "");
     li.append(what);
-    if (a.state === "open") li.append(actionButton(a, "ack", "Acknowledge"));
-    li.append(actionButton(a, "resolve", "Resolve"));
+    if (mayAct && a.state === "open") li.append(actionButton(a, "ack", "Acknowledge"));
+    if (mayAct) li.append(actionButton(a, "resolve", "Resolve"));
     alertList.append(li);
   }
 }
@@ -213,7 +214,7 @@ async function loadDevices() {
     try { t = JSON.parse(d.tele || "{}"); } catch (e) { t = {}; }
     const tr = document.createElement("tr");
     const status = d.silent ? "silent" : d.status;
-    tr.append(cell(d.site), cell(d.device), cell(status, status), cell(fmtTime(d.last_seen)),
+    tr.append(cell(d.site), cell(d.device), cell(status, status), cell(d.last_seen ? fmtTime(d.last_seen) : "never"),
       cell(d.firmware || ""), cell(d.model || ""),
       cell(t.heap_free ?? (t.mem_kb != null ? t.mem_kb + " kB" : "")),
       cell(t.cpu_pct != null ? t.cpu_pct + " %" : ""), cell(t.rssi ?? ""),
@@ -286,6 +287,8 @@ async function main() {
     document.getElementById("who").textContent = session.user + " · " + session.role;
     document.getElementById("logout").hidden = false;
   }
+  mayAct = ["admin", "manager", "demo"].includes(session.role);
+  document.getElementById("it-link").hidden = !["admin", "it", "demo"].includes(session.role);
   connectLive();
   await Promise.all([loadCues(), loadAlerts(), loadStats(), loadDevices(), setupConfig(session)]);
   setInterval(loadStats, 30000);
