@@ -15,8 +15,10 @@ import httpx
 import pytest
 from companion_helpers import Publisher, cue, running_companion, sqlite_url, wait_until
 from fw_harness import runner_cmd
+from sqlalchemy import update
 
 from companion import fleet, fleet_view, users
+from companion.db import devices
 from firmware import ota
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -133,8 +135,13 @@ def test_screens_fit_phone_and_desk_pass_axe_and_offer_only_what_the_role_may(
                 assert page.outside == [], page.outside
                 page.context.close()
 
+        # a device last heard from a little over 3 minutes ago
+        with comp.engine.begin() as conn:
+            conn.execute(update(devices).where(devices.c.device == "counter-4")
+                         .values(last_seen=time.time() - 200))
         page = login(browser, comp.url, "ivy", "ivy-pass-1")
         page.wait_for_selector("#device-table tbody tr")
+        assert "3 min ago" in page.inner_text('#device-table tr[data-device="counter-4"]')
         row = page.locator('#device-table tr[data-device="cc-000000000001"]')
         for text in ("battery 6 % (<= 15 %)", "signal -88 dBm (<= -80 dBm)",
                      "42 events queued (>= 10)", "free heap 11.7 kB (< 20 kB)", "s ago"):
@@ -224,6 +231,15 @@ def test_it_changes_a_setting_and_a_real_headset_confirms_it(
                        if d["device"] == "headset-1")
             assert rec["config_rev"] == on_flash["rev"] == rec["config_expected_rev"]
             print(f"config confirmed by the device {took:.2f} s after Save ({vp})")
+            # the whole site's form: a site value reaches the device, which confirms it too
+            page.select_option("#cfg-device", SITE)
+            page.wait_for_selector("#cfg-state:has-text('1 of 1 devices confirmed')")
+            assert page.input_value("#cfg-cue_budget") == ""  # set on the device, not the site
+            page.fill("#cfg-haptic", "0.4")
+            page.click("#cfg-save")
+            page.wait_for_selector('#cfg-table tr[data-key="haptic"] td.effective:text-is("0.4")')
+            page.wait_for_selector('#cfg-state[data-state="confirmed"]', timeout=30_000)
+            assert json.loads((flash / "config.json").read_text())["haptic"] == 0.4
             page.context.close()
         finally:
             device.kill()

@@ -231,6 +231,13 @@ function renderConfig(info) {
 function renderConfigState(info) {
   const st = $("#cfg-state");
   st.dataset.state = info.state;
+  if (info.target === "site") {
+    const c = info.counts;
+    st.textContent = `Site ${info.site}: ${c.confirmed || 0} of ${info.devices} devices confirmed` +
+      ` what they were sent` + (c.pending ? `, ${c.pending} waiting` : "") +
+      (c.unknown ? `, ${c.unknown} not reporting a revision` : "") + ". A device's own value wins over the site's.";
+    return;
+  }
   const seen = info.tele_at ? ` (last report ${ago(info.tele_at)})` : "";
   st.textContent = {
     confirmed: `The device confirmed this configuration (revision ${info.expected_rev})${seen}.`,
@@ -264,12 +271,25 @@ function formDoc() {
   return { doc, problems };
 }
 
-async function pollConfig(site, device, until) {
-  const url = `/api/fleet/devices/${site}/${device}/config`;
-  const info = await getJSON(url);
-  if ($("#cfg-device").value !== `${site}/${device}`) return;
+// a target is "site" or "site/device"
+function target() {
+  const [site, device] = $("#cfg-device").value.split("/");
+  return device ? { site, device, read: `/api/fleet/devices/${site}/${device}/config`,
+    write: `/api/devices/${site}/${device}/config`, name: `device ${device}` }
+    : { site, read: `/api/fleet/sites/${site}/config`, write: `/api/sites/${site}/config`,
+      name: `site ${site}` };
+}
+
+async function pollConfig(t, announce) {
+  const info = await getJSON(t.read);
+  if (target().read !== t.read) return;
   renderConfig(info);
-  if (until && info.state !== "pending") say(`Device ${device} confirmed the configuration.`);
+  $("#cfg-table thead th:nth-child(2)").textContent = t.device ? "this device" : "this site";
+  if (announce && info.state === "confirmed") {  // said once; then the slower refresh
+    say(t.device ? `Device ${t.device} confirmed the configuration.`
+      : `Every device of site ${t.site} confirmed the configuration.`);
+    every("config", 2000, () => pollConfig(t, false));
+  }
 }
 
 async function loadConfig() {
@@ -277,8 +297,11 @@ async function loadConfig() {
   const sel = $("#cfg-device");
   const keep = sel.value;
   const known = list.filter((d) => d.in_registry);
-  sel.replaceChildren(...known.map((d) =>
-    el("option", { value: `${d.site}/${d.device}` }, `${d.site} / ${d.name || d.device}`)));
+  const sites = [...new Set(known.map((d) => d.site))];
+  sel.replaceChildren(...sites.map((site) => el("optgroup", { label: site },
+    el("option", { value: site }, `${site}: whole site`),
+    ...known.filter((d) => d.site === site).map((d) =>
+      el("option", { value: `${d.site}/${d.device}` }, `${d.site} / ${d.name || d.device}`)))));
   if (!known.length) {
     $("#cfg-state").textContent = "No device has reported yet: a device appears here after its first contact.";
     $("#cfg-form").hidden = true;
@@ -288,11 +311,12 @@ async function loadConfig() {
   const want = new URLSearchParams(location.search).get("device");
   if (keep && known.some((d) => `${d.site}/${d.device}` === keep)) sel.value = keep;
   else if (want && known.some((d) => `${d.site}/${d.device}` === want)) sel.value = want;
+  else if (known.length) sel.value = `${known[0].site}/${known[0].device}`;
   const load = async () => {
-    const [site, device] = sel.value.split("/");
+    const t = target();
     $("#cfg-result").textContent = "";
-    await pollConfig(site, device, false);
-    every("config", 2000, () => pollConfig(site, device, true));
+    await pollConfig(t, false);
+    every("config", 2000, () => pollConfig(t, false));
   };
   sel.onchange = () => load().catch(showError);
   await load();
@@ -303,14 +327,14 @@ $("#cfg-form").addEventListener("submit", async (e) => {
   const out = $("#cfg-result");
   const { doc, problems } = formDoc();
   if (problems.length) { out.className = "error"; out.textContent = problems.join("; "); return; }
-  const [site, device] = $("#cfg-device").value.split("/");
+  const t = target();
   $("#cfg-save").disabled = true;
   try {
-    await send("PUT", `/api/devices/${site}/${device}/config`, doc);
+    await send("PUT", t.write, doc);
     out.className = "";
-    out.textContent = "Saved and sent; waiting for the device to confirm.";
-    await pollConfig(site, device, false);
-    every("config", 1000, () => pollConfig(site, device, true));
+    out.textContent = `Saved and sent; waiting for ${t.device ? "the device" : "the devices"} to confirm.`;
+    await pollConfig(t, false);
+    every("config", 1000, () => pollConfig(t, true));
   } catch (err) {
     out.className = "error";
     out.textContent = "Not saved: " + err.message;

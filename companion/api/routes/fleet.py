@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
 
-from companion import device_config, fleet_view, settings_table
+from companion import device_config, fleet_view, settings_table, store
 from companion.api.deps import (
     AUTH,
     STATIC,
@@ -80,6 +80,34 @@ def get_config_form(who: Viewer, db: Db, site: str, device: str) -> dict[str, An
         "tele_at": rec["tele_at"],
         "rows": settings_table.form(info, state),
     }
+
+
+@router.get("/api/fleet/sites/{site}/config", tags=["fleet"], responses=errors(*AUTH, 404))
+def get_site_form(who: Viewer, db: Db, settings: Config, site: str) -> dict[str, Any]:
+    """A whole site's configuration form (saved with `PUT /api/sites/{site}/config`): the rows
+    with the site's values, and how many of its devices confirmed what they were sent
+    (`counts` by config state; `state` confirmed only when every reporting device did)."""
+    require(who, "admin", "it")
+    require_site(who, site)
+    found = [s for s in store.list_sites(db, sites=None) if s["site"] == site]
+    if not found:
+        raise HTTPException(404, f"no site {site!r}: a site appears with its first device")
+    doc = json.loads(found[0]["config"]) if found[0]["config"] else {}
+    recs = [r for r in fleet_view.device_records(db, site=site,
+                                                 silent_after_s=settings.silent_device_s)
+            if r["in_registry"]]
+    counts: dict[str, int] = {}
+    for r in recs:
+        counts[r["config_state"]] = counts.get(r["config_state"], 0) + 1
+    if counts.get("pending"):
+        state = "pending"
+    elif counts.get("confirmed"):
+        state = "confirmed" if counts["confirmed"] == len(recs) else "partly"
+    else:
+        state = "defaults" if not doc else "unknown"
+    info = {"site_config": doc, "device_config": doc, "effective": doc}
+    return {"site": site, "target": "site", **info, "devices": len(recs), "counts": counts,
+            "state": state, "rows": settings_table.form(info, state)}
 
 
 @router.get("/api/fleet/rollouts", tags=["fleet"], responses=errors(*AUTH))
