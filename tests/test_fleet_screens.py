@@ -162,16 +162,38 @@ def test_screens_fit_phone_and_desk_pass_axe_and_offer_only_what_the_role_may(
         page.click('#tabs a[href="#rollouts"]')
         item = page.wait_for_selector('#rollout-list li.rollout:has-text("store-9")')
         assert "No devices" in item.inner_text() and "0 of 0 devices confirmed" in item.inner_text()
-        # IT has no users list (admin only) but its own tokens
+        # IT has no users list (admin only) but its own tokens: made (shown once) and revoked
         page.click('#tabs a[href="#people"]')
         page.wait_for_selector("#token-table tbody tr")
         assert page.locator("#users-box").is_hidden()
+        page.fill("#token-form input[name=name]", "monitoring")
+        page.click("#token-form button")
+        page.wait_for_selector("#token-new:has-text('shown once')")
+        token = page.inner_text("#token-new").rsplit(" ", 1)[1]
+        assert httpx.get(comp.url + "/api/fleet/devices",
+                         headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        page.click("button[aria-label='Revoke token monitoring of ivy']")
+        page.wait_for_selector("#token-table td:text('No API tokens.')")
+        assert httpx.get(comp.url + "/api/fleet/devices",
+                         headers={"Authorization": f"Bearer {token}"}).status_code == 401
         # on the dashboard, IT sees the alert but is offered no Acknowledge/Resolve it cannot do
         page.goto(comp.url + "/")
         page.wait_for_selector("#alerts li.alert")
         assert page.locator("#alerts button").count() == 0
         assert page.locator("#it-link").is_visible()
         page.context.close()
+
+        # an admin adds a user from the users screen
+        adm = login(browser, comp.url, "ada", "ada-pass-1", then="/it#people")
+        adm.wait_for_selector("#user-table tbody tr")
+        adm.fill("#user-form input[name=username]", "max")
+        adm.fill("#user-form input[name=password]", "max-pass-12")
+        adm.select_option("#user-form select[name=role]", "manager")
+        adm.fill("#user-form input[name=sites]", "store-2")
+        adm.click("#user-form button")
+        adm.wait_for_selector("#user-table td:text('max')")
+        assert users.authenticate(comp.engine, "max", "max-pass-12").sites == {"store-2"}
+        adm.context.close()
 
         mgr = login(browser, comp.url, "ann", "ann-pass-1")
         mgr.wait_for_selector("#refused:not([hidden])")
