@@ -263,29 +263,16 @@ class FleetStore:
 
         return device_records(self.engine, site=site)
 
-    def _health(self) -> dict[tuple[str, str], dict[str, Any]]:
-        """Online/last seen/firmware from the companion's device registry, when this database
-        has it (a bare fleet database at a bench does not)."""
-        from sqlalchemy import inspect
-
-        try:
-            from companion.db import devices as registry
-        except ImportError:
-            return {}
-        if not inspect(self.engine).has_table(registry.name):
-            return {}
-        cols = [registry.c[c] for c in ("site", "device", "status", "last_seen", "firmware",
-                                         "model", "silent") if c in registry.c]
-        with self.engine.connect() as conn:
-            return {(r.site, r.device): dict(r._mapping) for r in conn.execute(select(*cols))}
-
     def device(self, device: str) -> dict[str, Any] | None:
+        """One device's record (as `inventory` lists it, provisioned or not) and its update
+        history; None when the companion knows no such device."""
+        from companion.fleet_view import device_records
+
+        found = [r for r in device_records(self.engine) if r["device"] == device]
+        if not found:
+            return None
+        out = found[0]
         with self.engine.connect() as conn:
-            row = conn.execute(select(inventory).where(inventory.c.device == device)).first()
-            if row is None:
-                return None
-            out = dict(row._mapping)
-            out["health"] = self._health().get((out["site"], device))
             out["updates"] = [
                 dict(r._mapping)
                 for r in conn.execute(
@@ -686,7 +673,7 @@ def it_router(store: FleetStore) -> APIRouter:
     def get_device(device: str) -> dict[str, Any]:
         found = store.device(device)
         if found is None:
-            raise HTTPException(404, f"device {device} is not in the inventory")
+            raise HTTPException(404, f"device {device} is not in the inventory nor seen over MQTT")
         return found
 
     @r.post("/mqtt/accounts")

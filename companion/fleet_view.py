@@ -188,7 +188,8 @@ def device_records(
             "firmware": (g["firmware"] if g else None) or tele.get("agent") or None,
             "model": g["model"] if g else None,
             # what the companion's registry said before the lists were one (kept for callers)
-            "health": {k: g[k] for k in ("status", "last_seen", "firmware", "model", "silent")}
+            "health": {k: g[k] for k in ("site", "device", "status", "last_seen", "firmware",
+                                        "model", "silent")}
             if g else None,
             **h,
         })

@@ -64,6 +64,11 @@ def test_inventory_registry_and_telemetry_are_one_list(tmp_path, mosquitto, caps
             "never_seen"]
         assert by_id["counter-9"]["kind"] == "pi" and by_id["counter-9"]["mem_kb"] == 91234
 
+        # `device status` finds a device that was only seen over MQTT, as the list shows it
+        code = main(["device", "status", "counter-9", "--db", comp.settings.db_url,
+                     "--key", str(comp.settings.fleet_key_path)])
+        status = json.loads(capsys.readouterr().out)
+        assert code == 0 and status["kind"] == "pi" and status["updates"] == []
         # the table print names every device, with its flags in words
         code = main(["device", "list", "--db", comp.settings.db_url,
                      "--key", str(comp.settings.fleet_key_path)])

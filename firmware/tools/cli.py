@@ -360,7 +360,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     except FleetClientError as e:
         return _fail(str(e))
     if found is None:
-        return _fail(f"device {args.device} is not in the inventory; `calmcue device list` shows it")
+        return _fail(f"device {args.device} is not in the inventory nor seen over MQTT; "
+                     "`calmcue device list` shows the ones the companion knows")
     print(json.dumps(found, indent=2, default=str))
     return 0
 
