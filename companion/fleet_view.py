@@ -91,6 +91,8 @@ def flags_of(rec: dict[str, Any], now: float, silent_after_s: float) -> list[dic
         flag("mic", "microphone not working")
     if rec["config_error"]:
         flag("config", f"config: {rec['config_error']}")
+    if rec.get("config_state") == "refused":
+        flag("config_refused", f"refused its config: {rec.get('config_detail') or 'no reason'}")
     return out
 
 
@@ -141,8 +143,60 @@ def expected_revs(engine: Engine) -> dict[tuple[str, str], int | None]:
     return out
 
 
+RESULT_TOPIC_FILTER = "calmcue/v1/+/+/state/result"
+
+
+class ConfigResults:
+    """What devices answered to their config (`state/result` with `cmd: "config"`), and when the
+    companion last sent each device one. Kept in this companion's memory: a Pi agent reports no
+    revision, so its answer after the last send is how it confirms; a headset's refusal turns
+    "waiting" into "refused" with its reason. With several replicas each knows the answers it
+    received (a shared subscription gives each message to one), so a Pi's state may show
+    "not reported" on another replica; the headset's revision check does not depend on this."""
+
+    def __init__(self) -> None:
+        self._sent: dict[tuple[str, str], float] = {}
+        self._answers: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def sent(self, site: str, device: str) -> None:
+        self._sent[(site, device)] = time.time()
+
+    def sent_topics(self, topics: list[str]) -> None:
+        for t in topics:  # calmcue/v1/<site>/<device>/config
+            parts = t.split("/")
+            self.sent(parts[2], parts[3])
+
+    def on_mqtt(self, topic: str, payload: bytes) -> str | None:
+        parts = topic.split("/")
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            return "state/result is not JSON"
+        if not isinstance(body, dict) or len(parts) != 6:
+            return "state/result is not a JSON object"
+        if body.get("cmd") == "config":
+            errors = body.get("errors")
+            detail = body.get("detail") or ("; ".join(map(str, errors)) if errors else "")
+            self._answers[(parts[2], parts[3])] = {
+                "ok": bool(body.get("ok")), "detail": str(detail)[:300], "at": time.time()}
+        return None
+
+    def state(self, key: tuple[str, str], by_rev: str, kind: str | None) -> tuple[str, str]:
+        """(state, detail): the revision check's state, refined by the device's answer."""
+        answer, sent = self._answers.get(key), self._sent.get(key, 0.0)
+        fresh = answer is not None and answer["at"] >= sent
+        if kind == "pi":
+            if fresh and answer is not None:
+                return ("confirmed" if answer["ok"] else "refused"), answer["detail"]
+            return ("pending" if sent else "unknown"), ""
+        if by_rev == "pending" and fresh and answer is not None and not answer["ok"]:
+            return "refused", answer["detail"]
+        return by_rev, ""
+
+
 def config_state(expected: int | None, reported: Any, kind: str | None) -> str:
-    """confirmed | pending | defaults | unknown (a Pi reports no revision)."""
+    """From the revisions alone: confirmed | pending | defaults | unknown (a Pi reports no
+    revision; ConfigResults.state refines it with the device's answer)."""
     if kind == "pi":
         return "unknown"
     if expected is None:
@@ -157,6 +211,7 @@ def device_records(
     site: str | None = None,
     silent_after_s: float = 300.0,
     now: float | None = None,
+    results: ConfigResults | None = None,
 ) -> list[dict[str, Any]]:
     """Every device the companion knows of, once: inventory and registry joined on (site,
     device), telemetry read into one unit per figure, flags from the thresholds above. Sorted
@@ -198,6 +253,10 @@ def device_records(
         rec["config_expected_rev"] = revs.get(key)
         rec["config_state"] = config_state(rec["config_expected_rev"], h["config_rev"],
                                            rec["kind"])
+        rec["config_detail"] = ""
+        if results is not None:
+            rec["config_state"], rec["config_detail"] = results.state(
+                key, rec["config_state"], rec["kind"])
         rec["flags"] = flags_of(rec, now, silent_after_s)
         out.append(rec)
     out.sort(key=lambda r: (r["site"], r["name"] or r["device"], r["device"]))

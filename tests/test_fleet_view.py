@@ -109,6 +109,34 @@ def test_config_is_confirmed_when_the_device_reports_its_revision(tmp_path, mosq
         wait_until(lambda: httpx.get(url).json()["state"] == "confirmed", what="confirmed")
         rec = fleet_view.device_records(comp.engine)[0]
         assert rec["config_state"] == "confirmed"
+
+        # a headset that refuses (as firmware/app.py answers on state/result) is not "waiting"
+        httpx.put(comp.url + f"/api/devices/{SITE}/cc-000000000001/config",
+                  json={"brightness": 0.3})
+        assert httpx.get(url).json()["state"] == "pending"
+        pub.send(dev + "/state/result", {"cmd": "config", "ok": False, "up_ms": 5, "rev": want,
+                                          "detail": "not enough memory on the device to check "
+                                                    "this config; nothing changed"})
+        wait_until(lambda: httpx.get(url).json()["state"] == "refused", what="refused")
+        assert "not enough memory" in httpx.get(url).json()["detail"]
+        (rec,) = httpx.get(comp.url + "/api/fleet/devices").json()
+        assert [f["key"] for f in rec["flags"]] == ["config_refused"]
+
+        # a Pi agent reports no revision: its answer after the last send confirms or refuses
+        pi = f"calmcue/v1/{SITE}/counter-9"
+        pub.send(pi + "/tele", {"agent": "0.1.0", "model": "stress-v1"})
+        wait_until(lambda: len(httpx.get(comp.url + "/api/devices").json()) == 2, what="pi")
+        pi_url = comp.url + f"/api/fleet/devices/{SITE}/counter-9/config"
+        assert httpx.get(pi_url).json()["state"] == "unknown"
+        httpx.put(comp.url + f"/api/devices/{SITE}/counter-9/config", json={"haptic": 0.5})
+        assert httpx.get(pi_url).json()["state"] == "pending"
+        pub.send(pi + "/state/result", {"cmd": "config", "ok": True, "applies": "live"})
+        wait_until(lambda: httpx.get(pi_url).json()["state"] == "confirmed", what="pi confirmed")
+        httpx.put(comp.url + f"/api/devices/{SITE}/counter-9/config", json={"haptic": 0.6})
+        pub.send(pi + "/state/result", {"cmd": "config", "ok": False,
+                                        "errors": ["outputs.haptic_strength must be 0..1"]})
+        wait_until(lambda: httpx.get(pi_url).json()["state"] == "refused", what="pi refused")
+        assert httpx.get(pi_url).json()["detail"] == "outputs.haptic_strength must be 0..1"
         pub.close()
 
 

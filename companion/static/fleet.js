@@ -118,7 +118,7 @@ const SORTS = {
 };
 
 const CONFIG_TEXT = { confirmed: "confirmed", pending: "waiting for device", defaults: "defaults",
-  unknown: "not reported" };
+  unknown: "not reported", refused: "refused by device" };
 
 function renderDevices() {
   const q = $("#dev-filter").value.trim().toLowerCase();
@@ -215,7 +215,7 @@ function renderConfig(info) {
   const body = $("#cfg-table tbody");
   body.replaceChildren(...info.rows.map((r) => {
     const label = el("label", { for: "cfg-" + r.key }, r.key);
-    const conf = r.set ? (info.state === "confirmed" ? "yes" : info.state === "pending" ? "not yet" : "not reported") : "default";
+    const conf = r.set ? ({ confirmed: "yes", pending: "not yet", refused: "refused" }[info.state] || "not reported") : "default";
     return el("tr", { data: { key: r.key } },
       el("th", { scope: "row", "data-label": "setting" }, label, r.unit ? el("small", {}, " " + r.unit) : null),
       td("this device", inputFor(r)),
@@ -235,14 +235,18 @@ function renderConfigState(info) {
     const c = info.counts;
     st.textContent = `Site ${info.site}: ${c.confirmed || 0} of ${info.devices} devices confirmed` +
       ` what they were sent` + (c.pending ? `, ${c.pending} waiting` : "") +
+      (c.refused ? `, ${c.refused} refused` : "") +
       (c.unknown ? `, ${c.unknown} not reporting a revision` : "") + ". A device's own value wins over the site's.";
     return;
   }
   const seen = info.tele_at ? ` (last report ${ago(info.tele_at)})` : "";
   st.textContent = {
-    confirmed: `The device confirmed this configuration (revision ${info.expected_rev})${seen}.`,
-    pending: `Waiting for the device to confirm revision ${info.expected_rev}; it reports ` +
+    confirmed: info.expected_rev == null ? `The device answered that it applied this configuration${seen}.`
+      : `The device confirmed this configuration (revision ${info.expected_rev})${seen}.`,
+    pending: info.expected_rev == null ? `Waiting for the device to answer${seen}.`
+      : `Waiting for the device to confirm revision ${info.expected_rev}; it reports ` +
       `${info.reported_rev ?? "none"}${seen}.`,
+    refused: `The device refused this configuration and keeps its own: ${info.detail}.`,
     defaults: `Nothing set for this device: it runs the defaults${seen}.`,
     unknown: `This device does not report which configuration it runs${seen}.`,
   }[info.state] || info.state;

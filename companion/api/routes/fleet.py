@@ -16,6 +16,7 @@ from companion.api.deps import (
     STATIC,
     Config,
     Db,
+    Results,
     Viewer,
     errors,
     require,
@@ -33,14 +34,14 @@ def it_page() -> FileResponse:
 
 @router.get("/api/fleet/devices", tags=["fleet"], responses=errors(*AUTH))
 def get_fleet_devices(
-    who: Viewer, db: Db, settings: Config, site: str | None = None
+    who: Viewer, db: Db, settings: Config, results: Results, site: str | None = None
 ) -> list[dict[str, Any]]:
     """Every device once: inventory, registry and last telemetry joined, health in one unit
     per figure, and `flags` for what passes a threshold (`GET /api/fleet/settings` lists them).
     The same records as `calmcue device list` and `GET /fleet/inventory`."""
     require(who, "admin", "it")
     return fleet_view.device_records(
-        db, sites=who.sites, site=site, silent_after_s=settings.silent_device_s
+        db, sites=who.sites, site=site, silent_after_s=settings.silent_device_s, results=results
     )
 
 
@@ -58,23 +59,27 @@ def get_fleet_settings(who: Viewer, settings: Config) -> dict[str, Any]:
 @router.get(
     "/api/fleet/devices/{site}/{device}/config", tags=["fleet"], responses=errors(*AUTH, 404)
 )
-def get_config_form(who: Viewer, db: Db, site: str, device: str) -> dict[str, Any]:
+def get_config_form(
+    who: Viewer, db: Db, results: Results, site: str, device: str
+) -> dict[str, Any]:
     """One device's configuration form: per setting the default, limits and unit, the site's
     and the device's own value, the effective value, and whether the device confirmed it
-    (`confirmed`: its telemetry reports the revision of what the companion publishes;
-    `pending`: not yet; `defaults`: nothing published; `unknown`: a Pi, which reports no
-    revision)."""
+    (`confirmed`: a headset's telemetry reports the revision of what the companion publishes,
+    or a Pi answered it applied what was last sent; `pending`: not yet; `refused`: the device
+    answered no, `detail` says why; `defaults`: nothing published; `unknown`: not reported)."""
     require(who, "admin", "it")
     require_site(who, site)
     try:
         info = device_config.effective(db, site, device)
     except device_config.ConfigError as exc:
         raise HTTPException(404, str(exc)) from None
-    (rec,) = [r for r in fleet_view.device_records(db, site=site) if r["device"] == device]
+    (rec,) = [r for r in fleet_view.device_records(db, site=site, results=results)
+              if r["device"] == device]
     state = rec["config_state"]
     return {
         **info,
         "state": state,
+        "detail": rec["config_detail"],
         "expected_rev": rec["config_expected_rev"],
         "reported_rev": rec["config_rev"],
         "tele_at": rec["tele_at"],
@@ -83,7 +88,9 @@ def get_config_form(who: Viewer, db: Db, site: str, device: str) -> dict[str, An
 
 
 @router.get("/api/fleet/sites/{site}/config", tags=["fleet"], responses=errors(*AUTH, 404))
-def get_site_form(who: Viewer, db: Db, settings: Config, site: str) -> dict[str, Any]:
+def get_site_form(
+    who: Viewer, db: Db, settings: Config, results: Results, site: str
+) -> dict[str, Any]:
     """A whole site's configuration form (saved with `PUT /api/sites/{site}/config`): the rows
     with the site's values, and how many of its devices confirmed what they were sent
     (`counts` by config state; `state` confirmed only when every reporting device did)."""
@@ -93,13 +100,15 @@ def get_site_form(who: Viewer, db: Db, settings: Config, site: str) -> dict[str,
     if not found:
         raise HTTPException(404, f"no site {site!r}: a site appears with its first device")
     doc = json.loads(found[0]["config"]) if found[0]["config"] else {}
-    recs = [r for r in fleet_view.device_records(db, site=site,
+    recs = [r for r in fleet_view.device_records(db, site=site, results=results,
                                                  silent_after_s=settings.silent_device_s)
             if r["in_registry"]]
     counts: dict[str, int] = {}
     for r in recs:
         counts[r["config_state"]] = counts.get(r["config_state"], 0) + 1
-    if counts.get("pending"):
+    if counts.get("refused"):
+        state = "refused"
+    elif counts.get("pending"):
         state = "pending"
     elif counts.get("confirmed"):
         state = "confirmed" if counts["confirmed"] == len(recs) else "partly"
