@@ -319,3 +319,26 @@ def test_rollout_shows_progress_and_rolls_back(tmp_path, mosquitto, browser, vp)
         assert store.update_summary(bad)["state"] == "paused"
         page.context.close()
         pub.close()
+
+
+def test_demo_mode_offers_the_device_list_and_config_but_not_the_fleet_api(
+    tmp_path, mosquitto, browser
+):
+    """Demo mode is anonymous and read-only outside the demo: the fleet API (roll-outs) and
+    tokens/users are refused there, so the page does not offer them."""
+    with running_companion(sqlite_url(tmp_path), mosquitto.url, env="demo") as comp:
+        pub = Publisher(mosquitto.port)
+        pub.send(f"calmcue/v1/{SITE}/counter-2/tele", {"fw": "0.2.0", "rssi": -61, "queue": 0})
+        wait_until(lambda: fleet_view.device_records(comp.engine), what="registry")
+        page = browser.new_context(viewport={"width": 390, "height": 844}).new_page()
+        page.goto(comp.url + "/it")
+        page.wait_for_selector('#device-table tr[data-device="counter-2"]')
+        assert page.inner_text("#who") == "demo mode"
+        assert page.locator('#tabs a[href="#rollouts"]').is_hidden()
+        assert page.locator('#tabs a[href="#people"]').is_hidden()
+        page.goto(comp.url + "/it#rollouts")  # asked for anyway: the device list instead
+        page.wait_for_selector("#devices:not([hidden])")
+        assert page.locator("#rollouts").is_hidden()
+        assert overflow(page) <= 0 and serious_axe_violations(page) == []
+        page.context.close()
+        pub.close()
