@@ -158,6 +158,10 @@ def test_screens_fit_phone_and_desk_pass_axe_and_offer_only_what_the_role_may(
         page.select_option("#dev-sort", "battery_pct")
         order = page.eval_on_selector_all("#device-table tbody tr", "rs => rs.map(r => r.dataset.device)")
         assert order[:2] == ["cc-000000000001", "cc-000000000002"]
+        # each row leads to that device's configuration form
+        page.click('#device-table tr[data-device="cc-000000000002"] a.configure')
+        page.wait_for_selector("#config:not([hidden]) #cfg-table tbody tr")
+        assert page.input_value("#cfg-device") == f"{SITE}/cc-000000000002"
         # the roll-out that no device takes is shown, and says so
         page.click('#tabs a[href="#rollouts"]')
         item = page.wait_for_selector('#rollout-list li.rollout:has-text("store-9")')

@@ -137,6 +137,10 @@ function renderDevices() {
     const who = el("td", { "data-label": "device" },
       el("b", {}, d.name || d.device), el("br"), el("small", {}, `${d.site} · ${d.device}`));
     if (!d.in_inventory) who.append(el("br"), el("small", { class: "warn" }, "not provisioned"));
+    if (d.in_registry) {
+      who.append(el("br"), el("a", { href: `?device=${encodeURIComponent(d.site + "/" + d.device)}#config`,
+        "aria-label": `Configure ${d.name || d.device} at ${d.site}`, class: "configure" }, "Configure"));
+    }
     const flags = el("td", { "data-label": "needs a look" });
     if (d.flags.length) {
       flags.append(el("ul", { class: "flags" }, ...d.flags.map((f) => el("li", { data: { flag: f.key } }, f.text))));
