@@ -28,6 +28,10 @@ VIEWPORTS = {"phone": (390, 844), "desk": (1440, 900)}
 SCREENS = ("devices", "config", "rollouts", "dead-letters", "people")
 PAGE_BUDGET = 150 * 1024  # issue 15: page weight under 150 KB
 SITE = "store-1"
+# The headset's heap with its code loaded from a folder (docs/firmware.md, Memory). At 104K the
+# asyncio main loop sometimes has too little left to check a second config message and answers
+# "not enough memory on the device to check this config" (the form then shows it refused).
+HEADSET_HEAP = "112K"
 
 pytestmark = pytest.mark.browser
 
@@ -212,6 +216,18 @@ def test_screens_fit_phone_and_desk_pass_axe_and_offer_only_what_the_role_may(
         print("page weights (bytes):", figures)
 
 
+def wait_confirmed(page, comp, timeout_ms: int = 30_000) -> None:
+    """The form says the device confirmed; else fail with what the page and the companion say."""
+    try:
+        page.wait_for_selector('#cfg-state[data-state="confirmed"]', timeout=timeout_ms)
+    except Exception:
+        rec = next(d for d in fleet_view.device_records(
+            comp.engine, results=comp.app.state.config_results) if d["device"] == "headset-1")
+        raise AssertionError(f"{page.inner_text('#cfg-state')} / record: " + json.dumps(
+            {k: rec[k] for k in ("status", "tele", "config", "config_state", "config_detail",
+                                 "config_expected_rev", "config_rev")}, default=str)) from None
+
+
 @pytest.mark.parametrize("vp", ["phone"])
 def test_it_changes_a_setting_and_a_real_headset_confirms_it(
     tmp_path, mosquitto, browser, host_build, headset_wav, vp
@@ -225,7 +241,7 @@ def test_it_changes_a_setting_and_a_real_headset_confirms_it(
         users.create_user(comp.engine, username="ivy", password="ivy-pass-1", role="it")
         device = subprocess.Popen(
             runner_cmd(host_build, flash, headset_wav, mosquitto.port, "--asyncio", "120",
-                       "--site", SITE, "--device", "headset-1", heap="104K"),
+                       "--site", SITE, "--device", "headset-1", heap=HEADSET_HEAP),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             wait_until(lambda: any(d["device"] == "headset-1" and d["config_rev"] is not None
@@ -244,7 +260,7 @@ def test_it_changes_a_setting_and_a_real_headset_confirms_it(
             t0 = time.monotonic()
             page.click("#cfg-save")
             page.wait_for_selector('#cfg-state[data-state="pending"], #cfg-state[data-state="confirmed"]')
-            page.wait_for_selector('#cfg-state[data-state="confirmed"]', timeout=30_000)
+            wait_confirmed(page, comp)
             took = time.monotonic() - t0
             assert overflow(page) <= 0
             row = page.locator('#cfg-table tr[data-key="cue_budget"]')
@@ -264,7 +280,7 @@ def test_it_changes_a_setting_and_a_real_headset_confirms_it(
             page.fill("#cfg-haptic", "0.4")
             page.click("#cfg-save")
             page.wait_for_selector('#cfg-table tr[data-key="haptic"] td.effective:text-is("0.4")')
-            page.wait_for_selector('#cfg-state[data-state="confirmed"]', timeout=30_000)
+            wait_confirmed(page, comp)
             assert json.loads((flash / "config.json").read_text())["haptic"] == 0.4
             page.context.close()
         finally:

@@ -239,7 +239,7 @@ function renderConfigState(info) {
     const c = info.counts;
     st.textContent = `Site ${info.site}: ${c.confirmed || 0} of ${info.devices} devices confirmed` +
       ` what they were sent` + (c.pending ? `, ${c.pending} waiting` : "") +
-      (c.refused ? `, ${c.refused} refused` : "") +
+      (c.refused ? `, ${c.refused} refused (${info.refused.map((r) => `${r.device}: ${r.detail}`).join("; ")})` : "") +
       (c.unknown ? `, ${c.unknown} not reporting a revision` : "") + ". A device's own value wins over the site's.";
     return;
   }

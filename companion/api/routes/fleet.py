@@ -115,8 +115,10 @@ def get_site_form(
     else:
         state = "defaults" if not doc else "unknown"
     info = {"site_config": doc, "device_config": doc, "effective": doc}
+    refused = [{"device": r["device"], "detail": r["config_detail"]}
+               for r in recs if r["config_state"] == "refused"]
     return {"site": site, "target": "site", **info, "devices": len(recs), "counts": counts,
-            "state": state, "rows": settings_table.form(info, state)}
+            "refused": refused, "state": state, "rows": settings_table.form(info, state)}
 
 
 @router.get("/api/fleet/rollouts", tags=["fleet"], responses=errors(*AUTH))
