@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from companion import alerts as alerts_mod
-from companion import ops, replicas, users
+from companion import fleet_view, ops, replicas, users
 from companion.alerts import AlertManager
 from companion.api.deps import (
     AUTH,
@@ -90,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ingest.on_events(lambda rows: feed.publish("event", rows))
         ingest.on_events(manager.on_events)
         ingest.handle(alerts_mod.ACK_TOPIC_FILTER, manager.on_mqtt)
+        ingest.handle(fleet_view.RESULT_TOPIC_FILTER, app.state.config_results.on_mqtt)
         app.state.feed = feed
         app.state.ingest = ingest
         app.state.alerts = manager
@@ -127,9 +128,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.resolve_principal = users.resolve_principal
+    app.state.config_results = fleet_view.ConfigResults()  # devices' answers to their config
     if fleet is not None:
         # an absolute path under data_dir (config.py), never relative to the working directory
         fleet_store = fleet.FleetStore(engine, key_path=settings.fleet_key_path)
+        app.state.fleet_store = fleet_store  # the IT screens' roll-out view reads it
         app.include_router(
             fleet.it_router(fleet_store),
             dependencies=[Depends(require_fleet)],

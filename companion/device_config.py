@@ -18,9 +18,9 @@ Quiet hours are enforced by the companion: no manager alert is opened during the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-import time
 from datetime import datetime
 from typing import Any
 
@@ -132,6 +132,16 @@ def render(cfg: ConfigDoc, kind: str, rev: int) -> dict[str, Any]:
     return out
 
 
+def payload_rev(payload: dict[str, Any]) -> int:
+    """The revision of a rendered headset payload, made from its content (1 .. 2**28): the
+    device echoes it in its telemetry (`config_rev`) once it runs exactly this configuration,
+    so the companion sees it confirmed without storing what it sent, and every replica
+    computes the same number. 0 is the device's own defaults."""
+    body = {k: v for k, v in payload.items() if k != "rev"}
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+    return int(digest.hexdigest()[:7], 16) + 1
+
+
 def device_kind(tele_json: str | None) -> str:
     try:
         tele = json.loads(tele_json or "{}")
@@ -221,7 +231,7 @@ def publish_device(engine: Engine, site: str, device: str, publish: Any) -> str:
     info = effective(engine, site, device)
     payload = info["payload"]
     if "rev" in payload:
-        payload["rev"] = int(time.time())  # newer edits carry a larger revision
+        payload["rev"] = payload_rev(payload)
     topic = config_topic(site, device)
     publish(topic, json.dumps(payload, separators=(",", ":")), retain=True)
     return topic

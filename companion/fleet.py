@@ -256,39 +256,23 @@ class FleetStore:
         return row
 
     def inventory(self, site: str | None = None) -> list[dict[str, Any]]:
-        q = select(inventory).order_by(inventory.c.site, inventory.c.name)
-        if site:
-            q = q.where(inventory.c.site == site)
-        with self.engine.connect() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(q)]
-        health = self._health()
-        for r in rows:
-            r["health"] = health.get((r["site"], r["device"]))
-        return rows
+        """Every device once, provisioned or only seen over MQTT: the inventory joined with
+        the companion's registry and telemetry (companion/fleet_view.py), the same records the
+        IT screens show. `in_inventory` is False for a device that was never provisioned."""
+        from companion.fleet_view import device_records
 
-    def _health(self) -> dict[tuple[str, str], dict[str, Any]]:
-        """Online/last seen/firmware from the companion's device registry, when this database
-        has it (a bare fleet database at a bench does not)."""
-        from sqlalchemy import inspect
-
-        try:
-            from companion.db import devices as registry
-        except ImportError:
-            return {}
-        if not inspect(self.engine).has_table(registry.name):
-            return {}
-        cols = [registry.c[c] for c in ("site", "device", "status", "last_seen", "firmware",
-                                         "model", "silent") if c in registry.c]
-        with self.engine.connect() as conn:
-            return {(r.site, r.device): dict(r._mapping) for r in conn.execute(select(*cols))}
+        return device_records(self.engine, site=site)
 
     def device(self, device: str) -> dict[str, Any] | None:
+        """One device's record (as `inventory` lists it, provisioned or not) and its update
+        history; None when the companion knows no such device."""
+        from companion.fleet_view import device_records
+
+        found = [r for r in device_records(self.engine) if r["device"] == device]
+        if not found:
+            return None
+        out = found[0]
         with self.engine.connect() as conn:
-            row = conn.execute(select(inventory).where(inventory.c.device == device)).first()
-            if row is None:
-                return None
-            out = dict(row._mapping)
-            out["health"] = self._health().get((out["site"], device))
             out["updates"] = [
                 dict(r._mapping)
                 for r in conn.execute(
@@ -689,7 +673,7 @@ def it_router(store: FleetStore) -> APIRouter:
     def get_device(device: str) -> dict[str, Any]:
         found = store.device(device)
         if found is None:
-            raise HTTPException(404, f"device {device} is not in the inventory")
+            raise HTTPException(404, f"device {device} is not in the inventory nor seen over MQTT")
         return found
 
     @r.post("/mqtt/accounts")

@@ -49,6 +49,11 @@ class Page:
 PAGES = [
     Page("login", "/login", None, "input[name=username]"),
     Page("manager", "/", "ann", "#fig-ttd svg circle, #fig-ttd svg rect"),
+    Page("fleet-devices", "/it#devices", "ivy", "#device-table tbody tr"),
+    Page("fleet-config", "/it#config", "ivy", "#cfg-table tbody tr"),
+    Page("fleet-rollouts", "/it#rollouts", "ivy", "#rollouts:not([hidden])"),
+    Page("fleet-dead-letters", "/it#dead-letters", "ivy", "#dead-letters:not([hidden])"),
+    Page("fleet-people", "/it#people", "admin", "#token-table"),
 ]
 
 

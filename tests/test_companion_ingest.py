@@ -163,12 +163,15 @@ def _restart_broker_under(comp, mosquitto):
 
 def test_live_feed_delivers_new_events_within_a_second(comp, pub):
     got: list[tuple[dict, float]] = []
+    opened = threading.Event()
 
     def listen() -> None:
         with httpx.stream("GET", comp.url + "/api/stream", timeout=10) as r:
             kind = None
             for line in r.iter_lines():
-                if line.startswith("event: "):
+                if line.startswith("retry: "):  # sent once the feed has subscribed this client
+                    opened.set()
+                elif line.startswith("event: "):
                     kind = line[7:]
                 elif line.startswith("data: ") and kind == "event":
                     got.append((json.loads(line[6:]), time.monotonic()))
@@ -176,7 +179,7 @@ def test_live_feed_delivers_new_events_within_a_second(comp, pub):
 
     t = threading.Thread(target=listen, daemon=True)
     t.start()
-    time.sleep(0.3)  # let the stream subscribe
+    assert opened.wait(10), "the stream did not open"
     sent = time.monotonic()
     pub.event(cue(seq=42, cue_name="call_manager", level=3))
     t.join(5)

@@ -121,11 +121,14 @@ def test_ranges_and_iso_times(comp):
 
 def test_live_feed_gives_a_manager_alerts_but_no_single_cues(comp, mosquitto):
     seen: dict[str, list[str]] = {"ann": [], "ivy": []}
+    opened = {u: threading.Event() for u in seen}
 
     def listen(user: str) -> None:
         with httpx.stream("GET", comp.url + "/api/stream", timeout=10,
                           headers={"Authorization": f"Bearer {comp.tok[user]}"}) as r:  # fmt: skip
             for line in r.iter_lines():
+                if line.startswith("retry: "):  # sent once the feed has subscribed this client
+                    opened[user].set()
                 if line.startswith("event: "):
                     seen[user].append(line[7:])
                     if line == "event: alert":
@@ -134,7 +137,8 @@ def test_live_feed_gives_a_manager_alerts_but_no_single_cues(comp, mosquitto):
     threads = [threading.Thread(target=listen, args=(u,), daemon=True) for u in seen]
     for t in threads:
         t.start()
-    time.sleep(0.5)  # both streams are open
+    for user, ev in opened.items():
+        assert ev.wait(10), f"{user}'s stream did not open"
     pub = Publisher(mosquitto.port)
     pub.event(cue(device="counter-1", seq=200, cue_name="empathize"))
     time.sleep(0.3)

@@ -38,7 +38,14 @@ def alert_manager(request: Request) -> AlertManager:
     return request.app.state.alerts  # type: ignore[no-any-return]
 
 
+def config_results(request: Request) -> Any:
+    """The devices' answers to their config (companion/fleet_view.py ConfigResults), or None
+    in an app built without them."""
+    return getattr(request.app.state, "config_results", None)
+
+
 Config = Annotated[Settings, Depends(settings_of)]
+Results = Annotated[Any, Depends(config_results)]
 Db = Annotated[Engine, Depends(engine_of)]
 Alerts = Annotated[AlertManager, Depends(alert_manager)]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from companion.api.routes import alerts, auth, devices, events, health, push
+from companion.api.routes import alerts, auth, devices, events, fleet, health, push
 
 api_router = APIRouter()
-for area in (health, auth, events, alerts, devices, push):
+for area in (health, auth, events, alerts, devices, fleet, push):
     api_router.include_router(area.router)

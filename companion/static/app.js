@@ -46,7 +46,7 @@ async function loadDevices() {
     try { t = JSON.parse(d.tele || "{}"); } catch (e) { t = {}; }
     const tr = document.createElement("tr");
     const status = d.silent ? "silent" : d.status;
-    tr.append(cell(d.site), cell(d.device), cell(status, status), cell(fmtTime(d.last_seen)),
+    tr.append(cell(d.site), cell(d.device), cell(status, status), cell(d.last_seen ? fmtTime(d.last_seen) : "never"),
       cell(d.firmware || ""), cell(d.model || ""),
       cell(t.heap_free ?? (t.mem_kb != null ? t.mem_kb + " kB" : "")),
       cell(t.cpu_pct != null ? t.cpu_pct + " %" : ""), cell(t.rssi ?? ""),
@@ -119,6 +119,7 @@ async function main() {
     document.getElementById("who").textContent = session.user + " · " + session.role;
     document.getElementById("logout").hidden = false;
   }
+  document.getElementById("it-link").hidden = !["admin", "it", "demo"].includes(session.role);
   connectLive();
   await Promise.all([startManager(session), loadDevices(), setupConfig(session)]);
   setInterval(loadStats, 30000);

@@ -112,7 +112,8 @@ def register(sub: Any) -> None:
     _fleet_args(u)
     u.set_defaults(func=cmd_update)
 
-    ls = dsub.add_parser("list", help="the inventory: factory label, device id, site, version")
+    ls = dsub.add_parser("list", help="every device once (provisioned or seen over MQTT): "
+                         "label, id, site, version, status, last seen, what needs a look")
     ls.add_argument("--site")
     ls.add_argument("--json", action="store_true")
     _fleet_args(ls)
@@ -309,16 +310,31 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    for r in rows:
-        health = r.get("health") or {}
-        r["status"] = health.get("status")
-        r["firmware"] = health.get("firmware")
-    cols = ("label", "device", "site", "name", "profile", "version", "status", "firmware")
+    import time
+
+    now = time.time()
+    for r in rows:  # one record per device (companion/fleet_view.py), as the IT screen shows
+        r["last seen"] = _ago(now - r["last_seen"]) if r.get("last_seen") else None
+        r["flags"] = "; ".join(f["text"] for f in r.get("flags") or [])
+    cols = ("label", "device", "site", "name", "profile", "version", "status", "last seen",
+            "firmware", "flags")
     widths = [max([len(c)] + [len(str(r.get(c) or "")) for r in rows]) for c in cols]
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
     for r in rows:
         print("  ".join(str(r.get(c) or "-").ljust(w) for c, w in zip(cols, widths, strict=True)))
     return 0
+
+
+def _ago(seconds: float) -> str:
+    """"3 min ago", as the IT screen says it."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s} s ago"
+    if s < 3600:
+        return f"{s // 60} min ago"
+    if s < 86400:
+        return f"{s // 3600} h ago"
+    return f"{s // 86400} d ago"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -344,7 +360,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     except FleetClientError as e:
         return _fail(str(e))
     if found is None:
-        return _fail(f"device {args.device} is not in the inventory; `calmcue device list` shows it")
+        return _fail(f"device {args.device} is not in the inventory nor seen over MQTT; "
+                     "`calmcue device list` shows the ones the companion knows")
     print(json.dumps(found, indent=2, default=str))
     return 0
 

@@ -10,8 +10,18 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field, field_validator
 
 from calmcue.shared.broker_access import RESERVED_DEVICE_IDS
-from companion import device_config, store
-from companion.api.deps import AUTH, BODY, Db, Viewer, errors, require, require_site
+from companion import device_config, fleet_view, store
+from companion.api.deps import (
+    AUTH,
+    BODY,
+    Config,
+    Db,
+    Results,
+    Viewer,
+    errors,
+    require,
+    require_site,
+)
 
 router = APIRouter()
 
@@ -60,7 +70,7 @@ def get_site_config(who: Viewer, db: Db, site: str) -> dict[str, Any]:
 
 @router.put("/api/sites/{site}/config", tags=["sites"], responses=errors(*AUTH, *BODY))
 def put_site_config(
-    request: Request, who: Viewer, db: Db, site: str, body: dict[str, Any]
+    request: Request, who: Viewer, db: Db, results: Results, site: str, body: dict[str, Any]
 ) -> dict[str, Any]:
     """Validate and store a site's configuration, then publish every device's effective
     configuration retained on calmcue/v1/<site>/<device>/config."""
@@ -70,6 +80,8 @@ def put_site_config(
     except (device_config.ConfigError, ValueError) as exc:
         raise HTTPException(422, str(exc)) from None
     topics = device_config.publish_site(db, site, request.app.state.ingest.publish)
+    if results is not None:
+        results.sent_topics(topics)
     return {"config": cfg.model_dump(exclude_none=True), "published": topics}
 
 
@@ -89,7 +101,13 @@ def get_device_config(who: Viewer, db: Db, site: str, device: str) -> dict[str, 
     responses=errors(*AUTH, 404, *BODY),
 )
 def put_device_config(
-    request: Request, who: Viewer, db: Db, site: str, device: str, body: dict[str, Any]
+    request: Request,
+    who: Viewer,
+    db: Db,
+    results: Results,
+    site: str,
+    device: str,
+    body: dict[str, Any],
 ) -> dict[str, Any]:
     require(who, "admin", "it")
     try:
@@ -98,6 +116,8 @@ def put_device_config(
         status = 404 if "registry" in str(exc) else 422
         raise HTTPException(status, str(exc)) from None
     device_config.publish_device(db, site, device, request.app.state.ingest.publish)
+    if results is not None:
+        results.sent(site, device)
     return device_config.effective(db, site, device)
 
 
@@ -111,6 +131,10 @@ def post_device(request: Request, who: Viewer, db: Db, body: DeviceCreate) -> di
 
 
 @router.get("/api/devices", tags=["devices"], responses=errors(401))
-def get_devices(who: Viewer, db: Db) -> list[dict[str, Any]]:
-    """The device registry: status from the LWT, last seen, firmware, model, telemetry."""
-    return store.list_devices(db, sites=who.sites)
+def get_devices(who: Viewer, db: Db, settings: Config, results: Results) -> list[dict[str, Any]]:
+    """Every device once (companion/fleet_view.py): the registry (status from the LWT, last
+    seen, firmware, model, telemetry) joined with the fleet inventory, so the dashboard lists
+    what `calmcue device list` and the IT screens list."""
+    return fleet_view.device_records(
+        db, sites=who.sites, silent_after_s=settings.silent_device_s, results=results
+    )
