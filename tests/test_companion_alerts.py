@@ -99,7 +99,7 @@ def test_unacknowledged_alert_renotifies_and_escalates_on_time(tmp_path, mosquit
     hook = http.server.HTTPServer(("127.0.0.1", 0), _Hook)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
     mgr_dev = Subscriber(mosquitto.port, "calmcue/v1/store-1/alert/#")
-    renotify, escalate = 0.4, 1.0
+    renotify, escalate = 1.0, 2.5  # wide enough that a loaded 2-core machine keeps to them
     with running_companion(
         sqlite_url(tmp_path),
         mosquitto.url,
@@ -115,13 +115,13 @@ def test_unacknowledged_alert_renotifies_and_escalates_on_time(tmp_path, mosquit
         assert r.status_code == 200
         pub.event(cue(seq=1, cue_name="call_manager", level=3))
         (alert,) = wait_until(lambda: active(comp), what="an open alert")
-        wait_until(lambda: active(comp)[0]["escalated_at"], timeout=5, what="escalation")
+        wait_until(lambda: active(comp)[0]["escalated_at"], timeout=10, what="escalation")
         a = active(comp)[0]
-        late = 0.5  # check period 0.05 s plus scheduling slack on a busy test machine
+        late = 0.8  # check period 0.05 s plus scheduling slack on a busy test machine
         assert escalate <= a["escalated_at"] - a["opened_at"] < escalate + late
         trail = httpx.get(f"{comp.url}/api/alerts/{alert['id']}").json()["audit"]
         actions = [t["action"] for t in trail]
-        # re-notified every 0.4 s until the escalation at 1.0 s (two, unless the machine stalls)
+        # re-notified every 1.0 s until the escalation at 2.5 s (two, unless the machine stalls)
         assert actions[0] == "opened" and actions[-1] == "escalated"
         assert set(actions[1:-1]) == {"renotified"} and len(actions) in (3, 4)
         times = [t["at"] for t in trail[:-1]]
