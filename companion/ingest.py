@@ -667,7 +667,7 @@ class Ingest:
                     stored_row = dict(by_key[(row.site, row.device, row.boot, row.seq)])
                     stored_row["id"] = row.id
                     stored.append(stored_row)
-            if stored and self.settings.mqtt_shared_group:
+            if stored and self.settings.replicated:
                 replicas.notify(conn, self.replica, "e", [r["id"] for r in stored])
             if dead_rows:
                 conn.execute(insert(dead_letters), dead_rows)
