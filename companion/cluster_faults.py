@@ -26,7 +26,7 @@ import paho.mqtt.client as mqtt
 from sqlalchemy import text
 
 from calmcue.shared import broker_access
-from calmcue.shared.cluster import RabbitCluster
+from calmcue.shared.cluster import ClusterTLS, RabbitCluster
 from companion import faults
 from companion.faults import SITE, CompanionProcess, Ledger, Message, wait_until
 
@@ -34,10 +34,10 @@ MANAGER = "fault-manager"  # the site account of the managers' devices
 CALL_MANAGER_EVERY = 4  # counters 0, 4, 8, ... send one call_manager cue: one alert each
 
 
-def cluster_for_faults(workdir: Path | None = None) -> RabbitCluster:
+def cluster_for_faults(workdir: Path | None = None, tls: ClusterTLS | None = None) -> RabbitCluster:
     """The cluster the fault runs need: the companion account, and a site account for the
     managers' devices (the same rules `calmcue device register` gives a site)."""
-    c = RabbitCluster(workdir=workdir)
+    c = RabbitCluster(workdir=workdir, tls=tls)
     c.add_account(MANAGER, SITE, None)
     return c
 
@@ -223,8 +223,9 @@ def _alert_figures(r: Rig, want_devices: set[str]) -> dict[str, Any]:
 def _run(cluster: RabbitCluster, db_url: str, workdir: Path, n: int, rate: float,
          fault: Callable[[Rig, ClusterFleet], None], after: int,
          fleet_node: int = 0) -> dict[str, Any]:  # fmt: skip
-    """Stream `n` events through node `fleet_node` (failing over to the others); once `after`
-    are stored, `fault(rig, fleet)`; wait for every event and every alert; count."""
+    """Stream `n` events through node `fleet_node` (failing over to the others); once the
+    broker has confirmed the first `after`, `fault(rig, fleet)` while the rest streams on; wait
+    for every event and every alert; count."""
     msgs = stream(n)
     want = expected_alerts(msgs)
     with rig(cluster, db_url, workdir) as r:
@@ -237,16 +238,16 @@ def _run(cluster: RabbitCluster, db_url: str, workdir: Path, n: int, rate: float
 
         def inject() -> None:
             try:
-                wait_until(lambda: r.ledger.stored() >= after, 120, f"{after} stored")
                 fault(r, fleet)
             except Exception as exc:  # reported in the figures, the run goes on
                 errors.append(repr(exc))
             done.set()
 
+        t0 = time.perf_counter()
+        fleet.send(msgs[:after], rate=rate, confirm_timeout=300)
         t = threading.Thread(target=inject)
         t.start()
-        t0 = time.perf_counter()
-        fleet.send(msgs, rate=rate, confirm_timeout=300)
+        fleet.send(msgs[after:], rate=rate, confirm_timeout=300)
         t.join(400)
         faults._wait_stored(r.ledger, n, 180)
         catch_up = time.perf_counter() - t0

@@ -47,8 +47,17 @@ class NodesPublisher:
             c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{client_id}-pub{i + 1}")
             target.configure(c)
             c.reconnect_delay_set(min_delay=1, max_delay=10)
+            c.on_connect = self._on_connect
+            c.on_disconnect = self._on_disconnect
             c.connect_async(target.host, target.port, keepalive=15)
             self.clients.append(c)
+        self._names = {id(c): f"{t.host}:{t.port}" for c, t in zip(self.clients, targets, strict=True)}
+
+    def _on_connect(self, c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
+        log.info("publishing through %s: %s", self._names.get(id(c)), rc)
+
+    def _on_disconnect(self, c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
+        log.info("lost %s (%s)", self._names.get(id(c)), rc)
 
     def start(self) -> None:
         for c in self.clients:
@@ -69,6 +78,7 @@ class NodesPublisher:
             return any(_confirmed(i, wait_s) for i in infos)
         for k, c in enumerate(live):
             info = c.publish(topic, payload, qos=1)
+            log.info("%s through %s (mid %d)", topic, self._names.get(id(c)), info.mid)
             if _confirmed(info, wait_s) or c.is_connected():
                 return True  # confirmed, or still connected: paho delivers it
             if k + 1 < len(live):

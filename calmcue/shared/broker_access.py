@@ -104,6 +104,9 @@ class Account:
     password_hash: str
     site: str | None = None  # None for the companion account
     device: str | None = None
+    # the same password in RabbitMQ's format (`rabbitmq_hash`), for the clustered broker;
+    # None for an account made before it existed (rotate it to give it one)
+    rabbitmq_hash: str | None = None
 
 
 def hash_password(username: str, password: str, use_tool: bool = True) -> str:
@@ -269,9 +272,9 @@ def rabbitmq_definitions(accounts: Iterable[Account]) -> dict[str, object]:
     topic_perms: list[dict[str, str]] = []
     own_queues = "^(amq\\.topic|mqtt-subscription-.*)$"
     for a in sorted(accounts, key=lambda a: a.username):
-        if not _safe_in_files(a):
+        if not _safe_in_files(a) or not a.rabbitmq_hash:
             continue
-        users.append({"name": a.username, "password_hash": a.password_hash,
+        users.append({"name": a.username, "password_hash": a.rabbitmq_hash,
                       "hashing_algorithm": RABBITMQ_HASHING, "tags": []})  # fmt: skip
         try:
             check_account(a.username, a.site, a.device)

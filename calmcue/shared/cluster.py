@@ -106,7 +106,7 @@ class RabbitCluster:
         self.passwords[username] = password
         self.accounts.append(
             broker_access.Account(
-                username, broker_access.rabbitmq_hash(password), site, device
+                username, "", site, device, rabbitmq_hash=broker_access.rabbitmq_hash(password)
             )
         )
         return password
@@ -242,18 +242,19 @@ class RabbitCluster:
                 self._wait_listening(node, deadline)
         while True:
             running = self.running_nodes()
-            if len(running) == sum(n.proc is not None for n in self.nodes):
+            members = self.mqtt_tracker_members() if len(running) == NODES else []
+            if len(running) == sum(n.proc is not None for n in self.nodes) and (
+                len(running) < NODES or len(members) == NODES
+            ):
                 if len(running) == NODES:
                     self.replicate_ingest_queue()
-                    members = self.mqtt_tracker_members()
-                    if len(members) != NODES:
-                        raise BrokerError(
-                            f"the MQTT client-id tracker has members {members}, not all "
-                            f"{NODES} nodes: losing one node would stop MQTT connects"
-                        )
                 return
             if time.monotonic() > deadline:
-                raise BrokerError(f"the cluster did not form in time: running {running}")
+                raise BrokerError(
+                    f"the cluster did not form in time: running {running}; the MQTT client-id "
+                    f"tracker answers with members {members} (all {NODES} nodes are needed, or "
+                    "losing one would stop MQTT connects)"
+                )
             time.sleep(1.0)
 
     def running_nodes(self) -> list[str]:
@@ -281,6 +282,8 @@ class RabbitCluster:
             if node.proc is None or node.proc.poll() is not None:
                 continue
             out = self.ctl(node.index, "eval", "ra:members({mqtt_node, node()}).", check=False)
+            if not out.lstrip().startswith("{ok,"):
+                return []  # no answer yet (an election after a restart): not a member list
             return sorted(set(re.findall(r"'([^']+@localhost)'", out)))
         return []
 
