@@ -11,10 +11,13 @@ the other replicas (the unique key makes a second delivery a counted duplicate).
 dies takes its connections along: the replica connects to the next node in `amqp_urls`; the
 queue keeps working while two of its three members run.
 
-Alerts and configurations go out over MQTT through `NodesPublisher`: one client per node;
-an alert is published through one node (the cluster routes it to subscribers on every node),
-a retained configuration through every node, because RabbitMQ 3.10 keeps retained messages
-per node.
+Alerts go out over AMQP with publisher confirms through one node (`AlertPublisher`; the
+cluster routes them to the managers' MQTT subscriptions on every node). Retained
+configurations go out over MQTT through every node (`NodesPublisher`), because RabbitMQ 3.10
+keeps retained messages per node and only takes them from MQTT publishers. (Alerts went over
+MQTT first: when a node died, RabbitMQ 3.10's MQTT adapter on a surviving node closed the
+companion's connection on a publisher nack, and paho sent the alert again: managers got it
+twice.)
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ HEARTBEAT_S = 10  # a node that vanishes without a FIN is noticed within two of 
 
 
 class NodesPublisher:
-    """One MQTT client per node; publish through whichever is connected."""
+    """One MQTT client per node, for retained messages: through every connected node."""
 
     def __init__(self, targets: list[MqttTarget], client_id: str):
         self.clients: list[mqtt.Client] = []
@@ -97,6 +100,67 @@ def _confirmed(info: mqtt.MQTTMessageInfo, wait_s: float) -> bool:
         return False
 
 
+class AlertPublisher:
+    """Alerts over AMQP with publisher confirms, through one node at a time (the cluster routes
+    them to the managers' MQTT subscriptions on every node). A confirm means every queue that
+    took it has it; a nack means a queue on a lost node did not, while the managers on the
+    live nodes have it: not sent again (a second copy would reach them twice). Only a
+    connection lost before the answer sends it again, through the next node."""
+
+    def __init__(self, urls: list[str]):
+        self.urls = urls
+        self._node = 0
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        self._ch: Any = None
+
+    def _channel(self) -> Any:
+        import pika
+
+        if self._ch is not None and self._ch.is_open:
+            return self._ch
+        self.close()
+        params = pika.URLParameters(self.urls[self._node % len(self.urls)])
+        params.heartbeat = 0  # idle between alerts; a dead node fails the next publish at once
+        params.connection_attempts = 1
+        params.socket_timeout = 5
+        self._conn = pika.BlockingConnection(params)
+        self._ch = self._conn.channel()
+        self._ch.confirm_delivery()
+        return self._ch
+
+    def publish(self, topic: str, payload: bytes | str) -> bool:
+        import pika
+
+        body = payload.encode() if isinstance(payload, str) else payload
+        props = pika.BasicProperties(delivery_mode=2)  # persistent: QoS 1 to MQTT subscribers
+        with self._lock:
+            for _attempt in range(2 * len(self.urls)):
+                try:
+                    self._channel().basic_publish(
+                        "amq.topic", broker_access.routing_key(topic), body, props
+                    )
+                    return True
+                except pika.exceptions.NackError:
+                    log.warning("%s: a queue on a lost node did not take it; the managers "
+                                "on the other nodes have it", topic)  # fmt: skip
+                    return True
+                except Exception as exc:  # the node went away: the next one
+                    log.warning("%s: node %s failed (%s); publishing through the next", topic,
+                                self._node % len(self.urls), exc.__class__.__name__)  # fmt: skip
+                    self.close()
+                    self._node += 1
+            return False
+
+    def close(self) -> None:
+        conn, self._conn, self._ch = self._conn, None, None
+        if conn is not None and conn.is_open:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+
 class ClusterIngest(Ingest):
     """`Ingest` over the cluster's quorum queue; see the module docstring."""
 
@@ -110,6 +174,7 @@ class ClusterIngest(Ingest):
         self._accepting = True
         self._node = 0
         self._publisher = NodesPublisher(settings.mqtt_targets(), settings.mqtt_client_id)
+        self._alerts = AlertPublisher(self._urls)
 
     # ---- wiring ----------------------------------------------------------------------------
 
@@ -120,7 +185,11 @@ class ClusterIngest(Ingest):
     def publish(
         self, topic: str, payload: bytes | str, *, retain: bool = False, wait_s: float = 2.0
     ) -> bool:
-        return self._publisher.publish(topic, payload, retain=retain, wait_s=wait_s)
+        """Retained messages (configurations) over MQTT through every node; the rest (alerts,
+        commands) over AMQP with confirms (AlertPublisher)."""
+        if retain:
+            return self._publisher.publish(topic, payload, retain=True, wait_s=wait_s)
+        return self._alerts.publish(topic, payload)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -160,6 +229,7 @@ class ClusterIngest(Ingest):
             self._consumer.join(timeout)
             self._consumer = None
         self._publisher.stop()
+        self._alerts.close()
 
     # ---- the consumer thread ---------------------------------------------------------------
 
