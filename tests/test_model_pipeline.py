@@ -94,3 +94,20 @@ def test_train_cli_reports_bad_data(tmp_path: Path, capsys):
     write_manifest(_clips(2), tmp_path / "m.csv")
     assert main(["model", "train", "--data", str(tmp_path / "m.csv")]) == 2
     assert "at least 6 speakers" in capsys.readouterr().err
+
+
+def test_training_babble_never_holds_a_held_out_voice():
+    """Babble training copies (issue 13): the background talk under a speaker's clips comes
+    from the other speakers of their own fold, so a fold model never hears a speaker it is
+    judged on, not even in the background."""
+    from models.dataset import babble_groups
+
+    clips = _clips(12)
+    folds = train.speaker_folds(clips, 4)
+    groups = babble_groups(clips, 4)
+    assert all(groups[s] for s in groups)  # everyone has someone talking behind them
+    for held in folds:
+        out = {clips[i].speaker for i in held}
+        trained_on = {c.speaker for c in clips} - out
+        heard = {b for s in trained_on for b in groups[s]}
+        assert heard and not heard & out
