@@ -36,6 +36,13 @@ def register(sub) -> None:
     )
     t.add_argument("--false-cue-rate", type=float, default=0.05)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--babble-copies",
+        type=int,
+        default=0,
+        help="extra training copies with other training speakers talking underneath at 5-25 dB "
+        "below the customer (models/dataset.py _babble_table); 0 = the shipped recipe",
+    )
     t.set_defaults(func=_train)
     e = msub.add_parser("evaluate", help="held-out figures incl. levels, noise, gender held out")
     e.add_argument(
@@ -67,6 +74,14 @@ def register(sub) -> None:
         "on the MicroPython unix port, cue timelines compared",
     )
     e.add_argument("--parity-slice", type=int, default=2)
+    e.add_argument(
+        "--trained",
+        default=None,
+        metavar="DIR",
+        help="benchmark the fold models of a training run not yet exported (DIR/trained.pkl, "
+        "e.g. var/model) instead of models/stress_folds.npz; figures go to "
+        "DIR/conversations.json and the model card is left alone",
+    )
     e.add_argument("--seed", type=int, default=0)
     e.set_defaults(func=_evaluate)
     x = msub.add_parser("export", help="write models/stress.onnx, stress.ccm, stress.json")
@@ -93,7 +108,12 @@ def _train(args: argparse.Namespace) -> int:
     from models.train import TrainSettings
 
     try:
-        run_train(args.data, TrainSettings(false_cue_rate=args.false_cue_rate, seed=args.seed))
+        run_train(
+            args.data,
+            TrainSettings(
+                false_cue_rate=args.false_cue_rate, seed=args.seed, babble_copies=args.babble_copies
+            ),
+        )
     except CorpusError as exc:
         print(f"calmcue model train: {exc}", file=sys.stderr)
         return 2
@@ -134,8 +154,15 @@ def _conversations(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from pathlib import Path
+
+    from models.pipeline import load_trained
+
     try:
-        trained = cv.HeldOutModels.shipped()
+        if args.trained:
+            trained = cv.HeldOutModels.from_trained(load_trained(Path(args.trained)))
+        else:
+            trained = cv.HeldOutModels.shipped()
     except FileNotFoundError as exc:
         print(f"calmcue model evaluate: {exc}", file=sys.stderr)
         return 2
@@ -149,7 +176,10 @@ def _conversations(args: argparse.Namespace) -> int:
         parity_slice=args.parity_slice,
         progress=lambda line: print(line, flush=True),
     )
-    cv.save_report(report)
+    if args.trained:
+        cv.save_report(report, Path(args.trained) / "conversations.json", card=None)
+    else:
+        cv.save_report(report)
     missed = {k: v["misses"] for k, v in report["conditions"].items() if v["misses"]}
     print(f"{len(report['conditions']) - len(missed)}/{len(report['conditions'])} conditions meet every target")
     for k, v in missed.items():

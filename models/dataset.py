@@ -103,7 +103,16 @@ CONDITIONS: dict[str, Condition] = {
     "train_aug2": _train_copy,
     "train_aug3": _train_copy,
     "train_aug4": _train_copy,
+    # Training conversations with other people talking in the background (built in
+    # build_table, which knows the other clips): see _babble_windows.
+    "train_babble1": _train_copy,
+    "train_babble2": _train_copy,
 }
+BABBLE_PREFIX = "train_babble"
+# Background talk in a babble training copy: this many dB below the customer's calm voice,
+# by this many other speakers at once.
+BABBLE_SNR_DB = (5.0, 25.0)
+BABBLE_TALKERS = (1, 4)
 LEVEL_CONDITIONS = ("gain-20dB", "gain-10dB", "clean", "gain+6dB", "gain+10dB")
 NOISE_CONDITIONS = ("pink-20dB", "babble-15dB", "white-20dB", "reverb-0.5s")
 
@@ -213,10 +222,16 @@ class Table:
     t: np.ndarray
     speech: np.ndarray
     features: np.ndarray  # (n, F)
+    # Per window: how much of it the clip's own speaker fills (speech fraction without the
+    # babble under it). None: no babble, `speech` says it. A window that passes the speech
+    # gate only because of other people talking is background, not the clip's speaker: it
+    # trains as "not stress" whatever the clip's label (models/train.py training_windows).
+    own_speech: np.ndarray | None = None
 
     def subset(self, clip_ids: np.ndarray) -> Table:
         keep = np.isin(self.clip, clip_ids)
-        return Table(self.clip[keep], self.t[keep], self.speech[keep], self.features[keep])
+        bg = None if self.own_speech is None else self.own_speech[keep]
+        return Table(self.clip[keep], self.t[keep], self.speech[keep], self.features[keep], bg)
 
 
 def build_table(
@@ -226,6 +241,7 @@ def build_table(
     seed: int = 0,
     extractor: Extractor = extract,
     cache: Path | None = CACHE,
+    folds: int = 6,
 ) -> Table:
     """Window features of every clip under `condition`, with or without a lead-in baseline.
 
@@ -241,13 +257,30 @@ def build_table(
                 str(baseline),
                 str(seed),
             ]
+            # which speakers may babble under which (see babble_groups)
+            + ([f"own,folds={folds}"] if condition.startswith(BABBLE_PREFIX) else [])
             + [str(c.path) for c in clips]
         ).encode()
     ).hexdigest()[:16]
     path = cache / f"{condition}-{'base' if baseline else 'nobase'}-{key}.npz" if cache else None
     if path is not None and path.exists():
         z = np.load(path)
-        return Table(z["clip"], z["t"], z["speech"], z["features"])
+        bg = z["own_speech"] if "own_speech" in z.files else None
+        return Table(z["clip"], z["t"], z["speech"], z["features"], bg)
+    if condition.startswith(BABBLE_PREFIX):
+        table = _babble_table(clips, condition, baseline, seed, folds)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            assert table.own_speech is not None
+            np.savez(
+                path,
+                clip=table.clip,
+                t=table.t,
+                speech=table.speech,
+                features=table.features,
+                own_speech=table.own_speech,
+            )
+        return table
     cond = CONDITIONS[condition]
     leads = lead_ins(clips) if baseline else [None] * len(clips)
     parts: list[tuple[int, Windows]] = []
@@ -284,3 +317,75 @@ def build_table(
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, clip=table.clip, t=table.t, speech=table.speech, features=table.features)
     return table
+
+
+# ---- background talk ------------------------------------------------------------------------------
+
+
+def babble_groups(clips: Sequence[Clip], folds: int = 6) -> dict[str, list[str]]:
+    """For each speaker, the speakers whose voices may be its training babble: the others of its
+    own speaker-grouped fold (models/train.py speaker_folds). When a fold holds a speaker out,
+    that speaker's clips are not trained on, and every other speaker's babble comes from their
+    own fold: no held-out voice is ever heard in training, not even in the background."""
+    from models.train import speaker_folds
+
+    ids = speaker_folds(clips, folds)
+    group = {clips[int(i)].speaker: f for f, held in enumerate(ids) for i in held}
+    return {s: sorted(o for o in group if o != s and group[o] == group[s]) for s in sorted(group)}
+
+
+def _babble_table(
+    clips: Sequence[Clip], condition: str, baseline: bool, seed: int, folds: int = 6
+) -> Table:
+    """A training copy heard in a busy room: lead-in, pause and turn as in the other training
+    copies, at a random recording level over a random noise floor, with 1-4 other speakers
+    (never a held-out one, see babble_groups) talking underneath all of it at 5-25 dB below the
+    customer's calm voice. Each window also records how much of it is the customer's own
+    speech, so training can tell background talk from the customer (Table.own_speech)."""
+    leads = lead_ins(clips) if baseline else [None] * len(clips)
+    groups = babble_groups(clips, folds)
+    by_speaker: dict[str, list[int]] = {}
+    for i, c in enumerate(clips):
+        by_speaker.setdefault(c.speaker, []).append(i)
+    cond_id = list(CONDITIONS).index(condition)
+    parts: list[tuple[int, Windows, np.ndarray]] = []
+    for i, c in enumerate(clips):
+        rng = np.random.default_rng([seed, cond_id, i])
+        g = float(rng.uniform(-20.0, 10.0))
+        x = augment.gain(load_float(c.path), g)
+        j = leads[i]
+        lead = augment.gain(load_float(clips[j].path), g) if j is not None else None
+        gap = float(rng.uniform(*PAUSE_S)) if lead is not None else 0.0
+        whole = x.size + (lead.size + int(gap * RATE) if lead is not None else 0)
+        floor = (
+            augment.random_floor(whole, rng) if rng.random() < 0.8 else np.zeros(whole, np.float32)
+        )
+        pool = [k for s in groups[c.speaker] for k in by_speaker[s]]
+        ref = augment._active_power(lead if lead is not None else x)
+        snr = float(rng.uniform(*BABBLE_SNR_DB))
+        talkers = int(rng.integers(BABBLE_TALKERS[0], BABBLE_TALKERS[1] + 1))
+        babble = np.zeros(whole, np.float32)
+        for _ in range(talkers if pool else 0):
+            track: list[np.ndarray] = [np.zeros(int(rng.uniform(0, 1.0) * RATE), np.float32)]
+            got = track[0].size
+            while got < whole:
+                y = load_float(clips[pool[int(rng.integers(len(pool)))]].path)
+                track.append(y)
+                got += y.size
+            babble += np.concatenate(track)[:whole]
+        p_bab = float(np.mean(babble.astype(np.float64) ** 2) + 1e-12)
+        babble *= np.float32(np.sqrt(ref / p_bab / 10 ** (snr / 10)))
+        lead_pcm = to_pcm(lead) if lead is not None else None
+        alone = extract(to_pcm(x), lead_pcm, gap, floor)
+        busy = extract(to_pcm(x), lead_pcm, gap, floor + babble)
+        parts.append((i, busy, alone.speech))
+        if i % 200 == 199:
+            log.info("  %s: %d/%d clips", condition, i + 1, len(clips))
+    n_feat = max((w.features.shape[1] for _, w, _ in parts if w.features.size), default=0)
+    return Table(
+        np.concatenate([np.full(w.t.size, i) for i, w, _ in parts]).astype(np.int64),
+        np.concatenate([w.t for _, w, _ in parts]),
+        np.concatenate([w.speech for _, w, _ in parts]),
+        np.concatenate([w.features.reshape(-1, n_feat) for _, w, _ in parts]).astype(np.float32),
+        np.concatenate([b for _, _, b in parts]),
+    )

@@ -209,10 +209,11 @@ def convert(onnx_path: str | Path, out_path: str | Path, name: str = "stress") -
     return out
 
 
-def merge_ensemble(nets: list[Network]) -> Network:
+def merge_ensemble(nets: list[Network], weights: list[float] | None = None) -> Network:
     """K networks of one shape (same input standardisation) -> one wider network whose output
-    is the sigmoid of their mean logit: first layers stacked, hidden layers block-diagonal, the
-    last layer averaged. Exact, and still only Gemm/Tanh/Relu/Sigmoid for the device."""
+    is the sigmoid of their mean logit (or of their `weights`-weighted sum): first layers
+    stacked, hidden layers block-diagonal, the last layer averaged. Exact, and still only
+    Gemm/Tanh/Relu/Sigmoid for the device."""
     from scipy.linalg import block_diag
 
     first = nets[0]
@@ -222,18 +223,28 @@ def merge_ensemble(nets: list[Network]) -> Network:
         raise ValueError("ensemble members must share their input standardisation")
     k = len(nets)
     depth = len(first.weights)
-    weights, biases = [], []
+    weights_out: list[np.ndarray] = []
+    biases: list[np.ndarray] = []
     for i in range(depth):
         ws = [n.weights[i] for n in nets]
         bs = [n.biases[i] for n in nets]
-        if i == depth - 1:
+        if i == depth - 1 and weights is not None:
+            c = [float(x) for x in weights]
+            if len(c) != k:
+                raise ValueError(f"{len(c)} weights for {k} ensemble members")
+            w = np.hstack([wi * ci for wi, ci in zip(ws, c, strict=True)])
+            if depth == 1:
+                w = np.sum([wi * ci for wi, ci in zip(ws, c, strict=True)], axis=0)
+            weights_out.append(w)
+            biases.append(np.sum([bi * ci for bi, ci in zip(bs, c, strict=True)], axis=0))
+        elif i == depth - 1:
             w = np.hstack(ws) / k if depth > 1 else np.mean(ws, axis=0)
-            weights.append(w)
+            weights_out.append(w)
             biases.append(np.mean(bs, axis=0))
         elif i == 0:
-            weights.append(np.vstack(ws))
+            weights_out.append(np.vstack(ws))
             biases.append(np.concatenate(bs))
         else:
-            weights.append(block_diag(*ws))
+            weights_out.append(block_diag(*ws))
             biases.append(np.concatenate(bs))
-    return Network(first.mean, first.scale, weights, biases, first.activation, first.name)
+    return Network(first.mean, first.scale, weights_out, biases, first.activation, first.name)

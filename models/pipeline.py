@@ -70,11 +70,12 @@ def _tables(
     baseline: bool,
     seed: int,
     cache: Path | None = dataset.CACHE,
+    folds: int = 6,
 ) -> dict:
     out = {}
     for cond in conditions:
         log.info("features: %s (%s lead-in)", cond, "with" if baseline else "without")
-        out[cond] = dataset.build_table(clips, cond, baseline, seed, cache=cache)
+        out[cond] = dataset.build_table(clips, cond, baseline, seed, cache=cache, folds=folds)
     return out
 
 
@@ -94,8 +95,13 @@ def run_train(
     if len({c.speaker for c in clips}) < s.folds:
         raise CorpusError(f"need at least {s.folds} speakers for speaker-grouped folds")
     n = len(clips)
-    tables = _tables(clips, TRAIN_CONDITIONS, True, s.seed, cache)
+    babble = tuple(f"{dataset.BABBLE_PREFIX}{k + 1}" for k in range(s.babble_copies))
+    tables = _tables(clips, TRAIN_CONDITIONS + babble, True, s.seed, cache, s.folds)
     train_tables = list(tables.values())
+    # The babble of a speaker's copies comes from their own fold's other speakers (never a
+    # held-out one for the speaker folds); the gender folds hold out other speakers, so their
+    # models train without babble copies.
+    no_babble = [tables[c] for c in TRAIN_CONDITIONS]
     trained_on = tuple(lab for head in s.heads for lab in head)
     binary_ids = np.array(
         [i for i, c in enumerate(clips) if train.train_label(c, trained_on) is not None]
@@ -119,7 +125,7 @@ def run_train(
     gender_nets = {}
     for g in sorted({c.gender for c in clips} - {""}):
         fit_ids = np.array([i for i in binary_ids if clips[i].gender != g])
-        gender_nets[g] = train.fit_heads(train_tables, clips, fit_ids, s, names)
+        gender_nets[g] = train.fit_heads(no_babble, clips, fit_ids, s, names)
     final = train.fit_heads(train_tables, clips, binary_ids, s, names)
     calm = np.array([c.stress == 0 for c in clips])
     threshold = train.threshold_for(oof[calm], s.false_cue_rate)

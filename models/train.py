@@ -39,6 +39,8 @@ class TrainSettings:
     # must look stressed to both to score high. One net trained on all of it at once (16-8)
     # traded calm against happy and lost escalations (docs/model.md).
     heads: tuple[tuple[str, ...], ...] = (("neutral", "calm"), ("happy", "surprised"))
+    # Each head's weight in the merged logit (empty: the plain mean of every member's logit).
+    head_weights: tuple[float, ...] = ()
     alpha: float = 1e-3  # L2 weight penalty
     max_iter: int = 200
     speech_min: float = 0.5  # a window counts as speech at this active-frame fraction
@@ -52,6 +54,12 @@ class TrainSettings:
     # Training windows: every window the policy would act on (its min_speech gate), including
     # the ones that straddle a pause and the first words of a turn.
     window_speech_min: float = 0.4
+    # Training copies with other speakers talking underneath (models/dataset.py
+    # _babble_table): background talk at a counter is not the customer's stress.
+    babble_copies: int = 0
+    # A window of a babble copy with less of the customer's own speech than this is background
+    # (trained as not stress); one with more is labelled by the customer's turn.
+    background_max: float = 0.1
 
 
 # ---- clip aggregation ---------------------------------------------------------------------------
@@ -102,15 +110,19 @@ def training_windows(
     clip_ids: np.ndarray,
     speech_min: float,
     negatives: Sequence[str] = (),
+    background_max: float = 0.1,
 ) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     labels = np.array([-1 if (y := train_label(c, negatives)) is None else y for c in clips])
     for table in tables:
         sub = table.subset(clip_ids)
-        y = labels[sub.clip]
-        keep = (y >= 0) & (sub.speech >= speech_min)
+        yw = labels[sub.clip]
+        if sub.own_speech is not None:
+            # Other people talking while the customer pauses: not the customer, not stress.
+            yw = np.where(sub.own_speech < background_max, 0, yw)
+        keep = (yw >= 0) & (sub.speech >= speech_min)
         xs.append(sub.features[keep])
-        ys.append(y[keep])
+        ys.append(yw[keep])
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -141,19 +153,43 @@ def fit_heads(
     any head trains on), merged into one network averaging their logits."""
     from dataclasses import replace
 
-    from models.export import merge_ensemble
-
     all_neg = tuple(lab for head in settings.heads for lab in head)
-    x_all, _ = training_windows(tables, clips, clip_ids, settings.window_speech_min, all_neg)
+    x_all, _ = training_windows(
+        tables, clips, clip_ids, settings.window_speech_min, all_neg, settings.background_max
+    )
     norm = _standardisation(x_all, settings, names)
     members = []
     for h, head in enumerate(settings.heads):
         ids = np.array([i for i in clip_ids if clips[i].stress == 1 or clips[i].label in head])
-        x, y = training_windows(tables, clips, ids, settings.window_speech_min, head)
+        x, y = training_windows(
+            tables, clips, ids, settings.window_speech_min, head, settings.background_max
+        )
         for k in range(max(1, settings.ensemble)):
             seed = settings.seed + 100 * h + k
             members.append(fit_one(x, y, replace(settings, seed=seed), names, norm))
-    return members[0] if len(members) == 1 else merge_ensemble(members)
+    return merge_heads(members, settings)
+
+
+# (members, settings) of each fit_heads call, in order, when a caller sets it to a list (the
+# experiment tooling re-merges them with other head weights without training again).
+MEMBERS_LOG: list | None = None
+
+
+def merge_heads(members: Sequence[Network], settings: TrainSettings) -> Network:
+    """The members of fit_heads (head by head, `settings.ensemble` each) as one network."""
+    from models.export import merge_ensemble
+
+    if MEMBERS_LOG is not None:
+        MEMBERS_LOG.append(list(members))
+    if len(members) == 1:
+        return members[0]
+    if not settings.head_weights:
+        return merge_ensemble(list(members))
+    per = max(1, settings.ensemble)
+    if len(settings.head_weights) * per != len(members):
+        raise ValueError(f"{len(settings.head_weights)} head weights for {len(members)} members")
+    c = [w / per for w in settings.head_weights for _ in range(per)]
+    return merge_ensemble(list(members), c)
 
 
 def _standardisation(

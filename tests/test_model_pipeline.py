@@ -94,3 +94,41 @@ def test_train_cli_reports_bad_data(tmp_path: Path, capsys):
     write_manifest(_clips(2), tmp_path / "m.csv")
     assert main(["model", "train", "--data", str(tmp_path / "m.csv")]) == 2
     assert "at least 6 speakers" in capsys.readouterr().err
+
+
+def test_training_babble_never_holds_a_held_out_voice():
+    """Babble training copies (issue 13): the background talk under a speaker's clips comes
+    from the other speakers of their own fold, so a fold model never hears a speaker it is
+    judged on, not even in the background."""
+    from models.dataset import babble_groups
+
+    clips = _clips(12)
+    folds = train.speaker_folds(clips, 4)
+    groups = babble_groups(clips, 4)
+    assert all(groups[s] for s in groups)  # everyone has someone talking behind them
+    for held in folds:
+        out = {clips[i].speaker for i in held}
+        trained_on = {c.speaker for c in clips} - out
+        heard = {b for s in trained_on for b in groups[s]}
+        assert heard and not heard & out
+
+
+def test_babble_copy_marks_where_the_customer_is_silent(ravdess: Path):
+    """A babble training copy (issue 13) holds the same windows as the turn alone, with other
+    people's speech added: the gate passes more windows, and each window records how much of
+    it is the customer's own speech, the label's ground truth."""
+    from models.dataset import _babble_table
+
+    wanted = {"ravdess_01", "ravdess_02", "ravdess_03", "ravdess_04"}
+    clips = [
+        c
+        for c in load_ravdess(ravdess)
+        if c.speaker in wanted and c.label in ("neutral", "angry") and "-01-01-" in c.path.name[6:]
+    ]
+    table = _babble_table(clips, "train_babble1", True, 0, folds=2)
+    assert table.own_speech is not None and table.own_speech.shape == table.speech.shape
+    assert set(np.unique(table.clip)) == set(range(len(clips)))
+    # babble only adds speech: where the customer is silent the gate can still pass
+    assert np.all(table.speech >= table.own_speech - 0.05)
+    background = (table.own_speech < 0.1) & (table.speech >= 0.4)
+    assert background.any() and (table.own_speech >= 0.4).any()

@@ -137,3 +137,26 @@ def test_merged_ensemble_is_the_mean_logit_and_exports():
     dev = nnrt.Model(to_compact(model))
     got = np.array([dev.score(list(map(float, r))) for r in x.astype(np.float32)])
     assert np.abs(got - want).max() < 1e-5
+
+
+def test_merged_heads_can_weigh_their_logits():
+    """`TrainSettings.head_weights`: the merged network's logit is the weighted sum of its
+    members' logits, still one exportable chain."""
+    from models.export import merge_ensemble
+
+    members = [_net(n_in=12, hidden=(6, 4), activation="tanh", seed=s) for s in range(2)]
+    members = [
+        Network(members[0].mean, members[0].scale, m.weights, m.biases, "tanh") for m in members
+    ]
+    x = np.random.default_rng(3).normal(size=(64, 12))
+    logits = np.array([np.log(p / (1 - p)) for p in (m.predict(x) for m in members)])
+    want = 1 / (1 + np.exp(-(0.3 * logits[0] + 0.9 * logits[1])))
+    merged = merge_ensemble(members, [0.3, 0.9])
+    assert np.abs(merged.predict(x) - want).max() < 1e-12
+    assert (
+        np.abs(
+            merge_ensemble(members, [0.5, 0.5]).predict(x) - merge_ensemble(members).predict(x)
+        ).max()
+        < 1e-12
+    )
+    assert np.abs(_ort(to_onnx(merged), x) - want).max() < 1e-5
