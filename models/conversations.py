@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from firmware import cue_table
 from models import augment
 from models.corpora import Clip
 
@@ -55,7 +56,7 @@ POOLS = {
     "sad": ("sad",),
 }
 STRESS_KINDS = ("angry", "fearful")
-STRESS_CUES = ("empathize", "call_manager")
+STRESS_CUES = tuple(c for c in cue_table.NAMES if cue_table.level(c) >= 2)  # empathize and up
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,11 @@ from firmware import events
 from firmware.pi.agent import Agent
 from firmware.pi.cues import CuePolicy
 
-ALLOWED = {f[0] for etype in ("cue", "conversation", "button") for f in events.fields(etype)}
+COMMON = events.fields("*")  # name, required, kind, limits of each field
+TYPES = COMMON[COMMON.index("type") + 3]
+ALLOWED = set(COMMON[::4]) | {
+    name for etype in TYPES for name in events.fields(etype)[::4]
+}
 
 
 def voice(seconds: float, f0: float, amp: float, seed: int) -> np.ndarray:
