@@ -342,7 +342,7 @@ def run_numpy(audio: Audio, score: Callable[[np.ndarray], float], settings: dict
     [(t, cue)] and how many conversations the policy opened."""
     import os
 
-    from firmware.attribution import make_attribution
+    from firmware.attribution_modes import make_attribution
     from firmware.policy import Policy
     from models.features import FeatureExtractor
 

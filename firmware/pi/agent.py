@@ -21,7 +21,7 @@ import numpy as np
 
 from calmcue.shared import __version__
 from firmware import events
-from firmware.attribution import make_attribution
+from firmware.attribution_modes import make_attribution
 from firmware.pi import config as cfgmod
 from firmware.pi.audio import MicError, open_source
 from firmware.pi.config import AgentConfig, ConfigError

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 # code leaves first, then the runner itself. Then what is loaded only for a moment and dropped
 # again (boot, telemetry, commands, config messages): its cost on top of everything else.
 HOST_ONLY = ("machine", "hostrun")
-ON_DEMAND = ("firmware.control", "firmware.config", "firmware.cue_settings", "firmware.cue_messages")
+ON_DEMAND = ("firmware.control", "firmware.config", "firmware.cue_settings")
 
 
 def boot_order() -> list[str]:
