@@ -417,7 +417,7 @@ async function loadStats() {
   const pts = r.days.map((d) => ({ label: dayLabel(d), short: d.date.slice(8),
     median: d.time_to_deescalate.median_s, p90: d.time_to_deescalate.p90_s }));
   drawFigure("fig-ttd", t.median_s === null
-    ? `Time to de-escalate: not enough settled conversations (${fmtCount(t.n)}) in this range.`
+    ? `Time to de-escalate: not enough de-escalated conversations (${fmtCount(t.n)}) in this range.`
     : `Time to de-escalate: median ${t.median_s} s, 90th percentile ${t.p90_s} s over ${t.n} conversations, ${r.from} to ${r.to}.`,
     (svg) => lineChart(svg, pts),
     { legend: legend([["line-median", "median"], ["line-p90", "90th percentile"], ["suppressed", `fewer than ${minGroup} conversations`]]),
