@@ -46,8 +46,8 @@ def _not_bool(v: Any) -> Any:
 
 
 def _cue_name(v: Any) -> Any:
-    if v not in cue_table.NAMES:
-        raise ValueError("must be one of " + ", ".join(cue_table.NAMES))
+    if v not in cue_table.names():
+        raise ValueError("must be one of " + ", ".join(cue_table.names()))
     return v
 
 
@@ -55,7 +55,7 @@ def _cue_name(v: Any) -> Any:
 Cue = Annotated[
     str,
     AfterValidator(_cue_name),
-    Field(json_schema_extra={"enum": list(cue_table.NAMES)}),  # type: ignore[dict-item]
+    Field(json_schema_extra={"enum": list(cue_table.names())}),  # type: ignore[dict-item]
 ]
 
 

@@ -85,7 +85,7 @@ def seed_store(engine: Engine, *, days: int = 7, rng_seed: int = 15) -> dict[str
     counters = [("store-1", "counter-1"), ("store-1", "counter-2"), ("store-1", "desk-3"),
                 ("store-2", "counter-1")]  # fmt: skip
     # each cue of the table, the higher levels rarer (the manager called about once in 15 cues)
-    mix = [name for name in cue_table.NAMES for _ in range(SAMPLE_WEIGHTS[cue_table.level(name)])]
+    mix = [name for name in cue_table.names() for _ in range(SAMPLE_WEIGHTS[cue_table.level(name)])]
     rows: list[dict[str, Any]] = []
     seq = 0
     for back in range(days - 1, -1, -1):

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, select
 from companion.db import events
 from firmware import cue_table
 
-CUES = cue_table.NAMES
+CUES = tuple(cue_table.names())
 
 
 def _suppress(n: int, k: int) -> int | None:

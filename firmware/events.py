@@ -57,7 +57,7 @@ def fields(etype):
     if etype == "cue":
         return [
             "conv",     True,  "hex",  None,
-            "cue",      True,  "str",  cue_table.NAMES,
+            "cue",      True,  "str",  cue_table.names(),
             "level",    True,  "int",  [1, cue_table.ALERT_LEVEL],
             "score",    True,  "num",  [0, 1],
             "conv_s",   True,  "num",  None,
@@ -197,27 +197,3 @@ def new_conversation_id(rand_bytes):
     """A random 8-hex-digit id, short-lived: a new one every conversation. `rand_bytes` is
     os.urandom (CPython, MicroPython unix) or the device's equivalent, passed in."""
     return "%08x" % int.from_bytes(rand_bytes(4), "big")
-
-
-def decode(data):
-    """Parse and validate JSON bytes from the wire (the Pi agent, the companion's tests and
-    tools: the headset never reads events). Raises EventError with the reason."""
-    if len(data) > MAX_BYTES:
-        raise EventError(_TOO_BIG % ("payload", len(data), MAX_BYTES))
-    try:
-        event = json.loads(data)
-    except ValueError:
-        raise EventError("payload is not valid JSON")
-    errs = problems(event)
-    if errs:
-        raise EventError("; ".join(errs))
-    return event
-
-
-def topic(site, device, leaf):
-    """`calmcue/v1/<site>/<device>/<leaf>`, e.g. leaf 'evt/cue', 'status', 'tele'."""
-    return "%s/%s/%s/%s" % (TOPIC_ROOT, site, device, leaf)
-
-
-def event_topic(event):
-    return topic(event["site"], event["device"], "evt/" + event["type"])

@@ -1,8 +1,9 @@
 # Cue patterns on the LED and the vibration motor, advanced by tick(now_ms) from the main loop or
 # a timer: nothing here sleeps, so the audio loop is never held up. Hardware is written only when
 # the pattern changes step. The patterns are the rows of firmware/cue_table.py (the Pi agent
-# plays the same ones): tick() reads the row being played, so playing allocates nothing; the
-# motor is an RgbLed with one channel, so there are two classes.
+# plays the same ones): show() copies the row's numbers into a list made once and tick() reads
+# that, so playing allocates nothing and keeps nothing new on the heap; the motor is an RgbLed
+# with one channel, so there are two classes.
 
 from firmware import cue_table
 
@@ -46,8 +47,10 @@ class Outputs:
         self.motor = motor
         self.brightness = brightness
         self.haptic = haptic
-        self.playing = None  # name of the pattern being shown
-        self.row = None  # its firmware/cue_table.py row
+        self.playing = None  # name of the pattern being shown (None: dark)
+        # its firmware/cue_table.py row without the name and the label: level, colour, LED pct
+        # on off times, motor pct on off times, repeat_ms
+        self.pattern = [0] * 11
         self.level = 1
         self.start = 0  # ms when it began
         self.value = -1  # LED % << 8 | motor % now on the hardware (-1: not written yet)
@@ -58,14 +61,15 @@ class Outputs:
         """Start a cue's (or a signal's) pattern: ValueError for a name the table does not
         have. A repeating cue (call_manager) stays until acknowledge() or it gives up; a lesser
         cue does not replace it."""
-        row = cue_table.find(name)
-        old = self.row
-        # (a row: name, level, colour, LED pct on off times, motor pct on off times, repeat_ms,
-        # label)
-        if old is not None and old[11] and 0 < row[1] < old[1]:
+        row = cue_table.find(name)  # parsed from the table's text: garbage once copied
+        if row is None:
+            raise ValueError("no pattern for %r" % (name,))
+        pattern = self.pattern
+        if self.playing is not None and pattern[10] and 0 < row[1] < pattern[0]:
             return
+        for i in range(11):
+            pattern[i] = row[i + 1]
         self.playing = name
-        self.row = row
         self.level = level
         self.start = now_ms
         self.tick(now_ms)
@@ -73,16 +77,15 @@ class Outputs:
     def acknowledge(self, now_ms):
         """Short press: stop a repeating cue, confirm with a short white blink."""
         was = self.playing
-        self.row = None
+        self.playing = None
         self.show("ack", now_ms)
         return was
 
     def tick(self, now_ms):
-        row = self.row
-        if row is None:
+        if self.playing is None:
             return
         t = now_ms - self.start
-        _, _, c, led_pct, led_on, led_off, led_n, pct, on, off, n, repeat, _ = row
+        _, c, led_pct, led_on, led_off, led_n, pct, on, off, n, repeat = self.pattern
         led = motor = -1  # the levels (%) now; -1: past the end of that timeline
         if not repeat or t < _MANAGER_GIVE_UP_MS:
             if repeat:
@@ -94,7 +97,6 @@ class Outputs:
             if repeat and led < 0 and motor < 0:
                 led = 0  # off between the repeats
         if led < 0 and motor < 0:
-            self.row = None
             self.playing = None
         if led < 0:
             led = 0

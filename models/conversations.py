@@ -56,7 +56,7 @@ POOLS = {
     "sad": ("sad",),
 }
 STRESS_KINDS = ("angry", "fearful")
-STRESS_CUES = tuple(c for c in cue_table.NAMES if cue_table.level(c) >= 2)  # empathize and up
+STRESS_CUES = tuple(c for c in cue_table.names() if cue_table.level(c) >= 2)  # empathize and up
 
 
 @dataclass(frozen=True)

@@ -137,7 +137,7 @@ def test_microphone_fault_blinks_magenta_until_cleared(rig):
 
 
 def test_every_cue_has_a_distinct_pattern():
-    cues = cue_table.NAMES
+    cues = cue_table.names()
     assert set(cues) <= set(PATTERNS)
     signatures = {(PATTERNS[c].color, PATTERNS[c].led, PATTERNS[c].motor) for c in cues}
     assert len(signatures) == len(cues)

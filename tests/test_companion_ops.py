@@ -75,7 +75,7 @@ def test_stats_count_today_and_suppress_small_groups(comp):
     s = httpx.get(comp.url + "/api/stats").json()
     today = s["today"]
     counted = {"empathize": 4, "call_manager": None, "settled": 3}  # every other cue: none
-    assert today["by_type"] == {c: counted.get(c, 0) for c in cue_table.NAMES}
+    assert today["by_type"] == {c: counted.get(c, 0) for c in cue_table.names()}
     assert today["total"] == 9
     assert today["per_hour"][10] == 7 and today["per_hour"][11] is None
     assert today["per_hour"][9] == 0

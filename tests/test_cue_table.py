@@ -18,7 +18,7 @@ from firmware.pi import outputs as pi_outputs
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE = ROOT / "firmware" / "cue_table.py"
-NAMES = list(cue_table.NAMES)
+NAMES = cue_table.names()
 # Where the product's code lives (tests may name cues one at a time, as data; docs are prose).
 CODE = ("calmcue", "companion", "firmware", "models")
 
@@ -89,26 +89,26 @@ def test_the_check_finds_a_written_out_list(tmp_path):
 
 
 def test_the_table_is_well_formed():
-    rows = cue_table.CUES + cue_table.SIGNALS + pi_outputs.PI_SIGNALS
+    rows = [*cue_table.rows(), *cue_table.rows(signals=True), *pi_outputs.PI_SIGNALS]
     assert len({r[0] for r in rows}) == len(rows)  # no name twice
     for row in rows:
         assert len(row) == 13
         name, level, colour, *led, pct, on, off, n, repeat_ms, label = row
         assert re.fullmatch(r"[a-z][a-z_]{0,31}", name) and label
-        assert (1 <= level <= cue_table.ALERT_LEVEL) if row in cue_table.CUES else level == 0
+        assert (1 <= level <= cue_table.ALERT_LEVEL) if row in cue_table.rows() else level == 0
         assert 0 <= colour <= 0xFFFFFF
         assert 0 < led[0] <= 100 and led[1] > 0 and led[2] >= 0 and led[3] >= 1  # it lights
         assert (pct, on, off, n) == (0, 0, 0, 0) or (0 < pct <= 100 and on > 0 and n >= 1)
         passes = max(led[3] * (led[1] + led[2]), n * (on + off))
         assert repeat_ms == 0 or repeat_ms >= passes
     # The top level alerts the manager: a cue above it would not be an event the schema takes.
-    assert max(r[1] for r in cue_table.CUES) == cue_table.ALERT_LEVEL
+    assert max(r[1] for r in cue_table.rows()) == cue_table.ALERT_LEVEL
     # Cues escalate in order (PRODUCT.md): slow down, empathize, then the manager.
     level = cue_table.level
     assert level("slow_down") < level("empathize") < level("call_manager") == cue_table.ALERT_LEVEL
     # The cues look and feel different from each other, on both devices.
-    looks = {r[2:11] for r in cue_table.CUES}
-    assert len(looks) == len(cue_table.CUES)
+    looks = {r[2:11] for r in cue_table.rows()}
+    assert len(looks) == len(cue_table.rows())
 
 
 def test_every_consumer_reads_the_table():
@@ -133,7 +133,7 @@ def test_every_consumer_reads_the_table():
     # the companion's statistics count each cue of the table
     assert list(stats.CUES) == NAMES
     # the Pi agent plays the table's patterns, in the table's colours
-    for row in cue_table.CUES + cue_table.SIGNALS:
+    for row in cue_table.rows() + cue_table.rows(signals=True):
         name, _, c, _, _, _, times, *_, repeat_ms, _ = row
         p = pi_outputs.PATTERNS[name]
         assert p.color == ((c >> 16) / 255, (c >> 8 & 255) / 255, (c & 255) / 255)
@@ -148,7 +148,7 @@ def test_the_dashboard_gets_the_table_from_the_api(tmp_path):
         got = http.get("/api/cues").json()
     assert [c["name"] for c in got] == NAMES
     assert [c["level"] for c in got] == [cue_table.level(n) for n in NAMES]
-    assert [c["label"] for c in got] == [r[-1] for r in cue_table.CUES]
+    assert [c["label"] for c in got] == [r[-1] for r in cue_table.rows()]
     assert [c["name"] for c in got if c["alert"]] == [
         n for n in NAMES if cue_table.level(n) >= cue_table.ALERT_LEVEL
     ]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from companion.schema import EventRejected, parse_event, parse_topic
-from firmware import events
+from firmware import events, wire
 
 TYPES = ("cue", "conversation", "button")
 
@@ -22,7 +22,7 @@ def test_valid_events_pass_both_sides(event):
     assert len(data) <= events.MAX_BYTES
     parsed = parse_event(data)
     assert parsed.type == event["type"]
-    assert events.decode(data) == event
+    assert wire.decode(data) == event
 
 
 @pytest.mark.parametrize("name", sorted(VECTORS["invalid"]))
@@ -66,12 +66,12 @@ def test_oversized_and_garbage_payloads_rejected():
     with pytest.raises(EventRejected):
         parse_event(b"\xff\xfe not json")
     with pytest.raises(events.EventError, match="not valid JSON"):
-        events.decode(b"\xff\xfe not json")
+        wire.decode(b"\xff\xfe not json")
 
 
 def test_topics():
     ev = VECTORS["valid"][0]
-    t = events.event_topic(ev)
+    t = wire.event_topic(ev)
     assert t == "calmcue/v1/store-001/counter-2/evt/cue"
     assert parse_topic(t) == ("store-001", "counter-2", "cue")
     assert parse_topic("calmcue/v1/store-001/counter-2/status") is None

@@ -223,7 +223,7 @@ def test_every_pattern_in_the_cue_table_plays_to_its_end():
         def set(self, *v):
             self.writes.append(v)
 
-    names = [row[0] for row in cue_table.CUES + cue_table.SIGNALS]
+    names = [row[0] for row in cue_table.rows() + cue_table.rows(signals=True)]
     for name in names:
         led, motor = Led(), Led()
         o = outputs.Outputs(led, motor, 1.0, 1.0)
@@ -231,7 +231,7 @@ def test_every_pattern_in_the_cue_table_plays_to_its_end():
         assert o.playing == name
         assert led.writes[-1] != (0, 0, 0) or motor.writes[-1] != (0,)
         o.tick(130_000)  # past every pattern's end (call_manager gives up after 120 s)
-        assert o.playing is None and o.row is None
+        assert o.playing is None
         assert led.writes[-1] == (0, 0, 0) and motor.writes[-1] == (0,)
     with pytest.raises(ValueError, match="no pattern"):
         outputs.Outputs(Led(), Led(), 1.0, 1.0).show("dance", 0)

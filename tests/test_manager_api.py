@@ -77,7 +77,7 @@ def test_one_privacy_rule_for_counts_tables_csv_and_api(comp):
     # counts: a group under K is null, whatever it groups by
     r = get(comp, "/api/stats", "ann").json()["range"]
     assert r["min_group_size"] == K and r["to"] == date.today().isoformat()
-    assert set(r["by_type"]) == set(cue_table.NAMES)  # every cue of the table, counted or not
+    assert set(r["by_type"]) == set(cue_table.names())  # every cue of the table, counted or not
     assert r["by_type"]["slow_down"] is None and r["by_type"]["empathize"] == 6
     assert r["by_type"]["call_manager"] == 0 and r["by_type"]["settled"] is None
     assert r["total"] == 11

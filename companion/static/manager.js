@@ -9,8 +9,13 @@ const UNDO_S = 10;  // companion setting alert_undo_s (its default)
 let CUES = [];
 const cueByName = (name) => CUES.find((c) => c.name === name);
 const managerCall = (a) => Boolean(cueByName(a.kind)?.alert);  // else the silent-device watch
-// the cue's colour as a mark beside its words (LED colours are too light for text)
-const swatch = (c) => el("span", { cls: "swatch", style: "background: " + c.colour });
+// a cue's colour as a mark beside its words (LED colours are too light for text); set through
+// the style object, which the page's CSP allows (a style attribute it blocks)
+function swatch(colour) {
+  const s = el("span", { cls: "swatch" });
+  s.style.background = colour;
+  return s;
+}
 const MAX_ROWS = 100;
 let me = { role: "demo", user: null };
 let siteNames = {};  // site id -> the store's name
@@ -272,7 +277,7 @@ function isoDay(d) { return new Date(d.getTime() - d.getTimezoneOffset() * 60000
 
 function legend(parts) {
   return el("ul", { cls: "legend", "aria-hidden": "true" }, ...parts.map(([cls, label, colour]) =>
-    el("li", {}, el("span", colour ? { cls: "swatch", style: "background: " + colour } : { cls: "swatch " + cls }), label)));
+    el("li", {}, colour ? swatch(colour) : el("span", { cls: "swatch " + cls }), label)));
 }
 
 // Stacked bars; null parts (suppressed groups) are drawn grey at the threshold's height.
@@ -396,7 +401,7 @@ async function loadStats() {
     : "No cues in this range: they appear here as the counters' devices report them.";
   const cards = document.getElementById("today-cards");
   cards.replaceChildren(...CUES.map((c) => el("div", { cls: "card cue" },
-    el("b", { text: fmtCount(r.by_type[c.name]) }), swatch(c), c.label)));
+    el("b", { text: fmtCount(r.by_type[c.name]) }), swatch(c.colour), c.label)));
 
   const hours = r.per_hour.filter((h) => h.total !== 0 || (h.hour >= 7 && h.hour <= 21));
   drawFigure("fig-hour", `Cues by hour of day, ${r.from} to ${r.to}: ${busiest(r.per_hour, (h) => `${h.hour}:00`)}.`,
@@ -468,7 +473,7 @@ function addCue(ev, fresh) {
 }
 function cueCell(name) {
   const c = cueByName(name);
-  const td = el("td", { cls: "cue" + (c && c.alert ? " alert-cue" : "") }, ...(c ? [swatch(c)] : []), name);
+  const td = el("td", { cls: "cue" + (c && c.alert ? " alert-cue" : "") }, ...(c ? [swatch(c.colour)] : []), name);
   if (c) td.title = c.label;
   return td;
 }

@@ -71,9 +71,9 @@ def _pattern(row: tuple[Any, ...]) -> Pattern:
 
 
 PATTERNS: dict[str, Pattern] = {
-    row[0]: _pattern(row) for row in cue_table.CUES + cue_table.SIGNALS + PI_SIGNALS
+    row[0]: _pattern(row) for row in [*cue_table.rows(), *cue_table.rows(signals=True), *PI_SIGNALS]
 }
-CUES = frozenset(cue_table.NAMES)
+CUES = frozenset(cue_table.names())
 
 
 def timeline(pattern: Pattern) -> list[tuple[float, str, float]]:

@@ -122,7 +122,7 @@ def get_cues(who: Viewer) -> list[dict[str, Any]]:
     ("#rrggbb") and blinks, motor buzzes (each: pct, on_ms, off_ms, times), repeat_ms, the label
     the dashboard shows, and whether it alerts the manager."""
     cues = []
-    for row in cue_table.CUES:
+    for row in cue_table.rows():
         name, level, colour, led_pct, led_on, led_off, led_n, pct, on, off, n, repeat_ms, label = row
         cues.append({
             "name": name, "level": level, "colour": f"#{colour:06x}", "label": label,
