@@ -36,7 +36,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from firmware import events
+from firmware import cue_table, events, wire
 
 FIELD_EVENTS_PER_DEVICE_S = 20 / 1000  # docs/fleet.md: 20 events/s for ~1,000 counters
 FIELD_TELE_PER_DEVICE_S = 20 / 1000  # and as much again in status and telemetry
@@ -46,8 +46,9 @@ RECONNECT_MIN_S = 1.0  # firmware/pi/config.py defaults
 RECONNECT_MAX_S = 60.0
 NICE = 5  # simulator processes' niceness
 CONNECT_THREADS = 32  # blocking TCP connects in flight at once per process
-CUES = ("slow_down", "empathize", "call_manager", "settled")
-CUE_WEIGHTS = (0.35, 0.3, 0.15, 0.2)
+CUES = tuple(cue_table.names())
+LEVEL_WEIGHTS = {1: 0.275, 2: 0.3, 3: 0.15}  # how often a simulated cue is of each level
+CUE_WEIGHTS = tuple(LEVEL_WEIGHTS[cue_table.level(c)] for c in CUES)
 
 
 @dataclass
@@ -82,7 +83,7 @@ class SimDevice:
         self.stamper = events.Stamper(self.spec.site, self.spec.device, self.boot)
 
     def topic(self, leaf: str) -> str:
-        return events.topic(self.spec.site, self.spec.device, leaf)
+        return wire.topic(self.spec.site, self.spec.device, leaf)
 
     def up_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
@@ -107,13 +108,13 @@ class SimDevice:
             cue = rnd.choices(CUES, CUE_WEIGHTS)[0]
             self.conv_cues += 1
             etype, fields = "cue", {
-                "conv": self.conv, "cue": cue, "level": rnd.randint(1, 3),
+                "conv": self.conv, "cue": cue, "level": cue_table.level(cue),
                 "score": round(rnd.random(), 3), "conv_s": round(now - self.conv_started, 2),
                 "stress_s": round(rnd.random() * 30, 1)}  # fmt: skip
-            if cue == "call_manager":
+            if cue_table.level(cue) >= cue_table.ALERT_LEVEL:  # the companion alerts on it
                 self.call_manager.append((self.conv, now))
         event = self.stamper.stamp(etype, fields, self.up_ms(), ts=round(now, 6))
-        return events.event_topic(event), events.encode(event, checked=True)
+        return wire.event_topic(event), events.encode(event, checked=True)
 
     def telemetry(self) -> bytes:
         return json.dumps(

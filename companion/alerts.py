@@ -28,12 +28,13 @@ from companion import device_config, replicas, schema
 from companion.config import Settings
 from companion.db import alert_audit, alert_public, alerts, devices, sites
 from companion.db import alerts_with_context as with_context
+from firmware import cue_table
 
 log = logging.getLogger("calmcue.companion.alerts")
 
 OPEN, ACKNOWLEDGED, RESOLVED = "open", "acknowledged", "resolved"
 ACTIVE = (OPEN, ACKNOWLEDGED)
-CALL_MANAGER, SILENT_DEVICE = "call_manager", "silent_device"
+SILENT_DEVICE = "silent_device"
 ACK_TOPIC_FILTER = "calmcue/v1/+/alert/+"  # .../alert/ack and .../alert/resolve
 
 Publish = Callable[[str, bytes], Any]
@@ -92,15 +93,16 @@ class AlertManager:
     # ---- inputs ----------------------------------------------------------------------------
 
     def on_events(self, rows: list[dict[str, Any]]) -> None:
-        """Ingest listener: open alerts for `call_manager` cues."""
+        """Ingest listener: open alerts for cues of the alert level (firmware/cue_table.py:
+        call_manager); the alert's kind is the cue's name."""
         for row in rows:
-            if row.get("type") == "cue" and row.get("cue") == CALL_MANAGER:
+            if row.get("type") == "cue" and cue_table.level(row.get("cue")) >= cue_table.ALERT_LEVEL:
                 if device_config.in_quiet_hours(self.engine, row["site"]):
                     log.info(
-                        "call_manager at %s/%s in quiet hours: no alert", row["site"], row["device"]
+                        "%s at %s/%s in quiet hours: no alert", row["cue"], row["site"], row["device"]
                     )
                     continue
-                self.open(row["site"], row["device"], CALL_MANAGER, event=row)
+                self.open(row["site"], row["device"], row["cue"], event=row)
 
     def on_mqtt(self, topic: str, payload: bytes) -> str | None:
         """`calmcue/v1/<site>/alert/ack|resolve` from a manager's device; never raises. Returns

@@ -11,7 +11,17 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
+
+from firmware import cue_table
 
 SCHEMA_VERSION = 1
 MAX_BYTES = 512
@@ -35,7 +45,18 @@ def _not_bool(v: Any) -> Any:
     return v
 
 
-Cue = Literal["slow_down", "empathize", "call_manager", "settled"]
+def _cue_name(v: Any) -> Any:
+    if v not in cue_table.names():
+        raise ValueError("must be one of " + ", ".join(cue_table.names()))
+    return v
+
+
+# The cue names of firmware/cue_table.py, listed in the API's JSON schema as an enum.
+Cue = Annotated[
+    str,
+    AfterValidator(_cue_name),
+    Field(json_schema_extra={"enum": list(cue_table.names())}),  # type: ignore[dict-item]
+]
 
 
 class _EventBase(BaseModel):
@@ -54,7 +75,7 @@ class CueEvent(_EventBase):
     type: Literal["cue"]
     conv: ConvId
     cue: Cue
-    level: Annotated[int, Field(ge=1, le=3, strict=True)]
+    level: Annotated[int, Field(ge=1, le=cue_table.ALERT_LEVEL, strict=True)]
     score: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
     conv_s: Seconds
     stress_s: Seconds | None = None

@@ -21,6 +21,7 @@ from sqlalchemy import Engine, insert
 
 from companion import store, users
 from companion.db import events
+from firmware import cue_table
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -31,6 +32,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+# the sample store's cues: how many of each level in a draw, and the reason each level gives
+SAMPLE_WEIGHTS = {1: 4, 2: 3, cue_table.ALERT_LEVEL: 1}
+SAMPLE_REASONS = {1: "pace", 2: "sustained", cue_table.ALERT_LEVEL: "rising"}
 SIZES = {"390": (390, 844), "1440": (1440, 900)}
 OUT = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 
@@ -80,6 +84,8 @@ def seed_store(engine: Engine, *, days: int = 7, rng_seed: int = 15) -> dict[str
     today = datetime.now().replace(hour=0, minute=0, second=0, microsecond=0)
     counters = [("store-1", "counter-1"), ("store-1", "counter-2"), ("store-1", "desk-3"),
                 ("store-2", "counter-1")]  # fmt: skip
+    # each cue of the table, the higher levels rarer (the manager called about once in 15 cues)
+    mix = [name for name in cue_table.names() for _ in range(SAMPLE_WEIGHTS[cue_table.level(name)])]
     rows: list[dict[str, Any]] = []
     seq = 0
     for back in range(days - 1, -1, -1):
@@ -91,16 +97,15 @@ def seed_store(engine: Engine, *, days: int = 7, rng_seed: int = 15) -> dict[str
                 t = at.timestamp()
                 if t > now - 60:
                     continue
-                cue_name = rng.choice(["slow_down"] * 5 + ["empathize"] * 3 + ["settled"] * 3
-                                      + ["call_manager"])  # fmt: skip
+                cue_name = rng.choice(mix)
+                level = cue_table.level(cue_name)
                 seq += 1
                 rows.append({
                     "site": site, "device": device, "boot": 1, "seq": seq, "type": "cue",
                     "up_ms": seq * 1000, "ts": t, "received_at": t + 0.2, "conv": f"{seq:08x}",
-                    "cue": cue_name, "level": {"slow_down": 1, "empathize": 2}.get(cue_name, 3),
+                    "cue": cue_name, "level": level,
                     "score": round(rng.uniform(0.55, 0.95), 2),
-                    "reason": {"slow_down": "pace", "empathize": "sustained",
-                               "call_manager": "rising"}.get(cue_name),
+                    "reason": None if cue_name == "settled" else SAMPLE_REASONS[level],
                     "ttd_s": round(rng.uniform(20, 140), 1) if cue_name == "settled" else None,
                 })  # fmt: skip
     with engine.begin() as conn:

@@ -16,19 +16,19 @@ from firmware import cue_settings
 
 def policy_rows() -> list[dict[str, Any]]:
     """Cue-policy settings as rows: key, kind (num/int/choice/bool), default, lo, hi, options,
-    unit. Adapter over cue_settings.SPEC, whose rows are (key, default, limits, unit): limits
-    (lo, hi) for a number, a tuple of options for a choice, None for a bool."""
+    unit. Adapter over cue_settings.rows(), whose rows are (name, type, default, min, max, unit,
+    help): type num, int or duration (seconds: a number here), bool, or a choice's options."""
     out = []
-    for key, default, limits, unit in cue_settings.SPEC:
+    for key, kind, default, lo, hi, unit, _help in cue_settings.rows():
         row: dict[str, Any] = {"key": key, "group": "policy", "default": default, "unit": unit,
                                "lo": None, "hi": None, "options": None}
-        if limits is None:
+        if isinstance(kind, tuple):
+            row["kind"], row["options"] = "choice", list(kind)
+        elif kind == "bool":
             row["kind"] = "bool"
-        elif isinstance(default, str):
-            row["kind"], row["options"] = "choice", list(limits)
         else:
-            row["kind"] = "int" if isinstance(default, int) else "num"
-            row["lo"], row["hi"] = limits
+            row["kind"] = "int" if kind == "int" else "num"
+            row["lo"], row["hi"] = lo, hi
         out.append(row)
     return out
 

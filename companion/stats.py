@@ -17,8 +17,9 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from companion.db import events
+from firmware import cue_table
 
-CUES = ("slow_down", "empathize", "call_manager", "settled")
+CUES = tuple(cue_table.names())
 
 
 def _suppress(n: int, k: int) -> int | None:

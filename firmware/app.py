@@ -56,7 +56,6 @@ def _forget_config():
     # again by Policy() when a pipeline is made, which keeps only what it needs.
     _forget("config")
     _forget("cue_settings")
-    _forget("cue_messages")  # loaded only when a config had something wrong
 
 
 def _stable(root):

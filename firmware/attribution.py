@@ -10,10 +10,8 @@
 # When in doubt the answer is "unknown": the policy then gives no slow_down and (by default)
 # no stress cue, which is the safe way to be wrong.
 #
-# The counter and "none" modes, AttributionError and make_attribution (the Pi agent's) live in
-# firmware/attribution_modes.py and are reached through this module as before
-# (`from firmware.attribution import CounterAttribution`): the headset runs only
-# HeadsetAttribution, so the rest is not loaded into its heap.
+# The counter and "none" modes, AttributionError and make_attribution (the Pi agent's) are in
+# firmware/attribution_modes.py: the headset runs only HeadsetAttribution.
 
 
 from array import array
@@ -76,14 +74,3 @@ def _settings(settings):
     if errors:
         raise SettingsError("; ".join(errors))
     return s
-
-
-def __getattr__(name):
-    # Everything else of this module's API is in firmware/attribution_modes.py, loaded on
-    # first use (AttributeError there for a name neither module has). Not for dunder names:
-    # CPython's import machinery probes __path__ on every `from firmware.attribution import`.
-    if name[:2] == "__":
-        raise AttributeError(name)
-    from firmware import attribution_modes
-
-    return getattr(attribution_modes, name)

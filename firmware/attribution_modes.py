@@ -1,7 +1,6 @@
 # Speaker attribution modes a headset does not run: counter enrolment and "none", plus
-# AttributionError and make_attribution (used by the Pi agent). Imported on first use through
-# firmware.attribution, which has the module comment; kept apart so the headset's heap holds
-# only HeadsetAttribution. Portable (MicroPython and CPython), pure.
+# AttributionError and make_attribution (used by the Pi agent); firmware/attribution.py has
+# the module comment and the headset's mode. Portable (MicroPython and CPython), pure.
 import math
 
 from firmware.attribution import HeadsetAttribution, _settings

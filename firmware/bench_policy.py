@@ -105,7 +105,7 @@ def _import_bytes_precompiled():
     with tempfile.TemporaryDirectory() as tmp:
         pkg = Path(tmp) / "firmware"
         pkg.mkdir()
-        for m in ("__init__", "events", "cue_settings", "cue_messages", "policy"):
+        for m in ("__init__", "cue_table", "events", "cue_settings", "policy"):
             subprocess.run(
                 [str(cross), "-o", str(pkg / (m + ".mpy")), str(src / (m + ".py"))], check=True
             )

@@ -13,7 +13,7 @@ import os
 import sys
 
 from firmware import nnrt
-from firmware.attribution import make_attribution
+from firmware.attribution_modes import make_attribution
 from firmware.features import Features
 from firmware.policy import Policy
 

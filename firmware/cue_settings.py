@@ -1,268 +1,236 @@
-# Cue-policy settings: one table of keys, defaults and limits, and one validator that the Pi
-# agent, the ESP32 firmware and the companion's config editor all share. Portable: runs
-# unchanged on MicroPython and CPython (no dataclasses, no typing, no I/O).
+# Cue-policy settings: one table of rows and one validator that the Pi agent, the ESP32
+# firmware and the companion's config editor all share. Portable: runs unchanged on MicroPython
+# and CPython (no dataclasses, no typing, no I/O).
 #
-# Why each default is what it is: docs/policy.md. Durations are in seconds and turned into a
-# number of windows (hop_s apart) by the policy, so a change of hop keeps their meaning.
-#
-# On the headset this module is not resident: firmware/app.py imports it at boot and when a
-# config message arrives, and drops it after (the policy keeps only the validated dict). It is
-# then loaded into a fragmented heap, so nothing in it is one big block: the table is a few
-# short texts, parsed on demand (no resident dict or tuple of boxed floats), and every
-# function is small.
+# Why each default is what it is: docs/policy.md. On the headset this module is loaded at boot
+# and when a config message arrives, and dropped after (firmware/app.py): its table is data the
+# heap holds only while a config is checked.
 
-# One line per setting: "key kind default [limits] [unit] [w]". kind: num (lo hi), int (lo hi,
-# whole numbers), choice (comma-separated options) or bool. w: a duration that becomes a
-# number of windows, so it must be at least one hop long. `SPEC` gives the rows as tuples
-# (key, default, limits, unit): limits (lo, hi), a tuple of strings for a choice, None for a
-# bool; an int default means the setting takes whole numbers. Each text starts and ends with
-# a newline, so "\nkey " finds a key's line.
+# One row a setting: name, type, default, min, max, unit, help. Types: num (a number from min
+# to max), int (a whole number from min to max), duration (seconds from min to max that the
+# policy counts in windows, so at least one hop_s long), bool, or choice:a,b,c (one of those
+# strings). "-": none. Each row is a line of text, parsed when it is looked up (row(), rows()):
+# on the headset a table of tuples would be ~15 KB of heap while a config is checked (each of
+# its ~110 numbers a heap object, measured from the ROMFS image), where text stays in flash;
+# and a line each, not one text, so loaded from a folder no block of it is large.
+# fmt: off
 _TABLE = (
-    # windows and scores
-    """
-hop_s num 0.25 0.05 2.0 s
-min_speech num 0.4 0.05 1.0 fraction
-smoothing choice median median,ema,none
-smoothing_windows int 3 1 15 windows
-ema_alpha num 0.5 0.05 1.0
-""",
-    # empathize
-    """
-stress_threshold num 0.6 0.3 0.95 score
-stress_rise num 0.35 0.0 0.9 score
-empathize_after_s num 1.5 0.25 10.0 s w
-empathize_refractory_s num 20.0 0.0 600.0 s
-""",
-    # call_manager
-    """
-manager_after_s num 6.0 1.0 120.0 s
-manager_rise num 0.15 0.05 0.5 score
-manager_rise_s num 1.0 0.25 10.0 s w
-intense_threshold num 0.9 0.5 1.0 score
-intense_after_s num 1.0 0.25 10.0 s w
-""",
-    # settled and the per-conversation baseline
-    """
-settle_margin num 0.1 0.0 0.4 score
-settle_after_s num 2.0 0.25 60.0 s w
-baseline_s num 2.0 0.25 30.0 s w
-baseline_default num 0.3 0.0 0.9 score
-baseline_max num 0.4 0.0 0.9 score
-""",
-    # slow_down
-    """
-tense_threshold num 0.5 0.1 0.95 score
-slow_down_after_s num 1.0 0.25 10.0 s w
-slow_down_refractory_s num 15.0 0.0 600.0 s
-""",
-    # pace and loudness (for slow_down)
-    """
-pace_min_speech num 0.6 0.05 1.0 fraction
-pace_window_s num 2.0 0.25 10.0 s w
-speaker_baseline_s num 2.0 0.25 30.0 s w
-rate_rise num 0.8 0.1 5.0 onsets/s
-rate_margin num 0.3 0.0 5.0 onsets/s
-level_rise_db num 4.0 1.0 30.0 dB
-level_margin_db num 3.0 0.0 30.0 dB
-""",
-    # alert fatigue and conversations
-    """
-cue_budget int 4 0 50 cues
-min_gap_s num 3.0 0.0 60.0 s
-conversation_gap_s num 8.0 2.0 600.0 s
-""",
-    # who is talking
-    """
-attribution choice counter counter,headset,none
-stress_from_unknown bool false
-eu_mode bool false
-headset_wearer_db num -30.0 -80.0 0.0 dBFS
-near_field_db num 12.0 3.0 40.0 dB
-pitch_tol_st num 3.0 0.5 12.0 semitones
-level_tol_db num 6.0 1.0 30.0 dB
-enrol_min_s num 5.0 2.0 60.0 s
-""",
+    "hop_s num 0.25 0.05 2.0 s time between two windows",
+    "min_speech num 0.4 0.05 1.0 fraction speech in a window for it to count",
+    "smoothing choice:median,ema,none median - - - how scores are smoothed",
+    "smoothing_windows int 3 1 15 windows length of the median",
+    "ema_alpha num 0.5 0.05 1.0 - weight of a new score in the EMA",
+    "stress_threshold num 0.6 0.3 0.95 score stressed at or above this",
+    "stress_rise num 0.35 0.0 0.9 score stressed: this far above the own calm level",
+    "empathize_after_s duration 1.5 0.25 10.0 s stressed speech before the empathy nudge",
+    "empathize_refractory_s num 20.0 0.0 600.0 s least time between two empathy nudges",
+    "manager_after_s duration 6.0 1.0 120.0 s further stressed speech that calls the manager",
+    "manager_rise num 0.15 0.05 0.5 score rise since the empathy nudge that calls the manager",
+    "manager_rise_s duration 1.0 0.25 10.0 s how long that rise lasts",
+    "intense_threshold num 0.9 0.5 1.0 score very intense at or above this",
+    "intense_after_s duration 1.0 0.25 10.0 s very intense speech that calls the manager at once",
+    "settle_margin num 0.1 0.0 0.4 score back within this of the calm level",
+    "settle_after_s duration 2.0 0.25 60.0 s calm speech before the all-clear",
+    "baseline_s duration 2.0 0.25 30.0 s the customer's first speech: calm level",
+    "baseline_default num 0.3 0.0 0.9 score calm level until it is known",
+    "baseline_max num 0.4 0.0 0.9 score highest calm level",
+    "tense_threshold num 0.5 0.1 0.95 score tense at or above this",
+    "slow_down_after_s duration 1.0 0.25 10.0 s staff speech before the pace nudge",
+    "slow_down_refractory_s num 15.0 0.0 600.0 s least time between two pace nudges",
+    "pace_min_speech num 0.6 0.05 1.0 fraction speech in a window for its pace",
+    "pace_window_s duration 2.0 0.25 10.0 s running average of pace and level",
+    "speaker_baseline_s duration 2.0 0.25 30.0 s each voice's first speech: its pace",
+    "rate_rise num 0.8 0.1 5.0 onsets/s faster than own start: rising",
+    "rate_margin num 0.3 0.0 5.0 onsets/s staff faster than the customer by this",
+    "level_rise_db num 4.0 1.0 30.0 dB louder than own start: rising",
+    "level_margin_db num 3.0 0.0 30.0 dB staff louder than the customer by this",
+    "cue_budget int 4 0 50 cues nudges in one conversation at most",
+    "min_gap_s num 3.0 0.0 60.0 s least time between two nudges",
+    "conversation_gap_s num 8.0 2.0 600.0 s silence that ends a conversation",
+    "attribution choice:counter,headset,none counter - - - who is talking",
+    "stress_from_unknown bool false - - - an unknown voice's stress counts",
+    "eu_mode bool false - - - infer nothing about the staff voice",
+    "headset_wearer_db num -30.0 -80.0 0.0 dBFS the wearer's level at start",
+    "near_field_db num 12.0 3.0 40.0 dB wearer louder than others by this",
+    "pitch_tol_st num 3.0 0.5 12.0 semitones staff pitch within this",
+    "level_tol_db num 6.0 1.0 30.0 dB staff level within this",
+    "enrol_min_s num 5.0 2.0 60.0 s voiced speech an enrolment needs",
 )
-
-
-def _lines(key=None):
-    """(text, start, end) of each setting's line, in table order; with `key`, only its line.
-    Nothing is sliced or parsed here: the callers take only the fields they need."""
-    if key is not None:
-        key = "\n" + key + " "
-    for part in _TABLE:
-        if key is None:
-            i = 1
-            while i < len(part):
-                j = part.find("\n", i)
-                yield part, i, j
-                i = j + 1
-            continue
-        i = part.find(key) + 1
-        if i:
-            yield part, i, part.find("\n", i)
-            return
-
-
-def _row(line):
-    # (key, default, limits, unit) from the fields of one line.
-    f = line.split(" ")
-    kind = f[1]
-    if kind == "bool":
-        return (f[0], f[2] == "true", None, "")
-    if kind == "choice":
-        return (f[0], f[2], tuple(f[3].split(",")), "")
-    num = int if kind == "int" else float
-    return (f[0], num(f[2]), (num(f[3]), num(f[4])), f[5] if len(f) > 5 else "")
-
-
-def _default(p, i, j):
-    # The default of the line p[i:j], parsed from its third field alone.
-    k = p.find(" ", i)
-    d = p.find(" ", k + 1) + 1
-    e = p.find(" ", d)
-    text = p[d : e if 0 < e < j else j]
-    if p.startswith("num", k + 1):
-        return float(text)
-    if p.startswith("int", k + 1):
-        return int(text)
-    if p.startswith("bool", k + 1):
-        return text == "true"
-    return text
-
-
-def __getattr__(name):
-    # SPEC on demand (companion, docs checks): the device never builds it.
-    if name == "SPEC":
-        return tuple(_row(p[i:j]) for p, i, j in _lines())
-    raise AttributeError(name)
+# fmt: on
 
 
 class SettingsError(ValueError):
     pass
 
 
+def row(name):
+    """The row of setting `name` (name, type, default, min, max, unit, help), or None. A choice's
+    type is the tuple of its options."""
+    if not isinstance(name, str):
+        return None
+    for line in _TABLE:
+        if line.find(" ") == len(name) and line.startswith(name):
+            break
+    else:
+        return None
+    name, kind, default, lo, hi, unit, help_ = line.split(None, 6)
+    if kind == "bool":
+        return name, kind, default == "true", None, None, "", help_
+    if kind.startswith("choice:"):
+        return name, tuple(kind[7:].split(",")), default, None, None, "", help_
+    num = int if kind == "int" else float
+    return name, kind, num(default), num(lo), num(hi), "" if unit == "-" else unit, help_
+
+
+def rows():
+    """Every row, in table order, one parsed at a time."""
+    for line in _TABLE:
+        yield row(line[: line.find(" ")])
+
+
+def _fmt(x):
+    if isinstance(x, float) and x == int(x):
+        return str(int(x))
+    return str(x)
+
+
+def _check(r, value):
+    """(value to store, None) or (None, why it is refused, in words) for row `r`."""
+    name, kind, default, lo, hi, unit, _ = r
+    if kind == "bool":
+        if value is True or value is False:
+            return value, None
+        return None, "%s must be true or false (got %r)" % (name, value)
+    if not isinstance(kind, str):
+        if value in kind:
+            return value, None
+        return None, "%s must be one of %s (got %r)" % (name, ", ".join(kind), value)
+    if value is True or value is False or not isinstance(value, (int, float)):
+        return None, "%s must be a number in %s (got %r); the default is %s" % (
+            name, unit or "plain units", value, _fmt(default))  # fmt: skip
+    if value != value:
+        return None, "%s must be a number, not NaN; the default is %s" % (name, _fmt(default))
+    if kind == "int" and value != int(value):
+        return None, "%s must be a whole number (got %r); the default is %s" % (
+            name, value, default)  # fmt: skip
+    if not lo <= value <= hi:
+        return None, "%s must be between %s and %s %s (got %s); the default is %s" % (
+            name, _fmt(lo), _fmt(hi), unit, _fmt(value), _fmt(default))  # fmt: skip
+    return (int(value) if kind == "int" else float(value)), None
+
+
+def _unknown(name):
+    # Why `name` is refused, with the known name sharing most letter pairs with it
+    # ("empathise_after_s": did you mean "empathize_after_s"?).
+    best = None
+    if isinstance(name, str):
+        pairs = set(name[i : i + 2] for i in range(len(name) - 1))
+        best_n = 1
+        for r in rows():
+            n = 0
+            for p in pairs:
+                if p in r[0]:
+                    n += 1
+            if n > best_n:
+                best, best_n = r[0], n
+    if best:
+        return "unknown setting %r; did you mean %r?" % (name, best)
+    return "unknown setting %r" % (name,)
+
+
+def _rules(s, out):
+    # The rules between settings: which value to move, and why it matters.
+    stress = s["stress_threshold"]
+    if s["intense_threshold"] <= stress:
+        out.append(
+            "intense_threshold (%s) must be above stress_threshold (%s): 'very intense' skips "
+            "empathize and calls the manager at once; raise intense_threshold or lower "
+            "stress_threshold" % (_fmt(s["intense_threshold"]), _fmt(stress))
+        )
+    if s["tense_threshold"] > stress:
+        out.append(
+            "tense_threshold (%s) must not be above stress_threshold (%s): a conversation is "
+            "tense before the customer is stressed enough for empathize; lower "
+            "tense_threshold" % (_fmt(s["tense_threshold"]), _fmt(stress))
+        )
+    if s["baseline_max"] + s["settle_margin"] >= stress:
+        out.append(
+            "baseline_max + settle_margin (%s) must stay below stress_threshold (%s), or a "
+            "conversation could count as settled while still stressed; lower baseline_max or "
+            "settle_margin" % (_fmt(s["baseline_max"] + s["settle_margin"]), _fmt(stress))
+        )
+    if s["baseline_default"] > s["baseline_max"]:
+        out.append(
+            "baseline_default (%s) must not be above baseline_max (%s); lower "
+            "baseline_default" % (_fmt(s["baseline_default"]), _fmt(s["baseline_max"]))
+        )
+    hop = s["hop_s"]
+    for r in rows():
+        if r[1] == "duration" and s[r[0]] < hop:
+            out.append(
+                "%s (%s s) is shorter than one window hop (hop_s = %s s); use at least %s"
+                % (r[0], _fmt(s[r[0]]), _fmt(hop), _fmt(hop))
+            )
+    if s["conversation_gap_s"] < 4 * hop:
+        out.append(
+            "conversation_gap_s must be at least 4 window hops (%s s) so a pause between words "
+            "does not end the conversation" % _fmt(4 * hop)
+        )
+    if s["eu_mode"] and s["stress_from_unknown"]:
+        out.append(
+            "stress_from_unknown must be false in EU mode: an unattributed voice may be the staff "
+            "member's, and EU mode infers nothing about the staff voice; set it to false"
+        )
+
+
 class _Checked:
-    """What checked() returns: `[key]` gives the checked given value, else the default,
-    parsed from the table when asked for. No dict of all the settings is made: its table of
-    39 keys is one 624 B block, which the headset's heap, cut up after a day of events, may
-    not have when a config message arrives."""
+    """What checked() returns: `[name]` gives the checked given value, else the default. No
+    dict of all the settings is made (the headset checks a config in a heap that may have no
+    room for one block of that size)."""
 
     def __init__(self, values):
         self.values = values
 
-    def __getitem__(self, key):
-        if key in self.values:
-            return self.values[key]
-        for p, i, j in _lines(key):
-            return _default(p, i, j)
-        raise KeyError(key)
-
-
-def defaults():
-    """A fresh dict of every setting at its default."""
-    n = 0
-    for p in _TABLE:
-        n += p.count("\n") - 1
-    keys = [None] * n
-    values = [None] * n
-    n = 0
-    for p, i, j in _lines():
-        keys[n] = p[i : p.find(" ", i)]
-        values[n] = _default(p, i, j)
-        n += 1
-    s = dict.fromkeys(keys)  # sized once for all the keys: never grown key by key
-    for k in range(n):
-        s[keys[k]] = values[k]
-    return s
-
-
-def _check(row, value):
-    """The value to store, or why it is refused: "!" and a code for firmware/cue_messages.py."""
-    key, default, limits, unit = row
-    if limits is None:
-        return value if value is True or value is False else "!b"
-    if isinstance(default, str):
-        return value if value in limits else "!c"
-    if value is True or value is False or not isinstance(value, (int, float)):
-        return "!n"
-    if value != value:
-        return "!N"
-    if isinstance(default, int) and value != int(value):
-        return "!w"
-    if not limits[0] <= value <= limits[1]:
-        return "!r"
-    if isinstance(default, int):
-        return int(value)
-    return float(value)
-
-
-def _rules(s, found):
-    # The rules between settings, in order; a broken one adds its code to `found`
-    # (firmware/cue_messages.py says which value to move and why it matters).
-    stress = s["stress_threshold"]
-    if s["intense_threshold"] <= stress:
-        found.append("i")
-    if s["tense_threshold"] > stress:
-        found.append("t")
-    if s["baseline_max"] + s["settle_margin"] >= stress:
-        found.append("s")
-    if s["baseline_default"] > s["baseline_max"]:
-        found.append("d")
-    hop = s["hop_s"]
-    for p, i, j in _lines():  # the durations, marked w: each at least one hop long
-        if p.startswith(" w", j - 2):
-            key = p[i : p.find(" ", i)]
-            if s[key] < hop:
-                found.append(key)
-    if s["conversation_gap_s"] < 4 * hop:
-        found.append("g")
-    if s["eu_mode"] and s["stress_from_unknown"]:
-        found.append("e")
+    def __getitem__(self, name):
+        if name in self.values:
+            return self.values[name]
+        r = row(name)
+        if r is None:
+            raise KeyError(name)
+        return r[2]
 
 
 def checked(given):
     """(settings, errors) as validate_settings gives them, for code that only reads
-    `settings[key]` (the policy, the attribution, the headset's config check): `settings`
-    holds the valid given values and finds every other key's default when asked, without a
-    dict of all the keys."""
+    `settings[name]` (the policy, the attribution, the headset's config check). At most the
+    first five problems are named, then "and N more": a reply is read by a person."""
     values = {}
     if given is None:
         given = {}
     if not isinstance(given, dict):
         return _Checked(values), ["settings must be a JSON object of name: value pairs"]
-    found = []
-    for key in given:
-        got = None
-        if isinstance(key, str) and key:
-            for p, i, j in _lines(key):
-                row = _row(p[i:j])
-                if row[0] == key:  # a "key" with spaces in it could match a line's middle
-                    got = _check(row, given[key])
-        if got is None or isinstance(got, str) and got[:1] == "!":
-            found.append((key, given[key], got and got[1:]))
+    errors = []
+    for name in given:
+        r = row(name)
+        if r is None:
+            errors.append(_unknown(name))
+            continue
+        value, why = _check(r, given[name])
+        if why is None:
+            values[name] = value
         else:
-            values[key] = got
+            errors.append(why)
     s = _Checked(values)
-    if not found:
-        _rules(s, found)
-    if not found:
-        return s, []
-    import sys
-
-    import firmware
-    from firmware import cue_messages
-
-    n = len(found) - 5
-    errors = cue_messages.say(found[:5], s)  # the first few: a reply is read by a person
-    if n > 0:
-        errors.append("and %d more" % n)
-    # Its texts are needed only here: dropped at once, before the caller builds its reply in
-    # the headset's little free heap (CPython imports it again when it is next needed).
-    sys.modules.pop("firmware.cue_messages", None)
-    if hasattr(firmware, "cue_messages"):
-        delattr(firmware, "cue_messages")
+    if not errors:
+        _rules(s, errors)
+    if len(errors) > 5:
+        errors[5:] = ["and %d more" % (len(errors) - 5)]
     return s, errors
+
+
+def defaults():
+    """A fresh dict of every setting at its default."""
+    return {r[0]: r[2] for r in rows()}
 
 
 def validate_settings(given):

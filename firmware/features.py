@@ -6,7 +6,7 @@
 #
 #     fx = Features()
 #     for rec in fx.process(pcm):   # int16 little-endian bytes/bytearray or array('h'), any size
-#         rec["features"]           # array('f'), order = FEATURE_NAMES
+#         rec["features"]           # array('f'), order = feature_names()
 #     fx.new_conversation()         # baseline restarts (noise floor kept)
 #     fx.reset()                    # a new stream
 #
@@ -111,15 +111,13 @@ _HN = const(648)
 N_FEATURES = const(17)
 
 
-def __getattr__(name):
-    # FEATURE_NAMES, the order of rec["features"], is built when asked for: as a resident
-    # tuple it took 1.1 KB of the headset's heap, and only tests and tools read it.
-    if name == "FEATURE_NAMES":
-        return tuple(
-            "speech voiced level_sd_db level_range_db level_rel_db f0_st f0_rel_st f0_range_st"
-            " f0_sd_st f0_delta_st hf_db hf2_db lf_db hf_rel_db rate pause aperiodicity".split()
-        )
-    raise AttributeError(name)
+def feature_names():
+    """The order of rec["features"] (a new tuple: resident, it would take 1.1 KB of the
+    headset's heap, and only tests and tools read it)."""
+    return tuple(
+        "speech voiced level_sd_db level_range_db level_rel_db f0_st f0_rel_st f0_range_st"
+        " f0_sd_st f0_delta_st hf_db hf2_db lf_db hf_rel_db rate pause aperiodicity".split()
+    )
 
 
 @micropython.viper

@@ -200,7 +200,7 @@ def load_code():
     import gc
 
     for name in (
-        "firmware.events", "firmware.store", "firmware.net", "firmware.outputs",
+        "firmware.cue_table", "firmware.events", "firmware.store", "firmware.net", "firmware.outputs",
         "firmware.features", "firmware.policy", "firmware.attribution", "firmware.pipeline",
         "firmware.app",
     ):  # fmt: skip

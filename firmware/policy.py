@@ -19,6 +19,7 @@
 # see _cell); ints and flags are plain attributes (small ints are not heap objects).
 from array import array
 
+from firmware import cue_table
 from firmware.events import new_conversation_id
 
 try:
@@ -225,6 +226,10 @@ class Policy:
         self.tense_at = _cell()
         self.empathize_score = _cell()
         self.first_cue_t = _cell()
+        # Every attribute exists before configure() loads the settings validator: the
+        # instance's attribute table then reaches its full size while the heap is still in one
+        # piece, not in a heap the validator's import has just cut up.
+        self.reset()
         self.configure(settings)
         if rand_bytes is None:
             raise PolicyError("pass rand_bytes (e.g. os.urandom) to make conversation ids")
@@ -415,7 +420,7 @@ class Policy:
             "t": t,
             "conv": self.conv,
             "cue": cue,
-            "level": 3 if cue == "call_manager" else (2 if cue == "empathize" else 1),
+            "level": cue_table.level(cue),
             "score": _r3(self.score[0]),
             "conv_s": _r3(t - self.t0[0]),
             "reason": reason,

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from firmware import cue_table
 from models import augment
 from models.corpora import Clip
 
@@ -55,7 +56,7 @@ POOLS = {
     "sad": ("sad",),
 }
 STRESS_KINDS = ("angry", "fearful")
-STRESS_CUES = ("empathize", "call_manager")
+STRESS_CUES = tuple(c for c in cue_table.names() if cue_table.level(c) >= 2)  # empathize and up
 
 
 @dataclass(frozen=True)
@@ -341,7 +342,7 @@ def run_numpy(audio: Audio, score: Callable[[np.ndarray], float], settings: dict
     [(t, cue)] and how many conversations the policy opened."""
     import os
 
-    from firmware.attribution import make_attribution
+    from firmware.attribution_modes import make_attribution
     from firmware.policy import Policy
     from models.features import FeatureExtractor
 

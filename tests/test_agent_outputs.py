@@ -8,6 +8,7 @@ import pytest
 from agent_support import wait_until
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
+from firmware import cue_table
 from firmware.pi.config import OutputSettings
 from firmware.pi.outputs import PATTERNS, Outputs
 
@@ -60,7 +61,10 @@ def test_slow_down_is_two_amber_pulses_and_one_long_buzz(rig):
     assert out.idle(3)
     red, green = levels(f, R), levels(f, G)
     assert len(red) == len(green)
-    assert all(abs(g - r / 2) < 1e-3 for r, g in zip(red, green, strict=True))  # amber = 2:1
+    c = cue_table.find("slow_down")[2]  # amber: green about half of red
+    ratio = (c >> 8 & 255) / (c >> 16)
+    assert 0.4 < ratio < 0.6
+    assert all(abs(g - r * ratio) < 1e-3 for r, g in zip(red, green, strict=True))
     assert max(red) == BRIGHT and levels(f, B) == [0]
     peaks = sum(1 for i in range(1, len(red) - 1) if red[i - 1] < red[i] > red[i + 1])
     assert peaks == 2 and red[-1] == 0
@@ -133,7 +137,8 @@ def test_microphone_fault_blinks_magenta_until_cleared(rig):
 
 
 def test_every_cue_has_a_distinct_pattern():
-    cues = ("slow_down", "empathize", "call_manager", "settled")
+    cues = cue_table.names()
+    assert set(cues) <= set(PATTERNS)
     signatures = {(PATTERNS[c].color, PATTERNS[c].led, PATTERNS[c].motor) for c in cues}
     assert len(signatures) == len(cues)
     with pytest.raises(ValueError, match="no pattern"):

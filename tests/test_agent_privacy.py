@@ -25,7 +25,7 @@ from agent_support import (
 )
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from firmware import events
+from firmware import events, wire
 from firmware.pi.agent import Agent
 
 # --- what the process touches: a Python audit hook (cannot be removed, so it is gated) --------
@@ -143,8 +143,8 @@ def test_replay_writes_no_audio_and_queues_schema_fields_only(tmp_path, audit):
     assert tables <= {"outbox", "state", "sqlite_sequence"}
     assert len(rows) >= 3
     for topic, payload in rows:
-        event = events.decode(payload)  # the closed schema: nothing but its own fields
-        assert topic == events.event_topic(event)
+        event = wire.decode(payload)  # the closed schema: nothing but its own fields
+        assert topic == wire.event_topic(event)
         assert len(payload) <= events.MAX_BYTES
 
 

@@ -7,6 +7,7 @@ import time
 
 from agent_support import agent_config, silence, tiny_model, write_wav
 
+from firmware import wire
 from firmware.pi.agent import Agent
 from firmware.pi.store import EventQueue
 
@@ -56,14 +57,13 @@ def test_a_processing_overrun_is_logged_with_its_duration(tmp_path, caplog):
 def test_a_stream_that_ends_mid_conversation_closes_it(tmp_path):
     from agent_support import speechlike
 
-    from firmware import events
 
     wav = write_wav(tmp_path / "cut.wav", [silence(0.5), speechlike(4, False, 1)])  # no pause
     cfg = agent_config(tmp_path, 1, model={"path": str(tiny_model(tmp_path / "model"))})
     agent = Agent(cfg, source=f"file:{wav}", realtime=False)
     agent.run(drain_s=0.1)  # no broker: the events stay queued
     q = agent.queue.__class__(tmp_path / "state" / "queue.db")
-    rows = [events.decode(e.payload) for e in q.peek(100)]
+    rows = [wire.decode(e.payload) for e in q.peek(100)]
     q.close()
     assert [(e["type"], e["phase"]) for e in rows] == [("conversation", "start"),
                                                         ("conversation", "end")]

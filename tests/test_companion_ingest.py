@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from calmcue.broker import free_port
 from companion.config import MqttTarget, Settings
 from companion.server import start
+from firmware import wire
 
 pytest_plugins = ("companion_fixtures",)  # the db_url fixture: SQLite and PostgreSQL
 
@@ -261,10 +262,9 @@ def _health(port: int) -> dict | None:
 
 
 def test_topic_helper_matches_firmware():
-    from firmware import events
 
     ev = cue()
-    assert topic_of(ev) == events.event_topic(ev)
+    assert topic_of(ev) == wire.event_topic(ev)
 
 
 def test_companion_starts_before_the_broker_and_connects_when_it_appears(tmp_path, mosquitto):

@@ -14,7 +14,7 @@ import pytest
 from calmcue.bench_fleet import run
 from calmcue.broker import Mosquitto
 from calmcue.cli import main as calmcue_main
-from firmware import events
+from firmware import wire
 
 N = 200
 
@@ -64,7 +64,7 @@ def test_fleet_200_devices_storm_and_lwt(broker: Mosquitto, tmp_path: Path) -> N
     assert res["call_manager_to_feed_ms"]["events"] > 0
     assert res["companion"]["rss_mb"] > 0
     # after the clean stop every device said offline itself (retained), as the agent does
-    status = _retained_status(broker.port, events.topic("+", "+", "status"))
+    status = _retained_status(broker.port, wire.topic("+", "+", "status"))
     assert len(status) == N and set(status.values()) == {b"offline"}
     saved = json.loads((tmp_path / "fleet.json").read_text())["runs"]
     assert saved[-1]["devices"] == N

@@ -1,16 +1,16 @@
 """The cue-settings validator on the headset: not resident (loaded at boot and for each config
 message, then dropped, as firmware.config is), and small enough in every allocation to load
-again into a fragmented heap, on the MicroPython unix port with the compiled modules."""
+again into a fragmented heap, on the MicroPython unix port with the modules imported from the
+ROMFS image as the device does (its settings table is text that stays in flash)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import subprocess
 
-import pytest
 from fw_heap import CUT_HEAP
 
-from firmware.tools import bundle
+from calmcue.shared import romport
 
 # What the headset does with a config message (firmware/control.py config(), without the audio
 # pipeline's buffers, and without the Policy, whose own allocations are its own):
@@ -19,8 +19,10 @@ from firmware.tools import bundle
 # modules dropped. Then the free heap is cut into holes of at most HOLE blocks (32 B each) and the same
 # messages are applied again and again.
 APPLY = r"""
-import gc, json, sys, micropython
-sys.path.insert(0, %(build)r)
+import gc, json, os, sys, micropython, uctypes, vfs
+a, n = [int(x) for x in os.getenv("CALMCUE_ROM").split(",")]
+vfs.mount(vfs.VfsRom(uctypes.bytearray_at(a, n)), "/rom")
+sys.path.insert(0, "/rom")
 ROOT, HOLE, ROUNDS = %(root)r, %(hole)d, %(rounds)d
 hold = [None] * 4000  # made first, while the heap is in one piece
 %(cut_heap)s
@@ -68,7 +70,7 @@ def apply(payload):
 def main():
     first = [apply(m) for m in PAYLOADS]  # as at boot: the heap still in one piece
     print(json.dumps(first))
-    gone = [m for m in ("config", "cue_settings", "cue_messages")
+    gone = [m for m in ("config", "cue_settings")
             if "firmware." + m in sys.modules or hasattr(firmware, m)] == []
     print(json.dumps(gone))
     gc.collect()
@@ -88,16 +90,16 @@ main()
 """
 
 
-@pytest.fixture(scope="module")
-def build(tmp_path_factory) -> Path:
-    return bundle.compile_host(tmp_path_factory.mktemp("fw-settings-build"))
-
-
-def test_settings_validator_reloads_into_a_fragmented_heap(mpy, build, tmp_path) -> None:
+def test_settings_validator_reloads_into_a_fragmented_heap(host_rom, tmp_path) -> None:
     hole, rounds = 11, 24  # 352 B; the largest block the path needs is 321 B
-    code = APPLY % {"build": str(build), "root": str(tmp_path) + "/", "hole": hole,
-                    "rounds": rounds, "cut_heap": CUT_HEAP}  # fmt: skip
-    out = mpy(code, heapsize="144K").stdout.splitlines()
+    code = APPLY % {"root": str(tmp_path) + "/", "hole": hole, "rounds": rounds,
+                    "cut_heap": CUT_HEAP}  # fmt: skip
+    script = tmp_path / "apply.py"
+    script.write_text(code)
+    proc = subprocess.run([*romport.interpreter(host_rom), "-X", "heapsize=144K", str(script)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = proc.stdout.splitlines()
     first, gone, free = (json.loads(out[i]) for i in (0, 1, -1))
     same = json.loads(out[-2])
     assert int(out[-3].split()[1]) < 4000  # the heap was full before the list was

@@ -30,9 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 # The CPython packages whose files must not import each other in a circle. The device core and
-# the host runners (firmware/, firmware/host) are not in it yet: their circles (app/config/
-# control, cue_settings/cue_messages, attribution/attribution_modes) go with the firmware side of
-# issue 14 item 3, which then adds "firmware" and "firmware.host" here.
+# the host runners (firmware/, firmware/host) are not in it yet: their circle (app/config/
+# control; cue_settings/cue_messages and attribution/attribution_modes are gone) goes with the
+# firmware side of issue 14 item 3, which then adds "firmware" and "firmware.host" here.
 CPYTHON = ("calmcue.shared", "calmcue", "companion", "models", "firmware.tools", "firmware.pi")
 # Every package of the project, most specific first (a module belongs to the first that holds it).
 # calmcue.shared is the bottom (version, MicroPython and Mosquitto runners, broker access rules);

@@ -49,6 +49,7 @@ def test_policy_runs_in_a_small_heap(mpy, tmp_path: Path) -> None:
     pkg.mkdir()
     for m in (
         "__init__",
+        "cue_table",
         "events",
         "cue_settings",
         "policy",
@@ -60,7 +61,7 @@ def test_policy_runs_in_a_small_heap(mpy, tmp_path: Path) -> None:
     code = (
         f"import sys\nsys.path.insert(0, {str(tmp_path)!r})\n"
         "from firmware.policy import Policy\n"
-        "from firmware.attribution import CounterAttribution\n"
+        "from firmware.attribution_modes import CounterAttribution\n"
         "from firmware.policy_replay import windows, CountingRandom\n"
         "script = [{'for_s': 3, 'speaker': 'staff'},\n"
         "          {'for_s': 3, 'speaker': 'customer', 'score': 0.2},\n"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.attribution import CounterAttribution
+from firmware.attribution_modes import CounterAttribution
 from firmware.policy import Policy
 from firmware.policy_replay import CountingRandom
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware import events, policy_replay
+from firmware import events, policy_replay, wire
 from firmware.policy import event_fields
 
 DATA = Path(__file__).parent / "data" / "policy_scenarios.json"
@@ -38,7 +38,7 @@ def test_scenario_timeline_cpython(name: str) -> None:
     for d in decisions:
         etype, fields = event_fields(d)
         event = stamper.stamp(etype, fields, up_ms=int(d["t"] * 1000))
-        assert events.decode(events.encode(event)) == event
+        assert wire.decode(events.encode(event)) == event
     # One conversation id per conversation, a fresh one for the next.
     convs = [d["conv"] for d in decisions if d.get("phase") == "start"]
     assert len(set(convs)) == len(convs)

@@ -4,8 +4,18 @@
 "use strict";
 
 const UNDO_S = 10;  // companion setting alert_undo_s (its default)
-const CUE_NAMES = ["slow_down", "empathize", "call_manager", "settled"];
-const CUE_LABEL = { slow_down: "slow down", empathize: "empathize", call_manager: "call manager", settled: "settled" };
+// The cue table (firmware/cue_table.py via GET /api/cues): name, level, LED colour, label, whether
+// it alerts the manager. startManager loads it before anything is drawn; nothing here names a cue.
+let CUES = [];
+const cueByName = (name) => CUES.find((c) => c.name === name);
+const managerCall = (a) => Boolean(cueByName(a.kind)?.alert);  // else the silent-device watch
+// a cue's colour as a mark beside its words (LED colours are too light for text); set through
+// the style object, which the page's CSP allows (a style attribute it blocks)
+function swatch(colour) {
+  const s = el("span", { cls: "swatch" });
+  s.style.background = colour;
+  return s;
+}
 const MAX_ROWS = 100;
 let me = { role: "demo", user: null };
 let siteNames = {};  // site id -> the store's name
@@ -44,13 +54,13 @@ const baseTitle = document.title;
 // customers waiting on a manager first, escalated before not yet, open before acknowledged;
 // then device alarms; the longest-waiting first within a rank
 function urgency(a) {
-  const customer = a.kind === "call_manager" ? 0 : 10;
+  const customer = managerCall(a) ? 0 : 10;
   return customer + (a.state === "open" ? (a.escalated_at ? 0 : 1) : 2);
 }
 
 function alertTitle(a) {
-  return a.kind === "call_manager"
-    ? `Manager needed at ${a.device}, ${storeName(a.site)}`
+  return managerCall(a)
+    ? `${cueByName(a.kind).label} at ${a.device}, ${storeName(a.site)}`
     : `Device silent: ${a.device}, ${storeName(a.site)}`;
 }
 
@@ -66,7 +76,7 @@ function alertContext(a) {
 
 function renderAlerts() {
   const items = [...activeAlerts.values()].sort((a, b) => urgency(a) - urgency(b) || a.opened_at - b.opened_at);
-  const open = items.filter((a) => a.state === "open" && a.kind === "call_manager").length;
+  const open = items.filter((a) => a.state === "open" && managerCall(a)).length;
   document.title = open ? `(${open}) manager needed · ${baseTitle}` : baseTitle;
   alertList.replaceChildren();
   if (!items.length) alertList.append(el("li", { cls: "empty", text: "No open alerts." }));
@@ -188,7 +198,7 @@ async function loadHistory(reset) {
   for (const a of page) {
     const took = a.resolved_at - a.opened_at;
     const li = el("li", { cls: "past " + a.kind },
-      el("b", { text: alertTitle(a).replace("Manager needed at", "Manager called to") }),
+      el("b", { text: managerCall(a) ? `Manager called to ${a.device}, ${storeName(a.site)}` : alertTitle(a) }),
       el("span", { text: ` · ${fmtWhen(a.opened_at)} · acknowledged by ${actor(a.acked_by) || "—"}` +
         ` · resolved by ${actor(a.resolved_by) || "—"} after ${Math.round(took / 60)} min` +
         (a.escalated_at ? ` · escalated to ${a.second_contact || "second contact"}` : "") }));
@@ -266,8 +276,8 @@ function fmtCount(n) { return n === null ? `fewer than ${minGroup}` : String(n);
 function isoDay(d) { return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 10); }
 
 function legend(parts) {
-  return el("ul", { cls: "legend", "aria-hidden": "true" }, ...parts.map(([cls, label]) =>
-    el("li", {}, el("span", { cls: "swatch " + cls }), label)));
+  return el("ul", { cls: "legend", "aria-hidden": "true" }, ...parts.map(([cls, label, colour]) =>
+    el("li", {}, colour ? swatch(colour) : el("span", { cls: "swatch " + cls }), label)));
 }
 
 // Stacked bars; null parts (suppressed groups) are drawn grey at the threshold's height.
@@ -290,6 +300,7 @@ function barChart(svg, bars, { W = 480, H = 170 } = {}) {
       y -= h;
       const r = svgEl("rect", { x, y, width: Math.max(1, bw - 2), height: h,
         class: p.value === null ? "suppressed" : "bar-" + p.cls });
+      if (p.fill && p.value !== null) r.setAttribute("fill", p.fill);
       r.append(svgEl("title", {}, `${b.label}, ${p.name}: ${fmtCount(p.value)}`));
       svg.append(r);
     }
@@ -335,11 +346,11 @@ function dataTable(caption, head, rows) {
         ...r.slice(1).map((c) => el("td", { text: c })))))));
 }
 
-function cueParts(g) { return CUE_NAMES.map((c) => ({ cls: c, name: CUE_LABEL[c], value: g.by_type[c] })); }
+function cueParts(g) { return CUES.map((c) => ({ cls: "cue", fill: c.colour, name: c.label, value: g.by_type[c.name] })); }
 function cellCount(n) { return n === null ? `<${minGroup}` : String(n); }
-function cueRow(label, g) { return [label, ...CUE_NAMES.map((c) => cellCount(g.by_type[c])), cellCount(g.total)]; }
-const CUE_HEAD = (first) => [first, ...CUE_NAMES.map((c) => CUE_LABEL[c]), "all cues"];
-const CUE_LEGEND = () => legend([...CUE_NAMES.map((c) => ["bar-" + c, CUE_LABEL[c]]), ["suppressed", `fewer than ${minGroup}`]]);
+function cueRow(label, g) { return [label, ...CUES.map((c) => cellCount(g.by_type[c.name])), cellCount(g.total)]; }
+const CUE_HEAD = (first) => [first, ...CUES.map((c) => c.label), "all cues"];
+const CUE_LEGEND = () => legend([...CUES.map((c) => ["cue", c.label, c.colour]), ["suppressed", `fewer than ${minGroup}`]]);
 
 function busiest(groups, label) {
   const shown = groups.filter((g) => g.total);
@@ -389,8 +400,8 @@ async function loadStats() {
     ? "No cues yet: the demo's counter replays a conversation, and its first cues appear about 30 s after the start."
     : "No cues in this range: they appear here as the counters' devices report them.";
   const cards = document.getElementById("today-cards");
-  cards.replaceChildren(...CUE_NAMES.map((c) => el("div", { cls: "card cue-" + c },
-    el("b", { text: fmtCount(r.by_type[c]) }), CUE_LABEL[c])));
+  cards.replaceChildren(...CUES.map((c) => el("div", { cls: "card cue" },
+    el("b", { text: fmtCount(r.by_type[c.name]) }), swatch(c.colour), c.label)));
 
   const hours = r.per_hour.filter((h) => h.total !== 0 || (h.hour >= 7 && h.hour <= 21));
   drawFigure("fig-hour", `Cues by hour of day, ${r.from} to ${r.to}: ${busiest(r.per_hour, (h) => `${h.hour}:00`)}.`,
@@ -411,7 +422,7 @@ async function loadStats() {
   const pts = r.days.map((d) => ({ label: dayLabel(d), short: d.date.slice(8),
     median: d.time_to_deescalate.median_s, p90: d.time_to_deescalate.p90_s }));
   drawFigure("fig-ttd", t.median_s === null
-    ? `Time to de-escalate: not enough settled conversations (${fmtCount(t.n)}) in this range.`
+    ? `Time to de-escalate: not enough de-escalated conversations (${fmtCount(t.n)}) in this range.`
     : `Time to de-escalate: median ${t.median_s} s, 90th percentile ${t.p90_s} s over ${t.n} conversations, ${r.from} to ${r.to}.`,
     (svg) => lineChart(svg, pts),
     { legend: legend([["line-median", "median"], ["line-p90", "90th percentile"], ["suppressed", `fewer than ${minGroup} conversations`]]),
@@ -453,12 +464,18 @@ function addCue(ev, fresh) {
   tr.dataset.id = ev.id;
   tr.dataset.t = cueTime(ev);
   tr.append(el("td", { text: fmtWhen(cueTime(ev)) }), el("td", { text: storeName(ev.site) }), el("td", { text: ev.device }),
-    el("td", { cls: "cue-" + ev.cue, text: ev.cue }), el("td", { text: ev.level }),
+    cueCell(ev.cue), el("td", { text: ev.level }),
     el("td", { text: ev.score.toFixed(2) }), el("td", { text: ev.reason || "" }));
   // a late event goes to its place in time, not on top
   const after = [...cueBody.rows].find((r) => Number(r.dataset.t) < cueTime(ev));
   cueBody.insertBefore(tr, after || null);
   while (cueBody.rows.length > MAX_ROWS) cueBody.deleteRow(-1);
+}
+function cueCell(name) {
+  const c = cueByName(name);
+  const td = el("td", { cls: "cue" + (c && c.alert ? " alert-cue" : "") }, ...(c ? [swatch(c.colour)] : []), name);
+  if (c) td.title = c.label;
+  return td;
 }
 function singleCues() { return ["admin", "it", "demo"].includes(me.role); }
 async function loadCues() {
@@ -474,6 +491,7 @@ function post(url, body) {
 
 async function startManager(session) {
   me = { role: session.role || "demo", user: session.user };
+  CUES = await getJSON("/api/cues");
   document.getElementById("cues-panel").hidden = !singleCues();
   document.getElementById("csv-raw").hidden = !singleCues();
   await setupStats();

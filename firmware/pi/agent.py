@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from calmcue.shared import __version__
-from firmware import events
-from firmware.attribution import make_attribution
+from firmware import events, wire
+from firmware.attribution_modes import make_attribution
 from firmware.pi import config as cfgmod
 from firmware.pi.audio import MicError, open_source
 from firmware.pi.config import AgentConfig, ConfigError
@@ -327,7 +327,7 @@ class Agent:
             ts = round(time.time(), 3) if clock_known() else None
             event = self.stamper.stamp(etype, fields, self.up_ms(), ts=ts)
             payload = events.encode(event)
-            self.queue.put(events.event_topic(event), payload)
+            self.queue.put(wire.event_topic(event), payload)
         self.link.kick()
         return event
 

@@ -339,7 +339,7 @@ def build(raw: Any, source: str = "config", base_dir: Path | None = None) -> Age
                 f'{key} is required, e.g. {key} = "{"store-12" if key == "site" else "counter-2"}"'
             )
             continue
-        msg = events._check(key, "id", value)
+        msg = _id_problem(key, value)
         if msg:
             problems.append(f"{msg} (got {value!r})")
     state_dir = raw.get("state_dir", DEFAULT_STATE_DIR)
@@ -487,3 +487,8 @@ def live_update(cfg: AgentConfig, update: Any) -> AgentConfig:
         else:
             raw[key] = value
     return build(raw, "remote config")
+
+
+def _id_problem(name: str, value: object) -> str | None:
+    why = events.must_be("id", None, value)
+    return None if why is None else f"{name} must be {why}"

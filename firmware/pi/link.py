@@ -25,7 +25,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from firmware import events
+from firmware import wire
 from firmware.pi.config import MqttSettings
 from firmware.pi.store import EventQueue
 
@@ -65,7 +65,7 @@ class Link:
         self._lock = threading.Lock()
 
     def topic(self, leaf: str) -> str:
-        return events.topic(self.site, self.device, leaf)
+        return wire.topic(self.site, self.device, leaf)
 
     # --- lifecycle -----------------------------------------------------------------------------
 

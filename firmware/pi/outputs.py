@@ -1,19 +1,8 @@
 """What the staff member sees and feels: RGB LED and vibration motor patterns, and the button.
 
-Patterns are data (a timeline of LED levels and motor strengths per cue), played by one
-background thread, so the tests can read the exact sequence off gpiozero's mock PWM pins:
-
-| cue           | LED                                   | motor                         |
-| ------------- | ------------------------------------- | ----------------------------- |
-| slow_down     | amber, two slow pulses (1 s up, 1 s down) | one long buzz (0.6 s)     |
-| empathize     | blue, double blink (0.15 s)           | two short (0.15 s)            |
-| call_manager  | red, three blinks then a pause, repeating until acknowledged | three short, repeating |
-| settled       | green, one soft 0.5 s glow            | none                          |
-| fault (mic)   | magenta, 0.1 s blink every 2 s while the microphone is missing | none  |
-| mute / unmute | white, one 0.3 s blink at half level  | none                          |
-| hold          | white, a faint 0.1 s tick each long_press_s the button is held | none  |
-| enrolling     | white, slow pulse until the staff voice is learnt | none               |
-| enrolled      | green, two soft glows                 | none                          |
+The patterns are the rows of firmware/cue_table.py, the same ones the headset plays (the cues,
+then the signals: button feedback, the microphone fault, the enrolment), played by one
+background thread, so the tests can read the exact sequence off gpiozero's mock PWM pins.
 
 Brightness and haptic strength scale every level. Button, judged on release: a short press
 acknowledges (stops a repeating pattern); held for outputs.long_press_s toggles mute; held for
@@ -31,27 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from firmware import cue_table
 from firmware.pi.config import OutputSettings
 
 log = logging.getLogger("calmcue.agent.outputs")
 
 Color = tuple[float, float, float]
-AMBER: Color = (1.0, 0.5, 0.0)
-BLUE: Color = (0.0, 0.0, 1.0)
-RED: Color = (1.0, 0.0, 0.0)
-GREEN: Color = (0.0, 1.0, 0.0)
-MAGENTA: Color = (1.0, 0.0, 1.0)
-WHITE: Color = (1.0, 1.0, 1.0)
-
-_PULSE_STEPS = 10  # LED levels per pulse ramp: smooth enough to read as a pulse, few writes
-
-
-def _ramp(up_s: float, down_s: float) -> list[tuple[float, float]]:
-    up = [((i + 1) / _PULSE_STEPS, up_s / _PULSE_STEPS) for i in range(_PULSE_STEPS)]
-    down = [
-        ((_PULSE_STEPS - 1 - i) / _PULSE_STEPS, down_s / _PULSE_STEPS) for i in range(_PULSE_STEPS)
-    ]
-    return up + down
 
 
 @dataclass(frozen=True)
@@ -61,30 +35,45 @@ class Pattern:
     motor: tuple[tuple[float, float], ...] = ()  # (strength 0..1, seconds) steps
     repeat: bool = False  # until acknowledged (cues) or cleared (fault)
     haptic: bool = True  # False: LED only
+    period: float = 0.0  # seconds from one start to the next when repeating
+
+
+# The agent's own signals, beside the cue table's cues and signals, in the same shape (name,
+# level 0, colour, LED pct on off times, motor pct on off times, repeat_ms, label).
+# fmt: off
+PI_SIGNALS = (
+    ("hold",      0, 0xFFFFFF,  20, 100,   0, 1,  0, 0, 0, 0,    0, "Button held"),
+    ("fault",     0, 0xFF00FF, 100, 100,   0, 1,  0, 0, 0, 0, 2000, "Microphone missing"),
+    ("enrolling", 0, 0xFFFFFF,  30, 750,   0, 1,  0, 0, 0, 0, 1500, "Learning the staff voice"),
+    ("enrolled",  0, 0x00FF00,  50, 400, 300, 2,  0, 0, 0, 0,    0, "Staff voice learnt"),
+)
+# fmt: on
+
+
+def _steps(pct: int, on: int, off: int, times: int) -> tuple[tuple[float, float], ...]:
+    # `times` blinks of on ms at pct %, each followed by off ms dark -> ((level 0..1, s), ...)
+    blink = ((pct / 100, on / 1000),) + (((0.0, off / 1000),) if off else ())
+    return blink * times
+
+
+def _pattern(row: tuple[Any, ...]) -> Pattern:
+    """A firmware/cue_table.py row as the player's Pattern (levels 0..1, seconds)."""
+    _, _, c, led_pct, led_on, led_off, led_n, pct, on, off, n, repeat_ms, _ = row
+    motor = _steps(pct, on, off, n)
+    return Pattern(
+        color=((c >> 16) / 255, (c >> 8 & 255) / 255, (c & 255) / 255),
+        led=_steps(led_pct, led_on, led_off, led_n),
+        motor=motor,
+        repeat=repeat_ms > 0,
+        haptic=bool(motor),
+        period=repeat_ms / 1000,
+    )
 
 
 PATTERNS: dict[str, Pattern] = {
-    "slow_down": Pattern(AMBER, tuple(_ramp(1.0, 1.0) * 2), ((1.0, 0.6), (0.0, 0.0))),
-    "empathize": Pattern(
-        BLUE,
-        ((1.0, 0.15), (0.0, 0.15), (1.0, 0.15), (0.0, 0.15)),
-        ((1.0, 0.15), (0.0, 0.15), (1.0, 0.15), (0.0, 0.0)),
-    ),
-    "call_manager": Pattern(
-        RED,
-        ((1.0, 0.3), (0.0, 0.3), (1.0, 0.3), (0.0, 0.3), (1.0, 0.3), (0.0, 1.5)),
-        ((1.0, 0.12), (0.0, 0.12), (1.0, 0.12), (0.0, 0.12), (1.0, 0.12), (0.0, 0.0)),
-        repeat=True,
-    ),
-    "settled": Pattern(GREEN, ((0.5, 0.5), (0.0, 0.0)), haptic=False),
-    "fault": Pattern(MAGENTA, ((1.0, 0.1), (0.0, 1.9)), repeat=True, haptic=False),
-    "mute": Pattern(WHITE, ((0.5, 0.3), (0.0, 0.0)), haptic=False),
-    "hold": Pattern(WHITE, ((0.2, 0.1), (0.0, 0.0)), haptic=False),
-    "enrolling": Pattern(WHITE, tuple((0.4 * lv, d) for lv, d in _ramp(1.0, 1.0)), repeat=True,
-                         haptic=False),
-    "enrolled": Pattern(GREEN, ((0.5, 0.4), (0.0, 0.3), (0.5, 0.4), (0.0, 0.0)), haptic=False),
-    "unmute": Pattern(WHITE, ((0.5, 0.3), (0.0, 0.0)), haptic=False),
+    row[0]: _pattern(row) for row in [*cue_table.rows(), *cue_table.rows(signals=True), *PI_SIGNALS]
 }
+CUES = frozenset(cue_table.names())
 
 
 def timeline(pattern: Pattern) -> list[tuple[float, str, float]]:
@@ -95,11 +84,15 @@ def timeline(pattern: Pattern) -> list[tuple[float, str, float]]:
         for level, dur in steps:
             out.append((at, target, level))
             at += dur
+        if steps:
+            out.append((at, target, 0.0))  # off after the last step
     out.sort(key=lambda e: (e[0], e[1]))
     return out
 
 
 def _length(pattern: Pattern) -> float:
+    if pattern.repeat:
+        return pattern.period
     return max(sum(d for _, d in pattern.led), sum(d for _, d in pattern.motor))
 
 
@@ -174,14 +167,14 @@ class Outputs:
         """Play the pattern for a cue (or 'fault', 'mute', 'unmute'); a new one interrupts."""
         if name not in PATTERNS:
             raise ValueError(f"no pattern for {name!r}")
-        if self.muted and name in ("slow_down", "empathize", "call_manager", "settled"):
+        if self.muted and name in CUES:
             return
         self._request = name
         self._wake.set()
 
     def ack(self) -> None:
         """Stop a repeating cue pattern (the button does this)."""
-        if "call_manager" in (self.playing, self._request):
+        if any(n in CUES and PATTERNS[n].repeat for n in (self.playing, self._request) if n):
             self._request = "fault" if self.fault else None
             self._wake.set()
 
@@ -231,7 +224,7 @@ class Outputs:
     def _held_cb(self) -> None:
         # A tick every long_press_s so the staff member can count to release; never over a
         # manager call or a fault, which must keep showing.
-        if self.playing in (None, "hold", "mute", "unmute", "enrolled"):
+        if self.playing is None or (self.playing not in CUES and not PATTERNS[self.playing].repeat):
             self.show("hold")
 
     def _released_cb(self) -> None:

@@ -30,6 +30,7 @@ NOT_ON_DEVICE = {
     "features_run.py",
     "score_stdin.py",
     "conversation_stdin.py",
+    "wire.py",  # reading events: the Pi agent, the companion's tools (not the headset)
 }
 # Device files that must stay source: MicroPython runs /boot.py and /main.py by name.
 ROOT_MAIN = "# Entry point of the calmcue headset bundle (see docs/firmware.md).\nfrom firmware.main import main\n\nmain()\n"

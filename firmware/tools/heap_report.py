@@ -2,7 +2,11 @@
 cost in the device's boot order (bytes after a collection, the qstrs it adds and the qstr-pool
 bytes they take), then the modules loaded only for a moment, and the totals.
 
-    python -m firmware.tools.heap_report [--build DIR] [--heap 400K]
+    python -m firmware.tools.heap_report [--build DIR] [--heap 400K] [--rom]
+
+--rom: the same from the build's ROMFS image, mapped outside the heap (calmcue/shared/romport.py)
+as a device's flash: what each module then leaves in the heap (its globals, the objects its
+code makes at import, the qstrs) with its bytecode and constant strings in the image.
 
 The qstr pool grows by doubling (pools of 160, 320, 640 entries on this build), so the module
 that crosses a step pays for the whole new pool; the report says where that happens.
@@ -25,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 # code leaves first, then the runner itself. Then what is loaded only for a moment and dropped
 # again (boot, telemetry, commands, config messages): its cost on top of everything else.
 HOST_ONLY = ("machine", "hostrun")
-ON_DEMAND = ("firmware.control", "firmware.config", "firmware.cue_settings", "firmware.cue_messages")
+ON_DEMAND = ("firmware.control", "firmware.config", "firmware.cue_settings")
 
 
 def boot_order() -> list[str]:
@@ -39,7 +43,8 @@ def boot_order() -> list[str]:
 
 _SCRIPT = """
 import sys, gc, micropython
-sys.path.insert(0, %(build)r); sys.path.insert(0, %(build)r + "/host")
+%(mount)s
+sys.path.insert(0, %(code)r); sys.path.insert(0, %(build)r + "/host")
 gc.collect(); print("MOD (interpreter)", gc.mem_alloc()); micropython.qstr_info()
 for name in %(order)r:
     __import__(name); gc.collect(); print("MOD", name, gc.mem_alloc()); micropython.qstr_info()
@@ -48,13 +53,27 @@ for name in %(order)r:
 _QSTR = re.compile(r"n_pool=(\d+), n_qstr=(\d+), n_str_data_bytes=(\d+), n_total_bytes=(\d+)")
 
 
-def measure(build: Path, heap: str = "400K") -> list[dict[str, int | str | bool]]:
+_MOUNT = """
+import os, uctypes, vfs
+a, n = [int(x) for x in os.getenv("CALMCUE_ROM").split(",")]
+vfs.mount(vfs.VfsRom(uctypes.bytearray_at(a, n)), "/rom")
+"""
+
+
+def measure(
+    build: Path, heap: str = "400K", rom: Path | None = None
+) -> list[dict[str, int | str | bool]]:
     """One row per module: bytes, qstrs and qstr-pool bytes its import added, whether it
-    allocated a new qstr pool, and the running totals."""
+    allocated a new qstr pool, and the running totals. With `rom` (the build's ROMFS image),
+    the firmware is imported from the image mounted outside the heap."""
+    from calmcue.shared import romport
+
     order = boot_order() + list(ON_DEMAND)
-    script = _SCRIPT % {"build": str(build), "order": order}
+    script = _SCRIPT % {"build": str(build), "order": order, "mount": _MOUNT if rom else "",
+                        "code": "/rom" if rom else str(build)}  # fmt: skip
+    start = romport.interpreter(rom) if rom else interpreter()
     proc = subprocess.run(
-        [*interpreter(), "-X", f"heapsize={heap}", "-c", script],
+        [*start, "-X", f"heapsize={heap}", "-c", script],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     if proc.returncode != 0:
@@ -87,12 +106,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--build", type=Path, default=REPO / "var" / "fw-host",
                     help="host build to measure (compiled first when missing)")  # fmt: skip
     ap.add_argument("--heap", default="400K")
+    ap.add_argument("--rom", action="store_true",
+                    help="import from the build's ROMFS image, mapped outside the heap")  # fmt: skip
     args = ap.parse_args(argv)
-    if not (args.build / "firmware").is_dir():
-        from firmware.tools.bundle import compile_host
+    from firmware.tools.bundle import build_romfs, compile_host
 
+    if not (args.build / "firmware").is_dir():
         compile_host(args.build)
-    rows = measure(args.build, args.heap)
+    rom = build_romfs(args.build, args.build.with_suffix(".romfs")) if args.rom else None
+    if rom is not None:
+        print(f"from the ROMFS image {rom} ({rom.stat().st_size} B), outside the heap")
+    rows = measure(args.build, args.heap, rom)
     print(f"{'module':24} {'bytes':>7} {'qstrs':>6} {'qstr B':>7} {'rest':>7} {'all qstrs':>9}")
     host = resident = 0
     for r in rows:

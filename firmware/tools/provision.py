@@ -74,7 +74,7 @@ class Identity:
 
 
 def _id_problem(what: str, value: str, example: str) -> str | None:
-    msg = events._check(what, "id", value)
+    msg = _must_be_id(what, value)
     return f"{msg} (e.g. {example!r})" if msg else None
 
 
@@ -520,3 +520,8 @@ def provision_pi(runner: Runner, ident: Identity, fleet: Fleet, *, restart: bool
     if restart:
         runner.restart_agent()
     return Result(device, "", {PI_CONFIG: "written"})
+
+
+def _must_be_id(name: str, value: object) -> str | None:
+    why = events.must_be("id", None, value)
+    return None if why is None else f"{name} must be {why}"

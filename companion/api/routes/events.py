@@ -32,6 +32,7 @@ from companion.api.deps import (
 )
 from companion.auth import Principal
 from companion.live import LiveFeed
+from firmware import cue_table
 
 router = APIRouter()
 
@@ -113,6 +114,23 @@ def get_events_csv(
         ops.events_csv(db, sites=who.sites, site=site, since=since, until=until),
         headers={"Content-Disposition": 'attachment; filename="calmcue-events.csv"'},
     )
+
+
+@router.get("/api/cues", tags=["events"], responses=errors(*AUTH))
+def get_cues(who: Viewer) -> list[dict[str, Any]]:
+    """The cue table (firmware/cue_table.py), as the devices play it: name, level, LED colour
+    ("#rrggbb") and blinks, motor buzzes (each: pct, on_ms, off_ms, times), repeat_ms, the label
+    the dashboard shows, and whether it alerts the manager."""
+    cues = []
+    for row in cue_table.rows():
+        name, level, colour, led_pct, led_on, led_off, led_n, pct, on, off, n, repeat_ms, label = row
+        cues.append({
+            "name": name, "level": level, "colour": f"#{colour:06x}", "label": label,
+            "led": {"pct": led_pct, "on_ms": led_on, "off_ms": led_off, "times": led_n},
+            "motor": {"pct": pct, "on_ms": on, "off_ms": off, "times": n},
+            "repeat_ms": repeat_ms, "alert": level >= cue_table.ALERT_LEVEL,
+        })  # fmt: skip
+    return cues
 
 
 @router.get("/api/stats", tags=["events"], responses=errors(*AUTH, 422))
