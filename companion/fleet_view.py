@@ -106,7 +106,7 @@ def _registry_rows(engine: Engine) -> list[dict[str, Any]]:
 
 
 def _inventory_rows(engine: Engine) -> list[dict[str, Any]]:
-    from companion.fleet import inventory
+    from companion.fleet_tables import inventory
 
     if not inspect(engine).has_table(inventory.name):
         return []

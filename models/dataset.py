@@ -322,13 +322,23 @@ def build_table(
 # ---- background talk ------------------------------------------------------------------------------
 
 
+def speaker_folds(clips: Sequence[Clip], k: int) -> list[np.ndarray]:
+    """k folds of whole speakers, each with a balanced mix of genders where known.
+
+    Returns, per fold, the indices of its held-out clips; no speaker is in two folds.
+    """
+    speakers = sorted({c.speaker for c in clips})
+    gender = {c.speaker: c.gender for c in clips}
+    ordered = sorted(speakers, key=lambda s: (gender[s], s))
+    assign = {s: i % k for i, s in enumerate(ordered)}
+    return [np.array([i for i, c in enumerate(clips) if assign[c.speaker] == f]) for f in range(k)]
+
+
 def babble_groups(clips: Sequence[Clip], folds: int = 6) -> dict[str, list[str]]:
     """For each speaker, the speakers whose voices may be its training babble: the others of its
-    own speaker-grouped fold (models/train.py speaker_folds). When a fold holds a speaker out,
+    own speaker-grouped fold (speaker_folds above). When a fold holds a speaker out,
     that speaker's clips are not trained on, and every other speaker's babble comes from their
     own fold: no held-out voice is ever heard in training, not even in the background."""
-    from models.train import speaker_folds
-
     ids = speaker_folds(clips, folds)
     group = {clips[int(i)].speaker: f for f, held in enumerate(ids) for i in held}
     return {s: sorted(o for o in group if o != s and group[o] == group[s]) for s in sorted(group)}

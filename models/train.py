@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.corpora import Clip
-from models.dataset import Table
+from models.dataset import Table, speaker_folds  # noqa: F401  (train.speaker_folds, as before)
 from models.export import Network
 
 log = logging.getLogger("calmcue.model")
@@ -249,18 +249,6 @@ def fit_one(
 
 
 # ---- folds and metrics ---------------------------------------------------------------------------
-
-
-def speaker_folds(clips: Sequence[Clip], k: int) -> list[np.ndarray]:
-    """k folds of whole speakers, each with a balanced mix of genders where known.
-
-    Returns, per fold, the indices of its held-out clips; no speaker is in two folds.
-    """
-    speakers = sorted({c.speaker for c in clips})
-    gender = {c.speaker: c.gender for c in clips}
-    ordered = sorted(speakers, key=lambda s: (gender[s], s))
-    assign = {s: i % k for i, s in enumerate(ordered)}
-    return [np.array([i for i, c in enumerate(clips) if assign[c.speaker] == f]) for f in range(k)]
 
 
 def auc(y: np.ndarray, s: np.ndarray) -> float:

@@ -8,7 +8,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from companion.db import make_engine, metadata, migrate
-from companion.fleet import fleet_metadata
+from companion.fleet_tables import fleet_metadata
 
 pytest_plugins = ("companion_fixtures",)  # the db_url fixture: SQLite and PostgreSQL
 
@@ -75,7 +75,7 @@ def test_fleet_migration_adopts_tables_made_before_it(db_url):
     from sqlalchemy import insert, select
 
     from companion.db import MIGRATIONS
-    from companion.fleet import inventory
+    from companion.fleet_tables import inventory
 
     engine = make_engine(db_url)
     cfg = Config()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from alembic import context
 
 from companion.db import make_engine, metadata
-from companion.fleet import fleet_metadata
+from companion.fleet_tables import fleet_metadata
 
 config = context.config
 target_metadata = [metadata, fleet_metadata]
