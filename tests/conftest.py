@@ -85,3 +85,19 @@ def ravdess() -> Path:
     if not manifest.exists():
         pytest.skip(f"RAVDESS not found at {RAVDESS} (set CALMCUE_RAVDESS); it is read, never copied")
     return RAVDESS
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright, with the flags the screenshots use
+    (companion/screens.py); one per test module."""
+    from playwright.sync_api import sync_playwright
+
+    from companion.screens import CHROMIUM, CHROMIUM_ARGS
+
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is missing: apt-get install chromium (make test does this)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()

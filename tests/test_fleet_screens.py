@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,9 +20,6 @@ from companion import fleet, fleet_view, users
 from companion.db import devices
 from firmware import ota
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 VIEWPORTS = {"phone": (390, 844), "desk": (1440, 900)}
 SCREENS = ("devices", "config", "rollouts", "dead-letters", "people")
 PAGE_BUDGET = 150 * 1024  # issue 15: page weight under 150 KB
@@ -36,16 +32,6 @@ HEADSET_HEAP = "112K"
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is missing: apt-get install chromium (make test does this)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield b
-        b.close()
 
 
 def login(browser, url: str, username: str, password: str, size=(1440, 900), then="/it"):

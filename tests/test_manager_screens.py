@@ -36,16 +36,6 @@ PHONE, DESK = (390, 844), (1440, 900)
 MAX_PAGE_BYTES = 150 * 1024
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not screens.CHROMIUM.exists():
-        pytest.fail("Debian's chromium is missing: apt-get install chromium (make test does this)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(screens.CHROMIUM), args=screens.CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture
