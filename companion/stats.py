@@ -137,6 +137,28 @@ def _counts(c: Counter[str], k: int) -> dict[str, Any]:
     return {"by_type": {x: _suppress(c[x], k) for x in CUES}, "total": _suppress(sum(c.values()), k)}
 
 
+def _cues_in_range(
+    first: date, last: date, sites: frozenset[str] | None, site: str | None, *extra: Any
+) -> tuple[float, float, Any]:
+    """Local-day bounds t0..t1 of `first`..`last`, and the query for the cues a viewer of `sites`
+    (None: all) may count there, optionally one `site`: a day wider on each side by arrival,
+    since a cue's own `ts` (kept when known) decides its day."""
+    t0 = datetime.combine(first, datetime.min.time()).timestamp()
+    t1 = datetime.combine(last + timedelta(days=1), datetime.min.time()).timestamp()
+    q = select(
+        events.c.site, events.c.device, events.c.cue, events.c.ts, events.c.received_at, *extra
+    ).where(
+        events.c.type == "cue",
+        events.c.received_at >= t0 - 86400,
+        events.c.received_at < t1 + 86400,
+    )
+    if sites is not None:
+        q = q.where(events.c.site.in_(sorted(sites)))
+    if site is not None:
+        q = q.where(events.c.site == site)
+    return t0, t1, q
+
+
 def range_stats(
     engine: Engine,
     *,
@@ -152,20 +174,7 @@ def range_stats(
     from companion.db import sites as sites_table
 
     k = min_group_size
-    t0 = datetime.combine(first, datetime.min.time()).timestamp()
-    t1 = datetime.combine(last + timedelta(days=1), datetime.min.time()).timestamp()
-    q = select(
-        events.c.site, events.c.device, events.c.cue, events.c.ts, events.c.received_at,
-        events.c.ttd_s,
-    ).where(  # fmt: skip
-        events.c.type == "cue",
-        events.c.received_at >= t0 - 86400,
-        events.c.received_at < t1 + 86400,
-    )
-    if sites is not None:
-        q = q.where(events.c.site.in_(sorted(sites)))
-    if site is not None:
-        q = q.where(events.c.site == site)
+    t0, t1, q = _cues_in_range(first, last, sites, site, events.c.ttd_s)
     total: Counter[str] = Counter()
     per_hour = [Counter[str]() for _ in range(24)]
     per_counter: dict[tuple[str, str], Counter[str]] = {}
@@ -221,17 +230,7 @@ def counts_csv_rows(
     from companion.db import sites as sites_table
 
     k = min_group_size
-    t0 = datetime.combine(first, datetime.min.time()).timestamp()
-    t1 = datetime.combine(last + timedelta(days=1), datetime.min.time()).timestamp()
-    q = select(events.c.site, events.c.device, events.c.cue, events.c.ts, events.c.received_at).where(
-        events.c.type == "cue",
-        events.c.received_at >= t0 - 86400,
-        events.c.received_at < t1 + 86400,
-    )
-    if sites is not None:
-        q = q.where(events.c.site.in_(sorted(sites)))
-    if site is not None:
-        q = q.where(events.c.site == site)
+    t0, t1, q = _cues_in_range(first, last, sites, site)
     groups: Counter[tuple[str, str, str, str]] = Counter()
     with engine.connect() as conn:
         names = {r.site: r.name for r in conn.execute(select(sites_table.c.site, sites_table.c.name))}
