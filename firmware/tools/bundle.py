@@ -31,6 +31,7 @@ NOT_ON_DEVICE = {
     "score_stdin.py",
     "conversation_stdin.py",
     "wire.py",  # reading events: the Pi agent, the companion's tools (not the headset)
+    "manifest.py",  # the freeze manifest of a custom image (names the device modules)
 }
 # Device files that must stay source: MicroPython runs /boot.py and /main.py by name.
 ROOT_MAIN = "# Entry point of the calmcue headset bundle (see docs/firmware.md).\nfrom firmware.main import main\n\nmain()\n"
