@@ -146,7 +146,9 @@ def compile_host(dest: Path) -> Path:
     host = dest / "host"
     host.mkdir(exist_ok=True)
     for src in sorted((REPO / "firmware" / "host").glob("*.py")):
-        if src.name in ("__init__.py", "runner.py"):  # runner.py is the script itself
+        # runner.py is the script itself; romflash.py is the simulated board's flash partition
+        # (SimulatedBoard and the tests load it from source), which the runner never imports
+        if src.name in ("__init__.py", "runner.py", "romflash.py"):
             continue
         out = host / f"{src.stem}.mpy"
         proc = subprocess.run(
