@@ -293,7 +293,7 @@ def test_provisioning_and_ota_carry_the_firmware_image(tmp_path):
     fleet = DbFleet(f"sqlite:///{tmp_path / 'fleet.db'}", key_path=tmp_path / "ota_key.pem")
     flash = tmp_path / "flash"
     with FleetServer(fleet.store) as server, \
-            SimulatedBoard(flash, unique_id="24a1609c3e58", romfs=PART) as board:
+            SimulatedBoard(flash, unique_id="24a1609c3e58", heapsize="96K", romfs=PART) as board:
         ident = provision.Identity(
             site=SITE, name="counter-2", label="CC-000123", profile="esp32s3-headset",
             mqtt_url="mqtt://127.0.0.1:1883", wifi_ssid="staff", ota_url=server.url)
