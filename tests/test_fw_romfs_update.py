@@ -358,3 +358,47 @@ def test_provisioning_with_the_image_needs_a_romfs_partition(tmp_path):
     fw_bundle.romfs_paths(out)[0].write_bytes(b"\xd2\xcd\x31\x00")
     with pytest.raises(provision.ProvisionError, match="does not match its manifest hash"):
         provision.load_bundle(out, image=True)
+
+
+def test_provisioning_cut_while_the_image_is_written_is_finished_by_a_rerun(tmp_path,
+                                                                            monkeypatch):
+    """The USB cable pulled half-way through the image: the board has no identity and no record
+    for slot a (nothing half-written is ever mounted), and the same command run again finishes."""
+    from firmware.tools import bundle as fw_bundle
+    from firmware.tools import devicelink, provision
+    from firmware.tools.simdevice import SimulatedBoard
+
+    out = tmp_path / "fw"
+    fw_bundle.build(out, march="x64")
+    real = provision.load_bundle(out, image=True)
+    fleet = DbFleet(f"sqlite:///{tmp_path / 'fleet.db'}", key_path=tmp_path / "ota_key.pem")
+    ident = provision.Identity(site=SITE, name="counter-2", label="CC-000123",
+                               profile="esp32s3-headset", mqtt_url="mqtt://192.168.1.10:1883",
+                               wifi_ssid="staff", ota_url="http://192.168.1.10:8000")
+    flash = tmp_path / "flash"
+    real_exec = devicelink.DeviceLink.exec
+    writes = []
+
+    with SimulatedBoard(flash, romfs=PART) as board:
+        def cut_mid_image(self, code):
+            if code.startswith("seg.writeblocks("):
+                writes.append(code)
+                if len(writes) == 20:
+                    board.kill()
+                    raise devicelink.DeviceError("the board stopped answering")
+            return real_exec(self, code)
+
+        monkeypatch.setattr(devicelink.DeviceLink, "exec", cut_mid_image)
+        with pytest.raises(devicelink.DeviceError):
+            provision.provision_esp32(board.port, ident, real, fleet, log=lambda m: None)
+        assert not (flash / "device.json").exists() and not (flash / "a" / "romfs.json").exists()
+        assert partition(flash).read_bytes()[:1024] == real.files["romfs.img"][:1024]  # begun
+        monkeypatch.setattr(devicelink.DeviceLink, "exec", real_exec)
+        board.wait_boots(2)
+        result = provision.provision_esp32(board.port, ident, real, fleet, log=lambda m: None)
+        assert result.files["a/romfs.img"] == "written"
+        assert provision.check_esp32(board.port, real) == []
+        board.wait_boots(3)
+        with devicelink.DeviceLink(board.port) as link:
+            assert link.eval_json("__import__('firmware.ota').ota.__file__") == (
+                "/rom/firmware/ota.mpy")
