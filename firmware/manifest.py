@@ -30,6 +30,7 @@ package(
         "net.py",
         "nnrt.py",
         "ota.py",
+        "ota_image.py",
         "outputs.py",
         "pipeline.py",
         "placeholder.py",

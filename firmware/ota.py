@@ -19,10 +19,9 @@
 # Files are written into the inactive slot (see ota_boot.py), each hashed while it streams to
 # flash and renamed into place only when its SHA-256 matches the signed manifest; then the
 # pointer is switched with state "trial". The new bundle calls confirm() once healthy.
-# An update may carry the bundle's code as a ROMFS image (the file IMAGE in its manifest): it is
-# written into the inactive slot's half of the romfs partition (layout in ota_boot.py), hashed as
-# it streams, read back from flash and hashed again; only then is <slot>/romfs.json written,
-# which is what makes the loader mount it. The active slot's half is never touched.
+# An update may carry the bundle's code as a ROMFS image (the file IMAGE in its manifest):
+# firmware/ota_image.py, loaded only then, writes it into the inactive slot's half of the romfs
+# partition and names it in <slot>/romfs.json.
 import binascii
 import hashlib
 import json
@@ -40,7 +39,6 @@ except ImportError:  # CPython
 POINTER = "ota.json"
 KEY_FILE = "ota_key.json"
 IMAGE = "romfs.img"  # the ROMFS image in an update's manifest (written to flash, not a file)
-IMAGE_RECORD = "romfs.json"
 _CHUNK = const(512)
 # Every connect, send and read of an update waits at most this long: a companion that accepts
 # and stalls ends the update with OSError (ETIMEDOUT) instead of freezing the device for good.
@@ -334,73 +332,6 @@ def _fetch_file(url, dest, want_hex):
     os.rename(tmp, dest)
 
 
-def _rom_segment():
-    # as ota_boot.rom_segment (boot.py is not importable: importing it would run the loader)
-    import vfs
-
-    ioctl = getattr(vfs, "rom_ioctl", None)
-    if ioctl is None:
-        try:  # the unix port has no flash: the host's fake partition (firmware/host/romflash.py)
-            from romflash import rom_ioctl as ioctl
-        except ImportError:
-            return None
-    if ioctl(1) < 1:
-        return None
-    seg = ioctl(2, 0)
-    return None if isinstance(seg, int) else seg
-
-
-def _image_room(slot, size):
-    """(partition, where `slot`'s image starts); raises OtaError, before anything is erased, when
-    this device cannot hold the image."""
-    seg = _rom_segment()
-    if seg is None:
-        raise OtaError("the update carries its code as a ROMFS image, but this device has no "
-                       "romfs partition (MicroPython >= 1.25 with one in its partition table); "
-                       "publish the bundle without --image for it")
-    half = seg.ioctl(4, 0) // 2 * seg.ioctl(5, 0)
-    if size > half:
-        raise OtaError("the image is %d bytes; half of this device's romfs partition holds %d"
-                       % (size, half))
-    return seg, 0 if slot == "a" else half
-
-
-def _sha_hex(data):
-    return binascii.hexlify(hashlib.sha256(data).digest()).decode()
-
-
-def _fetch_image(url, seg, start, slot, want):
-    size = want["size"]
-    bs = seg.ioctl(5, 0)
-    for block in range(start // bs, (start + size + bs - 1) // bs):
-        seg.ioctl(6, block)
-        if alive is not None:
-            alive()
-    h = hashlib.sha256()
-    end = [start]
-
-    def sink(chunk):
-        at = end[0]
-        if at + len(chunk) > start + size:
-            raise OtaError("%s: longer than the signed manifest says" % IMAGE)
-        h.update(chunk)
-        seg.writeblocks(at // bs, chunk, at % bs)
-        end[0] = at + len(chunk)
-
-    status, _ = _request("GET", url, sink=sink)
-    got = binascii.hexlify(h.digest()).decode()
-    if status != 200 or got != want["sha256"] or end[0] != start + size:
-        raise OtaError("%s: hash %s does not match the signed manifest (%s)"
-                       % (IMAGE, got, want["sha256"]))
-    got = _sha_hex(memoryview(seg)[start:start + size])
-    if got != want["sha256"]:
-        raise OtaError("%s: read back from flash, hash %s, not the signed manifest's" % (IMAGE, got))
-    tmp = slot + "/" + IMAGE_RECORD + ".part"
-    with open(tmp, "w") as f:
-        json.dump({"size": size, "sha256": got}, f)
-    os.rename(tmp, slot + "/" + IMAGE_RECORD)
-
-
 def apply(ident, update, key, version=None):
     """Download update `update` from the companion at ident["ota_url"], verify, and switch to it
     on trial. `version`: what the signed offer said (the manifest must say the same).
@@ -435,7 +366,9 @@ def apply(ident, update, key, version=None):
         files = manifest["files"]
         image = files.get(IMAGE)
         if image is not None:
-            seg, start = _image_room(slot, image["size"])
+            from firmware import ota_image
+
+            seg, start = ota_image.room(slot, image["size"])  # before anything is erased
         _rmtree(slot)  # its image record first: the loader never mounts a half being erased
         os.mkdir(slot)
         for path in files:
@@ -447,7 +380,7 @@ def apply(ident, update, key, version=None):
             _makedirs(dest)
             _fetch_file(root + "/files/" + path, dest, files[path]["sha256"])
         if image is not None:
-            _fetch_image(root + "/files/" + IMAGE, seg, start, slot, image)
+            ota_image.write(_request, root + "/files/" + IMAGE, seg, start, slot, image, alive)
     except (OtaError, OSError, ValueError, KeyError) as e:
         report(ident, update, "refused", str(e))
         raise OtaError(str(e))

@@ -216,3 +216,9 @@ def boot():
 
 slot = boot()
 _deadline = arm_health_deadline(load_pointer())
+# boot.py's globals stay in the heap while the firmware runs (main.py runs in the same globals):
+# keep only what the health deadline's callback needs.
+for _name in ("select_slot", "boot", "mount_image", "_unmount", "rom_segment", "image_offset",
+              "arm_health_deadline", "_soft_reset", "save_pointer"):
+    globals().pop(_name)
+del _name
