@@ -178,9 +178,12 @@ def mount_image(slot):
         return False
     import vfs
 
-    start = image_offset(seg, slot)
-    view = memoryview(seg)[start:start + rec["size"]]
-    if binascii.hexlify(hashlib.sha256(view).digest()).decode() != rec["sha256"]:
+    try:
+        start = image_offset(seg, slot)
+        view = memoryview(seg)[start:start + rec["size"]]
+        if binascii.hexlify(hashlib.sha256(view).digest()).decode() != rec["sha256"]:
+            return False
+    except (KeyError, TypeError, ValueError):  # a record that names no image
         return False
     vfs.mount(vfs.VfsRom(view), ROM)
     sys.path.insert(0, ROM)

@@ -246,6 +246,15 @@ def test_an_image_that_does_not_match_its_record_is_not_mounted(update_rig):
         "a", "rolled_back", "b", "2.0.0")
 
 
+def test_a_record_that_names_no_image_does_not_stop_the_loader(update_rig):
+    """A damaged romfs.json (here, in both slots): the loader neither crashes nor mounts
+    anything; with no good slot left it starts no firmware, as in safe mode."""
+    flash, update, old, new = update_rig
+    (flash / "a" / "romfs.json").write_text("[1]")
+    got = boot(flash)
+    assert got["slot"] is None and got["version"] is None and "/rom" not in got["path"]
+
+
 def test_image_update_refused_before_anything_is_erased(update_rig, tmp_path):
     """A board without a romfs partition (MicroPython before 1.25, or its partition table has
     none) refuses an update that carries an image, and so does one whose halves are too small;
