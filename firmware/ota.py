@@ -19,6 +19,9 @@
 # Files are written into the inactive slot (see ota_boot.py), each hashed while it streams to
 # flash and renamed into place only when its SHA-256 matches the signed manifest; then the
 # pointer is switched with state "trial". The new bundle calls confirm() once healthy.
+# An update may carry the bundle's code as a ROMFS image (the file IMAGE in its manifest):
+# firmware/ota_image.py, loaded only then, writes it into the inactive slot's half of the romfs
+# partition and names it in <slot>/romfs.json.
 import binascii
 import hashlib
 import json
@@ -35,6 +38,7 @@ except ImportError:  # CPython
 
 POINTER = "ota.json"
 KEY_FILE = "ota_key.json"
+IMAGE = "romfs.img"  # the ROMFS image in an update's manifest (written to flash, not a file)
 _CHUNK = const(512)
 # Every connect, send and read of an update waits at most this long: a companion that accepts
 # and stalls ends the update with OSError (ETIMEDOUT) instead of freezing the device for good.
@@ -359,15 +363,24 @@ def apply(ident, update, key, version=None):
                            % (manifest.get("version"), version))
         _check_floor(p, update, manifest.get("version"))
         slot = "b" if p["active"] == "a" else "a"
-        _rmtree(slot)
-        os.mkdir(slot)
         files = manifest["files"]
+        image = files.get(IMAGE)
+        if image is not None:
+            from firmware import ota_image
+
+            seg, start = ota_image.room(slot, image["size"])  # before anything is erased
+        _rmtree(slot)  # its image record first: the loader never mounts a half being erased
+        os.mkdir(slot)
         for path in files:
             if path.startswith("/") or ".." in path:
                 raise OtaError("unsafe path in manifest: " + path)
+            if path == IMAGE:
+                continue
             dest = slot + "/" + path
             _makedirs(dest)
             _fetch_file(root + "/files/" + path, dest, files[path]["sha256"])
+        if image is not None:
+            ota_image.write(_request, root + "/files/" + IMAGE, seg, start, slot, image, alive)
     except (OtaError, OSError, ValueError, KeyError) as e:
         report(ident, update, "refused", str(e))
         raise OtaError(str(e))

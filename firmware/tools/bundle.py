@@ -31,6 +31,7 @@ NOT_ON_DEVICE = {
     "score_stdin.py",
     "conversation_stdin.py",
     "wire.py",  # reading events: the Pi agent, the companion's tools (not the headset)
+    "manifest.py",  # the freeze manifest of a custom image (names the device modules)
 }
 # Device files that must stay source: MicroPython runs /boot.py and /main.py by name.
 ROOT_MAIN = "# Entry point of the calmcue headset bundle (see docs/firmware.md).\nfrom firmware.main import main\n\nmain()\n"
@@ -145,7 +146,9 @@ def compile_host(dest: Path) -> Path:
     host = dest / "host"
     host.mkdir(exist_ok=True)
     for src in sorted((REPO / "firmware" / "host").glob("*.py")):
-        if src.name in ("__init__.py", "runner.py"):  # runner.py is the script itself
+        # runner.py is the script itself; romflash.py is the simulated board's flash partition
+        # (SimulatedBoard and the tests load it from source), which the runner never imports
+        if src.name in ("__init__.py", "runner.py", "romflash.py"):
             continue
         out = host / f"{src.stem}.mpy"
         proc = subprocess.run(

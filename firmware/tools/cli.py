@@ -72,6 +72,9 @@ def register(sub: Any) -> None:
                    "it for every update, so it is never fetched over the network)")
     v.add_argument("--bundle", type=Path, default=Path(DEFAULT_BUNDLE))
     v.add_argument("--model", type=Path, help="extra model file to upload with the bundle")
+    v.add_argument("--image", action="store_true",
+                   help="carry the bundle's code as its ROMFS image (build/firmware.romfs) into "
+                   "the board's romfs partition (MicroPython >= 1.25; docs/firmware.md)")
     v.add_argument("--settings", type=Path, help="initial device settings (JSON), validated")
     v.add_argument("--broker-dir", type=Path, help="rewrite Mosquitto passwd/acl here afterwards")
     v.add_argument("--allow-loopback", action="store_true",
@@ -101,6 +104,9 @@ def register(sub: Any) -> None:
 
     u = dsub.add_parser("update", help="publish a signed update / stage or pause its roll-out")
     u.add_argument("--bundle", type=Path, help="bundle folder to publish (build/firmware)")
+    u.add_argument("--image", action="store_true",
+                   help="publish the bundle's code as its ROMFS image (devices with a romfs "
+                   "partition; others refuse the update)")
     u.add_argument("--site", help="site the update is for")
     u.add_argument("--version", help="default: the bundle manifest's version")
     u.add_argument("--percent", type=int, help="share of the site's devices offered it (0-100)")
@@ -176,7 +182,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
         else:
             if not args.port:
                 raise pv.ProvisionError(["--port is required for an ESP32 (e.g. /dev/ttyACM0)"])
-            bundle = pv.load_bundle(args.bundle, args.model)
+            bundle = pv.load_bundle(args.bundle, args.model, image=args.image)
             if args.check:
                 bad = pv.check_esp32(args.port, bundle)
                 for line in bad:
@@ -278,7 +284,7 @@ def cmd_update(args: argparse.Namespace) -> int:
             if not args.site:
                 return _fail("--site is required to publish an update", 2)
             try:
-                bundle = load_bundle(args.bundle)
+                bundle = load_bundle(args.bundle, image=args.image)
             except ProvisionError as e:
                 return _fail(str(e), 2)
             out = fleet.create_update(version=args.version or bundle.version, site=args.site,

@@ -6,6 +6,9 @@ loader, read the device id from the chip, record factory label <-> device id in 
 inventory (which also issues the device's MQTT account), write device.json atomically, reboot.
 Files already on the device with the right hash are left alone, so re-running after an
 interruption finishes the job, and re-running on a finished device changes only the credentials.
+With `--image` the bundle's code goes on as its ROMFS image (MicroPython >= 1.25, a board whose
+partition table has a romfs partition): written into slot a's half of that partition, read back
+and hashed on the device, and only then named in a/romfs.json, which the loader mounts.
 
 Raspberry Pi (`--target pi`): the same identity and validation, written as the agent's JSON
 config, locally (`--root`) or over SSH (`--ssh user@host`).
@@ -24,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from firmware import events
-from firmware.tools.devicelink import DeviceLink, put_tree, verify_tree
+from firmware.tools.devicelink import DeviceError, DeviceLink, put_tree, verify_tree
 from firmware.tools.fleet_client import Fleet
 
 REPO = Path(__file__).resolve().parents[2]
@@ -173,14 +176,22 @@ def settings_problems(settings: dict[str, Any]) -> list[str]:
 # ---- the bundle -----------------------------------------------------------------------------
 
 
+# An update's or a provisioning's ROMFS image, as a file of the bundle (firmware/ota.py IMAGE);
+# on the device it goes into the romfs partition, and <slot>/romfs.json names it.
+IMAGE = "romfs.img"
+IMAGE_RECORD = "romfs.json"
+
+
 @dataclass(frozen=True)
 class Bundle:
     version: str
-    files: dict[str, bytes]  # path inside the slot -> content
+    files: dict[str, bytes]  # path inside the slot -> content (IMAGE: the ROMFS image)
 
 
-def load_bundle(path: Path, model: Path | None = None) -> Bundle:
-    """Read build/firmware (manifest.json + files) and check every file against the manifest."""
+def load_bundle(path: Path, model: Path | None = None, image: bool = False) -> Bundle:
+    """Read build/firmware (manifest.json + files) and check every file against the manifest.
+    `image`: the bundle as `make firmware` also wrote it, its ROMFS image beside the folder
+    (build/firmware.romfs) with the files that stay outside it (main.py)."""
     manifest_path = path / "manifest.json"
     if not manifest_path.exists():
         raise ProvisionError([f"{manifest_path} not found; build the bundle with `make firmware`"])
@@ -208,12 +219,37 @@ def load_bundle(path: Path, model: Path | None = None) -> Bundle:
             problems.append(f"model file {model} not found; export it with `calmcue model export`")
         else:
             files[model.name] = model.read_bytes()
+    if image and not problems:
+        files = _with_image(path, manifest, files, problems)
     if problems:
         raise ProvisionError(problems)
     version = str(manifest.get("version") or hashlib.sha256(
         json.dumps(sorted((p, hashlib.sha256(d).hexdigest()) for p, d in files.items())).encode()
     ).hexdigest()[:12])
     return Bundle(version, files)
+
+
+def _with_image(path: Path, manifest: dict[str, Any], files: dict[str, bytes],
+                problems: list[str]) -> dict[str, bytes]:
+    from firmware.tools.bundle import romfs_paths
+
+    image_path, meta_path = romfs_paths(path)
+    rebuild = "; rebuild with `make firmware`"
+    try:
+        meta = json.loads(meta_path.read_text())
+        data = image_path.read_bytes()
+    except (OSError, ValueError) as e:
+        problems.append(f"no ROMFS image beside {path} ({e}){rebuild}")
+        return files
+    if hashlib.sha256(data).hexdigest() != meta.get("image_sha256"):
+        problems.append(f"{image_path} does not match its manifest hash{rebuild}")
+    if meta.get("bundle_sha256") != manifest.get("bundle_sha256"):
+        problems.append(f"{image_path} was made from another bundle than {path}{rebuild}")
+    out = {p: d for p, d in files.items() if p not in meta.get("files", {})}
+    if "main.py" not in out:  # MicroPython runs /main.py from the filesystem, never from /rom
+        problems.append(f"{meta_path} puts main.py in the image{rebuild}")
+    out[IMAGE] = data
+    return out
 
 
 # ---- ESP32 ----------------------------------------------------------------------------------
@@ -316,7 +352,12 @@ def provision_esp32(port: str, ident: Identity, bundle: Bundle, fleet: Fleet, *,
     with DeviceLink(port) as link:
         device = device_id_from_uid(link.unique_id())
         log(f"device {device} on {port}: uploading bundle {bundle.version} ({len(bundle.files)} files)")
-        files = {f"{SLOT}/{p}": d for p, d in bundle.files.items()}
+        files = {f"{SLOT}/{p}": d for p, d in bundle.files.items() if p != IMAGE}
+        image = bundle.files.get(IMAGE)
+        if image is not None:
+            report_image = put_image(link, image, log)
+        else:  # a folder bundle: no record, so the loader mounts no image for slot a
+            link.remove(f"{SLOT}/{IMAGE_RECORD}")
         files["boot.py"] = OTA_BOOT.read_bytes()
         files["main.py"] = ROOT_MAIN
         files["ota_key.json"] = _json_bytes(key)
@@ -330,6 +371,8 @@ def provision_esp32(port: str, ident: Identity, bundle: Bundle, fleet: Fleet, *,
         bad = verify_tree(link, files)
         if bad:
             raise ProvisionError(["verification on the device failed:", *bad])
+        if image is not None:
+            report[f"{SLOT}/{IMAGE}"] = report_image
         # Point the loader at slot a (a re-provisioned device starts clean on this bundle).
         pointer = {"active": SLOT, "state": "good", "boots": 0, "version": bundle.version}
         link.write_file("ota.json", _json_bytes(pointer))
@@ -344,6 +387,73 @@ def provision_esp32(port: str, ident: Identity, bundle: Bundle, fleet: Fleet, *,
             link.reset()
             log("rebooted")
     return Result(device, bundle.version, report)
+
+
+# Run on the board: its romfs partition as firmware/ota_boot.py finds it (the unix port's is the
+# host fake, firmware/host/romflash.py), or None.
+_ROM_HELPERS = """
+def _seg():
+    import vfs
+    io = getattr(vfs, 'rom_ioctl', None)
+    if io is None:
+        try:
+            from romflash import rom_ioctl as io
+        except ImportError:
+            return None
+    s = io(2, 0) if io(1) > 0 else None
+    return None if isinstance(s, int) else s
+seg = _seg()
+def _rh(n):
+    print(binascii.hexlify(hashlib.sha256(memoryview(seg)[:n]).digest()).decode())
+"""
+
+
+def put_image(link: DeviceLink, image: bytes, log: Callable[[str], None] | None = None,
+              chunk: int = 1024) -> str:
+    """Write the ROMFS image into slot a's half of the board's romfs partition (left alone when
+    it is already there and named), check it by SHA-256 read back on the device, then write
+    a/romfs.json. Returns what happened, as put_tree does per file."""
+    import base64
+
+    want = hashlib.sha256(image).hexdigest()
+    record = _json_bytes({"sha256": want, "size": len(image)})
+    link.exec(_ROM_HELPERS)
+    if not link.eval_json("seg is not None"):
+        raise ProvisionError([
+            "the board has no romfs partition (MicroPython >= 1.25 built with a partition table "
+            "that has one, docs/firmware.md 'Code in flash'); flash such a build, or provision "
+            "without --image to run the bundle from folders"])
+    half = link.eval_json("seg.ioctl(4, 0) // 2 * seg.ioctl(5, 0)")
+    block = link.eval_json("seg.ioctl(5, 0)")
+    if len(image) > half:
+        raise ProvisionError([
+            f"the image is {len(image)} bytes; half of the board's romfs partition holds {half} "
+            "(two images, slot a's and slot b's, for updates); flash a build whose romfs "
+            f"partition is at least {2 * -(-len(image) // block) * block} bytes"])
+    path = f"{SLOT}/{IMAGE_RECORD}"
+    if link.read_file(path) == record and link.exec(f"_rh({len(image)})").strip() == want:
+        return "same"
+    was = "written" if link.read_file(path) is None else "rewritten"
+    # The record goes first: a board that loses power while its half is erased and written
+    # finds no record for slot a, mounts nothing, and the next run of this command finishes.
+    link.remove(path)
+    link.exec("import vfs\ntry:\n vfs.umount('/rom')\nexcept OSError:\n pass")
+    for b in range(-(-len(image) // block)):
+        link.exec(f"seg.ioctl(6, {b})")
+    link.exec("a2b=binascii.a2b_base64")
+    for i in range(0, len(image), chunk):
+        data = base64.b64encode(image[i : i + chunk])
+        link.exec(f"seg.writeblocks({i // block}, a2b({data!r}), {i % block})")
+    got = link.exec(f"_rh({len(image)})").strip()
+    if got != want:
+        raise DeviceError(
+            f"{SLOT}/{IMAGE}: read back from the romfs partition, SHA-256 {got}, but {want} was "
+            "sent; the data was damaged on the way or the flash is failing. Check the cable and "
+            "port, then run the command again")
+    link.write_file(path, record)
+    if log:
+        log(f"  {SLOT}/{IMAGE}: {was} ({len(image)} bytes into the romfs partition)")
+    return was
 
 
 def device_document(ident: Identity, device: str, creds: dict[str, str]) -> dict[str, Any]:
@@ -370,10 +480,22 @@ def device_document(ident: Identity, device: str, creds: dict[str, str]) -> dict
 
 
 def check_esp32(port: str, bundle: Bundle) -> list[str]:
-    """What differs on the device from the bundle (tampered or corrupt files); nothing written."""
+    """What differs on the device from the bundle (tampered or corrupt files, an image that is
+    not the bundle's); nothing written."""
     with DeviceLink(port) as link:
-        return verify_tree(link, {f"{SLOT}/{p}": d for p, d in bundle.files.items()}
-                           | {"boot.py": OTA_BOOT.read_bytes(), "main.py": ROOT_MAIN})
+        out = verify_tree(link, {f"{SLOT}/{p}": d for p, d in bundle.files.items() if p != IMAGE}
+                          | {"boot.py": OTA_BOOT.read_bytes(), "main.py": ROOT_MAIN})
+        image = bundle.files.get(IMAGE)
+        if image is not None:
+            want = hashlib.sha256(image).hexdigest()
+            link.exec(_ROM_HELPERS)
+            got = link.exec(f"_rh({len(image)})").strip() if link.eval_json("seg is not None") else None
+            if link.read_file(f"{SLOT}/{IMAGE_RECORD}") != _json_bytes({"sha256": want,
+                                                                        "size": len(image)}):
+                out.append(f"{SLOT}/{IMAGE_RECORD}: does not name the bundle's image")
+            if got != want:
+                out.append(f"{SLOT}/{IMAGE}: SHA-256 in the romfs partition is {got}, expected {want}")
+        return out
 
 
 # ---- Raspberry Pi ---------------------------------------------------------------------------

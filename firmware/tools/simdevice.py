@@ -20,6 +20,7 @@ import tty
 from pathlib import Path
 
 from calmcue.shared.mpy import interpreter
+from calmcue.shared.romport import partition_interpreter
 
 REPO = Path(__file__).resolve().parents[2]
 HOST_FAKES = REPO / "firmware" / "host"
@@ -52,8 +53,13 @@ def fakes_path() -> Path:
 
 
 class SimulatedBoard:
-    def __init__(self, flash: Path, unique_id: str = "a0b1c2d3e4f5", heapsize: str = "256K"):
+    def __init__(self, flash: Path, unique_id: str = "a0b1c2d3e4f5", heapsize: str = "256K",
+                 romfs: int = 0):
+        """`romfs`: the size of the board's romfs flash partition (0: none, as on a partition
+        table without one); kept beside the flash folder, outside its filesystem."""
         self.flash = Path(flash)
+        self.romfs = romfs
+        self.partition = self.flash.with_name(self.flash.name + ".romfs-partition")
         self.flash.mkdir(parents=True, exist_ok=True)
         self.unique_id = unique_id
         self.heapsize = heapsize
@@ -75,8 +81,9 @@ class SimulatedBoard:
         env["CALMCUE_SIM_UID"] = self.unique_id
         startup = self.flash / ".sim_startup.py"
         startup.write_text(_STARTUP)
+        start = partition_interpreter(self.partition, self.romfs) if self.romfs else interpreter()
         self._proc = subprocess.Popen(
-            [*interpreter(), "-X", f"heapsize={self.heapsize}", "-i", str(startup)],
+            [*start, "-X", f"heapsize={self.heapsize}", "-i", str(startup)],
             stdin=self._dev_slave,
             stdout=self._dev_slave,
             stderr=self._dev_slave,
