@@ -42,7 +42,6 @@ FIXED = (
     "min_speech",
     "conversation_gap_s",
     "attribution",
-    "stress_from_unknown",
     "headset_wearer_db",
     "near_field_db",
     "pitch_tol_st",
