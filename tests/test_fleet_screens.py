@@ -18,7 +18,7 @@ from sqlalchemy import update
 
 from companion import fleet, fleet_view, users
 from companion.db import devices
-from firmware import ota
+from firmware.headset import ota
 
 VIEWPORTS = {"phone": (390, 844), "desk": (1440, 900)}
 SCREENS = ("devices", "config", "rollouts", "dead-letters", "people")
@@ -277,7 +277,7 @@ def test_it_changes_a_setting_and_a_real_headset_confirms_it(
 
 
 def _report(url: str, key: str, device: str, update: str, state: str) -> None:
-    """A device's update report as firmware/ota.py sends it: the body and its HMAC."""
+    """A device's update report as firmware/headset/ota.py sends it: the body and its HMAC."""
     raw = json.dumps({"site": SITE, "device": device, "update": update, "state": state,
                       "detail": ""}).encode()
     mac = ota.hmac_sha256(bytes.fromhex(key), raw).hex()

@@ -1,5 +1,5 @@
-"""firmware/control.py (commands, config, telemetry, boot helpers) is imported for each
-occasional network step and dropped again (firmware/app.py). Device() loads it once at boot,
+"""firmware/headset/control.py (commands, config, telemetry, boot helpers) is imported for each
+occasional network step and dropped again (firmware/headset/app.py). Device() loads it once at boot,
 while the heap is in one piece; after that, loading it must fit a heap cut into small holes, as
 the headset's heap is at run time, and leave nothing behind."""
 
@@ -20,26 +20,26 @@ HOLE, ROUNDS = %(hole)d, %(rounds)d
 hold = [None] * 8000  # made first, while the heap is in one piece
 %(cut_heap)s
 free = [0] * ROUNDS
-for name in ("firmware.events", "firmware.store", "firmware.net",
-             "firmware.outputs", "firmware.pipeline", "firmware.app"):  # resident
+for name in ("firmware.core.events", "firmware.core.store", "firmware.headset.net",
+             "firmware.headset.outputs", "firmware.core.pipeline", "firmware.headset.app"):  # resident
     __import__(name)
     gc.collect()
 import firmware
-from firmware import app
+from firmware.headset import app
 
-from firmware import control  # as Device() does at boot
+from firmware.headset import control  # as Device() does at boot
 control = None
-app._forget("control")
+app._forget("headset.control")
 gc.collect()
 k = cut_heap(hold, HOLE)
 micropython.mem_info()
 for i in range(ROUNDS):
-    from firmware import control
+    from firmware.headset import control
     control = None
-    app._forget("control")
+    app._forget("headset.control")
     gc.collect()
     free[i] = gc.mem_free()
-print(json.dumps("firmware.control" in sys.modules or hasattr(firmware, "control")))
+print(json.dumps("firmware.headset.control" in sys.modules or hasattr(firmware.headset, "control")))
 print("filled", k)
 print(json.dumps(free))
 """

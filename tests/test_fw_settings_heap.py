@@ -1,5 +1,5 @@
 """The cue-settings validator on the headset: not resident (loaded at boot and for each config
-message, then dropped, as firmware.config is), and small enough in every allocation to load
+message, then dropped, as firmware.headset.config is), and small enough in every allocation to load
 again into a fragmented heap, on the MicroPython unix port with the modules imported from the
 ROMFS image as the device does (its settings table is text that stays in flash)."""
 
@@ -12,9 +12,9 @@ from fw_heap import CUT_HEAP
 
 from calmcue.shared import romport
 
-# What the headset does with a config message (firmware/control.py config(), without the audio
+# What the headset does with a config message (firmware/headset/control.py config(), without the audio
 # pipeline's buffers, and without the Policy, whose own allocations are its own):
-# firmware.config and firmware.cue_settings imported on demand, the payload checked, saved, the
+# firmware.headset.config and firmware.core.cue_settings imported on demand, the payload checked, saved, the
 # policy settings checked as Policy() does and the headset attribution made (and kept), both
 # modules dropped. Then the free heap is cut into holes of at most HOLE blocks (32 B each) and the same
 # messages are applied again and again.
@@ -28,14 +28,14 @@ hold = [None] * 4000  # made first, while the heap is in one piece
 %(cut_heap)s
 free = [0] * ROUNDS
 same = [None] * ROUNDS
-for name in ("firmware.events", "firmware.store", "firmware.features", "firmware.policy",
-             "firmware.attribution", "firmware.pipeline", "firmware.app"):  # resident
+for name in ("firmware.core.events", "firmware.core.store", "firmware.core.features", "firmware.core.policy",
+             "firmware.core.attribution", "firmware.core.pipeline", "firmware.headset.app"):  # resident
     __import__(name)
     gc.collect()
 import firmware
-from firmware import app
-from firmware.attribution import HeadsetAttribution
-from firmware.pipeline import policy_settings
+from firmware.headset import app
+from firmware.core.attribution import HeadsetAttribution
+from firmware.core.pipeline import policy_settings
 
 PAYLOADS = (
     b'{"rev": 1, "brightness": 0.5, "policy": {"stress_threshold": 0.7, "cue_budget": 3}}',
@@ -57,7 +57,7 @@ def apply(payload):
         config.save(new, ROOT)
         held[0] = held[1] = None  # the old pipeline goes first, as in apply_config
         gc.collect()
-        from firmware.cue_settings import checked
+        from firmware.core.cue_settings import checked
 
         given = policy_settings(new)
         held[1] = checked(given)[0]["stress_threshold"]
@@ -70,8 +70,9 @@ def apply(payload):
 def main():
     first = [apply(m) for m in PAYLOADS]  # as at boot: the heap still in one piece
     print(json.dumps(first))
-    gone = [m for m in ("config", "cue_settings")
-            if "firmware." + m in sys.modules or hasattr(firmware, m)] == []
+    gone = [m for p, m in (("headset", "config"), ("core", "cue_settings"))
+            if "firmware.%%s.%%s" %% (p, m) in sys.modules
+            or hasattr(getattr(firmware, p), m)] == []
     print(json.dumps(gone))
     gc.collect()
     k = cut_heap(hold, HOLE)
@@ -125,7 +126,8 @@ def test_eu_mode_at_the_top_counts_for_the_policy_rules() -> None:
     # The device switches EU mode on for the policy when either eu_mode is true
     # (pipeline.policy_settings); the config check must see the same, or a config it accepts
     # makes Policy() refuse the settings after the old pipeline is gone (and again at boot).
-    from firmware import config, cue_settings
+    from firmware.core import cue_settings
+    from firmware.headset import config
 
     def check(p):
         return cue_settings.validate_settings(p)[1]

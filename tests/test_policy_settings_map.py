@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from firmware.cue_settings import rows, validate_settings
-from firmware.policy import Policy
+from firmware.core.cue_settings import rows, validate_settings
+from firmware.core.policy import Policy
 
 HOP = 0.25
 
@@ -96,7 +96,7 @@ def held(s: dict) -> dict[str, tuple[str, float | int]]:
         "slow_down_after_s": ("slow_down_after", _windows(s["slow_down_after_s"])),
         "cue_budget": ("cue_budget", s["cue_budget"]),
         "speaker_baseline_s": ("speaker_baseline_n", _windows(s["speaker_baseline_s"])),
-        # firmware/policy.py _MEDIAN, _EMA, _NONE
+        # firmware/core/policy.py _MEDIAN, _EMA, _NONE
         "smoothing": ("smoothing", {"median": 0, "ema": 1, "none": 2}[s["smoothing"]]),
         # the median's length: 1 when not median
         "smoothing_windows/k": ("median_k", s["smoothing_windows"] if median else 1),
@@ -108,7 +108,7 @@ def held(s: dict) -> dict[str, tuple[str, float | int]]:
     }
 
 
-# Settings the policy does not read: the attribution's (firmware/attribution.py).
+# Settings the policy does not read: the attribution's (firmware/core/attribution.py).
 NOT_THE_POLICYS = {
     "attribution",
     "headset_wearer_db",
@@ -124,7 +124,7 @@ ATTRIBUTES = sorted(a for a, _ in held(GIVEN_A).values())
 
 def _held_cpython(given: dict) -> dict:
     p = Policy(given, rand_bytes=bytes)
-    # a float setting is a one-float cell (firmware/policy.py _cell)
+    # a float setting is a one-float cell (firmware/core/policy.py _cell)
     return {
         a: v if isinstance(v, int) else v[0]
         for a, v in ((a, getattr(p.settings, a)) for a in ATTRIBUTES)
@@ -133,7 +133,7 @@ def _held_cpython(given: dict) -> dict:
 
 def _held_micropython(mpy, given: dict) -> dict:
     code = (
-        "import json\nfrom firmware.policy import Policy\n"
+        "import json\nfrom firmware.core.policy import Policy\n"
         f"p = Policy(json.loads({json.dumps(given)!r}), rand_bytes=bytes)\n"
         "def held(v):\n    return v if isinstance(v, (int, bool)) else v[0]\n"
         f"print(json.dumps(dict((a, held(getattr(p.settings, a))) for a in {ATTRIBUTES!r})))\n"
@@ -150,7 +150,7 @@ def test_the_given_values_are_valid_and_distinct() -> None:
 
 
 def test_every_setting_has_a_place_or_an_owner() -> None:
-    """A new setting in firmware/cue_settings.py must be given its place here (and in the
+    """A new setting in firmware/core/cue_settings.py must be given its place here (and in the
     policy) or named as someone else's."""
     keys = {row[0] for row in list(rows())}
     placed = {k.split("/")[0] for k in held(validate_settings(GIVEN_A)[0])}

@@ -24,21 +24,21 @@ from calmcue.shared.mpy import interpreter
 
 REPO = Path(__file__).resolve().parents[2]
 
-# The device's boot order (firmware/main.py load_code(), which the host runner's boot uses too):
+# The device's boot order (firmware/headset/main.py load_code(), which the host runner's boot uses too):
 # the fake hardware first (built into the device's firmware image), the weights' loader, the
 # code leaves first, then the runner itself. Then what is loaded only for a moment and dropped
 # again (boot, telemetry, commands, config messages): its cost on top of everything else.
 HOST_ONLY = ("machine", "hostrun")
-ON_DEMAND = ("firmware.control", "firmware.config", "firmware.cue_settings")
+ON_DEMAND = ("firmware.headset.control", "firmware.headset.config", "firmware.core.cue_settings")
 
 
 def boot_order() -> list[str]:
-    src = (REPO / "firmware" / "main.py").read_text()
+    src = (REPO / "firmware" / "headset" / "main.py").read_text()
     body = re.search(r"def load_code\(\):.*?for name in \((.*?)\):", src, re.S)
     if body is None:
-        raise SystemExit("heap_report: firmware/main.py has no load_code() import list")
+        raise SystemExit("heap_report: firmware/headset/main.py has no load_code() import list")
     order = re.findall(r'"([\w.]+)"', body.group(1))
-    return ["machine", "firmware.modelfile", *order, "firmware.main", "hostrun"]
+    return ["machine", "firmware.headset.modelfile", *order, "firmware.headset.main", "hostrun"]
 
 
 _SCRIPT = """

@@ -8,7 +8,7 @@
 # reports why in telemetry. The companion's retained config then heals config.json.
 #
 # On the headset this module is loaded at boot and when a config message arrives, then dropped
-# (firmware/app.py): few functions, no table beyond the defaults and the limits.
+# (firmware/headset/app.py): few functions, no table beyond the defaults and the limits.
 import json
 import os
 
@@ -56,7 +56,7 @@ def problems(cfg, policy_check=None):
                 out.append("%s must be a JSON object" % key)
             elif policy_check:
                 # Checked as the device applies it: a top-level eu_mode switches EU mode on
-                # for the policy too (firmware/pipeline.py policy_settings), so its rules count.
+                # for the policy too (firmware/core/pipeline.py policy_settings), so its rules count.
                 out.extend(policy_check(dict(v, eu_mode=True) if cfg.get("eu_mode") is True else v))
         else:
             lo, hi = _LIMITS[key]
@@ -147,7 +147,7 @@ def save(cfg, root=""):
 
 def parse(payload):
     """(config dict, problems) of a config message, its cue-policy settings not checked yet:
-    the headset checks those with this module dropped (firmware/app.py), so the config code,
+    the headset checks those with this module dropped (firmware/headset/app.py), so the config code,
     the settings validator and its messages are never all in the heap at once."""
     try:
         new = json.loads(payload)
@@ -160,8 +160,8 @@ def commit(dev, new, up_ms):
     """Apply a checked config message to the headset Device `dev`: saved, applied live, the
     reply sent. Returns True when the cue-policy settings changed: the caller rebuilds the
     policy after dropping this module, then replies."""
-    from firmware.app import reply
-    from firmware.pipeline import policy_settings
+    from firmware.core.pipeline import policy_settings
+    from firmware.headset.app import reply
 
     new = merged(new)
     if new == dev.cfg and not dev.config_error:

@@ -1,18 +1,18 @@
 # The headset application: audio -> pipeline -> cue on LED/motor + event on flash queue -> MQTT.
 #
 # `Device` holds the logic and takes the hardware and the time as arguments, so the same object
-# runs on the ESP32 (firmware/main.py, asyncio tasks below) and in the host runner
+# runs on the ESP32 (firmware/headset/main.py, asyncio tasks below) and in the host runner
 # (firmware/host/runner.py, stepped on audio time, faster than real time).
 import gc
 import json
 import os
 from time import ticks_diff, ticks_us  # type: ignore[attr-defined]  # (MicroPython)
 
-from firmware import events
-from firmware.net import Link
-from firmware.outputs import Outputs
-from firmware.pipeline import Pipeline, policy_settings
-from firmware.store import Queue
+from firmware.core import events
+from firmware.core.pipeline import Pipeline, policy_settings
+from firmware.core.store import Queue
+from firmware.headset.net import Link
+from firmware.headset.outputs import Outputs
 
 try:
     from micropython import const
@@ -33,29 +33,30 @@ _STABLE_MS = const(300000)  # running this long clears the boot loader's failed-
 
 
 def _config():
-    # firmware.config is needed at boot and when a config arrives, not in between: imported on
+    # firmware.headset.config is needed at boot and when a config arrives, not in between: imported on
     # demand and dropped after use (_forget_config), its code does not sit in the heap.
-    from firmware import config
+    from firmware.headset import config
 
     return config
 
 
 def _forget(name):
-    """Drop a submodule of firmware (sys.modules and the package attribute both hold it)."""
+    """Drop the module firmware.<name>, e.g. "headset.config" (sys.modules and the attribute
+    of its package both hold it)."""
     import sys
 
-    import firmware
-
+    package, _, leaf = ("firmware." + name).rpartition(".")
     sys.modules.pop("firmware." + name, None)
-    if hasattr(firmware, name):
-        delattr(firmware, name)
+    holder = sys.modules.get(package)
+    if holder is not None and hasattr(holder, leaf):
+        delattr(holder, leaf)
 
 
 def _forget_config():
-    # The settings validator too (firmware/cue_settings.py): loaded to check the config, used
+    # The settings validator too (firmware/core/cue_settings.py): loaded to check the config, used
     # again by Policy() when a pipeline is made, which keeps only what it needs.
-    _forget("config")
-    _forget("cue_settings")
+    _forget("headset.config")
+    _forget("core.cue_settings")
 
 
 def _stable(root):
@@ -81,28 +82,28 @@ def reply(dev, name, ok, detail, up_ms):
 
 
 def _policy_problems(p):
-    from firmware.cue_settings import checked
+    from firmware.core.cue_settings import checked
 
     return checked(policy_settings({"policy": p}))[1]
 
 
 class Device:
     def __init__(self, hw, root="", rand=os.urandom, log=print, model=None):
-        # model: (nnrt.Model or None, sha256 hex or None) from firmware.modelfile.load_model,
+        # model: (nnrt.Model or None, sha256 hex or None) from firmware.headset.modelfile.load_model,
         # loaded by the boot code before the rest of the firmware (its weights then sit in
         # one piece at the bottom of the heap); None = load it here.
         self.hw = hw
         self.root = root
         self.rand = rand  # for a new pipeline when a config changes the policy settings
-        # The boot-only code is in firmware.control, with the occasional work. Loading it now,
+        # The boot-only code is in firmware.headset.control, with the occasional work. Loading it now,
         # while the heap is in one piece, also puts its names in the qstr pool and its slot in
         # sys.modules, so loading it again later needs only small blocks.
-        from firmware import control
+        from firmware.headset import control
 
         self.ident = control.identity(root)
         self.boot = control.next_boot(root)
         if model is None:
-            from firmware.modelfile import load_model
+            from firmware.headset.modelfile import load_model
 
             model = load_model(root)
             gc.collect()
@@ -113,7 +114,7 @@ class Device:
         self.cfg, self.config_error = _config().load(root, _policy_problems)
         # The settings validator stays for the pipeline's Policy below (loaded once per boot,
         # not twice), then goes with _forget_config().
-        _forget("config")
+        _forget("headset.config")
         if self.config_error:
             log("config: " + self.config_error)
         self.stamper = events.Stamper(self.ident["site"], self.ident["device"], self.boot)
@@ -121,7 +122,7 @@ class Device:
         self.outputs = Outputs(hw.led, hw.motor, self.cfg["brightness"], self.cfg["haptic"])
         hw.button.long_press_ms = self.cfg["long_press_ms"]
         del control
-        _forget("control")
+        _forget("headset.control")
         gc.collect()  # boot makes garbage (config, queue scan): clear it before the big buffers
         self.pipeline.configure(self.cfg, rand)
         _forget_config()
@@ -206,7 +207,7 @@ class Device:
 
     def network(self, up_ms):
         """Links, incoming config/commands, queued events, telemetry. Never waits on the network
-        (firmware/net.py); call every ~200 ms."""
+        (firmware/headset/net.py); call every ~200 ms."""
         was_up = self.link.up
         if not self.link.service(up_ms):
             self.deliver()  # events acknowledged before the link went leave the queue
@@ -230,17 +231,17 @@ class Device:
                 if payload:  # empty: the retained config was cleared; keep what we have
                     self._config_message(payload, up_ms)
             else:  # cmd/<name>
-                from firmware import control
+                from firmware.headset import control
 
                 reboot = control.command(self, leaf[4:], up_ms) or reboot
-                _forget("control")
+                _forget("headset.control")
         if up_ms >= self._tele_next and self.link.up:
             self._tele_next = up_ms + self.cfg["tele_s"] * 1000
             gc.collect()  # control's code next: let it into holes the garbage was keeping
-            from firmware import control
+            from firmware.headset import control
 
             control.tele(self, up_ms)
-            _forget("control")
+            _forget("headset.control")
         if reboot and self.hw.reset is not None:
             self.hw.reset()
 
@@ -255,7 +256,7 @@ class Device:
         else:
             try:
                 new, errs = _config().parse(payload)
-                _forget("config")
+                _forget("headset.config")
                 p = new.get("policy") if isinstance(new, dict) else None
                 if isinstance(p, dict) and p:  # a top-level eu_mode counts for the policy too
                     errs += _policy_problems(
@@ -273,7 +274,7 @@ class Device:
         try:
             changed = _config().commit(self, new, up_ms)
         finally:
-            _forget("config")
+            _forget("headset.config")
         if changed:  # new cue-policy settings: the open conversation ends, a new policy starts
             for etype, fields in self.pipeline.finish(up_ms / 1000):
                 self.emit(etype, fields, up_ms)
@@ -323,7 +324,7 @@ class Device:
 
 async def run(dev, i2s):
     """Audio, outputs/button and network as separate tasks. No step waits on the network
-    (firmware/net.py); what a step takes in CPU the I2S DMA buffer absorbs (main.py). The audio
+    (firmware/headset/net.py); what a step takes in CPU the I2S DMA buffer absorbs (main.py). The audio
     task keeps hw.late_ms (how far behind the microphone it fell, at most) and hw.lost_ms (audio
     the DMA ring overwrote while it was behind); an I2S error sets hw.ok False (telemetry
     mic_ok) and the task tries again a second later instead of ending the loop."""

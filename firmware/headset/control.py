@@ -1,16 +1,16 @@
-# The headset's boot-only and occasional work, imported by firmware.app when there is some and
+# The headset's boot-only and occasional work, imported by firmware.headset.app when there is some and
 # dropped again (app._forget), so its code does not sit in the heap in between: the boot's
 # identity and boot counter, commands from the companion, telemetry every tele_s, and the OTA
-# hand-over after an update. (Config messages are firmware/config.py's apply(): a config message
+# hand-over after an update. (Config messages are firmware/headset/config.py's apply(): a config message
 # then needs the config code and the settings validator only, not this module too.) Functions of the Device `dev`; each is small,
 # so loading them needs no large block of the heap.
 import gc
 import json
 import os
 
-from firmware.app import _forget, reply
-from firmware.pipeline import PLACEHOLDER_MODEL
-from firmware.version import FIRMWARE
+from firmware.core.pipeline import PLACEHOLDER_MODEL
+from firmware.headset.app import _forget, reply
+from firmware.headset.version import FIRMWARE
 
 COMMANDS = ("ping", "tele", "mute", "unmute", "ack", "reboot", "ota")
 
@@ -76,10 +76,10 @@ def command(dev, name, up_ms):
 
 def update(dev):
     """cmd/ota: fetch, verify and switch to the update the companion offers, then reboot into it
-    on trial (firmware/ota.py, firmware/ota_boot.py). Returns (ok, detail, reboot)."""
+    on trial (firmware/headset/ota.py, firmware/headset/ota_boot.py). Returns (ok, detail, reboot)."""
     if not dev.ident.get("ota_url"):
         return False, "no ota_url in device.json; re-provision with --ota-url", False
-    from firmware import ota
+    from firmware.headset import ota
 
     if dev.hw.wdt is not None:
         ota.alive = dev.hw.wdt.feed  # the download runs inside this network step
@@ -93,13 +93,13 @@ def update(dev):
 
 
 def confirm_update(dev):
-    """Connected and reporting: tell the A/B loader (firmware/ota_boot.py, issue 9) that this
+    """Connected and reporting: tell the A/B loader (firmware/headset/ota_boot.py, issue 9) that this
     bundle is good, so it is not rolled back. Only on devices that were updated over the air."""
     try:
         os.stat(dev.root + "ota.json")
     except OSError:
         return
-    from firmware import ota
+    from firmware.headset import ota
 
     ota.confirm()
     if dev.ident.get("ota_url"):
@@ -107,7 +107,7 @@ def confirm_update(dev):
             ota.report_outcome(dev.ident)
         except (OSError, ValueError) as e:
             dev.link.log("ota report failed: %r" % e)  # the companion sees it next boot
-    _forget("ota")  # needed once per boot: give its memory back
+    _forget("headset.ota")  # needed once per boot: give its memory back
 
 
 def telemetry(dev, up_ms):
