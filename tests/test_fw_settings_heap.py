@@ -1,7 +1,8 @@
-"""The cue-settings validator on the headset: not resident (loaded at boot and for each config
-message, then dropped, as firmware.headset.config is), and small enough in every allocation to load
-again into a fragmented heap, on the MicroPython unix port with the modules imported from the
-ROMFS image as the device does (its settings table is text that stays in flash)."""
+"""The config checks on the headset: not resident (firmware.headset.config and the cue-settings
+table, firmware.core.cue_settings, loaded at boot and for each config message, then released),
+and small enough in every allocation to load again into a fragmented heap, on the MicroPython
+unix port with the modules imported from the ROMFS image as the device does (its settings
+table is text that stays in flash)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from fw_heap import CUT_HEAP
 
 from calmcue.shared import romport
 
-# What the headset does with a config message (firmware/headset/control.py config(), without the audio
-# pipeline's buffers, and without the Policy, whose own allocations are its own):
-# firmware.headset.config and firmware.core.cue_settings imported on demand, the payload checked, saved, the
-# policy settings checked as Policy() does and the headset attribution made (and kept), both
-# modules dropped. Then the free heap is cut into holes of at most HOLE blocks (32 B each) and the same
-# messages are applied again and again.
+# What the headset does with a config message (firmware/headset/app.py
+# Device._config_message, without the audio pipeline's buffers, and without the Policy, whose
+# own allocations are its own): the config checks imported, the payload checked, saved, the
+# policy settings checked as Policy() does and the headset attribution made (and kept), the
+# checks released. Then the free heap is cut into holes of at most HOLE blocks (32 B each) and
+# the same messages are applied again and again.
 APPLY = r"""
 import gc, json, os, sys, micropython, uctypes, vfs
 a, n = [int(x) for x in os.getenv("CALMCUE_ROM").split(",")]
@@ -49,13 +50,12 @@ held = [None, None]
 def apply(payload):
     try:
         config = app._config()
-        cfg = json.loads(payload)
-        errs = config.problems(cfg, app._policy_problems)
+        cfg, errs = config.parse(payload, app._policy_problems)
         if errs:
             return "; ".join(errs)
         new = config.merged(cfg)
         config.save(new, ROOT)
-        held[0] = held[1] = None  # the old pipeline goes first, as in apply_config
+        held[0] = held[1] = None  # the old pipeline goes first, as in Device._apply_config
         gc.collect()
         from firmware.core.cue_settings import checked
 
@@ -64,7 +64,7 @@ def apply(payload):
         held[0] = HeadsetAttribution(given)
         return "applied rev %%d" %% new["rev"]
     finally:
-        app._forget_config()
+        app.release(*app._CHECKS)
 
 
 def main():

@@ -203,7 +203,7 @@ def load_code():
         "firmware.core.cue_table", "firmware.core.events", "firmware.core.store",
         "firmware.headset.net", "firmware.headset.outputs",
         "firmware.core.features", "firmware.core.policy", "firmware.core.attribution",
-        "firmware.core.pipeline",
+        "firmware.core.pipeline", "firmware.headset.version",
         "firmware.headset.app",
     ):  # fmt: skip
         __import__(name)
@@ -229,10 +229,9 @@ def main():
     del load_model
     gc.collect()
     load_code()
-    from firmware.headset.app import Device, _forget, run
+    from firmware.headset.app import Device, release, run
 
-    _forget("headset.modelfile")  # needed once per boot
-
+    release("firmware.headset.modelfile")  # needed once per boot
     gc.collect()
     i2s, hw = hardware()
     gc.collect()

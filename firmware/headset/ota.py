@@ -39,7 +39,7 @@ _CHUNK = const(512)
 # Every connect, send and read of an update waits at most this long: a companion that accepts
 # and stalls ends the update with OSError (ETIMEDOUT) instead of freezing the device for good.
 _TIMEOUT_S = const(10)
-# Called after every chunk of a download (firmware/headset/control.py sets it to the watchdog's feed):
+# Called after every chunk of a download (firmware/headset/app.py Device._update sets it to the watchdog's feed):
 # a slow download on a busy network must not end in a watchdog reset half-way.
 alive = None
 # DER prefix of DigestInfo for SHA-256 (RFC 8017, section 9.2 note 1)

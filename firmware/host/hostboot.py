@@ -53,9 +53,9 @@ gc.collect()
 from firmware.headset.main import load_code  # noqa: E402  (the device's own boot order)
 
 load_code()
-from firmware.headset.app import _forget  # noqa: E402
+from firmware.headset.app import release  # noqa: E402
 
-_forget("headset.modelfile")  # as firmware/headset/main.py does: needed once per boot
+release("firmware.headset.modelfile")  # as firmware/headset/main.py does: needed once per boot
 # --heap-at seconds as ms of audio time (ints: no float objects held for the run).
 args["heap-at"] = [int(float(x) * 1000) for x in args["heap-at"].split(",") if x]
 hostrun.args = args
