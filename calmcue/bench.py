@@ -16,7 +16,7 @@ BENCHES: list[str] = [
     "models.bench_features",
     "models.bench_model",
     "models.bench_conversations",
-    "firmware.bench_policy",
+    "firmware.host.bench_policy",
     "companion.bench_ingest",
     "companion.bench_faults",
     "companion.bench_api",

@@ -3,7 +3,7 @@ with its own real MQTT connection and the traffic of a Pi agent (firmware/pi/lin
 
 Each device has its own paho-mqtt client (client id `calmcue-<site>-<device>`, clean session,
 LWT `status` = `offline` retained at QoS 1, `online` retained on connect, subscriptions to its
-`config` and `cmd/+`), events stamped and encoded by the real event code (firmware/events.py
+`config` and `cmd/+`), events stamped and encoded by the real event code (firmware/core/events.py
 `Stamper`, `encode`, `event_topic`) and published at QoS 1, telemetry at QoS 0 with the agent's
 keys. Like the agent, a device keeps every event until its PUBACK arrives and publishes the
 unacknowledged ones again, in order, on its next connection (store and forward), so an event in
@@ -36,7 +36,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from firmware import cue_table, events, wire
+from firmware.core import cue_table, events, wire
 
 FIELD_EVENTS_PER_DEVICE_S = 20 / 1000  # docs/fleet.md: 20 events/s for ~1,000 counters
 FIELD_TELE_PER_DEVICE_S = 20 / 1000  # and as much again in status and telemetry

@@ -28,7 +28,7 @@ from companion import device_config, replicas, schema
 from companion.config import Settings
 from companion.db import alert_audit, alert_public, alerts, devices, sites
 from companion.db import alerts_with_context as with_context
-from firmware import cue_table
+from firmware.core import cue_table
 
 log = logging.getLogger("calmcue.companion.alerts")
 
@@ -93,7 +93,7 @@ class AlertManager:
     # ---- inputs ----------------------------------------------------------------------------
 
     def on_events(self, rows: list[dict[str, Any]]) -> None:
-        """Ingest listener: open alerts for cues of the alert level (firmware/cue_table.py:
+        """Ingest listener: open alerts for cues of the alert level (firmware/core/cue_table.py:
         call_manager); the alert's kind is the cue's name."""
         for row in rows:
             if row.get("type") == "cue" and cue_table.level(row.get("cue")) >= cue_table.ALERT_LEVEL:

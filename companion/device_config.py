@@ -5,13 +5,13 @@ What a manager or IT edits is one document (`ConfigDoc`); a device's effective c
 is its site's document overlaid with its own. The two device kinds read different shapes, so
 the published payload is rendered for the kind the device's telemetry reveals:
 
-- ESP32 headset (telemetry has `fw`): firmware/config.py keys — rev, brightness, haptic, tele_s,
+- ESP32 headset (telemetry has `fw`): firmware/headset/config.py keys — rev, brightness, haptic, tele_s,
   eu_mode, policy.
 - Pi counter agent (telemetry has `agent`): firmware/pi/config.py LIVE_KEYS — policy,
   outputs.brightness/haptic_strength, mqtt.telemetry_s.
 
 Cue-policy thresholds are checked with the same validator the devices run
-(firmware/cue_settings.py), so a config the companion accepts is one the devices accept. EU
+(firmware/core/cue_settings.py), so a config the companion accepts is one the devices accept. EU
 mode goes inside `policy` (the policy is what infers, or not, about the staff voice).
 Quiet hours are enforced by the companion: no manager alert is opened during them.
 """
@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import Engine, select, update
 
 from companion.db import devices, sites
-from firmware import cue_settings
+from firmware.core import cue_settings
 
 _HHMM = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
 
@@ -63,7 +63,7 @@ class ConfigDoc(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     policy: dict[str, Any] | None = Field(
-        default=None, description="cue-policy thresholds (firmware/cue_settings.py keys)"
+        default=None, description="cue-policy thresholds (firmware/core/cue_settings.py keys)"
     )
     eu_mode: bool | None = None
     brightness: float | None = Field(default=None, ge=0, le=1, description="LED, 0 off .. 1 full")

@@ -11,7 +11,7 @@ so the rest of the companion only mounts it (docs/fleet.md):
     app.include_router(fleet.device_router(store))   # devices fetch updates without a login
 
 Update signatures: RSA-2048 PKCS#1 v1.5 over SHA-256 of the exact manifest bytes, because the
-device verifies them in a few lines of MicroPython (firmware/ota.py explains the choice). The
+device verifies them in a few lines of MicroPython (firmware/headset/ota.py explains the choice). The
 answer to an update check (the offer) is signed the same way and carries the device's nonce.
 Versions are x.y.z numbers, compared as the device compares them; each site's versions only go
 up, because a device refuses any update not above its confirmed version (anti-rollback).
@@ -53,7 +53,7 @@ UPDATE_STATES = ("applied", "confirmed", "rolled_back", "refused")
 _FINAL = ("confirmed", "rolled_back", "refused")
 # What a device's reports may change an update's status to, from its current status: only
 # forward, so a replayed earlier report cannot move it back. confirmed -> rolled_back is the
-# loader's safe mode giving up on a confirmed bundle (firmware/ota_boot.py).
+# loader's safe mode giving up on a confirmed bundle (firmware/headset/ota_boot.py).
 _NEXT: dict[str | None, tuple[str, ...]] = {
     None: UPDATE_STATES,
     "applied": ("confirmed", "rolled_back"),
@@ -77,7 +77,7 @@ def create_tables(engine: Engine) -> None:
 
 
 def version_key(version: str) -> tuple[int, ...]:
-    """"2.10.1" -> (2, 10, 1), ordered as the device orders them (firmware/ota.py _version)."""
+    """"2.10.1" -> (2, 10, 1), ordered as the device orders them (firmware/headset/ota.py _version)."""
     if not isinstance(version, str) or not VERSION_RE.match(version):
         raise FleetError(f"version {version!r} is not of the form x.y.z (numbers), e.g. 1.4.0")
     return tuple(int(x) for x in version.split("."))

@@ -1,6 +1,6 @@
 """Event schema v1 as the companion sees it.
 
-The device side (firmware/events.py) validates the same JSON; the shared vectors in
+The device side (firmware/core/events.py) validates the same JSON; the shared vectors in
 tests/data/event_vectors.json keep both in step. The models are closed (`extra="forbid"`): an
 event carrying audio, a transcript, features or staff identity is refused, not stored.
 """
@@ -21,7 +21,7 @@ from pydantic import (
     ValidationError,
 )
 
-from firmware import cue_table
+from firmware.core import cue_table
 
 SCHEMA_VERSION = 1
 MAX_BYTES = 512
@@ -51,7 +51,7 @@ def _cue_name(v: Any) -> Any:
     return v
 
 
-# The cue names of firmware/cue_table.py, listed in the API's JSON schema as an enum.
+# The cue names of firmware/core/cue_table.py, listed in the API's JSON schema as an enum.
 Cue = Annotated[
     str,
     AfterValidator(_cue_name),

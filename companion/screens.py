@@ -21,7 +21,7 @@ from sqlalchemy import Engine, insert
 
 from companion import store, users
 from companion.db import events
-from firmware import cue_table
+from firmware.core import cue_table
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

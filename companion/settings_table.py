@@ -1,17 +1,17 @@
 """The rows of the configuration form: every setting IT may change, with its default, limits
 and unit, read from the tables that define them.
 
-`policy_rows()` is the only place that reads firmware/cue_settings.py's table, so a change of
+`policy_rows()` is the only place that reads firmware/core/cue_settings.py's table, so a change of
 how that module exposes its rows touches this one function. `device_rows()` are the top-level
 device settings of companion/device_config.py's `ConfigDoc` (brightness, haptic, telemetry
-period, EU mode), with the limits the device checks (firmware/config.py).
+period, EU mode), with the limits the device checks (firmware/headset/config.py).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from firmware import cue_settings
+from firmware.core import cue_settings
 
 
 def policy_rows() -> list[dict[str, Any]]:
@@ -34,8 +34,8 @@ def policy_rows() -> list[dict[str, Any]]:
 
 
 def device_rows() -> list[dict[str, Any]]:
-    """The device-level settings (ConfigDoc's own fields), defaults from firmware/config.py."""
-    from firmware import config as device_config  # the headset's own defaults and limits
+    """The device-level settings (ConfigDoc's own fields), defaults from firmware/headset/config.py."""
+    from firmware.headset import config as device_config  # the headset's own defaults and limits
 
     units = {"brightness": "0 off .. 1 full", "haptic": "0 off .. 1 full", "tele_s": "s"}
     out = []

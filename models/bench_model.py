@@ -25,7 +25,7 @@ def _micropython_latency(ccm: Path, rows: np.ndarray) -> dict:
 import gc, json, time
 gc.collect()
 before = gc.mem_alloc()
-from firmware import nnrt
+from firmware.core import nnrt
 m = nnrt.load({str(ccm)!r})
 gc.collect()
 model_heap = gc.mem_alloc() - before

@@ -3,7 +3,7 @@
 The benchmark's cost is the front end and the model (models/conversations.py runs every
 conversation's audio through them); the cue policy is a few microseconds a window. So each
 condition's per-window records (window end, stress score, who is talking, rate, level, speech
-fraction) are recorded once per model, then replayed through `firmware.policy` with any cue
+fraction) are recorded once per model, then replayed through `firmware.core.policy` with any cue
 settings: an operating point is chosen from false cues per hour of calm speech across every
 condition row at once, the way wake-word engines choose theirs from false accepts per hour.
 
@@ -73,8 +73,8 @@ def record(
 ) -> dict[str, Any]:
     """Every conversation of `specs` under `cond` through the front end, the held-out model and
     the attribution (as models.conversations.run_numpy), keeping each window's record."""
-    from firmware.attribution_modes import make_attribution
-    from firmware.policy import Policy
+    from firmware.core.attribution_modes import make_attribution
+    from firmware.core.policy import Policy
     from models.features import FeatureExtractor
 
     by = cv._by_speaker(clips)
@@ -159,7 +159,7 @@ def replay_results(rec: dict[str, Any], overrides: dict[str, Any] | None = None)
     """Each recorded conversation's cues under the policy with `overrides`."""
     import types
 
-    from firmware.policy import Policy
+    from firmware.core.policy import Policy
 
     over = dict(overrides or {})
     fixed = sorted(k for k in over if k in FIXED)

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from firmware import cue_table
+from firmware.core import cue_table
 from models import augment
 from models.corpora import Clip
 
@@ -338,12 +338,12 @@ def policy_settings(cond: Condition, base: dict[str, Any] | None = None) -> dict
 
 def run_numpy(audio: Audio, score: Callable[[np.ndarray], float], settings: dict) -> dict:
     """The Pi agent's path: models.features (streaming, 0.25 s chunks) -> score -> attribution
-    -> firmware.policy, exactly as firmware/pi/agent.py wires them. Returns the cue decisions
+    -> firmware.core.policy, exactly as firmware/pi/agent.py wires them. Returns the cue decisions
     [(t, cue)] and how many conversations the policy opened."""
     import os
 
-    from firmware.attribution_modes import make_attribution
-    from firmware.policy import Policy
+    from firmware.core.attribution_modes import make_attribution
+    from firmware.core.policy import Policy
     from models.features import FeatureExtractor
 
     attrib = make_attribution(settings)
@@ -376,14 +376,14 @@ def _records(fx: Any, pcm: np.ndarray, chunk: int = 4000) -> Iterable[Any]:
         yield from fx.process(pcm[k : k + chunk])
 
 
-_MPY_RUNNER = REPO / "firmware" / "conversation_stdin.py"
+_MPY_RUNNER = REPO / "firmware" / "host" / "conversation_stdin.py"
 
 
 def run_micropython(
     audios: Sequence[Audio], ccm: bytes, settings: dict, workdir: Path
 ) -> list[dict]:
     """The same conversations through the headset's code on the MicroPython unix port:
-    firmware/features.py -> firmware/nnrt.py -> firmware/attribution.py -> firmware/policy.py.
+    firmware/core/features.py -> firmware/core/nnrt.py -> firmware/core/attribution.py -> firmware/core/policy.py.
     Audio is streamed over stdin; only the model file and the settings are written."""
     import subprocess
 

@@ -1,4 +1,4 @@
-"""The trained network as ONNX (pinned opset) and as the compact form firmware/nnrt.py runs.
+"""The trained network as ONNX (pinned opset) and as the compact form firmware/core/nnrt.py runs.
 
 The ONNX graph is written by hand with onnx.helper so it holds only a handful of operators:
 input standardisation (Sub, Mul), dense layers (Gemm), Relu/Tanh and a final Sigmoid. The
@@ -166,7 +166,7 @@ def onnx_to_layers(model) -> tuple[int, list[tuple[int, np.ndarray | None, np.nd
             layers.append((_UNARY[op], None, None))
         else:
             raise ConvertError(
-                f"operator {op} is not supported by firmware/nnrt.py "
+                f"operator {op} is not supported by firmware/core/nnrt.py "
                 f"(supported: Gemm, MatMul, Add, Sub, Mul, Div, Relu, Tanh, Sigmoid)"
             )
         current = node.output[0]
@@ -176,7 +176,7 @@ def onnx_to_layers(model) -> tuple[int, list[tuple[int, np.ndarray | None, np.nd
 
 
 def to_compact(model, name: str = "stress") -> bytes:
-    """ONNX model (object or path) -> bytes of the compact form read by firmware/nnrt.py."""
+    """ONNX model (object or path) -> bytes of the compact form read by firmware/core/nnrt.py."""
     import onnx
 
     if isinstance(model, str | Path):

@@ -1,7 +1,7 @@
 """Prosody feature front end, numpy reference (spec: docs/features.md).
 
 Vectorised over frames and windows; used for training and on the Raspberry Pi. The MicroPython
-extractor in firmware/features.py implements the same integer recurrences per frame, so both
+extractor in firmware/core/features.py implements the same integer recurrences per frame, so both
 produce the same numbers (tests/test_features_parity.py).
 
     fx = FeatureExtractor()

@@ -2,7 +2,7 @@
 
 Engines:
 - onnxruntime: the numpy reference front end + models/stress.onnx (what the Pi runs);
-- micropython: firmware/features.py + firmware/nnrt.py + models/stress.ccm inside the real
+- micropython: firmware/core/features.py + firmware/core/nnrt.py + models/stress.ccm inside the real
   MicroPython unix port (what the ESP32 runs). The audio is streamed to it over stdin as raw
   PCM, never through a file.
 
@@ -26,7 +26,7 @@ from models.dataset import AudioError, read_audio
 REPO = Path(__file__).resolve().parent.parent
 MODEL_DIR = REPO / "models"
 ENGINES = ("onnxruntime", "micropython")
-# The cue policy's speech gate (firmware/cue_settings.py min_speech): windows below it are pauses.
+# The cue policy's speech gate (firmware/core/cue_settings.py min_speech): windows below it are pauses.
 WINDOW_SPEECH_MIN = 0.4
 
 
@@ -134,7 +134,7 @@ def score_files(paths: Iterable[str], engine: str = "onnxruntime") -> Iterator[d
 
 # ---- MicroPython engine ----------------------------------------------------------------------------
 
-_MPY_SCRIPT = REPO / "firmware" / "score_stdin.py"
+_MPY_SCRIPT = REPO / "firmware" / "host" / "score_stdin.py"
 
 
 def _score_micropython(paths: list[str], model: ShippedModel, batch: int = 500) -> Iterator[dict]:

@@ -22,9 +22,9 @@ def make_bundle(root: Path, version: str = "1.0.0", main: bytes = MAIN_PY,
     files = {
         "main.py": main,
         "firmware/__init__.py": b"",
-        "firmware/events.py": (REPO / "firmware" / "events.py").read_bytes(),
-        "firmware/ota.py": (REPO / "firmware" / "ota.py").read_bytes(),
-        "firmware/tls.py": (REPO / "firmware" / "tls.py").read_bytes(),  # for https:// updates
+        "firmware/core/events.py": (REPO / "firmware" / "core" / "events.py").read_bytes(),
+        "firmware/headset/ota.py": (REPO / "firmware" / "headset" / "ota.py").read_bytes(),
+        "firmware/headset/tls.py": (REPO / "firmware" / "headset" / "tls.py").read_bytes(),  # for https:// updates
         **(extra or {}),
     }
     for rel, data in files.items():

@@ -63,7 +63,7 @@ def test_every_problem_is_reported_with_what_to_do():
     assert "GPIO40 is not a usable header pin" in text
     assert "outputs.brightness: 1.5 is out of range" in text
     assert "alsa:DEVICE" in text
-    assert "did you mean 'stress_threshold'" in text  # firmware.cue_settings' own message
+    assert "did you mean 'stress_threshold'" in text  # firmware.core.cue_settings' own message
 
 
 def test_password_over_plain_mqtt_to_a_remote_broker_is_refused():

@@ -8,7 +8,7 @@ import pytest
 from agent_support import wait_until
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from firmware import cue_table
+from firmware.core import cue_table
 from firmware.pi.config import OutputSettings
 from firmware.pi.outputs import PATTERNS, Outputs
 

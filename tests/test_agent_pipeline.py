@@ -7,7 +7,7 @@ import numpy as np
 from agent_support import agent_config, tiny_model
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from firmware import events, wire
+from firmware.core import events, wire
 from firmware.pi.agent import Agent
 from firmware.pi.cues import CuePolicy
 

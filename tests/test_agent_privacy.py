@@ -25,7 +25,7 @@ from agent_support import (
 )
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from firmware import events, wire
+from firmware.core import events, wire
 from firmware.pi.agent import Agent
 
 # --- what the process touches: a Python audit hook (cannot be removed, so it is gated) --------

@@ -7,7 +7,7 @@ import time
 
 from agent_support import agent_config, silence, tiny_model, write_wav
 
-from firmware import wire
+from firmware.core import wire
 from firmware.pi.agent import Agent
 from firmware.pi.store import EventQueue
 

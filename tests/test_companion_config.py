@@ -10,8 +10,8 @@ import httpx
 import pytest
 from companion_helpers import Publisher, Subscriber, cue, running_companion, wait_until
 
-from firmware import config as esp32_config
-from firmware import cue_settings
+from firmware.core import cue_settings
+from firmware.headset import config as esp32_config
 from firmware.pi import config as pi_config
 
 pytest_plugins = ("companion_fixtures",)  # the db_url fixture: SQLite and PostgreSQL

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from calmcue.broker import free_port
 from companion.config import MqttTarget, Settings
 from companion.server import start
-from firmware import wire
+from firmware.core import wire
 
 pytest_plugins = ("companion_fixtures",)  # the db_url fixture: SQLite and PostgreSQL
 

@@ -16,7 +16,7 @@ from sqlalchemy import func, select, update
 
 from companion import ops
 from companion.db import alert_audit, alerts, events
-from firmware import cue_table
+from firmware.core import cue_table
 
 pytest_plugins = ("companion_fixtures",)  # the db_url fixture: SQLite and PostgreSQL
 

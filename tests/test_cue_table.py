@@ -1,4 +1,4 @@
-"""One cue table (firmware/cue_table.py): every consumer reads it, and no other file writes the
+"""One cue table (firmware/core/cue_table.py): every consumer reads it, and no other file writes the
 cue list out again. docs/policy.md "Adding a cue" names the files a new cue touches."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from companion import stats
 from companion.app import create_app
 from companion.config import Settings
 from companion.schema import CueEvent, EventRejected, parse_event
-from firmware import cue_table, events
+from firmware.core import cue_table, events
 from firmware.pi import outputs as pi_outputs
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLE = ROOT / "firmware" / "cue_table.py"
+TABLE = ROOT / "firmware" / "core" / "cue_table.py"
 NAMES = cue_table.names()
 # Where the product's code lives (tests may name cues one at a time, as data; docs are prose).
 CODE = ("calmcue", "companion", "firmware", "models")
@@ -61,7 +61,7 @@ def _literal_lists(path: Path) -> list[tuple[int, list[str]]]:
 def test_no_cue_list_is_written_out_outside_the_table():
     """A list of cue names anywhere in the product's code (a tuple, a Literal, a schema string,
     a dict keyed by cue) would be one more place to edit for a new cue, and one more place to
-    forget: they all read firmware/cue_table.py. The tests may not write out the whole list
+    forget: they all read firmware/core/cue_table.py. The tests may not write out the whole list
     either; the dashboard's files name no cue at all (they get the table from /api/cues)."""
     bad = [f"{p.relative_to(ROOT)}:{line} {names}"
            for p in _sources(CODE, ".py") for line, names in _literal_lists(p)]  # fmt: skip
@@ -74,7 +74,7 @@ def test_no_cue_list_is_written_out_outside_the_table():
                 named = [n for n in NAMES if re.search(rf"\b{n}\b", text)]
                 if named:
                     bad.append(f"{p.relative_to(ROOT)}:{i} {named}")
-    assert bad == [], "cue names written out outside firmware/cue_table.py:\n" + "\n".join(bad)
+    assert bad == [], "cue names written out outside firmware/core/cue_table.py:\n" + "\n".join(bad)
 
 
 def test_the_check_finds_a_written_out_list(tmp_path):

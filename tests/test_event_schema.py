@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from companion.schema import EventRejected, parse_event, parse_topic
-from firmware import events, wire
+from firmware.core import events, wire
 
 TYPES = ("cue", "conversation", "button")
 
@@ -78,9 +78,9 @@ def test_topics():
 
 
 def test_micropython_encoder_agrees(mpy):
-    """The same vectors through firmware/events.py on the real MicroPython interpreter."""
+    """The same vectors through firmware/core/events.py on the real MicroPython interpreter."""
     code = (
-        "import json\nfrom firmware import events\n"
+        "import json\nfrom firmware.core import events\n"
         f"V = json.loads({json.dumps(json.dumps(VECTORS))})\n"
         "for e in V['valid']:\n"
         "    d = events.encode(e)\n"  # the headset has no decode(): it never reads events

@@ -1,4 +1,4 @@
-"""MicroPython feature extractor (firmware/features.py) on the real unix port: no allocation per
+"""MicroPython feature extractor (firmware/core/features.py) on the real unix port: no allocation per
 frame, 64 KB heap, chunk-size invariance, and parity with numpy on synthetic signals. The module
 is precompiled with mpy-cross, as it is on the device (compiling the source needs ~72 KB)."""
 
@@ -23,7 +23,7 @@ from models.bench_features import (
 ALLOC_PROBE = r"""
 import gc, json
 from array import array
-from firmware.features import Features
+from firmware.core.features import Features
 
 fx = Features()
 buf = array("h", bytes(800))
@@ -135,7 +135,7 @@ def test_parity_on_synthetic_signals() -> None:
 
 def test_odd_byte_chunk_is_refused_clearly() -> None:
     code = (
-        "from firmware.features import Features\n"
+        "from firmware.core.features import Features\n"
         "try:\n"
         "    Features().process(b'\\x00\\x01\\x02')\n"
         "except ValueError as e:\n"

@@ -8,5 +8,5 @@ from models.features import FEATURE_NAMES
 
 
 def test_micropython_extractor_names_the_same_features_in_order(mpy):
-    out = mpy("from firmware import features\nprint(','.join(features.feature_names()))", heapsize="128K")
+    out = mpy("from firmware.core import features\nprint(','.join(features.feature_names()))", heapsize="128K")
     assert out.stdout.strip().split(",") == list(FEATURE_NAMES)

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from companion import fleet
-from firmware import ota
+from firmware.headset import ota
 from firmware.tools.fleet_client import FleetClientError, HttpFleet
 
 SITE = "store-042"
@@ -76,7 +76,7 @@ def test_update_published_and_status_over_http(client, store):
 
 
 def post_report(client, key: str, signer: str, body: dict, tamper=None):
-    """A device report as firmware/ota.py sends it: the body, its HMAC under the report key."""
+    """A device report as firmware/headset/ota.py sends it: the body, its HMAC under the report key."""
     raw = json.dumps(body).encode()
     mac = ota.hmac_sha256(bytes.fromhex(key), raw).hex()
     if tamper is not None:

@@ -23,7 +23,7 @@ DEVICE = "cc-" + UID
 
 HEALTHY_MAIN = b"""# v2: healthy; confirms itself once up (a real bundle waits for MQTT + first telemetry)
 import sys
-from firmware import ota
+from firmware.headset import ota
 RUNNING_FROM = sys.path[0]
 ota.confirm()
 """
@@ -64,7 +64,7 @@ def device_update(board: SimulatedBoard, url: str) -> str:
     ota_url is this server); returns the outcome."""
     with devicelink.DeviceLink(board.port) as link:
         return link.exec(
-            "from firmware import ota\n"
+            "from firmware.headset import ota\n"
             "ident = json.load(open('device.json'))\n"
             "try:\n"
             "    print('applied', ota.update_from_companion(ident))\n"
@@ -91,7 +91,7 @@ def boot_and_run_main(board: SimulatedBoard, boots: int) -> str:
 def report(board: SimulatedBoard, url: str) -> str:
     with devicelink.DeviceLink(board.port) as link:
         return str(link.eval_json(
-            "__import__('firmware.ota').ota.report_outcome(json.load(open('device.json')))"))
+            "__import__('firmware.headset.ota').headset.ota.report_outcome(json.load(open('device.json')))"))
 
 
 def pointer(board: SimulatedBoard) -> dict:
@@ -199,7 +199,7 @@ def test_update_signed_for_another_site_is_refused(rig):
     other = fleet.create_update(version="9.0.0", site="store-999", percent=100, files=files)
     with devicelink.DeviceLink(board.port) as link:
         out = link.exec(
-            "from firmware import ota\n"
+            "from firmware.headset import ota\n"
             "try:\n"
             f"    ota.apply(json.load(open('device.json')), {other['update']!r}, ota.load_key())\n"
             "except ota.OtaError as e:\n"
@@ -221,7 +221,7 @@ def test_older_signed_update_is_refused_anti_rollback(rig):
     assert boot_and_run_main(board, 4) == "main ok from a"
     with devicelink.DeviceLink(board.port) as link:  # the 2.0.0 update, replayed
         out = link.exec(
-            "from firmware import ota\n"
+            "from firmware.headset import ota\n"
             "ident = json.load(open('device.json'))\n"
             "try:\n"
             f"    print('applied', ota.apply(ident, {old!r}, ota.load_key()))\n"

@@ -112,7 +112,7 @@ def test_replayed_offer_of_a_withdrawn_update_is_refused(rig, mitm):  # noqa: F8
     fleet, server, board, tmp = rig
     bad = publish(fleet, tmp, "2.1.0", HEALTHY_MAIN)
     with devicelink.DeviceLink(board.port) as link:  # the device checks; nothing applied yet
-        link.exec("from firmware import ota\nident = json.load(open('device.json'))\n"
+        link.exec("from firmware.headset import ota\nident = json.load(open('device.json'))\n"
                   "print(ota.check(ident))\n")
     (recorded,) = mitm.paths("/fleet/ota/check")
     assert json.loads(json.loads(recorded["answer"])["offer"])["update"] == bad

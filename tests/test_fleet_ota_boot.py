@@ -1,4 +1,4 @@
-"""The A/B loader (firmware/ota_boot.py) on the MicroPython unix port: slot choice, rollback on
+"""The A/B loader (firmware/headset/ota_boot.py) on the MicroPython unix port: slot choice, rollback on
 a second unconfirmed boot, and the health deadline timer (a small recording fake Timer)."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def boot(mpy, flash: Path, after: str = "", cause: int = 1) -> dict:
     fakes.mkdir(exist_ok=True)
     (fakes / "machine.py").write_text(FAKE_MACHINE)
     code = ("import json, sys\nfrom machine import Timer, resets\n"
-            + f"__import__('machine').cause[0] = {cause}\n" + f"exec(open({str(REPO / 'firmware' / 'ota_boot.py')!r}).read())\n" + after
+            + f"__import__('machine').cause[0] = {cause}\n" + f"exec(open({str(REPO / 'firmware' / 'headset' / 'ota_boot.py')!r}).read())\n" + after
             + "print(json.dumps({'slot': slot, 'path0': sys.path[0], "
             "'armed': [a[0] for a in Timer.armed], 'resets': len(resets)}))\n")
     out = mpy(code, cwd=flash, paths=[fakes]).stdout.strip().splitlines()[-1]
@@ -78,7 +78,7 @@ def test_confirmed_before_the_deadline_keeps_the_new_slot(mpy, tmp_path):
     write_pointer(tmp_path, active="b", previous="a", state="trial", boots=0)
     confirm_then_fire = (
         f"sys.path.insert(0, {str(REPO)!r})\n"
-        "from firmware import ota\n"
+        "from firmware.headset import ota\n"
         "ota.confirm()\n"
         "Timer.armed[0][1](None)\n"
     )
@@ -94,7 +94,7 @@ def test_no_new_update_while_the_current_one_is_on_trial(mpy, tmp_path):
     (tmp_path / "a" / "main.py").write_text("# the way back\n")
     code = (
         f"import sys\nsys.path.insert(0, {str(REPO)!r})\n"
-        "from firmware import ota\n"
+        "from firmware.headset import ota\n"
         "try:\n"
         "    ota.apply({'ota_url': 'http://127.0.0.1:1', 'site': 's', 'device': 'd'}, 'u1', "
         "(3, 65537))\n"
@@ -120,7 +120,7 @@ def test_soft_reset_by_a_bench_tool_does_not_roll_back_a_trial(mpy, tmp_path):
 
 
 def test_crash_looping_confirmed_bundle_rolls_back_then_safe_mode(mpy, tmp_path):
-    """A confirmed bundle that later never runs 5 minutes (firmware/app.py clears the count):
+    """A confirmed bundle that later never runs 5 minutes (firmware/headset/app.py clears the count):
     after SAFE_AFTER hard starts in a row the loader goes back to the previous bundle; without
     one it starts no firmware (safe mode, the REPL free for reprovisioning). Soft resets do not
     count."""

@@ -94,12 +94,12 @@ def test_bad_configuration_is_refused_before_anything_is_written(board, fleet, b
 def test_tampered_file_is_detected_and_repaired_on_rerun(board, fleet, bundle):
     provision.provision_esp32(board.port, ident(), bundle, fleet, log=lambda m: None)
     board.wait_boots(2)
-    target = board.flash / "a" / "firmware" / "events.py"
+    target = board.flash / "a" / "firmware" / "core" / "events.py"
     target.write_bytes(target.read_bytes().replace(b"MAX_BYTES = const(512)", b"MAX_BYTES = const(99999)"))
     problems = provision.check_esp32(board.port, bundle)
-    assert len(problems) == 1 and problems[0].startswith("a/firmware/events.py: SHA-256 on the device")
+    assert len(problems) == 1 and problems[0].startswith("a/firmware/core/events.py: SHA-256 on the device")
     result = provision.provision_esp32(board.port, ident(), bundle, fleet, log=lambda m: None)
-    assert result.files["a/firmware/events.py"] == "rewritten (changed on the device)"
+    assert result.files["a/firmware/core/events.py"] == "rewritten (changed on the device)"
     assert result.files["a/main.py"] == "same"
     assert provision.check_esp32(board.port, bundle) == []
 
@@ -108,15 +108,15 @@ def test_damage_in_transit_is_caught_on_the_device(board, fleet, bundle, monkeyp
     real_send = devicelink.DeviceLink._send
 
     def flip_one_byte(self, path, data, chunk):
-        if path == "a/firmware/events.py.part":
+        if path == "a/firmware/core/events.py.part":
             data = data[:100] + bytes([data[100] ^ 1]) + data[101:]
         real_send(self, path, data, chunk)
 
     monkeypatch.setattr(devicelink.DeviceLink, "_send", flip_one_byte)
     with pytest.raises(devicelink.DeviceError, match="damaged on the way"):
         provision.provision_esp32(board.port, ident(), bundle, fleet, log=lambda m: None)
-    assert not (board.flash / "a" / "firmware" / "events.py").exists()
-    assert not (board.flash / "a" / "firmware" / "events.py.part").exists()
+    assert not (board.flash / "a" / "firmware" / "core" / "events.py").exists()
+    assert not (board.flash / "a" / "firmware" / "core" / "events.py.part").exists()
     assert not (board.flash / "device.json").exists()
 
 
@@ -126,7 +126,7 @@ def test_interrupted_provisioning_can_be_rerun(board, fleet, bundle, monkeypatch
 
     def power_cut_mid_file(self, path, data, chunk):
         calls.append(path)
-        if path == "a/firmware/events.py.part":
+        if path == "a/firmware/core/events.py.part":
             # half the file is on flash, then the USB cable is pulled: the board loses power
             self.exec(f"f=open({path!r},'wb')\nf.write({data[: len(data) // 2]!r})\nf.close()")
             board.kill()
@@ -137,13 +137,13 @@ def test_interrupted_provisioning_can_be_rerun(board, fleet, bundle, monkeypatch
     with pytest.raises(devicelink.DeviceError):
         provision.provision_esp32(board.port, ident(), bundle, fleet, log=lambda m: None)
     assert not (board.flash / "device.json").exists()  # not half-provisioned: no identity yet
-    assert not (board.flash / "a" / "firmware" / "events.py").exists()
-    assert (board.flash / "a" / "firmware" / "events.py.part").exists()  # the half-written file
+    assert not (board.flash / "a" / "firmware" / "core" / "events.py").exists()
+    assert (board.flash / "a" / "firmware" / "core" / "events.py.part").exists()  # the half-written file
     monkeypatch.setattr(devicelink.DeviceLink, "_send", real_send)
     board.wait_boots(2)
     result = provision.provision_esp32(board.port, ident(), bundle, fleet, log=lambda m: None)
     assert result.files["a/firmware/__init__.py"] == "same"  # kept from the first attempt
-    assert result.files["a/firmware/events.py"] == "written"
+    assert result.files["a/firmware/core/events.py"] == "written"
     assert provision.check_esp32(board.port, bundle) == []
     assert (board.flash / "device.json").exists()
 
@@ -162,8 +162,8 @@ def test_real_firmware_bundle_provisions_and_imports_from_its_slot(board, fleet,
         assert sha256_file(board.flash / "a" / rel) == meta["sha256"], rel
     board.wait_boots(2)
     with devicelink.DeviceLink(board.port) as link:
-        assert link.eval_json("__import__('firmware.ota').ota.__file__").startswith("a/")
-        assert link.eval_json("__import__('firmware.events').events.SCHEMA_VERSION") == 1
+        assert link.eval_json("__import__('firmware.headset.ota').headset.ota.__file__").startswith("a/")
+        assert link.eval_json("__import__('firmware.core.events').core.events.SCHEMA_VERSION") == 1
 
 
 def test_mqtts_headset_gets_the_broker_ca_on_flash(board, fleet, bundle, tmp_path):

@@ -14,7 +14,7 @@ import pytest
 from calmcue.bench_fleet import run
 from calmcue.broker import Mosquitto
 from calmcue.cli import main as calmcue_main
-from firmware import wire
+from firmware.core import wire
 
 N = 200
 

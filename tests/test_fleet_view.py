@@ -110,7 +110,7 @@ def test_config_is_confirmed_when_the_device_reports_its_revision(tmp_path, mosq
         rec = fleet_view.device_records(comp.engine)[0]
         assert rec["config_state"] == "confirmed"
 
-        # a headset that refuses (as firmware/app.py answers on state/result) is not "waiting"
+        # a headset that refuses (as firmware/headset/app.py answers on state/result) is not "waiting"
         httpx.put(comp.url + f"/api/devices/{SITE}/cc-000000000001/config",
                   json={"brightness": 0.3})
         assert httpx.get(url).json()["state"] == "pending"

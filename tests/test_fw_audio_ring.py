@@ -12,19 +12,19 @@ from test_fw_headset import ASYNC_HEAP, SITE_DEV
 
 from calmcue.mpy import interpreter
 
-# The fake I2S (firmware/host/machine.py) with the ibuf firmware/main.py asks for, and with the
-# 32000 B it asked for before; the audio task of firmware.app.run, with a hop that blocks the
+# The fake I2S (firmware/host/machine.py) with the ibuf firmware/headset/main.py asks for, and with the
+# 32000 B it asked for before; the audio task of firmware.headset.app.run, with a hop that blocks the
 # loop 0.7 s once (as a TLS handshake on a slow CPU would). Prints one JSON line.
 RING = r"""
 import sys, json
 sys.path[:0] = [%(host)r, %(repo)r]
 import machine
 machine.wav = [%(wav)r, True, True]
-from firmware import main
+from firmware.headset import main
 old = machine.I2S(0, rate=16000, ibuf=32000)
 i2s, hw = main.hardware()
 import asyncio, time
-from firmware import app
+from firmware.headset import app
 
 class Dev:  # what run() drives: the hardware, a clock of hops; link, outputs, network are idle
     link = outputs = None

@@ -11,7 +11,7 @@ import time
 import pytest
 from fw_harness import Collector, Device, run_through
 
-from firmware import events
+from firmware.core import events
 
 SITE_DEV = "calmcue/v1/demo/headset-1/"
 # The whole firmware (features, shipped model, policy, attribution, umqtt, app, and the host-only
@@ -228,7 +228,7 @@ def test_corrupt_config_boots_with_last_good_and_says_so(
 
 
 def _tiny_model(name: bytes = b"tiny-test") -> bytes:
-    """A compact model in firmware/nnrt.py's format: one dense unit over the 17 features and a
+    """A compact model in firmware/core/nnrt.py's format: one dense unit over the 17 features and a
     sigmoid (bias -3: a calm score whatever the audio)."""
     head = b"CCM1" + struct.pack("<HHBB", 17, 1, 2, len(name)) + name
     dense = (
@@ -372,7 +372,7 @@ def test_oversized_and_many_problem_configs_refused_cleanly(
     ok = send(json.dumps({"rev": 3, "policy": {"cue_budget": 2}}))
     assert ok["ok"] and ok["detail"] == "applied rev 3"
     assert dev.cmd("audio 2")["mqtt"]
-    # A message bigger than the whole free heap: read past without being kept (firmware/net.py
+    # A message bigger than the whole free heap: read past without being kept (firmware/headset/net.py
     # keeps at most 2200 bytes of a message), the session stays, the device keeps listening.
     connects = dev.cmd("state")["connects"]
     collector.publish(SITE_DEV + "cmd/ping", b"x" * 60_000)
@@ -398,7 +398,7 @@ def test_oversized_and_many_problem_configs_refused_cleanly(
 def test_device_asyncio_main_loop_in_real_time(
     host_build, headset_wav, tmp_path, mosquitto, collector
 ):
-    """firmware.app.run, the device's own main loop (audio, outputs/button every 20 ms, network
+    """firmware.headset.app.run, the device's own main loop (audio, outputs/button every 20 ms, network
     every 200 ms as asyncio tasks), with the fake I2S delivering 16 kHz in real time."""
     flash = tmp_path / "flash"
     flash.mkdir()

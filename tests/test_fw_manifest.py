@@ -66,11 +66,12 @@ def test_the_evaluator_catches_a_missing_module(tmp_path):
     text = MANIFEST.read_text()
     short = tmp_path / "firmware" / "manifest.py"
     short.parent.mkdir()
-    for src, _ in bundle.device_sources():
-        (short.parent / src.name).write_text("")
-    short.write_text(text.replace('        "policy.py",\n', ""))
+    for _, stem in bundle.device_sources():
+        (tmp_path / f"{stem}.py").parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"{stem}.py").write_text("")
+    short.write_text(text.replace('        "core/policy.py",\n', ""))
     frozen, _ = evaluate(short)
-    assert "firmware/policy.py" not in frozen
-    (short.parent / "tls.py").unlink()
-    with pytest.raises(ManifestError, match="names firmware/tls.py"):
+    assert "firmware/core/policy.py" not in frozen
+    (short.parent / "headset" / "tls.py").unlink()
+    with pytest.raises(ManifestError, match="names firmware/headset/tls.py"):
         evaluate(short)

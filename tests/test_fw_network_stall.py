@@ -1,6 +1,6 @@
 """A broker that accepts TCP and then never answers must not cost the headset its audio.
 
-The device's own asyncio main loop (firmware.app.run) on the real MicroPython unix port, in the
+The device's own asyncio main loop (firmware.headset.app.run) on the real MicroPython unix port, in the
 96K heap, with the fake I2S delivering 16 kHz in real time behind the ESP32 port's DMA ring
 (firmware/host/machine.py: what arrives while the ring is full overwrites the oldest and is
 counted). The broker is a real TCP server on loopback that stalls in one of two ways:

@@ -8,15 +8,16 @@ import json
 
 import pytest
 
-from firmware import config, cue_table
-from firmware.main import Hardware
-from firmware.outputs import Outputs
-from firmware.store import Queue
+from firmware.core import cue_table
+from firmware.core.store import Queue
+from firmware.headset import config
+from firmware.headset.main import Hardware
+from firmware.headset.outputs import Outputs
 from firmware.tools import bundle
 
 QUEUE_SCRIPT = """
 import os
-from firmware.store import Queue
+from firmware.core.store import Queue
 root = %r
 q = Queue(root + "/q", max_events=5)
 for i in range(3):
@@ -139,7 +140,7 @@ def test_cue_patterns_are_distinct_and_manager_repeats_until_ack():
 def test_bundle_manifest_lists_every_file_with_its_hash(tmp_path):
     manifest = bundle.build(tmp_path / "fw")
     files = manifest["files"]
-    assert "main.py" in files and "firmware/app.mpy" in files and "firmware/net.mpy" in files
+    assert "main.py" in files and "firmware/headset/app.mpy" in files and "firmware/headset/net.mpy" in files
     assert not any(p.startswith("umqtt/") for p in files)  # blocking, and imports ussl (gone in 1.23)
     assert not any("host/" in p or p.startswith("firmware/tools") for p in files)
     for path, meta in files.items():
@@ -148,16 +149,16 @@ def test_bundle_manifest_lists_every_file_with_its_hash(tmp_path):
     on_disk = json.loads((tmp_path / "fw" / "manifest.json").read_text())
     assert on_disk["version"] == manifest["version"] and on_disk["march"] == "xtensawin"
     # .mpy header: 'M', version 6, and the Xtensa-windowed architecture for @native/@viper.
-    head = (tmp_path / "fw" / "firmware" / "features.mpy").read_bytes()[:4]
+    head = (tmp_path / "fw" / "firmware" / "core" / "features.mpy").read_bytes()[:4]
     assert head[0:2] == b"M\x06" and head[2] >> 2 == 10  # MP_NATIVE_ARCH_XTENSAWIN
 
 
 UNPROVISIONED = """
 import machine
-from firmware import main
+from firmware.headset import main
 machine.wav = [%r, False, False]
 i2s, hw = main.hardware()
-from firmware.app import Device
+from firmware.headset.app import Device
 try:
     Device(hw, %r)
 except RuntimeError as e:
@@ -194,7 +195,7 @@ class FakeADC:
 
 
 def test_pwm_led_motor_and_battery():
-    from firmware.outputs import Motor, RgbLed
+    from firmware.headset.outputs import Motor, RgbLed
 
     def battery(uv):  # hw.battery is the Hardware object itself
         return Hardware(None, None, FakeADC(uv))
@@ -212,9 +213,9 @@ def test_pwm_led_motor_and_battery():
 
 
 def test_every_pattern_in_the_cue_table_plays_to_its_end():
-    """Outputs plays the rows of firmware/cue_table.py as they are (a playing cue holds no extra
+    """Outputs plays the rows of firmware/core/cue_table.py as they are (a playing cue holds no extra
     heap): every cue and signal lights or buzzes at once and ends dark and still."""
-    from firmware import outputs
+    from firmware.headset import outputs
 
     class Led:
         def __init__(self):

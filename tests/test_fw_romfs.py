@@ -12,7 +12,7 @@ from fw_harness import Collector, run_through
 
 from calmcue.mpy import interpreter
 from calmcue.shared import romport
-from firmware import events
+from firmware.core import events
 from firmware.tools import bundle, heap_report
 
 # The issue's target: the whole headset demo in a 64K heap, the image outside it.
@@ -29,11 +29,11 @@ import gc, sys
 sys.path.insert(0, PATH)
 gc.collect()
 before = gc.mem_free()
-from firmware.main import load_code
+from firmware.headset.main import load_code
 load_code()
 gc.collect()
-import firmware.policy
-print(before - gc.mem_free(), firmware.policy.__file__)
+import firmware.core.policy
+print(before - gc.mem_free(), firmware.core.policy.__file__)
 """
 
 
@@ -56,7 +56,7 @@ def test_unix_port_imports_firmware_in_place_from_the_image(host_build, host_rom
     rom_cost, disk_cost = int(rom[0]), int(disk[0])
     print(f"heap taken by the firmware's code: {disk_cost} B from a directory, {rom_cost} B "
           f"from the ROMFS image ({host_rom.stat().st_size} B)")  # fmt: skip
-    assert rom[1] == "/rom/firmware/policy.mpy" and disk[1].startswith(str(host_build))
+    assert rom[1] == "/rom/firmware/core/policy.mpy" and disk[1].startswith(str(host_build))
     assert rom_cost < disk_cost * 0.7, (rom_cost, disk_cost)
 
 
@@ -75,7 +75,7 @@ def test_make_firmware_writes_the_image_and_its_manifest(tmp_path):
     assert meta["bundle_sha256"] == manifest["bundle_sha256"] and meta["mount"] == "/rom"
     assert meta["outside"] == ["main.py"] and "main.py" not in meta["files"]
     assert set(meta["files"]) == set(manifest["files"]) - {"main.py"}
-    assert "firmware/app.mpy" in meta["files"]
+    assert "firmware/headset/app.mpy" in meta["files"]
     listing = MOUNT + f"""
 import hashlib, binascii
 for p in {sorted(meta["files"])!r}:

@@ -67,7 +67,7 @@ import sys, json
 sys.path[:0] = [%(repo)r]
 sys.path.append(%(host)r)
 """ + COUNT_FILE_WRITES + """
-from firmware import ota
+from firmware.headset import ota
 ident = json.load(_open("device.json"))
 print(json.dumps({"applied": ota.apply(ident, %(update)r, ota.load_key(), "2.0.0"),
                   "steps": romflash.steps}))
@@ -314,8 +314,8 @@ def test_provisioning_and_ota_carry_the_firmware_image(tmp_path):
         board.wait_boots(2)
         with devicelink.DeviceLink(board.port) as link:
             assert link.eval_json("__import__('sys').path[:2]") == ["/rom", "a"]
-            assert link.eval_json("__import__('firmware.ota').ota.__file__") == (
-                "/rom/firmware/ota.mpy")
+            assert link.eval_json("__import__('firmware.headset.ota').headset.ota.__file__") == (
+                "/rom/firmware/headset/ota.mpy")
         assert provision.check_esp32(board.port, real) == []
         again = provision.provision_esp32(board.port, ident, real, fleet, loopback_ok=True,
                                           log=lambda m: None)
@@ -326,10 +326,10 @@ def test_provisioning_and_ota_carry_the_firmware_image(tmp_path):
                                      files={"main.py": HEALTHY_MAIN, "romfs.img": image})
         with devicelink.DeviceLink(board.port) as link:
             got = link.exec(
-                "from firmware import ota\n"
+                "from firmware.headset import ota\n"
                 "print(ota.__file__, ota.update_from_companion(json.load(open('device.json'))))"
             ).strip()
-        assert got == "/rom/firmware/ota.mpy 99.0.0"
+        assert got == "/rom/firmware/headset/ota.mpy 99.0.0"
         assert partition(flash).read_bytes()[PART // 2: PART // 2 + len(image)] == image
         with devicelink.DeviceLink(board.port) as link:
             link.reset()
@@ -409,5 +409,5 @@ def test_provisioning_cut_while_the_image_is_written_is_finished_by_a_rerun(tmp_
         assert provision.check_esp32(board.port, real) == []
         board.wait_boots(3)
         with devicelink.DeviceLink(board.port) as link:
-            assert link.eval_json("__import__('firmware.ota').ota.__file__") == (
-                "/rom/firmware/ota.mpy")
+            assert link.eval_json("__import__('firmware.headset.ota').headset.ota.__file__") == (
+                "/rom/firmware/headset/ota.mpy")

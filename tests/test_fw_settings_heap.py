@@ -1,7 +1,8 @@
-"""The cue-settings validator on the headset: not resident (loaded at boot and for each config
-message, then dropped, as firmware.config is), and small enough in every allocation to load
-again into a fragmented heap, on the MicroPython unix port with the modules imported from the
-ROMFS image as the device does (its settings table is text that stays in flash)."""
+"""The config checks on the headset: not resident (firmware.headset.config and the cue-settings
+table, firmware.core.cue_settings, loaded at boot and for each config message, then released),
+and small enough in every allocation to load again into a fragmented heap, on the MicroPython
+unix port with the modules imported from the ROMFS image as the device does (its settings
+table is text that stays in flash)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from fw_heap import CUT_HEAP
 
 from calmcue.shared import romport
 
-# What the headset does with a config message (firmware/control.py config(), without the audio
-# pipeline's buffers, and without the Policy, whose own allocations are its own):
-# firmware.config and firmware.cue_settings imported on demand, the payload checked, saved, the
-# policy settings checked as Policy() does and the headset attribution made (and kept), both
-# modules dropped. Then the free heap is cut into holes of at most HOLE blocks (32 B each) and the same
-# messages are applied again and again.
+# What the headset does with a config message (firmware/headset/app.py
+# Device._config_message, without the audio pipeline's buffers, and without the Policy, whose
+# own allocations are its own): the config checks imported, the payload checked, saved, the
+# policy settings checked as Policy() does and the headset attribution made (and kept), the
+# checks released. Then the free heap is cut into holes of at most HOLE blocks (32 B each) and
+# the same messages are applied again and again.
 APPLY = r"""
 import gc, json, os, sys, micropython, uctypes, vfs
 a, n = [int(x) for x in os.getenv("CALMCUE_ROM").split(",")]
@@ -28,14 +29,14 @@ hold = [None] * 4000  # made first, while the heap is in one piece
 %(cut_heap)s
 free = [0] * ROUNDS
 same = [None] * ROUNDS
-for name in ("firmware.events", "firmware.store", "firmware.features", "firmware.policy",
-             "firmware.attribution", "firmware.pipeline", "firmware.app"):  # resident
+for name in ("firmware.core.events", "firmware.core.store", "firmware.core.features", "firmware.core.policy",
+             "firmware.core.attribution", "firmware.core.pipeline", "firmware.headset.app"):  # resident
     __import__(name)
     gc.collect()
 import firmware
-from firmware import app
-from firmware.attribution import HeadsetAttribution
-from firmware.pipeline import policy_settings
+from firmware.headset import app
+from firmware.core.attribution import HeadsetAttribution
+from firmware.core.pipeline import policy_settings
 
 PAYLOADS = (
     b'{"rev": 1, "brightness": 0.5, "policy": {"stress_threshold": 0.7, "cue_budget": 3}}',
@@ -49,29 +50,29 @@ held = [None, None]
 def apply(payload):
     try:
         config = app._config()
-        cfg = json.loads(payload)
-        errs = config.problems(cfg, app._policy_problems)
+        cfg, errs = config.parse(payload, app._policy_problems)
         if errs:
             return "; ".join(errs)
         new = config.merged(cfg)
         config.save(new, ROOT)
-        held[0] = held[1] = None  # the old pipeline goes first, as in apply_config
+        held[0] = held[1] = None  # the old pipeline goes first, as in Device._apply_config
         gc.collect()
-        from firmware.cue_settings import checked
+        from firmware.core.cue_settings import checked
 
         given = policy_settings(new)
         held[1] = checked(given)[0]["stress_threshold"]
         held[0] = HeadsetAttribution(given)
         return "applied rev %%d" %% new["rev"]
     finally:
-        app._forget_config()
+        app.release(*app._CHECKS)
 
 
 def main():
     first = [apply(m) for m in PAYLOADS]  # as at boot: the heap still in one piece
     print(json.dumps(first))
-    gone = [m for m in ("config", "cue_settings")
-            if "firmware." + m in sys.modules or hasattr(firmware, m)] == []
+    gone = [m for p, m in (("headset", "config"), ("core", "cue_settings"))
+            if "firmware.%%s.%%s" %% (p, m) in sys.modules
+            or hasattr(getattr(firmware, p), m)] == []
     print(json.dumps(gone))
     gc.collect()
     k = cut_heap(hold, HOLE)
@@ -125,7 +126,8 @@ def test_eu_mode_at_the_top_counts_for_the_policy_rules() -> None:
     # The device switches EU mode on for the policy when either eu_mode is true
     # (pipeline.policy_settings); the config check must see the same, or a config it accepts
     # makes Policy() refuse the settings after the old pipeline is gone (and again at boot).
-    from firmware import config, cue_settings
+    from firmware.core import cue_settings
+    from firmware.headset import config
 
     def check(p):
         return cue_settings.validate_settings(p)[1]

@@ -108,7 +108,7 @@ def test_tls_refused_without_sslcontext_and_no_ussl_anywhere():
         "    @staticmethod\n"
         "    def wrap_socket(sock, **kw): raise AssertionError('unchecked TLS')\n"
         "sys.modules['ssl'] = sys.modules['ussl'] = old_ssl\n"
-        "from firmware import tls\n"
+        "from firmware.headset import tls\n"
         "try:\n"
         "    tls.wrap(None, {'host': 'h', 'ssl': True, 'ca': 'ca.der'}, '')\n"
         "except OSError as e:\n"

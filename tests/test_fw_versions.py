@@ -14,12 +14,12 @@ import pytest
 from calmcue.mpy import interpreter
 from firmware.tools import bundle
 
-NATIVE = ("firmware/features.mpy", "firmware/nnrt.mpy")
+NATIVE = ("firmware/core/features.mpy", "firmware/core/nnrt.mpy")
 # Imports the compiled firmware from the build folder and runs the native front end and model.
 LOAD = (
     "import sys\n"
     "sys.path.insert(0, '.')\n"
-    "from firmware import features, nnrt, app, net, main\n"
+    "from firmware.core import features, nnrt\nfrom firmware.headset import app, net, main\n"
     "from array import array\n"
     "f = features.Features()\n"
     "out = f.process(array('h', [(i * 37) % 2000 - 1000 for i in range(16000)]))\n"

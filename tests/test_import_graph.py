@@ -1,23 +1,26 @@
-"""The import graph of the CPython packages has no circles.
+"""The import graph of the project has no circles.
 
 Two rules, read from the source with the standard library's ``ast`` (nothing is imported, so a
 module with heavy or optional dependencies is read like any other):
 
-1. **No import circle between files** of the project's CPython packages (calmcue, companion,
-   models, firmware/tools, firmware/pi): module A importing B importing ... A fails, whatever
-   the length of the circle.
+1. **No import circle between files** of the project's packages (calmcue, companion, models,
+   firmware/tools, firmware/pi, firmware/host, and the device code: the portable core
+   firmware/core and the headset app firmware/headset): module A importing B importing ... A
+   fails, whatever the length of the circle.
 2. **No two packages importing each other.** The packages are calmcue, companion, models,
-   firmware/tools, firmware/pi, firmware/host and the device core (the rest of firmware/); an
-   import from one to another is an edge, and any circle between packages fails (for example
-   firmware/tools importing companion while companion imports firmware/tools).
+   firmware/tools, firmware/pi, firmware/host, firmware/core and firmware/headset; an import
+   from one to another is an edge, and any circle between packages fails (for example
+   firmware/tools importing companion while companion imports firmware/tools, or the core
+   importing the headset app that imports it).
 
 What counts as an import: every ``import`` and ``from ... import`` anywhere in a file, at module
 level or inside a function, under ``if TYPE_CHECKING:`` or in ``try/except ImportError``. A lazy
 import inside a function breaks no circle: it only moves the failure from import time to call
 time, and the two modules still cannot be understood, tested or moved apart. ``from pkg import
 name`` counts as an import of ``pkg.name`` when that is a module, else of ``pkg``. Imports by
-a string (``importlib.import_module(name)``: how calmcue/cli.py reaches each package's commands)
-are not read; only the top package, calmcue, does that.
+a string (``importlib.import_module(name)``: how calmcue/cli.py reaches each package's commands;
+``__import__(name)``: how the headset's boot imports its modules in order) are not read; only
+the top package, calmcue, and the headset's boot do that.
 
 Run ``python tests/test_import_graph.py`` to print the graph's circles, if any.
 """
@@ -29,24 +32,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The CPython packages whose files must not import each other in a circle. The device core and
-# the host runners (firmware/, firmware/host) are not in it yet: their circle (app/config/
-# control; cue_settings/cue_messages and attribution/attribution_modes are gone) goes with the
-# firmware side of issue 14 item 3, which then adds "firmware" and "firmware.host" here.
-CPYTHON = ("calmcue.shared", "calmcue", "companion", "models", "firmware.tools", "firmware.pi")
+# The packages whose files must not import each other in a circle: all of them.
+FILES = (
+    "calmcue.shared", "calmcue", "companion", "models",
+    "firmware.tools", "firmware.pi", "firmware.host", "firmware.core", "firmware.headset",
+)  # fmt: skip
 # Every package of the project, most specific first (a module belongs to the first that holds it).
 # calmcue.shared is the bottom (version, MicroPython and Mosquitto runners, broker access rules);
-# calmcue itself is the top (the `calmcue` command, the demo, the benchmarks).
+# calmcue itself is the top (the `calmcue` command, the demo, the benchmarks). firmware/core is
+# the bottom of the device side: the headset app, the Pi agent, the host runners, the IT tools
+# and the companion read it; it reads none of them.
 PACKAGES = (
-    "calmcue.shared", "firmware.tools", "firmware.pi", "firmware.host",
-    "calmcue", "companion", "models", "firmware",
-)
+    "calmcue.shared", "firmware.tools", "firmware.pi", "firmware.host", "firmware.core",
+    "firmware.headset", "calmcue", "companion", "models", "firmware",
+)  # fmt: skip
 # Imports known to cross the layers the wrong way, each with its reason. The test fails if one
 # of them disappears (then delete it here), so this list cannot go stale.
-KNOWN = {
-    ("firmware.bench_policy", "calmcue.mpy"): "a CPython benchmark living among the device modules "
-    "(firmware/*.py); it moves out with the firmware side of issue 14 item 3",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def _modules(root: Path) -> dict[str, Path]:
@@ -151,7 +153,7 @@ def _describe(comp: list[str], edges: dict[str, set[str]], lines: dict[tuple[str
 
 def file_circles(graph: dict[str, dict[str, int]] | None = None) -> list[str]:
     graph = import_graph() if graph is None else graph
-    in_scope = {m for m in graph if package_of(m) in CPYTHON}
+    in_scope = {m for m in graph if package_of(m) in FILES}
     edges = {m: set(graph[m]) & in_scope for m in in_scope}
     lines = {(a, b): f"  (line {graph[a][b]})" for a in in_scope for b in edges[a]}
     return [_describe(c, edges, lines) for c in circles(edges)]
@@ -177,7 +179,7 @@ def test_the_graph_reader_sees_known_imports():
     graph = import_graph()
     assert "companion.config" in graph["companion.server"]
     assert "companion.db" in graph["companion.store"]
-    assert "firmware.events" in graph["firmware.tools.provision"]  # module level
+    assert "firmware.core.events" in graph["firmware.tools.provision"]  # module level
     assert "firmware.pi.config" in graph["firmware.tools.provision"]  # inside a function
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert circles({"a": {"b"}, "b": set()}) == []
@@ -208,6 +210,32 @@ def test_circles_are_found_in_a_made_up_tree(tmp_path):
     assert found.startswith("circle of companion.a, companion.b, companion.c:")
     (found,) = package_circles(graph)
     assert found.startswith("circle of companion, models:")
+
+
+def test_circles_in_the_device_code_are_found_in_a_made_up_tree(tmp_path):
+    """Two core files importing each other fail as a file circle; the core importing the
+    headset app, which imports the core, fails as a package circle."""
+    files = {
+        "calmcue/__init__.py": "",
+        "companion/__init__.py": "",
+        "models/__init__.py": "",
+        "firmware/__init__.py": "",
+        "firmware/core/__init__.py": "",
+        "firmware/core/policy.py": "from firmware.core import settings\n",
+        "firmware/core/settings.py": "def f():\n    from firmware.core.policy import Policy\n",
+        "firmware/core/events.py": "def g():\n    from firmware.headset import app\n",
+        "firmware/headset/__init__.py": "",
+        "firmware/core/cue_table.py": "",
+        "firmware/headset/app.py": "from firmware.core import cue_table\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    graph = import_graph(tmp_path)
+    (found,) = file_circles(graph)
+    assert found.startswith("circle of firmware.core.policy, firmware.core.settings:")
+    (found,) = package_circles(graph)
+    assert found.startswith("circle of firmware.core, firmware.headset:")
 
 
 def test_no_import_circle_between_files():

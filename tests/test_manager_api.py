@@ -20,7 +20,7 @@ from companion_helpers import Publisher, Subscriber, cue, running_companion, sql
 
 from calmcue.shared.broker import free_port
 from companion import push, store, users
-from firmware import cue_table
+from firmware.core import cue_table
 
 K = 5  # min_group_size
 

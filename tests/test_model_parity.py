@@ -1,4 +1,4 @@
-"""The ESP32 path (firmware/features.py + firmware/nnrt.py + stress.ccm in the MicroPython unix
+"""The ESP32 path (firmware/core/features.py + firmware/core/nnrt.py + stress.ccm in the MicroPython unix
 port) against the Pi path (numpy features + stress.onnx in onnxruntime) on EVERY RAVDESS clip:
 clip scores and every window score within 0.01."""
 

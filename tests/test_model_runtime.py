@@ -1,4 +1,4 @@
-"""ONNX export, the ONNX -> compact converter and firmware/nnrt.py, against onnxruntime."""
+"""ONNX export, the ONNX -> compact converter and firmware/core/nnrt.py, against onnxruntime."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from firmware import nnrt
+from firmware.core import nnrt
 from models.export import ConvertError, Network, to_compact, to_onnx
 
 
@@ -105,7 +105,7 @@ def test_micropython_matches_onnxruntime(mpy, tmp_path):
     (tmp_path / "x.json").write_text(json.dumps(x.tolist()))
     code = f"""
 import json, time
-from firmware import nnrt
+from firmware.core import nnrt
 m = nnrt.load({str(tmp_path / "m.ccm")!r})
 rows = json.load(open({str(tmp_path / "x.json")!r}))
 out = [m.score(r) for r in rows]

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from firmware import nnrt
+from firmware.core import nnrt
 from models import features
 from models.export import to_compact
 
@@ -76,7 +76,7 @@ def test_shipped_model_under_micropython_64k_heap(mpy):
     ref = sess.run(None, {"features": rows})[0][:, 0]
     code = f"""
 import json
-from firmware import nnrt
+from firmware.core import nnrt
 import gc
 m = nnrt.load({str(MODELS / "stress.ccm")!r})
 row = [0.0] * {k}

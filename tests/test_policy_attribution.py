@@ -1,4 +1,4 @@
-"""Speaker attribution (firmware/attribution.py): headset near field and counter enrolment,
+"""Speaker attribution (firmware/core/attribution.py): headset near field and counter enrolment,
 labels identical on CPython and the MicroPython unix port."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from firmware.attribution import HeadsetAttribution
-from firmware.attribution_modes import (
+from firmware.core.attribution import HeadsetAttribution
+from firmware.core.attribution_modes import (
     AttributionError,
     CounterAttribution,
     NoAttribution,
@@ -96,25 +96,25 @@ def test_headset_learns_a_different_mic_gain_within_limits() -> None:
 
 
 def test_headset_modules_load_only_what_the_headset_runs() -> None:
-    # The counter/none modes live in firmware/attribution_modes.py; the headset imports only
-    # firmware.attribution, which does not reach them (no module __getattr__ forwarding).
+    # The counter/none modes live in firmware/core/attribution_modes.py; the headset imports only
+    # firmware.core.attribution, which does not reach them (no module __getattr__ forwarding).
     import subprocess
     import sys
 
     code = (
         "import sys\n"
-        "from firmware.attribution import HeadsetAttribution\n"
-        "from firmware.policy import Policy\n"
+        "from firmware.core.attribution import HeadsetAttribution\n"
+        "from firmware.core.policy import Policy\n"
         "HeadsetAttribution({}); Policy({}, bytes)\n"
         "print(sorted(m for m in sys.modules if m.startswith('firmware.')))\n"
-        "import firmware.attribution\n"
-        "print(hasattr(firmware.attribution, 'CounterAttribution'))\n"
+        "import firmware.core.attribution\n"
+        "print(hasattr(firmware.core.attribution, 'CounterAttribution'))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.splitlines()
     loaded = eval(out[0])  # noqa: S307 (a list literal printed by the child)
-    assert "firmware.attribution_modes" not in loaded
+    assert "firmware.core.attribution_modes" not in loaded
     assert out[1] == "False"  # no forwarding: the counter modes are in attribution_modes
 
 
@@ -130,8 +130,8 @@ def test_labels_identical_on_micropython(mpy) -> None:
     enrol = voice(32, 118.0, -28.5)
     code = (
         "import json\n"
-        "from firmware.attribution import HeadsetAttribution\n"
-        "from firmware.attribution_modes import CounterAttribution\n"
+        "from firmware.core.attribution import HeadsetAttribution\n"
+        "from firmware.core.attribution_modes import CounterAttribution\n"
         "c = CounterAttribution()\n"
         f"for w in {enrol!r}:\n    c.enrol(*w)\n"
         "c.finish_enrolment()\n"

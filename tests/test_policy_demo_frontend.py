@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from firmware.attribution_modes import CounterAttribution
-from firmware.policy import Policy
-from firmware.policy_replay import CountingRandom
+from firmware.core.attribution_modes import CounterAttribution
+from firmware.core.policy import Policy
+from firmware.host.policy_replay import CountingRandom
 
 DATA = Path(__file__).resolve().parent.parent / "calmcue" / "data"
 STYLE_SCORE = {"calm": 0.25, "tense": 0.75, "agitated": 0.85, "hurried": 0.5}

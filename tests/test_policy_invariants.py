@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from firmware import cue_table, events
-from firmware.cue_settings import validate_settings
-from firmware.policy import Policy, event_fields
-from firmware.policy_replay import CountingRandom
+from firmware.core import cue_table, events
+from firmware.core.cue_settings import validate_settings
+from firmware.core.policy import Policy, event_fields
+from firmware.host.policy_replay import CountingRandom
 
 VARIANTS = [
     {},
@@ -140,8 +140,8 @@ def test_random_streams_identical_on_micropython(mpy, tmp_path: Path) -> None:
     path = tmp_path / "streams.json"
     path.write_text(json.dumps([[stream, settings] for stream, settings in cases]))
     code = (
-        "import json\nfrom firmware.policy import Policy\n"
-        "from firmware.policy_replay import CountingRandom\n"
+        "import json\nfrom firmware.core.policy import Policy\n"
+        "from firmware.host.policy_replay import CountingRandom\n"
         f"cases = json.load(open({str(path)!r}))\n"
         "for stream, settings in cases:\n"
         "    p = Policy(settings, rand_bytes=CountingRandom())\n"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from firmware import policy_replay
-from firmware.cue_settings import SettingsError, defaults, rows, validate_settings
-from firmware.policy import Policy, PolicyError
+from firmware.core.cue_settings import SettingsError, defaults, rows, validate_settings
+from firmware.core.policy import Policy, PolicyError
+from firmware.host import policy_replay
 
 DOC = json.loads((Path(__file__).parent / "data" / "policy_scenarios.json").read_text())
 SCENARIOS = {sc["name"]: sc for sc in DOC["scenarios"]}
@@ -148,7 +148,7 @@ def test_valid_settings_apply_and_change_behaviour() -> None:
 
 def test_settings_are_shared_with_micropython(mpy) -> None:
     code = (
-        "import json\nfrom firmware.cue_settings import validate_settings\n"
+        "import json\nfrom firmware.core.cue_settings import validate_settings\n"
         "for g in %r:\n    print(json.dumps(validate_settings(g)))\n"
     )
     cases = [

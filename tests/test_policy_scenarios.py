@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from firmware import events, policy_replay, wire
-from firmware.policy import event_fields
+from firmware.core import events, wire
+from firmware.core.policy import event_fields
+from firmware.host import policy_replay
 
 DATA = Path(__file__).parent / "data" / "policy_scenarios.json"
 DOC = json.loads(DATA.read_text())
@@ -46,9 +47,9 @@ def test_scenario_timeline_cpython(name: str) -> None:
 
 def test_scenarios_identical_on_micropython(mpy) -> None:
     # The replay harness reads the whole JSON file, hence the large heap; the policy's own
-    # footprint is measured by firmware/bench_policy.py.
+    # footprint is measured by firmware/host/bench_policy.py.
     proc = mpy(
-        f"from firmware import policy_replay\npolicy_replay.main({str(DATA)!r})", heapsize="2M"
+        f"from firmware.host import policy_replay\npolicy_replay.main({str(DATA)!r})", heapsize="2M"
     )
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert [ln["name"] for ln in lines] == list(SCENARIOS)

@@ -5,8 +5,8 @@ policy's attributes must hold its own setting's value (durations in windows): tw
 swapped in Policy.configure, or a setting the policy forgot, fails by name.
 
 The map is derived, not written out per setting: the settings are the rows of
-firmware/cue_settings.py, the policy's are those Policy.configure reads (`v["name"]`), and a
-setting's place follows the one naming rule of firmware/policy.py (a setting `x_s` in seconds
+firmware/core/cue_settings.py, the policy's are those Policy.configure reads (`v["name"]`), and a
+setting's place follows the one naming rule of firmware/core/policy.py (a setting `x_s` in seconds
 is held at `x`, any other `x` at `x`; durations counted in windows). A new setting that follows
 the rule needs no edit here; one that does not fails here until it is named in SPECIAL with the
 value the policy derives from it. A setting read by neither the policy nor the attribution fails
@@ -21,12 +21,12 @@ import re
 import pytest
 
 from calmcue.shared.mpy import REPO
-from firmware.cue_settings import rows, validate_settings
-from firmware.policy import Policy
+from firmware.core.cue_settings import rows, validate_settings
+from firmware.core.policy import Policy
 
 HOP = 0.25
 
-# Given values for the settings whose rules tie them to others (firmware/cue_settings.py
+# Given values for the settings whose rules tie them to others (firmware/core/cue_settings.py
 # _rules: thresholds in order, the calm level below them, ...), every value distinct within a
 # set; a setting not named here gets a distinct value in its range from its row (given()).
 GIVEN_A = {
@@ -74,11 +74,11 @@ def _source(path: str, start: str, end: str) -> str:
     return text[text.index(start) : text.index(end, text.index(start))]
 
 
-# What Policy.configure reads, and what the attribution reads (firmware/attribution*.py).
+# What Policy.configure reads, and what the attribution reads (firmware/core/attribution*.py).
 READ_BY_POLICY = set(re.findall(r'\bv\["(\w+)"\]', _source(
-    "firmware/policy.py", "    def configure(", "    def reset(")))  # fmt: skip
-READ_BY_ATTRIBUTION = set(re.findall(r'\["(\w+)"\]', (REPO / "firmware" / "attribution.py")
-                                     .read_text() + (REPO / "firmware" / "attribution_modes.py")
+    "firmware/core/policy.py", "    def configure(", "    def reset(")))  # fmt: skip
+READ_BY_ATTRIBUTION = set(re.findall(r'\["(\w+)"\]', (REPO / "firmware" / "core" / "attribution.py")
+                                     .read_text() + (REPO / "firmware" / "core" / "attribution_modes.py")
                                      .read_text()))  # fmt: skip
 
 
@@ -98,7 +98,7 @@ SPECIAL = {
     "smoothing_windows": lambda s: [
         ("span", s["smoothing_windows"] * HOP + HOP / 2),
         ("median_k", s["smoothing_windows"] if s["smoothing"] == "median" else 1)],
-    # firmware/policy.py _MEDIAN, _EMA, _NONE
+    # firmware/core/policy.py _MEDIAN, _EMA, _NONE
     "smoothing": lambda s: [("smoothing", {"median": 0, "ema": 1, "none": 2}[s["smoothing"]])],
     "stress_from_unknown": lambda s: [
         ("stress_from_unknown", s["stress_from_unknown"] and not s["eu_mode"])],
@@ -166,7 +166,7 @@ ATTRIBUTES = sorted(a for a, _ in held(validate_settings(GIVEN["median"])[0]).va
 
 def _held_cpython(given: dict) -> dict:
     p = Policy(given, rand_bytes=bytes)
-    # a float setting is a one-float cell (firmware/policy.py _cell)
+    # a float setting is a one-float cell (firmware/core/policy.py _cell)
     return {
         a: v if isinstance(v, int) else v[0]
         for a, v in ((a, getattr(p.settings, a)) for a in ATTRIBUTES)
@@ -175,7 +175,7 @@ def _held_cpython(given: dict) -> dict:
 
 def _held_micropython(mpy, given: dict) -> dict:
     code = (
-        "import json\nfrom firmware.policy import Policy\n"
+        "import json\nfrom firmware.core.policy import Policy\n"
         f"p = Policy(json.loads({json.dumps(given)!r}), rand_bytes=bytes)\n"
         "def held(v):\n    return v if isinstance(v, (int, bool)) else v[0]\n"
         f"print(json.dumps(dict((a, held(getattr(p.settings, a))) for a in {ATTRIBUTES!r})))\n"
@@ -191,7 +191,7 @@ def test_the_given_values_are_valid_and_distinct() -> None:
 
 
 def test_every_setting_is_read_by_the_policy_or_the_attribution() -> None:
-    """A setting in firmware/cue_settings.py that nothing reads, or a name Policy.configure
+    """A setting in firmware/core/cue_settings.py that nothing reads, or a name Policy.configure
     reads that is no setting (a typo or a removed row), fails here."""
     keys = {row[0] for row in rows()}
     assert READ_BY_POLICY <= keys, sorted(READ_BY_POLICY - keys)

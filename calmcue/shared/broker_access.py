@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from firmware.events import TOPIC_ROOT
+from firmware.core.events import TOPIC_ROOT
 
 # Mosquitto 2's own format ($7$ = PBKDF2-SHA512); mosquitto_passwd uses 101 iterations.
 PBKDF2_ITERATIONS = 101

@@ -4,7 +4,7 @@
 "use strict";
 
 const UNDO_S = 10;  // companion setting alert_undo_s (its default)
-// The cue table (firmware/cue_table.py via GET /api/cues): name, level, LED colour, label, whether
+// The cue table (firmware/core/cue_table.py via GET /api/cues): name, level, LED colour, label, whether
 // it alerts the manager. startManager loads it before anything is drawn; nothing here names a cue.
 let CUES = [];
 const cueByName = (name) => CUES.find((c) => c.name === name);

@@ -29,7 +29,7 @@ except OSError:  # provision it (KeyError: --mqtt-port is needed for that)
                             "keepalive": 60}}, f)
 if "build" in args:
     # Import the firmware from the build folder as the current directory: each module's file
-    # name is a qstr for the whole run, and a short "firmware/app.mpy" (as on the device) costs
+    # name is a qstr for the whole run, and a short "firmware/headset/app.mpy" (as on the device) costs
     # far less than the tests' long temporary path (~1 KB of qstr text over the modules).
     path = os.getcwd() + "/"
     for key in ("flash", "wav"):
@@ -43,19 +43,19 @@ machine.wav = [args["wav"], "seconds" in args or "control" in args, "asyncio" in
 machine.trace = "trace" in args
 if "mic-fail" in args:  # --mic-fail A,B: the I2S read fails from A to B s of real time
     machine.fail = [int(float(x) * 1000) for x in args["mic-fail"].split(",")]
-# As firmware/main.py does on the device: the model's weights first (the biggest blocks, while
+# As firmware/headset/main.py does on the device: the model's weights first (the biggest blocks, while
 # the heap is in one piece), then all code, then the buffers, each step followed by a
 # collection, so long-lived objects are packed.
-from firmware.modelfile import load_model  # noqa: E402
+from firmware.headset.modelfile import load_model  # noqa: E402
 
 model = load_model(root)
 gc.collect()
-from firmware.main import load_code  # noqa: E402  (the device's own boot order)
+from firmware.headset.main import load_code  # noqa: E402  (the device's own boot order)
 
 load_code()
-from firmware.app import _forget  # noqa: E402
+from firmware.headset.app import release  # noqa: E402
 
-_forget("modelfile")  # as firmware/main.py does: needed once per boot
+release("firmware.headset.modelfile")  # as firmware/headset/main.py does: needed once per boot
 # --heap-at seconds as ms of audio time (ints: no float objects held for the run).
 args["heap-at"] = [int(float(x) * 1000) for x in args["heap-at"].split(",") if x]
 hostrun.args = args

@@ -15,7 +15,7 @@
 #     --rom              run from the ROMFS image of such a build that calmcue.shared.romport mapped
 #                        outside the heap (python -m calmcue.shared.romport IMAGE -X heapsize=64K
 #                        runner.py --rom ...): mounted at /rom, its code executed in place
-#     --asyncio S        run the device's asyncio main loop (firmware.app.run) for S seconds of
+#     --asyncio S        run the device's asyncio main loop (firmware.headset.app.run) for S seconds of
 #                        real time, the fake I2S paced at 16 kHz
 #     --mic-fail A,B     with --asyncio: the I2S read raises OSError from A to B s
 #     --control          read commands from stdin instead of playing straight through:
@@ -51,8 +51,8 @@ def main(argv):
     b = None
     del sys.modules["hostboot"]
     gc.collect()
-    from firmware import main as hw
-    from firmware.app import Device
+    from firmware.headset import main as hw
+    from firmware.headset.app import Device
 
     i2s, h = hw.hardware()
     gc.collect()
@@ -122,7 +122,7 @@ def main(argv):
                 # time), the I2S paced at 16 kHz, stopped after that many seconds.
                 import asyncio
 
-                from firmware.app import run
+                from firmware.headset.app import run
 
                 try:
                     asyncio.run(asyncio.wait_for(run(dev, i2s), float(o["asyncio"])))

@@ -2,7 +2,7 @@
 # ESP32 all of this is C in ROM; here every function, class and new name costs heap and qstrs,
 # so it is one module with one class for the pins and as few methods as the firmware calls.
 # Importing it also registers it as `network`, `neopixel` and `ntptime`, the other hardware
-# modules firmware/main.py imports (import looks in sys.modules first):
+# modules firmware/headset/main.py imports (import looks in sys.modules first):
 #
 #   I2S       reads `wav` = [path, loop, paced]: a 16 kHz (the rate asked for) mono 16-bit WAV
 #             with the canonical 44-byte header (what soundfile and sox write). At the end of the

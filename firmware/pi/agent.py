@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from calmcue.shared import __version__
-from firmware import events, wire
-from firmware.attribution_modes import make_attribution
+from firmware.core import events, wire
+from firmware.core.attribution_modes import make_attribution
 from firmware.pi import config as cfgmod
 from firmware.pi.audio import MicError, open_source
 from firmware.pi.config import AgentConfig, ConfigError

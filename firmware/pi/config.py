@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from firmware import events
+from firmware.core import events
 
 # BCM GPIO numbers a Pi exposes on its 40-pin header; 0 and 1 are the HAT EEPROM bus.
 USABLE_PINS = tuple(range(2, 28))
@@ -107,7 +107,7 @@ class AgentConfig:
     outputs: OutputSettings = field(default_factory=OutputSettings)
     policy: dict[str, Any] = field(
         default_factory=dict
-    )  # firmware.policy settings, validated there
+    )  # firmware.core.policy settings, validated there
 
     @property
     def queue_path(self) -> Path:
@@ -311,7 +311,7 @@ def parse_source(source: str) -> tuple[str, str]:
 
 
 def check_policy(policy: dict[str, Any]) -> list[str]:
-    """Problems with the [policy] table, from firmware.policy's own validator when it exists."""
+    """Problems with the [policy] table, from firmware.core.policy's own validator when it exists."""
     if not isinstance(policy, dict):
         return ["[policy] must be a table of cue-policy settings"]
     try:

@@ -1,5 +1,5 @@
-"""The cue policy as the agent runs it: `firmware.policy` (portable, shared with the ESP32) with
-its settings validated by `firmware.cue_settings`, plus the agent's two knobs on top:
+"""The cue policy as the agent runs it: `firmware.core.policy` (portable, shared with the ESP32) with
+its settings validated by `firmware.core.cue_settings`, plus the agent's two knobs on top:
 
 - an optional base stress threshold in place of the policy's default (`model_threshold`;
   the agent passes none: the default was chosen on whole conversations for the shipped
@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from firmware import cue_settings, policy
+from firmware.core import cue_settings, policy
 
 SENSITIVITY_SPAN = 0.3
 
@@ -48,7 +48,7 @@ def effective_settings(
 
 class CuePolicy:
     """`process(window)` with t, score, speaker, rate, level_db, speech ->
-    [(event type, fields)] for firmware.events.Stamper."""
+    [(event type, fields)] for firmware.core.events.Stamper."""
 
     def __init__(
         self,

@@ -25,7 +25,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from firmware import wire
+from firmware.core import wire
 from firmware.pi.config import MqttSettings
 from firmware.pi.store import EventQueue
 

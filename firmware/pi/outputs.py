@@ -1,6 +1,6 @@
 """What the staff member sees and feels: RGB LED and vibration motor patterns, and the button.
 
-The patterns are the rows of firmware/cue_table.py, the same ones the headset plays (the cues,
+The patterns are the rows of firmware/core/cue_table.py, the same ones the headset plays (the cues,
 then the signals: button feedback, the microphone fault, the enrolment), played by one
 background thread, so the tests can read the exact sequence off gpiozero's mock PWM pins.
 
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from firmware import cue_table
+from firmware.core import cue_table
 from firmware.pi.config import OutputSettings
 
 log = logging.getLogger("calmcue.agent.outputs")
@@ -57,7 +57,7 @@ def _steps(pct: int, on: int, off: int, times: int) -> tuple[tuple[float, float]
 
 
 def _pattern(row: tuple[Any, ...]) -> Pattern:
-    """A firmware/cue_table.py row as the player's Pattern (levels 0..1, seconds)."""
+    """A firmware/core/cue_table.py row as the player's Pattern (levels 0..1, seconds)."""
     _, _, c, led_pct, led_on, led_off, led_n, pct, on, off, n, repeat_ms, _ = row
     motor = _steps(pct, on, off, n)
     return Pattern(

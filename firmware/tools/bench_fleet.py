@@ -44,7 +44,7 @@ def main() -> dict[str, Any]:
         sig = fleet.sign(key, manifest)
         (root / "m.bin").write_bytes(manifest)
         code = (
-            "import time, binascii\nfrom firmware import ota\n"
+            "import time, binascii\nfrom firmware.headset import ota\n"
             f"key = (int({pub['n']!r}, 16), {pub['e']})\n"
             f"msg = open({str(root / 'm.bin')!r}, 'rb').read()\n"
             f"sig = binascii.unhexlify({sig!r})\n"

@@ -48,7 +48,7 @@ if PATH == "/rom":
 sys.path.insert(0, PATH)
 gc.collect()
 before = gc.mem_free()
-from firmware.main import load_code
+from firmware.headset.main import load_code
 load_code()
 gc.collect()
 print(before - gc.mem_free())

@@ -23,18 +23,27 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "build" / "firmware"
 
-# firmware/*.py that are not device modules (CPython tools or other targets); bench_*.py too.
+# The headset's modules: the portable device core and the headset app, each its own package.
+DEVICE_PACKAGES = ("firmware/core", "firmware/headset")
+# Files of those packages that are not device modules (CPython tools or other targets).
 NOT_ON_DEVICE = {
     "ota_boot.py",
+    "wire.py",  # reading events: the Pi agent, the companion's tools (not the headset)
+}
+# firmware/host/*.py that are not the hardware fakes: the runner script itself and the CPython
+# and unix-port runners of the core (replays, stdin scorers, the policy benchmark).
+NOT_HOST_FAKES = {
+    "__init__.py",
+    "runner.py",
     "policy_replay.py",
     "features_run.py",
     "score_stdin.py",
     "conversation_stdin.py",
-    "wire.py",  # reading events: the Pi agent, the companion's tools (not the headset)
-    "manifest.py",  # the freeze manifest of a custom image (names the device modules)
+    "bench_policy.py",
+    "romflash.py",  # the simulated board's flash partition (SimulatedBoard loads it from source)
 }
 # Device files that must stay source: MicroPython runs /boot.py and /main.py by name.
-ROOT_MAIN = "# Entry point of the calmcue headset bundle (see docs/firmware.md).\nfrom firmware.main import main\n\nmain()\n"
+ROOT_MAIN = "# Entry point of the calmcue headset bundle (see docs/firmware.md).\nfrom firmware.headset.main import main\n\nmain()\n"
 FORMAT = 1
 # The MicroPython releases the bundle is promised to (docs/firmware.md, "MicroPython versions"):
 # features.py and nnrt.py are native code (@viper, @native), and a native .mpy loads only on a
@@ -100,13 +109,14 @@ def mpy_cross_version(cmd: list[str] | None = None) -> str:
 
 def device_sources() -> list[tuple[Path, str]]:
     """(source file, path in the bundle without extension) of every module the headset runs."""
-    out: list[tuple[Path, str]] = []
-    for src in sorted((REPO / "firmware").glob("*.py")):
-        if src.name in NOT_ON_DEVICE or src.name.startswith("bench_"):
-            continue
-        out.append((src, f"firmware/{src.stem}"))
+    out: list[tuple[Path, str]] = [(REPO / "firmware" / "__init__.py", "firmware/__init__")]
+    for package in DEVICE_PACKAGES:
+        for src in sorted((REPO / package).glob("*.py")):
+            if src.name in NOT_ON_DEVICE or src.name.startswith("bench_"):
+                continue
+            out.append((src, f"{package}/{src.stem}"))
     # No umqtt.simple: it waits on the socket for every reply, and imports `ussl`, gone since
-    # MicroPython 1.23; firmware/net.py speaks the MQTT the headset needs without waiting.
+    # MicroPython 1.23; firmware/headset/net.py speaks the MQTT the headset needs without waiting.
     return out
 
 
@@ -141,14 +151,12 @@ def compile_host(dest: Path) -> Path:
     firmware/host/ in dest/host (first on the runner's path, shadowing the built-in machine)."""
     compile_tree(dest, "x64")
     model = REPO / "models" / "stress.ccm"
-    if model.exists():  # the shipped model, found by firmware.modelfile.load_model on sys.path
+    if model.exists():  # the shipped model, found by firmware.headset.modelfile.load_model on sys.path
         (dest / "model.ccm").write_bytes(model.read_bytes())
     host = dest / "host"
     host.mkdir(exist_ok=True)
     for src in sorted((REPO / "firmware" / "host").glob("*.py")):
-        # runner.py is the script itself; romflash.py is the simulated board's flash partition
-        # (SimulatedBoard and the tests load it from source), which the runner never imports
-        if src.name in ("__init__.py", "runner.py", "romflash.py"):
+        if src.name in NOT_HOST_FAKES:
             continue
         out = host / f"{src.stem}.mpy"
         proc = subprocess.run(
@@ -198,11 +206,11 @@ def _git_commit() -> str | None:
 
 
 def _firmware_version() -> str:
-    text = (REPO / "firmware" / "version.py").read_text()
+    text = (REPO / "firmware" / "headset" / "version.py").read_text()
     for line in text.splitlines():
         if line.startswith("FIRMWARE"):
             return line.split("=", 1)[1].strip().strip("\"'")
-    raise BundleError('firmware/version.py has no FIRMWARE = "x.y.z" line')
+    raise BundleError('firmware/headset/version.py has no FIRMWARE = "x.y.z" line')
 
 
 def build(

@@ -1,6 +1,7 @@
 """Where the headset firmware's heap goes on the MicroPython unix port: each module's import
 cost in the device's boot order (bytes after a collection, the qstrs it adds and the qstr-pool
-bytes they take), then the modules loaded only for a moment, and the totals.
+bytes they take), then the config checks, loaded only at boot and for a config message, and
+the totals.
 
     python -m firmware.tools.heap_report [--build DIR] [--heap 400K] [--rom]
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,21 +26,22 @@ from calmcue.shared.mpy import interpreter
 
 REPO = Path(__file__).resolve().parents[2]
 
-# The device's boot order (firmware/main.py load_code(), which the host runner's boot uses too):
+# The device's boot order (firmware/headset/main.py load_code(), which the host runner's boot uses too):
 # the fake hardware first (built into the device's firmware image), the weights' loader, the
-# code leaves first, then the runner itself. Then what is loaded only for a moment and dropped
-# again (boot, telemetry, commands, config messages): its cost on top of everything else.
+# code leaves first, then the runner itself. Then the config checks (firmware/headset/app.py
+# _CHECKS), loaded at boot and for a config message and released after: their cost on top of
+# everything else. (The OTA client, loaded for an update, and TLS, for mqtts://, are not in it.)
 HOST_ONLY = ("machine", "hostrun")
-ON_DEMAND = ("firmware.control", "firmware.config", "firmware.cue_settings")
+ON_DEMAND = ("firmware.headset.config", "firmware.core.cue_settings")
 
 
 def boot_order() -> list[str]:
-    src = (REPO / "firmware" / "main.py").read_text()
+    src = (REPO / "firmware" / "headset" / "main.py").read_text()
     body = re.search(r"def load_code\(\):.*?for name in \((.*?)\):", src, re.S)
     if body is None:
-        raise SystemExit("heap_report: firmware/main.py has no load_code() import list")
+        raise SystemExit("heap_report: firmware/headset/main.py has no load_code() import list")
     order = re.findall(r'"([\w.]+)"', body.group(1))
-    return ["machine", "firmware.modelfile", *order, "firmware.main", "hostrun"]
+    return ["machine", "firmware.headset.modelfile", *order, "firmware.headset.main", "hostrun"]
 
 
 _SCRIPT = """
@@ -103,36 +106,38 @@ def measure(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--build", type=Path, default=REPO / "var" / "fw-host",
-                    help="host build to measure (compiled first when missing)")  # fmt: skip
+    ap.add_argument("--build", type=Path, default=None,
+                    help="host build to measure (default: var/fw-host, compiled afresh)")  # fmt: skip
     ap.add_argument("--heap", default="400K")
     ap.add_argument("--rom", action="store_true",
                     help="import from the build's ROMFS image, mapped outside the heap")  # fmt: skip
     args = ap.parse_args(argv)
     from firmware.tools.bundle import build_romfs, compile_host
 
-    if not (args.build / "firmware").is_dir():
+    if args.build is None:  # the sources as they are now, not a build left from older ones
+        args.build = REPO / "var" / "fw-host"
+        shutil.rmtree(args.build, ignore_errors=True)
         compile_host(args.build)
     rom = build_romfs(args.build, args.build.with_suffix(".romfs")) if args.rom else None
     if rom is not None:
         print(f"from the ROMFS image {rom} ({rom.stat().st_size} B), outside the heap")
     rows = measure(args.build, args.heap, rom)
-    print(f"{'module':24} {'bytes':>7} {'qstrs':>6} {'qstr B':>7} {'rest':>7} {'all qstrs':>9}")
+    print(f"{'module':27} {'bytes':>7} {'qstrs':>6} {'qstr B':>7} {'rest':>7} {'all qstrs':>9}")
     host = resident = 0
     for r in rows:
         if r["module"] == ON_DEMAND[0]:
             resident = int(rows[rows.index(r) - 1]["alloc"])
-            print("-- loaded only for a moment (boot, telemetry, commands, config messages):")
+            print("-- loaded only at boot and for a config message, then released:")
         step = "  <- new qstr pool" if r["new_pool"] else ""
         print(
-            f"{r['module']:24} {r['bytes']:7d} {r['qstrs']:6d} {r['qstr_bytes']:7d} "
+            f"{r['module']:27} {r['bytes']:7d} {r['qstrs']:6d} {r['qstr_bytes']:7d} "
             f"{int(r['bytes']) - int(r['qstr_bytes']):7d} {r['total_qstrs']:9d}{step}"
         )
         if r["module"] in HOST_ONLY:
             host += int(r["bytes"])
     print(
         f"resident code: {resident} B in use ({host} B of it the host-only fakes and runner); "
-        f"with every on-demand module loaded at once: {rows[-1]['alloc']} B, "
+        f"with the config checks loaded too: {rows[-1]['alloc']} B, "
         f"{rows[-1]['total_qstrs']} qstrs"
     )
     return 0

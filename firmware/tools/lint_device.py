@@ -25,15 +25,15 @@ REPO = Path(__file__).resolve().parents[2]
 # unannotated, so without this mypy checks only calls into it). Other areas opt in by adding
 # theirs once they pass.
 STRICT = (
-    "firmware.app",
-    "firmware.config",
-    "firmware.main",
-    "firmware.modelfile",
-    "firmware.net",
-    "firmware.outputs",
-    "firmware.pipeline",
-    "firmware.store",
-    "firmware.version",
+    "firmware.core.pipeline",
+    "firmware.core.store",
+    "firmware.headset.app",
+    "firmware.headset.config",
+    "firmware.headset.main",
+    "firmware.headset.modelfile",
+    "firmware.headset.net",
+    "firmware.headset.outputs",
+    "firmware.headset.version",
 )
 
 
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             # Bodies of unannotated functions are checked in the modules listed in STRICT.
             f"[mypy-{','.join(STRICT)}]\ncheck_untyped_defs = True\n\n"
             # nnrt's CPython fallback is a `class micropython` standing in for the module.
-            "[mypy-firmware.nnrt]\ndisable_error_code = no-redef\n"
+            "[mypy-firmware.core.nnrt]\ndisable_error_code = no-redef\n"
         )
         env = dict(os.environ, MYPYPATH=f"{path}{os.pathsep}{REPO}")
         cmd = [

@@ -16,7 +16,7 @@ Sources (the figures are typical values at 3.3 V, 25 °C):
 - Wi-Fi kept connected: ESP-IDF "Low Power Mode in Wi-Fi Scenarios", ESP32-S3 modem-sleep
   table (160 MHz, no DFS): average 40.1 / 38.7 / 38.2 mA at DTIM 1 / 3 / 10 over a floor of
   37.8-37.9 mA, so the beacon wake-ups cost 2.3 / 0.8 / 0.3 mA. WLAN.PM_POWERSAVE (set by
-  firmware/main.py) wakes every 3rd beacon: the DTIM 3 figure whatever the access point's DTIM.
+  firmware/headset/main.py) wakes every 3rd beacon: the DTIM 3 figure whatever the access point's DTIM.
 - Traffic: telemetry once a minute, an MQTT ping a minute, a few events in a busy minute; per
   exchange ~2 ms of transmit (datasheet peak 286-355 mA) and the radio left receiving for
   ESP-IDF's 50 ms minimum active time (datasheet RX 95 mA) over the modem-sleep floor.

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from firmware import events
+from firmware.core import events
 from firmware.tools.devicelink import DeviceError, DeviceLink, put_tree, verify_tree
 from firmware.tools.fleet_client import Fleet
 
 REPO = Path(__file__).resolve().parents[2]
-OTA_BOOT = REPO / "firmware" / "ota_boot.py"
+OTA_BOOT = REPO / "firmware" / "headset" / "ota_boot.py"
 # profile -> target; hardware/<profile>.md documents each
 PROFILES = {"esp32s3-headset": "esp32", "pi-counter": "pi"}
 DEVICE_FILE = "device.json"
@@ -157,15 +157,15 @@ def settings_problems(settings: dict[str, Any]) -> list[str]:
     if not settings:
         return []
     try:
-        from firmware import config as device_config
+        from firmware.headset import config as device_config
     except ImportError:
         return []
     policy_check = None
     try:
-        from firmware.cue_settings import validate_settings
+        from firmware.core.cue_settings import validate_settings
 
         def policy_check(p: dict[str, Any]) -> list[str]:
-            # what firmware/app.py applies (pipeline.policy_settings, which imports device-only
+            # what firmware/headset/app.py applies (pipeline.policy_settings, which imports device-only
             # modules): the policy table with a headset's attribution
             return list(validate_settings({**p, "attribution": "headset"})[1])
     except ImportError:
@@ -176,7 +176,7 @@ def settings_problems(settings: dict[str, Any]) -> list[str]:
 # ---- the bundle -----------------------------------------------------------------------------
 
 
-# An update's or a provisioning's ROMFS image, as a file of the bundle (firmware/ota.py IMAGE);
+# An update's or a provisioning's ROMFS image, as a file of the bundle (firmware/headset/ota.py IMAGE);
 # on the device it goes into the romfs partition, and <slot>/romfs.json names it.
 IMAGE = "romfs.img"
 IMAGE_RECORD = "romfs.json"
@@ -389,7 +389,7 @@ def provision_esp32(port: str, ident: Identity, bundle: Bundle, fleet: Fleet, *,
     return Result(device, bundle.version, report)
 
 
-# Run on the board: its romfs partition as firmware/ota_boot.py finds it (the unix port's is the
+# Run on the board: its romfs partition as firmware/headset/ota_boot.py finds it (the unix port's is the
 # host fake, firmware/host/romflash.py), or None.
 _ROM_HELPERS = """
 def _seg():
@@ -473,7 +473,7 @@ def device_document(ident: Identity, device: str, creds: dict[str, str]) -> dict
                  "ssl": tls, "user": creds["username"], "password": creds["password"],
                  **({"ca": CA_FILE} if tls else {})},
         "ota_url": ident.ota_url,
-        # signs the device's update reports (firmware/ota.py report); from the companion
+        # signs the device's update reports (firmware/headset/ota.py report); from the companion
         **({"ota_report_key": creds["ota_report_key"]} if creds.get("ota_report_key") else {}),
         **({"ota_ca": OTA_CA_FILE} if ident.ota_url.startswith("https://") else {}),
     }

@@ -3,7 +3,7 @@
     python -m firmware.tools.smoke_headset --port /dev/ttyACM0 [--seconds 30]
 
 Stops the firmware (raw REPL over USB), then on the board itself: sets up the hardware as the
-firmware does (`firmware.main.hardware()`: CPU clock, I2S, Wi-Fi power save), records
+firmware does (`firmware.headset.main.hardware()`: CPU clock, I2S, Wi-Fi power save), records
 `--seconds` of live microphone audio through the real pipeline (features, model, attribution,
 policy) with the production I2S settings, joins Wi-Fi again from scratch, and opens one TLS session to the broker in device.json (when it is mqtts). Prints one
 JSON line and a summary:
@@ -42,10 +42,10 @@ except Exception:
 def feed():
     if wdt is not None:
         wdt.feed()
-from firmware import main as fm
+from firmware.headset import main as fm
 r = {}
-from firmware.modelfile import load_model
-from firmware.pipeline import Pipeline
+from firmware.headset.modelfile import load_model
+from firmware.core.pipeline import Pipeline
 model = load_model(%(root)r)[0]
 i2s, hw = fm.hardware()  # the firmware's own setup: CPU clock, I2S ring, Wi-Fi power save
 r["freq_mhz"] = machine.freq() // 1000000
@@ -95,14 +95,14 @@ while not w.isconnected() and time.ticks_diff(time.ticks_ms(), t) < 20000:
     feed()
 r["wifi_connect_ms"] = time.ticks_diff(time.ticks_ms(), t) if w.isconnected() else None
 try:
-    r["wifi_pm"] = w.config("pm")  # 2 = PM_POWERSAVE, as firmware/main.py hardware() sets it
+    r["wifi_pm"] = w.config("pm")  # 2 = PM_POWERSAVE, as firmware/headset/main.py hardware() sets it
 except Exception:
     r["wifi_pm"] = None
 m = ident.get("mqtt", {})
 r["tls_handshake_ms"] = None
 if m.get("ssl") and w.isconnected():
     import socket
-    from firmware import tls
+    from firmware.headset import tls
     s = socket.socket()
     t = time.ticks_ms()
     try:

@@ -43,12 +43,12 @@ def audio():
         f.seek(44)
         f.readinto(hop)
 if mode.startswith("features"):
-    from firmware.features import Features
+    from firmware.core.features import Features
     fx = Features()
     step = lambda t: fx.process(hop)
 else:
-    from firmware.modelfile import load_model
-    from firmware.pipeline import Pipeline
+    from firmware.headset.modelfile import load_model
+    from firmware.core.pipeline import Pipeline
     p = Pipeline({}, os.urandom, load_model(%(build)r + "/")[0])
     step = lambda t: p.process(hop, 800, t)
 f.seek(44)

@@ -32,7 +32,7 @@ from companion.api.deps import (
 )
 from companion.auth import Principal
 from companion.live import LiveFeed
-from firmware import cue_table
+from firmware.core import cue_table
 
 router = APIRouter()
 
@@ -118,7 +118,7 @@ def get_events_csv(
 
 @router.get("/api/cues", tags=["events"], responses=errors(*AUTH))
 def get_cues(who: Viewer) -> list[dict[str, Any]]:
-    """The cue table (firmware/cue_table.py), as the devices play it: name, level, LED colour
+    """The cue table (firmware/core/cue_table.py), as the devices play it: name, level, LED colour
     ("#rrggbb") and blinks, motor buzzes (each: pct, on_ms, off_ms, times), repeat_ms, the label
     the dashboard shows, and whether it alerts the manager."""
     cues = []

@@ -1,11 +1,11 @@
 # Events as those who read them see them: decode a payload from the wire, name an event's
 # topic. The Pi agent, the companion's tools and the fleet simulator use it; the headset never
-# reads events and builds its topic prefix once (firmware/net.py), so this module stays out of
+# reads events and builds its topic prefix once (firmware/headset/net.py), so this module stays out of
 # its image (firmware/tools/bundle.py NOT_ON_DEVICE): on the headset every function of a
 # loaded module is heap. Portable all the same: MicroPython and CPython.
 import json
 
-from firmware.events import MAX_BYTES, TOPIC_ROOT, EventError, problems
+from firmware.core.events import MAX_BYTES, TOPIC_ROOT, EventError, problems
 
 
 def decode(data):

@@ -1,5 +1,5 @@
 # The compact stress model file (model.ccm) on the device: found, hashed and loaded. Its own
-# module so the boot code loads the model before anything else (firmware/main.py,
+# module so the boot code loads the model before anything else (firmware/headset/main.py,
 # firmware/host/hostrun.py): the weights are the biggest long-lived blocks, and a heap still in
 # one piece has room for them and for the file being read; loaded last, the same heap can be
 # too fragmented for them even with plenty free.
@@ -29,7 +29,7 @@ def load_model(root):
         import binascii
         import hashlib
 
-        from firmware import nnrt
+        from firmware.core import nnrt
 
         digest = binascii.hexlify(hashlib.sha256(data).digest()).decode()
         return nnrt.Model(data), digest

@@ -1,5 +1,5 @@
 # PCM-driven scoring runner for the unix port: scores audio streamed on stdin exactly as the
-# device does (firmware/features.py -> firmware/nnrt.py) and prints one JSON line per clip.
+# device does (firmware/core/features.py -> firmware/core/nnrt.py) and prints one JSON line per clip.
 # Used by `calmcue score --engine micropython`; the audio never touches a file.
 #
 # argv: model.ccm
@@ -11,8 +11,8 @@
 import json
 import sys
 
-from firmware import nnrt
-from firmware.features import Features
+from firmware.core import nnrt
+from firmware.core.features import Features
 
 _CHUNK = 4000
 

@@ -1,6 +1,6 @@
-# The ROMFS image of an over-the-air update (firmware/ota.py loads this module only for an update
+# The ROMFS image of an over-the-air update (firmware/headset/ota.py loads this module only for an update
 # that carries one). The board's romfs partition holds two images, slot a's in its first half and
-# slot b's in its second (firmware/ota_boot.py, which mounts them); an update writes the inactive
+# slot b's in its second (firmware/headset/ota_boot.py, which mounts them); an update writes the inactive
 # slot's half only: erased block by block, the image streamed in and hashed as it comes, read
 # back from flash and hashed again, and only then named in <slot>/romfs.json, which is what
 # makes the loader mount it. Problems raise ValueError; ota.apply reports them as "refused".

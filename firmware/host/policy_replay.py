@@ -11,7 +11,7 @@
 # whoever holds at least 3/4 of the voiced time, else "unknown" (turn changes, overlap).
 import json
 
-from firmware.policy import Policy, event_fields  # noqa: F401  (event_fields re-exported)
+from firmware.core.policy import Policy, event_fields  # noqa: F401  (event_fields re-exported)
 
 _SILENT_DB = -70.0
 # A fixed, small wobble so scores are not flat lines (same on every interpreter).

@@ -3,7 +3,7 @@
 # with the fakes of firmware/host/machine.py and steps the same Device.
 #
 # RAM (the unix port's heap is the yardstick, docs/firmware.md): each class costs ~0.4 KB and
-# each method ~0.15 KB resident, so one class, Hardware, is both what firmware.app.Device is
+# each method ~0.15 KB resident, so one class, Hardware, is both what firmware.headset.app.Device is
 # handed and its inputs: the microphone, the button and the battery (hw.mic, hw.button and
 # hw.battery are hw itself; they were three modules and four classes, 5.3 KB, now 2.3 KB).
 # Constants are const() with a leading underscore, so they take no names in the module.
@@ -44,7 +44,7 @@ _CPU_HZ = const(240000000)
 # frame, whatever bits=16/MONO says) and makes ibuf // 1920 of them: 32000 B was 16 buffers =
 # 3840 samples = 0.24 s, not the 1 s once assumed. 34 buffers = 8160 samples = 0.51 s, 65 KB of
 # DMA-capable internal RAM outside the MicroPython heap. The network step never waits
-# (firmware/net.py); the ring covers CPU-bound steps: a TLS handshake (estimated 0.1-0.4 s on the
+# (firmware/headset/net.py); the ring covers CPU-bound steps: a TLS handshake (estimated 0.1-0.4 s on the
 # S3, measured by firmware/tools/smoke_headset.py), a flash erase, a config change.
 _I2S_IBUF = const(65280)
 _DEBOUNCE_MS = const(30)
@@ -54,15 +54,15 @@ _CURVE = const("3300 0 3600 8 3700 25 3750 40 3800 55 3900 70 4000 82 4100 93 42
 
 
 class Hardware:
-    """What the firmware drives, handed to firmware.app.Device: led and motor
-    (firmware.outputs.RgbLed), wlan (network.WLAN(STA_IF)), wdt (machine.WDT once started),
+    """What the firmware drives, handed to firmware.headset.app.Device: led and motor
+    (firmware.headset.outputs.RgbLed), wlan (network.WLAN(STA_IF)), wdt (machine.WDT once started),
     reset (machine.reset), ntp() (Unix seconds, OSError when offline), and the inputs:
     mic (read(), samples, ok), button (poll(), long_press_ms) and battery (volts(), percent()),
     which are all this object."""
 
     # Set by hardware() (annotations cost nothing in MicroPython; they tell mypy these exist).
-    led: object  # firmware.outputs.RgbLed
-    motor: object  # firmware.outputs.Motor (an RgbLed with one channel)
+    led: object  # firmware.headset.outputs.RgbLed
+    motor: object  # firmware.headset.outputs.Motor (an RgbLed with one channel)
     wlan: object  # network.WLAN(STA_IF)
     reset: object  # machine.reset
 
@@ -74,7 +74,7 @@ class Hardware:
         self.i2s = i2s
         self.samples = array("h", bytearray(2 * _HOP))
         self.ok = True  # the last read worked (telemetry mic_ok)
-        # Set by firmware.app.run: audio the DMA ring lost, ms since boot (telemetry); how far
+        # Set by firmware.headset.app.run: audio the DMA ring lost, ms since boot (telemetry); how far
         # the audio task fell behind the microphone and the longest network step, at most
         # (the host runner reports them).
         self.lost_ms = self.late_ms = self.net_max_us = 0
@@ -161,7 +161,7 @@ def hardware():
     import neopixel
     import network
 
-    from firmware.outputs import Motor, RgbLed
+    from firmware.headset.outputs import Motor, RgbLed
 
     machine.freq(_CPU_HZ)
     Pin = machine.Pin
@@ -195,14 +195,16 @@ def start_watchdog(hw):
 
 def load_code():
     """Import the firmware leaves first, collecting after each module, so no import's garbage is
-    trapped between long-lived code (importing in dependency order from firmware.app needed
+    trapped between long-lived code (importing in dependency order from firmware.headset.app needed
     ~20 KB more heap). The host runner (firmware/host/hostboot.py) boots with this too."""
     import gc
 
     for name in (
-        "firmware.cue_table", "firmware.events", "firmware.store", "firmware.net", "firmware.outputs",
-        "firmware.features", "firmware.policy", "firmware.attribution", "firmware.pipeline",
-        "firmware.app",
+        "firmware.core.cue_table", "firmware.core.events", "firmware.core.store",
+        "firmware.headset.net", "firmware.headset.outputs",
+        "firmware.core.features", "firmware.core.policy", "firmware.core.attribution",
+        "firmware.core.pipeline", "firmware.headset.version",
+        "firmware.headset.app",
     ):  # fmt: skip
         __import__(name)
         gc.collect()
@@ -221,16 +223,15 @@ def main():
     # The model's weights first (the biggest blocks, while the heap is in one piece), then all
     # code, then the buffers, collecting in between: long-lived objects end up packed and the
     # heap keeps contiguous room for the audio and feature buffers.
-    from firmware.modelfile import load_model
+    from firmware.headset.modelfile import load_model
 
     model = load_model("/")
     del load_model
     gc.collect()
     load_code()
-    from firmware.app import Device, _forget, run
+    from firmware.headset.app import Device, release, run
 
-    _forget("modelfile")  # needed once per boot
-
+    release("firmware.headset.modelfile")  # needed once per boot
     gc.collect()
     i2s, hw = hardware()
     gc.collect()

@@ -11,7 +11,7 @@
 # no stress cue, which is the safe way to be wrong.
 #
 # The counter and "none" modes, AttributionError and make_attribution (the Pi agent's) are in
-# firmware/attribution_modes.py: the headset runs only HeadsetAttribution.
+# firmware/core/attribution_modes.py: the headset runs only HeadsetAttribution.
 
 
 from array import array
@@ -31,7 +31,7 @@ class HeadsetAttribution:
 
     def configure(self, settings):
         """(New) settings, checked; the wearer's level starts over. Allocates nothing that
-        outlives the call (firmware/policy.py Policy.configure says why)."""
+        outlives the call (firmware/core/policy.py Policy.configure says why)."""
         s = _settings(settings)
         v = self._v
         v[0] = s["headset_wearer_db"]
@@ -66,9 +66,9 @@ class HeadsetAttribution:
 
 def _settings(settings):
     # The validator is imported here, not at the top: the headset makes an attribution only
-    # at boot and when a config arrives, and drops firmware.cue_settings in between
-    # (firmware/app.py). checked() gives the values key by key (no dict of all the settings).
-    from firmware.cue_settings import SettingsError, checked
+    # at boot and when a config arrives, and drops firmware.core.cue_settings in between
+    # (firmware/headset/app.py). checked() gives the values key by key (no dict of all the settings).
+    from firmware.core.cue_settings import SettingsError, checked
 
     s, errors = checked(settings or {})
     if errors:

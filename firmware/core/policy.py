@@ -19,8 +19,8 @@
 # see _cell); ints and flags are plain attributes (small ints are not heap objects).
 from array import array
 
-from firmware import cue_table
-from firmware.events import new_conversation_id
+from firmware.core import cue_table
+from firmware.core.events import new_conversation_id
 
 try:
     from micropython import const
@@ -198,7 +198,7 @@ class Policy:
 
     A decision is a dict: {"type": "cue" | "conversation", "t": window end time (s), ...the
     schema fields of that event type}. `event_fields(decision)` gives (type, fields) for
-    firmware.events.Stamper.stamp.
+    firmware.core.events.Stamper.stamp.
 
     `rand_bytes(n)` makes conversation ids (os.urandom, or the device's equivalent).
     """
@@ -240,9 +240,9 @@ class Policy:
         reused: a config message on the headset makes no new long-lived object but the
         settings' own values."""
         # The validator is imported here, not at the top: the headset drops
-        # firmware.cue_settings between config messages (firmware/app.py). checked() gives the
+        # firmware.core.cue_settings between config messages (firmware/headset/app.py). checked() gives the
         # values key by key, without a dict of all the settings.
-        from firmware.cue_settings import SettingsError, checked, windows
+        from firmware.core.cue_settings import SettingsError, checked, windows
 
         v, errors = checked(settings or {})
         if errors:
@@ -590,7 +590,7 @@ class Policy:
 
 
 def event_fields(decision):
-    """(event type, schema fields) of a decision, for firmware.events.Stamper.stamp."""
+    """(event type, schema fields) of a decision, for firmware.core.events.Stamper.stamp."""
     fields = {}
     for k in decision:
         if k != "type" and k != "t":

@@ -1,9 +1,9 @@
 # Speaker attribution modes a headset does not run: counter enrolment and "none", plus
-# AttributionError and make_attribution (used by the Pi agent); firmware/attribution.py has
+# AttributionError and make_attribution (used by the Pi agent); firmware/core/attribution.py has
 # the module comment and the headset's mode. Portable (MicroPython and CPython), pure.
 import math
 
-from firmware.attribution import HeadsetAttribution, _settings
+from firmware.core.attribution import HeadsetAttribution, _settings
 
 
 class AttributionError(ValueError):

@@ -3,8 +3,8 @@
 # and CPython (no dataclasses, no typing, no I/O).
 #
 # Why each default is what it is: docs/policy.md. On the headset this module is loaded at boot
-# and when a config message arrives, and dropped after (firmware/app.py): its table is data the
-# heap holds only while a config is checked.
+# and when a config message arrives, and released after (firmware/headset/app.py _CHECKS): its
+# table is data the heap holds only while a config is checked.
 
 # One row a setting: name, type, default, min, max, unit, help. Types: num (a number from min
 # to max), int (a whole number from min to max), duration (seconds from min to max that the

@@ -1,7 +1,7 @@
 # The cues, one row each: what the policy sends (name, level), what the wearer sees and feels
 # (LED colour and blinks, motor buzzes), and what the dashboard calls it (label). Everything
 # that knows about cues reads this table: the policy (level), the event schema (the names),
-# the headset (firmware/outputs.py) and the Pi agent (firmware/pi/outputs.py) play the
+# the headset (firmware/headset/outputs.py) and the Pi agent (firmware/pi/outputs.py) play the
 # patterns, the companion checks, counts and alerts on the names (companion/schema.py,
 # stats.py, alerts.py) and serves the table to the dashboard (GET /api/cues). Adding a cue:
 # docs/policy.md, "Adding a cue". Portable: MicroPython and CPython.

@@ -1,7 +1,7 @@
 # The stand-in stress score of a headset without a model file on flash: a logistic of
 # loudness, pitch and high-frequency energy relative to the conversation's start, so that a
 # device and the tests still run end to end; telemetry then reports model "placeholder" (its
-# `name`) and no hash. Its own module, imported by firmware/pipeline.py only when there is no
+# `name`) and no hash. Its own module, imported by firmware/core/pipeline.py only when there is no
 # model, so a headset with one never has this code in its heap.
 from math import exp
 

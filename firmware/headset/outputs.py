@@ -1,11 +1,11 @@
 # Cue patterns on the LED and the vibration motor, advanced by tick(now_ms) from the main loop or
 # a timer: nothing here sleeps, so the audio loop is never held up. Hardware is written only when
-# the pattern changes step. The patterns are the rows of firmware/cue_table.py (the Pi agent
+# the pattern changes step. The patterns are the rows of firmware/core/cue_table.py (the Pi agent
 # plays the same ones): show() copies the row's numbers into a list made once and tick() reads
 # that, so playing allocates nothing and keeps nothing new on the heap; the motor is an RgbLed
 # with one channel, so there are two classes.
 
-from firmware import cue_table
+from firmware.core import cue_table
 
 try:
     from micropython import const
@@ -48,7 +48,7 @@ class Outputs:
         self.brightness = brightness
         self.haptic = haptic
         self.playing = None  # name of the pattern being shown (None: dark)
-        # its firmware/cue_table.py row without the name and the label: level, colour, LED pct
+        # its firmware/core/cue_table.py row without the name and the label: level, colour, LED pct
         # on off times, motor pct on off times, repeat_ms
         self.pattern = [0] * 11
         self.level = 1

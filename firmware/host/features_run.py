@@ -8,7 +8,7 @@
 import gc
 import sys
 
-from firmware.features import Features
+from firmware.core.features import Features
 
 
 def _read_exact(stream, mv, n):

@@ -7,7 +7,7 @@
 # vectors or staff identity cannot ride along by accident.
 import json
 
-from firmware import cue_table
+from firmware.core import cue_table
 
 try:
     from micropython import const
@@ -38,7 +38,7 @@ def fields(etype):
     Kinds: "int" (a whole number; limits [lo, hi], None for >= 0), "num" (a finite number;
     limits [lo, hi], None for 0 to 1e10), "id" (1-32 of a-z 0-9 _ -, not starting with _ or
     -), "hex" (8-16 lowercase hex digits), "str" (one of the strings in limits). The cue names
-    come from firmware/cue_table.py.
+    come from firmware/core/cue_table.py.
 
     Lists made on each call, not constant tuples: on the headset a tuple constant is a heap
     object for as long as the module is loaded, even with the code in flash (about 1.3 KB for

@@ -4,13 +4,13 @@
 # Two bundle slots, a/ and b/, and a pointer file ota.json:
 #   {"active": "a", "previous": "b", "state": "good" | "trial" | "rolled_back", "boots": n, ...}
 # An update is written into the inactive slot, then the pointer is switched with state "trial".
-# The new bundle must call firmware.ota.confirm() once it is healthy, within its time limit;
+# The new bundle must call firmware.headset.ota.confirm() once it is healthy, within its time limit;
 # if the device boots a second time while still on trial (it crashed, hung and was reset by the
 # watchdog, or the health deadline reset it), this loader switches back to the previous slot.
 #
 # Safe mode: a confirmed bundle can still crash-loop later (a config, a flash state, a network
 # it never met on trial). Every hard boot counts in "starts"; the firmware sets it back to 0
-# once it has run STABLE minutes (firmware/app.py). After SAFE_AFTER starts in a row without
+# once it has run STABLE minutes (firmware/headset/app.py). After SAFE_AFTER starts in a row without
 # that, this loader rolls back to the previous bundle if there is one, or else starts no
 # firmware at all: the REPL stays free for `calmcue device provision` over USB. Soft resets
 # (the REPL's Ctrl-D, a bench tool) count for nothing.
@@ -32,9 +32,9 @@ import sys
 POINTER = "ota.json"
 IMAGE_RECORD = "romfs.json"  # in each slot folder
 ROM = "/rom"
-# seconds a new bundle has to confirm itself (firmware/app.py confirms after its first telemetry)
+# seconds a new bundle has to confirm itself (firmware/headset/app.py confirms after its first telemetry)
 HEALTH_S = 180
-SAFE_AFTER = 5  # hard boots in a row without 5 minutes of running (firmware/app.py _STABLE_MS)
+SAFE_AFTER = 5  # hard boots in a row without 5 minutes of running (firmware/headset/app.py _STABLE_MS)
 
 
 def load_pointer():
@@ -145,7 +145,7 @@ def rom_segment():
 
 def image_offset(seg, slot):
     """Where `slot`'s image starts in the partition: a at 0, b at the first erase block of the
-    second half. Each half holds one image (firmware/ota.py and provisioning write there)."""
+    second half. Each half holds one image (firmware/headset/ota.py and provisioning write there)."""
     return 0 if slot == "a" else seg.ioctl(4, 0) // 2 * seg.ioctl(5, 0)
 
 

@@ -1,18 +1,21 @@
 # The headset application: audio -> pipeline -> cue on LED/motor + event on flash queue -> MQTT.
 #
 # `Device` holds the logic and takes the hardware and the time as arguments, so the same object
-# runs on the ESP32 (firmware/main.py, asyncio tasks below) and in the host runner
-# (firmware/host/runner.py, stepped on audio time, faster than real time).
+# runs on the ESP32 (firmware/headset/main.py, asyncio tasks below) and in the host runner
+# (firmware/host/runner.py, stepped on audio time, faster than real time). Everything that reads
+# or changes a Device is one of its methods; the functions beside it (the files of identity,
+# boot counter and A/B loader, firmware/headset/config.py) take plain values, not the Device.
 import gc
 import json
 import os
 from time import ticks_diff, ticks_us  # type: ignore[attr-defined]  # (MicroPython)
 
-from firmware import events
-from firmware.net import Link
-from firmware.outputs import Outputs
-from firmware.pipeline import Pipeline, policy_settings
-from firmware.store import Queue
+from firmware.core import events
+from firmware.core.pipeline import PLACEHOLDER_MODEL, Pipeline, policy_settings
+from firmware.core.store import Queue
+from firmware.headset.net import Link
+from firmware.headset.outputs import Outputs
+from firmware.headset.version import FIRMWARE
 
 try:
     from micropython import const
@@ -31,31 +34,32 @@ _CONFIG_MAX = const(2048)
 _PROBLEMS_MAX = const(10)  # problems named in a refusal (then "and N more")
 _STABLE_MS = const(300000)  # running this long clears the boot loader's failed-start count
 
-
-def _config():
-    # firmware.config is needed at boot and when a config arrives, not in between: imported on
-    # demand and dropped after use (_forget_config), its code does not sit in the heap.
-    from firmware import config
-
-    return config
+COMMANDS = ("ping", "tele", "mute", "unmute", "ack", "reboot", "ota")
 
 
-def _forget(name):
-    """Drop a submodule of firmware (sys.modules and the package attribute both hold it)."""
-    import sys
+def identity(root):
+    """device.json, written by provisioning: site, device, Wi-Fi, MQTT, OTA (docs/firmware.md)."""
+    try:
+        with open(root + "device.json") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        raise RuntimeError(
+            "device.json is missing or unreadable on flash; provision the device with "
+            "'calmcue device provision' (docs/firmware.md lists its keys)"
+        )
 
-    import firmware
 
-    sys.modules.pop("firmware." + name, None)
-    if hasattr(firmware, name):
-        delattr(firmware, name)
-
-
-def _forget_config():
-    # The settings validator too (firmware/cue_settings.py): loaded to check the config, used
-    # again by Policy() when a pipeline is made, which keeps only what it needs.
-    _forget("config")
-    _forget("cue_settings")
+def next_boot(root):
+    """Boot counter on flash, bumped once per start: the companion sees reboots as (boot, seq)."""
+    try:
+        with open(root + "boot") as f:
+            n = int(f.read()) + 1
+    except (OSError, ValueError):
+        n = 1
+    with open(root + "boot.tmp", "w") as f:
+        f.write(str(n))
+    os.rename(root + "boot.tmp", root + "boot")
+    return n
 
 
 def _stable(root):
@@ -73,59 +77,76 @@ def _stable(root):
         os.rename(root + "ota.json.tmp", root + "ota.json")
 
 
-def reply(dev, name, ok, detail, up_ms):
-    """The answer to a command or a config message, on state/result."""
-    dev.link.publish("state/result", json.dumps(
-        {"cmd": name, "ok": ok, "detail": detail, "up_ms": up_ms, "rev": dev.cfg["rev"]}
-    ))  # fmt: skip
-
-
 def _policy_problems(p):
-    from firmware.cue_settings import checked
+    """What the cue policy would refuse in the settings `p` of a config, as a headset runs it."""
+    from firmware.core.cue_settings import checked
 
     return checked(policy_settings({"policy": p}))[1]
 
 
+def release(*names):
+    """Let the modules `names` go (sys.modules and the attribute of their package both hold
+    them): code needed only at boot or for a config message, loaded again in one piece the next
+    time it is needed."""
+    import sys
+
+    for name in names:
+        sys.modules.pop(name, None)
+        package, _, leaf = name.rpartition(".")
+        holder = sys.modules.get(package)
+        if holder is not None and hasattr(holder, leaf):
+            delattr(holder, leaf)
+
+
+def _config():
+    """firmware/headset/config.py: the config file and its checks (see _CHECKS)."""
+    from firmware.headset import config
+
+    return config
+
+
+# The config checks: the config file's (firmware/headset/config.py) and the cue-settings table
+# with its validator (firmware/core/cue_settings.py, whose rows are made at import). The headset
+# needs them at boot and for a config message and nowhere else; resident they would hold ~6 KB
+# of the heap on the 64-bit unix port, which the 64 KB headset demo does not have to spare
+# (tests/test_fw_romfs.py). They are released after each use and loaded again in one piece.
+_CHECKS = ("firmware.headset.config", "firmware.core.cue_settings")
+
+
 class Device:
     def __init__(self, hw, root="", rand=os.urandom, log=print, model=None):
-        # model: (nnrt.Model or None, sha256 hex or None) from firmware.modelfile.load_model,
-        # loaded by the boot code before the rest of the firmware (its weights then sit in
-        # one piece at the bottom of the heap); None = load it here.
+        # model: (nnrt.Model or None, sha256 hex or None) from firmware.headset.modelfile's
+        # load_model, loaded by the boot code before the rest of the firmware (its weights then
+        # sit in one piece at the bottom of the heap); None = load it here.
         self.hw = hw
         self.root = root
         self.rand = rand  # for a new pipeline when a config changes the policy settings
-        # The boot-only code is in firmware.control, with the occasional work. Loading it now,
-        # while the heap is in one piece, also puts its names in the qstr pool and its slot in
-        # sys.modules, so loading it again later needs only small blocks.
-        from firmware import control
-
-        self.ident = control.identity(root)
-        self.boot = control.next_boot(root)
+        self.ident = identity(root)
+        self.boot = next_boot(root)
         if model is None:
-            from firmware.modelfile import load_model
+            from firmware.headset.modelfile import load_model
 
             model = load_model(root)
             gc.collect()
         self.model_hash = model[1]
         # The feature buffers (the largest long-lived blocks after the weights) before the
-        # config code comes and goes: afterwards a 2 KB run may be cut up by what it leaves.
+        # config is read: afterwards a 2 KB run may be cut up by what reading it leaves.
         self.pipeline = Pipeline(None, rand, model[0])
         self.cfg, self.config_error = _config().load(root, _policy_problems)
-        # The settings validator stays for the pipeline's Policy below (loaded once per boot,
-        # not twice), then goes with _forget_config().
-        _forget("config")
+        release(*_CHECKS)  # the policy below needs the settings table only: room for it
+        gc.collect()
+        # The policy next, while nothing else long-lived is made: it reads the settings table,
+        # which goes again before the queue, outputs and link take its room.
+        self.pipeline.configure(self.cfg, rand)
+        release(*_CHECKS)
+        gc.collect()
         if self.config_error:
             log("config: " + self.config_error)
         self.stamper = events.Stamper(self.ident["site"], self.ident["device"], self.boot)
         self.queue = Queue(root + "queue", self.ident.get("queue_max", 500))
         self.outputs = Outputs(hw.led, hw.motor, self.cfg["brightness"], self.cfg["haptic"])
         hw.button.long_press_ms = self.cfg["long_press_ms"]
-        del control
-        _forget("control")
-        gc.collect()  # boot makes garbage (config, queue scan): clear it before the big buffers
-        self.pipeline.configure(self.cfg, rand)
-        _forget_config()
-        gc.collect()
+        gc.collect()  # the queue's scan of its file makes garbage
         self.link = Link(hw.wlan, self.ident, self._on_message, log, root)
         self.muted = self.cfg["muted"]
         # Unix time in ms (an int: no float object held) at up_ms == 0, once NTP has answered
@@ -137,7 +158,7 @@ class Device:
         self.sent = 0
         self.rejected = 0  # events the schema refused (a bug upstream; shown in telemetry)
         self.heap_min = gc.mem_free()
-        # Processing time of the audio since the last telemetry (control.telemetry reports and
+        # Processing time of the audio since the last telemetry (telemetry() reports and
         # resets it): the real-time factor and the slowest hop, in µs (small ints).
         self.busy_us = self.hop_max_us = self.busy_from = 0
         self.stable = False  # ran _STABLE_MS (ota.json's failed-start count cleared)
@@ -206,7 +227,7 @@ class Device:
 
     def network(self, up_ms):
         """Links, incoming config/commands, queued events, telemetry. Never waits on the network
-        (firmware/net.py); call every ~200 ms."""
+        (firmware/headset/net.py); call every ~200 ms."""
         was_up = self.link.up
         if not self.link.service(up_ms):
             self.deliver()  # events acknowledged before the link went leave the queue
@@ -220,67 +241,185 @@ class Device:
             except (OSError, IndexError):
                 self._ntp_next = up_ms + _NTP_RETRY_MS
         self.deliver()  # acknowledged events leave the queue, the next one goes out
-        # Occasional work (config, commands, telemetry): its code is loaded only for it, one
-        # module at a time (config + settings validator, or control), then dropped.
         reboot = False
-        while self._pending:
+        while self._pending:  # config and commands that arrived in service()
             topic, payload = self._pending.pop(0)
             leaf = topic.decode()[len(self.link.prefix) :]
             if leaf == "config":
                 if payload:  # empty: the retained config was cleared; keep what we have
                     self._config_message(payload, up_ms)
             else:  # cmd/<name>
-                from firmware import control
-
-                reboot = control.command(self, leaf[4:], up_ms) or reboot
-                _forget("control")
+                reboot = self._command(leaf[4:], up_ms) or reboot
         if up_ms >= self._tele_next and self.link.up:
             self._tele_next = up_ms + self.cfg["tele_s"] * 1000
-            gc.collect()  # control's code next: let it into holes the garbage was keeping
-            from firmware import control
-
-            control.tele(self, up_ms)
-            _forget("control")
+            self._send_telemetry(up_ms)
         if reboot and self.hw.reset is not None:
             self.hw.reset()
 
+    def _reply(self, name, ok, detail, up_ms):
+        """The answer to a command or a config message, on state/result."""
+        self.link.publish("state/result", json.dumps(
+            {"cmd": name, "ok": ok, "detail": detail, "up_ms": up_ms, "rev": self.cfg["rev"]}
+        ))  # fmt: skip
+
+    # ---- config messages ---------------------------------------------------------------------
+
     def _config_message(self, payload, up_ms):
-        # A config from the companion (retained: it arrives on every connect), checked, saved
-        # and applied live, one on-demand module at a time, each dropped before the next loads
-        # (config, the settings validator and its messages, config again, the policy's own
-        # setup): on the 96 KB heap they do not fit in it together with the running firmware.
+        # A config from the companion (retained: it arrives on every connect): checked, saved
+        # and applied live, or refused with every problem named and nothing changed.
         n = payload if isinstance(payload, int) else len(payload)  # int: skipped unread
         if n > _CONFIG_MAX:
             errs = ["config is %d bytes; a device takes at most %d" % (n, _CONFIG_MAX)]
         else:
             try:
-                new, errs = _config().parse(payload)
-                _forget("config")
-                p = new.get("policy") if isinstance(new, dict) else None
-                if isinstance(p, dict) and p:  # a top-level eu_mode counts for the policy too
-                    errs += _policy_problems(
-                        dict(p, eu_mode=True) if new.get("eu_mode") is True else p
-                    )
+                new, errs = _config().parse(payload, _policy_problems)
             except MemoryError:  # a payload odd enough to need more than the heap has left
                 errs = ["not enough memory on the device to check this config"]
-            _forget_config()
+            if not errs:
+                self._apply_config(_config().merged(new), up_ms)
+            release(*_CHECKS)
             gc.collect()
         if errs:
             n = len(errs) - _PROBLEMS_MAX
-            reply(self, "config", False, "; ".join(errs[:_PROBLEMS_MAX]) + (
+            self._reply("config", False, "; ".join(errs[:_PROBLEMS_MAX]) + (
                 "; and %d more" % n if n > 0 else "") + "; nothing changed", up_ms)  # fmt: skip
-            return
-        try:
-            changed = _config().commit(self, new, up_ms)
-        finally:
-            _forget("config")
-        if changed:  # new cue-policy settings: the open conversation ends, a new policy starts
+
+    def _apply_config(self, new, up_ms):
+        """Save the checked, merged config `new` and apply it live, then reply. New cue-policy
+        settings end the open conversation and start a new policy."""
+        if new == self.cfg and not self.config_error:
+            return  # the retained copy arrives on every reconnect: no flash write, no reply
+        _config().save(new, self.root)
+        old, self.cfg = self.cfg, new
+        self.config_error = None
+        self.outputs.brightness = new["brightness"]
+        self.outputs.haptic = new["haptic"]
+        self.hw.button.long_press_ms = new["long_press_ms"]
+        self._tele_next = up_ms
+        if policy_settings(new) != policy_settings(old):
             for etype, fields in self.pipeline.finish(up_ms / 1000):
                 self.emit(etype, fields, up_ms)
             gc.collect()
-            self.pipeline.configure(self.cfg, self.rand)
-            _forget_config()  # Policy() loaded the validator again
-            reply(self, "config", True, "applied rev %d" % self.cfg["rev"], up_ms)
+            self.pipeline.configure(new, self.rand)
+        self._reply("config", True, "applied rev %d" % new["rev"], up_ms)
+
+    # ---- commands, telemetry, updates --------------------------------------------------------
+
+    def _command(self, name, up_ms):
+        """cmd/<name>: do it and reply. Returns True when the device should reboot afterwards."""
+        ok = True
+        reboot = False
+        if name == "ping":
+            detail = "pong"
+        elif name == "tele":
+            self._tele_next = up_ms
+            detail = "telemetry follows"
+        elif name == "mute" or name == "unmute":
+            self.set_muted(name == "mute", up_ms)
+            detail = name + "d"
+        elif name == "ack":
+            self.outputs.acknowledge(up_ms)
+            detail = "acknowledged"
+        elif name == "reboot":
+            detail = "rebooting"
+            reboot = True
+        elif name == "ota":
+            ok, detail, reboot = self._update()
+        else:
+            ok = False
+            detail = "unknown command; known: " + ", ".join(COMMANDS)
+        self._reply(name, ok, detail, up_ms)
+        return reboot
+
+    def _update(self):
+        """cmd/ota: fetch, verify and switch to the update the companion offers, then reboot
+        into it on trial (firmware/headset/ota.py, ota_boot.py). Returns (ok, detail, reboot)."""
+        if not self.ident.get("ota_url"):
+            return False, "no ota_url in device.json; re-provision with --ota-url", False
+        from firmware.headset import ota  # only on this command: most boots never need it
+
+        if self.hw.wdt is not None:
+            ota.alive = self.hw.wdt.feed  # the download runs inside this network step
+        try:
+            version = ota.update_from_companion(self.ident)
+        except (ota.OtaError, OSError, ValueError) as e:
+            return False, "update refused: %s" % e, False
+        if version is None:
+            return True, "no update offered", False
+        return True, "updated to %s; rebooting" % version, True
+
+    def _confirm_update(self):
+        """Connected and reporting: tell the A/B loader (firmware/headset/ota_boot.py) that this
+        bundle is good, so it is not rolled back. Only on devices updated over the air."""
+        try:
+            os.stat(self.root + "ota.json")
+        except OSError:
+            return
+        from firmware.headset import ota  # only once, after an update
+
+        ota.confirm()
+        if self.ident.get("ota_url"):
+            try:
+                ota.report_outcome(self.ident)
+            except (OSError, ValueError) as e:
+                self.link.log("ota report failed: %r" % e)  # the companion sees it next boot
+
+    def _send_telemetry(self, up_ms):
+        """Telemetry (due every tele_s, at each connect, after a config change or cmd/tele);
+        the first one that reaches the broker after an update confirms it."""
+        if self.link.publish("tele", json.dumps(self.telemetry(up_ms))) and not self._healthy:
+            self._healthy = True
+            self._confirm_update()
+
+    def telemetry(self, up_ms):
+        """The health report, and the start of the next measuring period."""
+        gc.collect()
+        free = gc.mem_free()
+        if free < self.heap_min:
+            self.heap_min = free
+        hw = self.hw
+        bat = hw.battery
+        volts = bat.volts() if bat is not None else None
+        try:
+            rssi = hw.wlan.status("rssi")
+        except (OSError, ValueError):
+            rssi = None
+        model = self.pipeline.model
+        busy_ms = up_ms - self.busy_from
+        t = {
+            "fw": FIRMWARE,
+            "model": model.name if model is not None else PLACEHOLDER_MODEL,
+            "model_hash": self.model_hash,
+            "boot": self.boot,
+            "up_s": up_ms // 1000,
+            "heap_free": free,
+            "heap_min": self.heap_min,
+            "rssi": rssi,
+            "batt_v": round(volts, 2) if volts is not None else None,
+            "batt_pct": bat.percent(volts) if bat is not None else None,
+            "mic_ok": hw.mic.ok,
+            # Speed and lost audio (docs/firmware.md, "Timing"): processing time per audio time
+            # and the slowest hop since the last report; audio the I2S DMA ring overwrote since
+            # boot (asyncio main loop only; 0 on the host runner).
+            "rtf": round(self.busy_us / 1000 / busy_ms, 4) if busy_ms > 0 else None,
+            "hop_max_ms": round(self.hop_max_us / 1000, 2),
+            "audio_lost_ms": hw.lost_ms,
+            "muted": self.muted,
+            "queue": len(self.queue),
+            "dropped": self.queue.dropped,
+            "sent": self.sent,
+            "rejected": self.rejected,
+            "config_rev": self.cfg["rev"],
+            "config_error": self.config_error[:200] if self.config_error else None,
+        }
+        ts = self.ts(up_ms)
+        if ts is not None:
+            t["ts"] = ts
+        self.busy_us = self.hop_max_us = 0
+        self.busy_from = up_ms
+        return t
+
+    # ---- events out --------------------------------------------------------------------------
 
     def deliver(self):
         """Send queued events in order, one in flight (QoS 1): each leaves the queue when the
@@ -323,7 +462,7 @@ class Device:
 
 async def run(dev, i2s):
     """Audio, outputs/button and network as separate tasks. No step waits on the network
-    (firmware/net.py); what a step takes in CPU the I2S DMA buffer absorbs (main.py). The audio
+    (firmware/headset/net.py); what a step takes in CPU the I2S DMA buffer absorbs (main.py). The audio
     task keeps hw.late_ms (how far behind the microphone it fell, at most) and hw.lost_ms (audio
     the DMA ring overwrote while it was behind); an I2S error sets hw.ok False (telemetry
     mic_ok) and the task tries again a second later instead of ending the loop."""

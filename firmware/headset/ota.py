@@ -14,13 +14,13 @@
 # Reports to the companion carry an HMAC-SHA256 of their body under the device's own report key
 # (device.json ota_report_key, issued at provisioning): nobody else can report for it.
 # https:// update URLs check the server's certificate against the CA provisioned on flash
-# (device.json ota_ca, firmware/tls.py), as the MQTT link does.
+# (device.json ota_ca, firmware/headset/tls.py), as the MQTT link does.
 #
 # Files are written into the inactive slot (see ota_boot.py), each hashed while it streams to
 # flash and renamed into place only when its SHA-256 matches the signed manifest; then the
 # pointer is switched with state "trial". The new bundle calls confirm() once healthy.
 # An update may carry the bundle's code as a ROMFS image (the file IMAGE in its manifest):
-# firmware/ota_image.py, loaded only then, writes it into the inactive slot's half of the romfs
+# firmware/headset/ota_image.py, loaded only then, writes it into the inactive slot's half of the romfs
 # partition and names it in <slot>/romfs.json.
 import binascii
 import hashlib
@@ -43,7 +43,7 @@ _CHUNK = const(512)
 # Every connect, send and read of an update waits at most this long: a companion that accepts
 # and stalls ends the update with OSError (ETIMEDOUT) instead of freezing the device for good.
 _TIMEOUT_S = const(10)
-# Called after every chunk of a download (firmware/control.py sets it to the watchdog's feed):
+# Called after every chunk of a download (firmware/headset/app.py Device._update sets it to the watchdog's feed):
 # a slow download on a busy network must not end in a watchdog reset half-way.
 alive = None
 # DER prefix of DigestInfo for SHA-256 (RFC 8017, section 9.2 note 1)
@@ -169,7 +169,7 @@ def _request(method, url, body=None, sink=None, head=""):
         s.settimeout(_TIMEOUT_S)  # before connect: a silent server cannot hold us
         s.connect(addr)
         if tls:
-            from firmware.tls import wrap
+            from firmware.headset.tls import wrap
 
             # the handshake runs on the first write; a certificate the CA did not sign fails it
             s = wrap(s, {"host": host, "ca": ca}, "")
@@ -366,7 +366,7 @@ def apply(ident, update, key, version=None):
         files = manifest["files"]
         image = files.get(IMAGE)
         if image is not None:
-            from firmware import ota_image
+            from firmware.headset import ota_image
 
             seg, start = ota_image.room(slot, image["size"])  # before anything is erased
         _rmtree(slot)  # its image record first: the loader never mounts a half being erased

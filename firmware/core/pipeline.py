@@ -1,16 +1,16 @@
 # Audio -> window features -> stress score -> who is talking -> cue decisions, for the headset.
-# The stages are the shared portable ones: firmware/features.py (issue 3), firmware/nnrt.py with
-# the compact model file (issue 4), firmware/attribution.py and firmware/policy.py (issue 5).
+# The stages are the shared portable ones: firmware/core/features.py (issue 3), firmware/core/nnrt.py with
+# the compact model file (issue 4), firmware/core/attribution.py and firmware/core/policy.py (issue 5).
 # This module only wires them for a headset: near-field attribution, conversation baseline reset
 # when the policy starts a conversation, and stream time offset by the device's uptime.
 #
-# Without a model file on flash the score is a PLACEHOLDER (firmware/placeholder.py: a logistic
+# Without a model file on flash the score is a PLACEHOLDER (firmware/core/placeholder.py: a logistic
 # of loudness, pitch and high-frequency energy relative to the conversation's start) so that a
 # device and the tests still run end to end; telemetry then reports model "placeholder" and no
 # hash.
-from firmware.attribution import HeadsetAttribution
-from firmware.features import Features
-from firmware.policy import Policy, event_fields
+from firmware.core.attribution import HeadsetAttribution
+from firmware.core.features import Features
+from firmware.core.policy import Policy, event_fields
 
 PLACEHOLDER_MODEL = "placeholder"
 
@@ -32,15 +32,15 @@ class Pipeline:
 
     def __init__(self, cfg, rand, model=None):
         if model is None:
-            from firmware.placeholder import Placeholder
+            from firmware.core.placeholder import Placeholder
 
             model = Placeholder()
-        self.model = model  # firmware.nnrt.Model, or the placeholder (name PLACEHOLDER_MODEL)
+        self.model = model  # firmware.core.nnrt.Model, or the placeholder (name PLACEHOLDER_MODEL)
         # The feature buffers first (the largest long-lived blocks), before Policy() loads the
         # settings validator and makes its garbage: on a 96 KB heap a 2 KB block may not be
         # found after that.
         self.fx = Features()
-        if cfg is not None:  # None: the caller configures it later (firmware/app.py boot)
+        if cfg is not None:  # None: the caller configures it later (firmware/headset/app.py boot)
             self.configure(cfg, rand)
         self._t0 = None
 

@@ -17,7 +17,7 @@ import socket
 from errno import EINPROGRESS
 from time import ticks_add, ticks_diff, ticks_ms  # type: ignore[attr-defined]  # (MicroPython)
 
-from firmware.events import TOPIC_ROOT
+from firmware.core.events import TOPIC_ROOT
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # mypy (make lint) only: MicroPython has no typing
@@ -182,8 +182,8 @@ class Link:
         # TCP is up: TLS (the handshake runs inside the reads and writes that follow), then
         # CONNECT; the session counts as up at its CONNACK (_read).
         m = self.ident.get("mqtt", {})
-        if m.get("ssl"):  # its code is loaded only then (firmware/tls.py)
-            from firmware.tls import wrap
+        if m.get("ssl"):  # its code is loaded only then (firmware/headset/tls.py)
+            from firmware.headset.tls import wrap
 
             self.sock = wrap(self.sock, m, self.root)
         flags = 0x02  # clean session

