@@ -27,7 +27,7 @@ SITE = "store-042"
 DEVICE = "cc-24a1609c3e58"
 PART = 0x40000  # the romfs partition of docs/firmware.md's partition table: two 128 KiB halves
 HOST = REPO / "firmware" / "host"
-OTA_BOOT = REPO / "firmware" / "ota_boot.py"
+OTA_BOOT = REPO / "firmware" / "headset" / "ota_boot.py"
 
 # Counts the filesystem's writes on the fake flash's clock. LittleFS (the ESP32 port's filesystem)
 # commits a file's data when it is closed, so the steps are opening a file to write (it exists,
