@@ -667,11 +667,12 @@ class Ingest:
                     stored_row = dict(by_key[(row.site, row.device, row.boot, row.seq)])
                     stored_row["id"] = row.id
                     stored.append(stored_row)
-            if stored and self.settings.mqtt_shared_group:
+            if stored and self.settings.replicated:
                 replicas.notify(conn, self.replica, "e", [r["id"] for r in stored])
             if dead_rows:
                 conn.execute(insert(dead_letters), dead_rows)
-            for (site, device), t in seen.items():
+            # one order for every replica: two batches touching the same devices never deadlock
+            for (site, device), t in sorted(seen.items()):
                 if (site, device) not in self._known:
                     conn.execute(
                         self._insert_device,

@@ -217,6 +217,15 @@ def _write_broker_files(fleet: Any, out: Path) -> None:
         tmp.replace(out / name)
     print(f"wrote {out / 'passwd'} and {out / 'acl'}; reload the broker to apply them:\n"
           "  sudo systemctl reload mosquitto   (or: kill -HUP $(pidof mosquitto))")
+    defs = files.get("rabbitmq-definitions.json")
+    if defs is not None:  # the clustered broker's form of the same accounts and rules
+        tmp = out / "rabbitmq-definitions.json.tmp"
+        tmp.write_text(defs)
+        tmp.chmod(0o600)
+        tmp.replace(out / "rabbitmq-definitions.json")
+        print(f"and {out / 'rabbitmq-definitions.json'} for a clustered broker "
+              "(docs/cluster.md): on any one node,\n"
+              f"  rabbitmqctl import_definitions {out / 'rabbitmq-definitions.json'}")
 
 
 def cmd_ota_key(args: argparse.Namespace) -> int:
