@@ -92,13 +92,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         manager = AlertManager(
             settings,
             engine,
-            publish=ingest.publish,
+            publish=ingest.publish_alert,
             notify=notify,
             replica=ingest.replica if shared else None,
         )
         relay = replicas.FeedRelay(engine, ingest.replica, feed) if shared else None
         ingest.on_events(lambda rows: feed.publish("event", rows))
-        ingest.on_events(manager.on_events)
+        ingest.in_commit(manager.open_with_events)  # an event commits with its alert
         ingest.handle(alerts_mod.ACK_TOPIC_FILTER, manager.on_mqtt)
         ingest.handle(fleet_view.RESULT_TOPIC_FILTER, app.state.config_results.on_mqtt)
         app.state.feed = feed

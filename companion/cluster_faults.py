@@ -236,11 +236,15 @@ def _run(cluster: RabbitCluster, db_url: str, workdir: Path, n: int, rate: float
         done = threading.Event()
         errors: list[str] = []
 
+        fault_s: list[float] = []
+
         def inject() -> None:
+            t = time.perf_counter()
             try:
                 fault(r, fleet)
             except Exception as exc:  # reported in the figures, the run goes on
                 errors.append(repr(exc))
+            fault_s.append(round(time.perf_counter() - t, 1))
             done.set()
 
         t0 = time.perf_counter()
@@ -261,11 +265,17 @@ def _run(cluster: RabbitCluster, db_url: str, workdir: Path, n: int, rate: float
         figures: dict[str, Any] = r.ledger.figures(faults.keys_of(msgs))
         figures.update(_alert_figures(r, want))
         figures.update(faulted=int(done.is_set() and not errors), fault_errors=errors,
-                       seconds=round(catch_up, 1), fleet_nodes_used=fleet.nodes_used)  # fmt: skip
+                       seconds=round(catch_up, 1), fault_seconds=fault_s,
+                       fleet_nodes_used=fleet.nodes_used)  # fmt: skip
         figures["replica_stored"] = [
             (c.health() or {}).get("ingest", {}).get("stored", -1) if c.proc else -1
             for c in r.replicas
         ]
+        # alerts another replica published for one that stopped before it could (the outbox)
+        figures["alerts_published_late"] = sum(
+            c.log.read_text(errors="replace").count("published late") for c in r.replicas
+            if c.log.exists()
+        )
     return figures
 
 
@@ -280,8 +290,7 @@ def kill_node_mid_stream(cluster: RabbitCluster, db_url: str, workdir: Path, n: 
     try:
         return _run(cluster, db_url, workdir, n, rate, fault, n // 4, fleet_node=node)
     finally:
-        cluster.start_node(node)
-        cluster.wait_ready()
+        cluster.ensure_healthy()
 
 
 def kill_replica_mid_stream(cluster: RabbitCluster, db_url: str, workdir: Path, n: int = 4000,
@@ -309,7 +318,7 @@ def restart_everything(cluster: RabbitCluster, db_url: str, workdir: Path, n: in
             r.cluster.kill(i)
         for i in range(len(r.cluster.nodes)):
             r.cluster.start_node(i, wait=False)  # together: each waits for its peers
-        r.cluster.wait_ready(300)
+        r.cluster.ensure_healthy(300, rejoin_s=120)
         for c in r.replicas:
             c.start()
 

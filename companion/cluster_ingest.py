@@ -191,6 +191,10 @@ class ClusterIngest(Ingest):
             return self._publisher.publish(topic, payload, retain=True, wait_s=wait_s)
         return self._alerts.publish(topic, payload)
 
+    def publish_alert(self, topic: str, payload: bytes) -> bool:
+        """For the alert outbox: True once a node confirmed (or nacked: see AlertPublisher)."""
+        return self._alerts.publish(topic, payload)
+
     # ---- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:

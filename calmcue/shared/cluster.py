@@ -257,6 +257,55 @@ class RabbitCluster:
                 )
             time.sleep(1.0)
 
+    def ensure_healthy(self, timeout: float = 240.0, rejoin_s: float = 60.0) -> float:
+        """All three nodes running as one cluster, in the MQTT client-id tracker, and the
+        ingest queue on each: start the nodes that are down and wait. A node still outside
+        after `rejoin_s` is restarted (SIGTERM, then its data is kept and it boots again);
+        if the cluster is still not whole by `timeout`, raise a BrokerError saying which
+        node is out, what the others see and the end of its log. Returns the seconds taken."""
+        find_rabbitmq()
+        self._start_epmd()
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        for node in self.nodes:
+            if node.proc is None or node.proc.poll() is not None:
+                node.proc = None
+                self.start_node(node.index, wait=False)
+        while True:
+            try:
+                self.wait_ready(min(rejoin_s, max(1.0, deadline - time.monotonic())))
+                return time.monotonic() - t0
+            except BrokerError as exc:
+                last = exc
+            if time.monotonic() >= deadline:
+                raise BrokerError(f"{last}; {self.diagnosis()}")
+            for i in self.stragglers():
+                self.stop_node(i, timeout=30)
+                self.start_node(i, wait=False)
+
+    def stragglers(self) -> list[int]:
+        """The nodes that are down, not in the running cluster or not in the MQTT tracker."""
+        running = set(self.running_nodes())
+        members = set(self.mqtt_tracker_members()) if len(running) == NODES else running
+        return [
+            n.index for n in self.nodes
+            if n.proc is None or n.proc.poll() is not None
+            or n.name not in running or n.name not in members
+        ]  # fmt: skip
+
+    def diagnosis(self) -> str:
+        """Each node's state and the last lines of its log, for an error message."""
+        parts = []
+        for n in self.nodes:
+            up = n.proc is not None and n.proc.poll() is None
+            try:
+                tail = (self._dir(n) / "out.log").read_text(errors="replace").splitlines()[-8:]
+            except OSError:
+                tail = []
+            parts.append(f"{n.name} ({'process running' if up else 'process gone'}); log: "
+                         + " | ".join(tail))  # fmt: skip
+        return "; ".join(parts)
+
     def running_nodes(self) -> list[str]:
         """The cluster's running nodes, as one live node sees them."""
         for node in self.nodes:
