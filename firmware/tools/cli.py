@@ -56,7 +56,9 @@ def register(sub: Any) -> None:
     v.add_argument("--wifi", default="", metavar="SSID")
     v.add_argument("--wifi-password", default=os.environ.get("CALMCUE_WIFI_PASSWORD", ""),
                    help="(or env CALMCUE_WIFI_PASSWORD, kept out of shell history)")
-    v.add_argument("--mqtt", default="", metavar="URL", help="broker as the device reaches it")
+    v.add_argument("--mqtt", default="", metavar="URL",
+                   help="broker as the device reaches it; a cluster: its nodes' URLs, "
+                        "comma-separated (the device fails over between them)")
     v.add_argument("--mqtt-ca", type=Path, metavar="FILE",
                    help="with mqtts://: the CA certificate (PEM or DER) that signed the broker's; "
                    "the headset checks the broker against it")
