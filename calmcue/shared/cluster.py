@@ -243,17 +243,20 @@ class RabbitCluster:
         while True:
             running = self.running_nodes()
             members = self.mqtt_tracker_members() if len(running) == NODES else []
+            queue: list[str] = []
             if len(running) == sum(n.proc is not None for n in self.nodes) and (
                 len(running) < NODES or len(members) == NODES
             ):
-                if len(running) == NODES:
-                    self.replicate_ingest_queue()
-                return
+                if len(running) < NODES:
+                    return
+                queue = self.replicate_ingest_queue()
+                if len(queue) == NODES:
+                    return
             if time.monotonic() > deadline:
                 raise BrokerError(
                     f"the cluster did not form in time: running {running}; the MQTT client-id "
                     f"tracker answers with members {members} (all {NODES} nodes are needed, or "
-                    "losing one would stop MQTT connects)"
+                    f"losing one would stop MQTT connects); the ingest queue is on {queue}"
                 )
             time.sleep(1.0)
 
@@ -341,15 +344,19 @@ class RabbitCluster:
                 continue
         return []
 
-    def replicate_ingest_queue(self) -> None:
+    def replicate_ingest_queue(self) -> list[str]:
         """The ingest queue on all three nodes: the definitions declare it as soon as the first
         node boots, when the cluster may still have fewer members (a quorum queue keeps the
-        members it was declared with; `grow` adds the others)."""
+        members it was declared with; `grow` adds the others). Returns the nodes it was on
+        before (all three: done; a node still booting its definitions answers nothing yet,
+        so the caller asks again)."""
         listing = self.ctl(0, "list_queues", "name", "members", check=False)
         line = next((ln for ln in listing.splitlines() if ln.startswith(INGEST_QUEUE)), "")
+        on = [n.name for n in self.nodes if n.name in line]
         for node in self.nodes:
-            if node.name not in line:
-                self.ctl(0, "grow", node.name, "all", tool="rabbitmq-queues")
+            if line and node.name not in on:
+                self.ctl(0, "grow", node.name, "all", tool="rabbitmq-queues", check=False)
+        return on
 
     def mqtt_tracker_members(self) -> list[str]:
         """The nodes of the MQTT adapter's client-id tracker (a Raft group, `mqtt_node`)."""
