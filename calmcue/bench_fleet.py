@@ -339,7 +339,11 @@ def run(
                 (f"store-{i // DEVICES_PER_SITE:04d}", f"sim-{i:05d}") for i in range(devices)
             )
             t_up = time.time()
-            rabbit.start()
+            try:
+                rabbit.start()
+            except BaseException:
+                rabbit.close()  # no nodes left running after a start that failed
+                raise
             res["cluster_start_s"] = round(time.time() - t_up, 1)
             creds = rabbit
             companion_url = rabbit.mqtt_urls(COMPANION_USER)
