@@ -52,6 +52,11 @@ def register(sub) -> None:  # type: ignore[no-untyped-def]
     f.add_argument("--db", help="the companion's database URL (default: a fresh SQLite file)")
     f.add_argument("--storm", action="store_true",
                    help="after the traffic, every device drops its link at once and reconnects")  # fmt: skip
+    f.add_argument("--cluster", action="store_true",
+                   help="a three-node RabbitMQ cluster instead of Mosquitto (docs/cluster.md); "
+                   "devices fail over between its nodes")  # fmt: skip
+    f.add_argument("--kill-node", action="store_true",
+                   help="with --cluster: kill -9 one node halfway through the traffic")
     f.add_argument("--out", default="var/bench/fleet.json", help="JSON figures (appended run)")
     f.set_defaults(func=_fleet)
 

@@ -58,6 +58,11 @@ class ProcStat:
         self.pid = pid
         self.tick = os.sysconf("SC_CLK_TCK")
 
+    @staticmethod
+    def of(pids: list[int | None]) -> Any:
+        """One process, or the sum over several (a cluster's nodes)."""
+        return ProcStat(pids[0]) if len(pids) == 1 else ProcStats([ProcStat(p) for p in pids])
+
     def cpu_s(self) -> float | None:
         if self.pid is None:
             return None
@@ -77,6 +82,28 @@ class ProcStat:
         except OSError:
             return None
         return None
+
+
+class ProcStats:
+    """ProcStat summed over processes (CPU seconds, RSS)."""
+
+    def __init__(self, parts: list[ProcStat]):
+        self.parts = parts
+        self._last: dict[int, float] = {}
+
+    def cpu_s(self) -> float | None:
+        # a killed node counts with the CPU it had used when last seen
+        xs = []
+        for i, p in enumerate(self.parts):
+            x = p.cpu_s()
+            if x is not None:
+                self._last[i] = x
+            xs.append(self._last.get(i))
+        return None if any(x is None for x in xs) else sum(x or 0 for x in xs)
+
+    def mem_mb(self, key: str = "VmRSS") -> float | None:
+        xs = [x for x in (p.mem_mb(key) for p in self.parts) if x is not None]
+        return round(sum(xs), 1) if xs else None
 
 
 class FeedWatch(threading.Thread):
@@ -167,7 +194,7 @@ def _specs(n: int, creds: Any | None, user: str | None, password: str | None) ->
 class Sims:
     """The simulator processes; `ask` sends one command to all and gathers the answers."""
 
-    def __init__(self, host: str, port: int, specs: list[Any], boot: int):
+    def __init__(self, brokers: list[tuple[str, int]], specs: list[Any], boot: int):
         from calmcue.fleet_sim import process_main
 
         ctx = mp.get_context("spawn")
@@ -177,7 +204,7 @@ class Sims:
         for k in range(nproc):
             parent, child = ctx.Pipe()
             chunk = specs[k::nproc]
-            p = ctx.Process(target=process_main, args=(child, host, port, chunk, boot, k),
+            p = ctx.Process(target=process_main, args=(child, brokers, chunk, boot, k),
                             name=f"fleet-sim-{k}", daemon=True)  # fmt: skip
             p.start()
             self.conns.append(parent)
@@ -222,7 +249,7 @@ def _connect_figures(answers: list[dict[str, Any]], t0: float) -> dict[str, Any]
 class Companion:
     """`calmcue companion serve` in its own process (its CPU and memory are measured apart)."""
 
-    def __init__(self, workdir: Path, db_url: str, mqtt_url: str):
+    def __init__(self, workdir: Path, db_url: str, mqtt_url: str, amqp_url: str | None = None):
         from calmcue.shared.broker import free_port
 
         self.port = free_port()
@@ -233,7 +260,7 @@ class Companion:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "calmcue.cli", "companion", "serve", "--db", db_url,
              "--mqtt", mqtt_url, "--port", str(self.port), "--env", "demo",
-             "--data-dir", str(workdir)],
+             "--data-dir", str(workdir), *(["--amqp", amqp_url] if amqp_url else [])],
             stdout=self.log, stderr=self.log, env=env,
         )  # fmt: skip
 
@@ -273,8 +300,15 @@ def run(
     kill: int = 0,
     out: Path | None = OUT,
     connect_timeout: float | None = None,
+    cluster: bool = False,
+    kill_node: bool = False,
 ) -> dict[str, Any]:
-    """One measured run; returns the figures (and writes them to `out` unless None)."""
+    """One measured run; returns the figures (and writes them to `out` unless None).
+    `cluster`: a three-node RabbitMQ cluster (calmcue.shared.cluster, per-device accounts and
+    rules) instead of Mosquitto; devices get the three node addresses to fail over between
+    (device i starts on node i mod 3), the companion consumes the cluster's quorum queue.
+    `kill_node`: kill -9 the first node halfway through the traffic (its devices and the
+    companion's consumer move to the others)."""
     import logging
 
     from sqlalchemy import create_engine, text
@@ -291,25 +325,52 @@ def run(
     with tempfile.TemporaryDirectory(prefix="calmcue-fleet-") as tmp:
         work = Path(tmp)
         broker: Mosquitto | None = None
-        creds = None
+        rabbit: Any = None
+        creds: Any = None
         user = password = None
-        if mqtt_url is None:
+        amqp_url = None
+        broker_pids: list[int | None] = []
+        if cluster:
+            from calmcue.shared.broker_access import COMPANION_USER
+            from calmcue.shared.cluster import RabbitCluster
+
+            rabbit = RabbitCluster(workdir=work / "cluster")
+            rabbit.add_devices(
+                (f"store-{i // DEVICES_PER_SITE:04d}", f"sim-{i:05d}") for i in range(devices)
+            )
+            t_up = time.time()
+            try:
+                rabbit.start()
+            except BaseException:
+                rabbit.close()  # no nodes left running after a start that failed
+                raise
+            res["cluster_start_s"] = round(time.time() - t_up, 1)
+            creds = rabbit
+            companion_url = rabbit.mqtt_urls(COMPANION_USER)
+            amqp_url = rabbit.amqp_urls(COMPANION_USER)
+            brokers = rabbit.mqtt_addresses
+            broker_pids = [rabbit.pid(i) for i in range(len(rabbit.nodes))]
+            res["broker"] = "RabbitMQ 3-node cluster (per-device accounts and rules)"
+        elif mqtt_url is None:
             pairs = [(f"store-{i // DEVICES_PER_SITE:04d}", f"sim-{i:05d}") for i in range(devices)]
             broker, creds = authenticated(pairs, workdir=work / "mqtt")
             broker.start()
             companion_url = creds.url("companion")
-            host, port = "127.0.0.1", broker.port
+            brokers = [("127.0.0.1", broker.port)]
+            broker_pids = [broker.proc.pid if broker.proc else None]
             res["broker"] = "embedded Mosquitto (per-device accounts and rules)"
         else:
             u = urlsplit(mqtt_url)
             host, port = u.hostname or "127.0.0.1", u.port or 1883
+            brokers = [(host, port)]
+            broker_pids = [None]
             user, password = u.username, u.password
             companion_url = mqtt_url
             res["broker"] = f"given: {host}:{port}"
         db_url = db_url or f"sqlite:///{work / 'fleet.db'}"
         res["db"] = db_url.split(":", 1)[0]
         boot = int(time.time())  # a new boot per run: re-runs on one database never collide
-        comp = Companion(work, db_url, companion_url)
+        comp = Companion(work, db_url, companion_url, amqp_url)
         sims: Sims | None = None
         feed = TableWatch(db_url)
         live: FeedWatch | None = None
@@ -320,9 +381,9 @@ def run(
             live.ready.wait(10)
             feed.start()
             specs = _specs(devices, creds, user, password)
-            sims = Sims(host, port, specs, boot)
+            sims = Sims(brokers, specs, boot)
             stat_c = ProcStat(comp.proc.pid)
-            stat_b = ProcStat(broker.proc.pid if broker and broker.proc else None)
+            stat_b = ProcStat.of(broker_pids)
             stat_s = [ProcStat(p) for p in sims.pids]
 
             # 1. everyone connects at once
@@ -337,8 +398,18 @@ def run(
 
             # 2. traffic, measured
             cpu0 = (stat_c.cpu_s(), stat_b.cpu_s(), [s.cpu_s() for s in stat_s], time.time())
+            killer = None
+            if rabbit is not None and kill_node:
+                def kill_first() -> None:
+                    res["node_killed_at_s"] = round(time.time() - cpu0[3], 1)
+                    rabbit.kill(0)
+
+                killer = threading.Timer(duration / 2, kill_first)
+                killer.start()
             tr = sims.ask("traffic", duration + 60, seconds=duration, multiple=rate_multiple)
             cpu1 = (stat_c.cpu_s(), stat_b.cpu_s(), [s.cpu_s() for s in stat_s], time.time())
+            if killer is not None:
+                killer.join()
             wall = cpu1[3] - cpu0[3]
             res["traffic"] = {
                 "events": sum(a["events"] for a in tr),
@@ -465,6 +536,8 @@ def run(
             res["companion_log_tail"] = _tail(work / "companion.log")
             if broker is not None:
                 broker.close()
+            if rabbit is not None:
+                rabbit.close()
     print(table_line(res), flush=True)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -584,7 +657,8 @@ def main() -> dict[str, Any]:
 
 def cli(args: Any) -> int:
     res = run(args.devices, args.rate_multiple, args.duration, mqtt_url=args.mqtt,
-              storm=args.storm, db_url=args.db, out=Path(args.out))  # fmt: skip
+              storm=args.storm, db_url=args.db, out=Path(args.out),
+              cluster=args.cluster, kill_node=args.kill_node)  # fmt: skip
     ev = res.get("events", {})
     ok = ev.get("lost") == 0 and res.get("connect", {}).get("connected") == args.devices
     return 0 if ok else 1

@@ -76,6 +76,7 @@ class SimDevice:
     inflight: dict[int, tuple[str, bytes]] = field(default_factory=dict)  # mid -> message
     outbox: list[tuple[str, bytes]] = field(default_factory=list)  # not yet on this connection
     backoff: float = RECONNECT_MIN_S
+    node: int = 0  # index of the broker address it connects to next
     started: float = field(default_factory=time.monotonic)
     call_manager: list[tuple[str, float]] = field(default_factory=list)  # (conv, ts) sent
 
@@ -135,12 +136,19 @@ class SimDevice:
         return len(self.inflight) + len(self.outbox)
 
 
-class Fleet:
-    """The devices of one process on one asyncio loop."""
+Address = tuple[str, int]
 
-    def __init__(self, host: str, port: int, specs: list[DeviceSpec], boot: int, seed: int = 0):
-        self.host, self.port = host, port
+
+class Fleet:
+    """The devices of one process on one asyncio loop. `brokers` lists the broker addresses a
+    device fails over between (a clustered broker's nodes): device i starts at address
+    i mod n, and moves to the next one whenever a connect fails or its link drops."""
+
+    def __init__(self, brokers: list[Address], specs: list[DeviceSpec], boot: int, seed: int = 0):
+        self.brokers = brokers
         self.devices = [SimDevice(s, boot) for s in specs]
+        for i, d in enumerate(self.devices):
+            d.node = i % len(brokers)
         self.rnd = random.Random(seed)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping = False
@@ -230,6 +238,7 @@ class Fleet:
         # everything not acknowledged goes out again, in order, on the next connection
         dev.outbox[:0] = list(dev.inflight.values())
         dev.inflight.clear()
+        dev.node += 1  # that node may be gone: the next address in the list
         if not (self.stopping or dev.killed):
             assert self.loop is not None
             delay = dev.backoff * (0.5 + self.rnd.random())
@@ -261,14 +270,16 @@ class Fleet:
         self._pool.submit(self._blocking_connect, dev, c)
 
     def _blocking_connect(self, dev: SimDevice, c: mqtt.Client) -> None:
+        host, port = self.brokers[dev.node % len(self.brokers)]
         try:
-            c.connect(self.host, self.port, KEEPALIVE_S)
+            c.connect(host, port, KEEPALIVE_S)
         except OSError:
             assert self.loop is not None
             self.loop.call_soon_threadsafe(self._connect_failed, dev, c)
 
     def _connect_failed(self, dev: SimDevice, c: mqtt.Client) -> None:
         self.connect_errors += 1
+        dev.node += 1
         if dev.client is c:
             dev.client = None
         assert self.loop is not None
@@ -424,13 +435,13 @@ def _priority(nice: int) -> None:
         pass
 
 
-def process_main(conn: Any, host: str, port: int, specs: list[DeviceSpec], boot: int,
+def process_main(conn: Any, brokers: list[Address], specs: list[DeviceSpec], boot: int,
                  seed: int) -> None:  # fmt: skip
     """A simulator process: commands arrive on `conn` (a multiprocessing Pipe end) as
     (name, kwargs); each answer is the command's result dict."""
 
     raise_fd_limit()
-    fleet = Fleet(host, port, specs, boot, seed)
+    fleet = Fleet(brokers, specs, boot, seed)
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()

@@ -5,6 +5,12 @@ repeat while one is active is noted in the audit, not a new alert). Alerts go ou
 `calmcue/v1/<site>/alert/<kind>` (QoS 1) for managers' devices and on the dashboard's live feed.
 An open alert nobody acknowledges re-notifies every `alert_renotify_s` and, after
 `alert_escalate_s`, escalates to the site's second contact (and the optional webhook).
+Publishing goes through an outbox: each change sets the alert's `publish_due` in its own
+transaction, and the row stays locked from reading it to clearing it once the broker took the
+message. A replica that dies between its commit and its publish leaves it set; the alert watcher
+of any replica publishes what has been due for `OUTBOX_GRACE_S` (SKIP LOCKED: one replica each).
+So a killed replica costs managers a few seconds, not the alert (docs/cluster.md).
+
 Managers' devices acknowledge or resolve over MQTT on `calmcue/v1/<site>/alert/ack` or
 `.../alert/resolve` with `{"id": <alert id>, "by": "<who>"}`.
 
@@ -21,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, insert, select, update
+from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from companion import device_config, replicas, schema
@@ -37,7 +43,10 @@ ACTIVE = (OPEN, ACKNOWLEDGED)
 SILENT_DEVICE = "silent_device"
 ACK_TOPIC_FILTER = "calmcue/v1/+/alert/+"  # .../alert/ack and .../alert/resolve
 
+# False: the broker did not take it (the outbox tries again); anything else: it did
 Publish = Callable[[str, bytes], Any]
+# an alert change left unpublished this long is its replica's loss: another replica sends it
+OUTBOX_GRACE_S = 3.0
 Notify = Callable[[str, list[dict[str, Any]]], None]
 
 
@@ -92,18 +101,6 @@ class AlertManager:
 
     # ---- inputs ----------------------------------------------------------------------------
 
-    def on_events(self, rows: list[dict[str, Any]]) -> None:
-        """Ingest listener: open alerts for cues of the alert level (firmware/core/cue_table.py:
-        call_manager); the alert's kind is the cue's name."""
-        for row in rows:
-            if row.get("type") == "cue" and cue_table.level(row.get("cue")) >= cue_table.ALERT_LEVEL:
-                if device_config.in_quiet_hours(self.engine, row["site"]):
-                    log.info(
-                        "%s at %s/%s in quiet hours: no alert", row["cue"], row["site"], row["device"]
-                    )
-                    continue
-                self.open(row["site"], row["device"], row["cue"], event=row)
-
     def on_mqtt(self, topic: str, payload: bytes) -> str | None:
         """`calmcue/v1/<site>/alert/ack|resolve` from a manager's device; never raises. Returns
         None when done (or nothing to do), else why the command was not applied: the ingest
@@ -147,39 +144,96 @@ class AlertManager:
     def _open_once(
         self, site: str, device: str, kind: str, event: dict[str, Any] | None
     ) -> dict[str, Any] | None:
-        now = self._clock()
         with self._lock, self.engine.begin() as conn:
-            active = conn.execute(
-                select(alerts).where(
-                    alerts.c.site == site,
-                    alerts.c.device == device,
-                    alerts.c.kind == kind,
-                    alerts.c.state.in_(ACTIVE),
-                )
-            ).first()
-            if active is not None:
-                _audit(
-                    conn, active.id, now, "repeated", "system", active.state, _event_detail(event)
-                )
-                return None
-            result = conn.execute(
-                insert(alerts).values(
-                    site=site,
-                    device=device,
-                    kind=kind,
-                    state=OPEN,
-                    event_id=event.get("id") if event else None,
-                    conv=event.get("conv") if event else None,
-                    opened_at=now,
-                    notified_at=now,
-                    notify_count=1,
-                )
-            )
-            alert_id = result.inserted_primary_key[0]  # type: ignore[index]
-            _audit(conn, alert_id, now, "opened", "system", OPEN, _event_detail(event))
-            alert = alert_public(conn.execute(select(alerts).where(alerts.c.id == alert_id)).one())
-        self._announce(alert)
+            alert = self._open_in(conn, site, device, kind, event)
+        if alert is not None:
+            self._announce(alert)
         return alert
+
+    def open_with_events(
+        self, conn: Connection, rows: list[dict[str, Any]]
+    ) -> Callable[[], None] | None:
+        """Ingest hook, inside the transaction that stores `rows` (companion/ingest.py): open
+        the alerts their cues call for (cues of the alert level, firmware/core/cue_table.py:
+        call_manager; the alert's kind is the cue's name) in that same transaction, so an event
+        is never stored without the alert it opens: a replica killed between two commits
+        lost it. Returns what to do after the commit (announce them), or None."""
+        calls = [
+            r for r in rows
+            if r.get("type") == "cue" and cue_table.level(r.get("cue")) >= cue_table.ALERT_LEVEL
+        ]  # fmt: skip
+        if not calls:
+            return None
+        opened: list[dict[str, Any]] = []
+        later: list[dict[str, Any]] = []
+        savepoints = conn.dialect.name == "postgresql"  # SQLite: one process, no replicas
+        for row in calls:
+            if device_config.in_quiet_hours(self.engine, row["site"]):
+                log.info("%s at %s/%s in quiet hours: no alert", row["cue"], row["site"],
+                         row["device"])  # fmt: skip
+                continue
+            for attempt in (1, 2):
+                try:
+                    if savepoints:
+                        with conn.begin_nested():
+                            alert = self._open_in(conn, row["site"], row["device"], row["cue"], row)
+                    else:
+                        alert = self._open_in(conn, row["site"], row["device"], row["cue"], row)
+                except IntegrityError:
+                    if attempt == 1:  # another replica opened it a moment ago: a repeat
+                        continue
+                    later.append(row)
+                except Exception as exc:  # the events commit anyway; the alert after them
+                    log.error("could not open an alert with its event: %s", exc)
+                    later.append(row)
+                else:
+                    if alert is not None:
+                        opened.append(alert)
+                break
+
+        def after_commit() -> None:
+            for alert in opened:
+                self._announce(alert)
+            for row in later:
+                self.open(row["site"], row["device"], row["cue"], event=row)
+
+        return after_commit
+
+    def _open_in(
+        self, conn: Connection, site: str, device: str, kind: str, event: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """Open an alert in `conn`'s transaction, or audit a repeat on the active one."""
+        now = self._clock()
+        active = conn.execute(
+            select(alerts).where(
+                alerts.c.site == site,
+                alerts.c.device == device,
+                alerts.c.kind == kind,
+                alerts.c.state.in_(ACTIVE),
+            )
+        ).first()
+        if active is not None:
+            _audit(
+                conn, active.id, now, "repeated", "system", active.state, _event_detail(event)
+            )
+            return None
+        result = conn.execute(
+            insert(alerts).values(
+                site=site,
+                device=device,
+                kind=kind,
+                state=OPEN,
+                event_id=event.get("id") if event else None,
+                conv=event.get("conv") if event else None,
+                opened_at=now,
+                notified_at=now,
+                notify_count=1,
+                publish_due=now,
+            )
+        )
+        alert_id = result.inserted_primary_key[0]  # type: ignore[index]
+        _audit(conn, alert_id, now, "opened", "system", OPEN, _event_detail(event))
+        return alert_public(conn.execute(select(alerts).where(alerts.c.id == alert_id)).one())
 
     def acknowledge(self, alert_id: int, actor: str, *, site: str | None = None) -> dict[str, Any]:
         return self._change(alert_id, actor, "acknowledged", {OPEN}, ACKNOWLEDGED, site)
@@ -233,6 +287,7 @@ class AlertManager:
                     f"alert {alert_id} cannot be reopened: a newer alert is active for "
                     f"{row.site}/{row.device}"
                 )
+            values["publish_due"] = now
             conn.execute(update(alerts).where(alerts.c.id == alert_id).values(**values))
             _audit(conn, alert_id, now, "undone", actor, values["state"], f"undid {last.action}")
             alert = alert_public(conn.execute(select(alerts).where(alerts.c.id == alert_id)).one())
@@ -255,7 +310,7 @@ class AlertManager:
                 raise AlertError(f"no alert {alert_id}" + (f" at site {site}" if site else ""), 404)
             if row.state not in allowed_from:
                 raise AlertError(f"alert {alert_id} is {row.state}; it cannot be {action}")
-            values: dict[str, Any] = {"state": new_state}
+            values: dict[str, Any] = {"state": new_state, "publish_due": now}
             if new_state == ACKNOWLEDGED:
                 values.update(acked_at=now, acked_by=actor)
             else:
@@ -286,9 +341,19 @@ class AlertManager:
         escalations: list[tuple[dict[str, Any], str | None]] = []
         with self._lock, self.engine.begin() as conn:
             # SKIP LOCKED: with several replicas (PostgreSQL) each alert is handled by one
-            open_alerts = select(alerts).where(alerts.c.state == OPEN)
+            # (only the alerts due now: a lock on every open alert held up their publishing)
+            open_alerts = select(alerts).where(
+                alerts.c.state == OPEN,
+                or_(
+                    and_(alerts.c.escalated_at.is_(None),
+                         alerts.c.opened_at <= now - s.alert_escalate_s),
+                    alerts.c.notified_at <= now - s.alert_renotify_s,
+                ),
+            )  # fmt: skip
             for row in conn.execute(open_alerts.with_for_update(skip_locked=True)).all():
-                values: dict[str, Any] = {"notified_at": now, "notify_count": row.notify_count + 1}
+                values: dict[str, Any] = {
+                    "notified_at": now, "notify_count": row.notify_count + 1, "publish_due": now,
+                }  # fmt: skip
                 if row.escalated_at is None and now - row.opened_at >= s.alert_escalate_s:
                     contact = conn.execute(
                         select(sites.c.second_contact).where(sites.c.site == row.site)
@@ -321,7 +386,9 @@ class AlertManager:
                     conn.execute(
                         update(alerts)
                         .where(alerts.c.id == row.id)
-                        .values(state=RESOLVED, resolved_at=now, resolved_by="system")
+                        .values(
+                            state=RESOLVED, resolved_at=now, resolved_by="system", publish_due=now
+                        )
                     )
                     _audit(
                         conn, row.id, now, "resolved", "system", RESOLVED, "device reported again"
@@ -349,20 +416,62 @@ class AlertManager:
                 self._webhook.send({**alert, "escalated": True, "contact": contact})
         for d in silent:
             self.open(d.site, d.device, SILENT_DEVICE)
+        self.publish_due()
 
     def _announce(self, alert: dict[str, Any]) -> None:
-        escalated = alert["escalated_at"] is not None
+        """After a change's commit: tell the other replicas and this one's live feed, then
+        publish it for managers' devices."""
         if self.replica:
             with self.engine.begin() as conn:
                 replicas.notify(conn, self.replica, "a", [alert["id"]])
         with self.engine.connect() as conn:
             full = with_context(conn, [alert])[0]
-        body = json.dumps({**alert, "escalated": escalated, "contact": full["contact"]})
-        try:
-            self._publish(alert_topic(alert["site"], alert["kind"]), body.encode())
-        except Exception:
-            log.exception("could not publish alert %s", alert["id"])
         self._notify("alert", [full])
+        self.publish_due(alert["id"])
+
+    def publish_due(self, alert_id: int | None = None) -> int:
+        """Publish alerts whose change is due (the outbox): `alert_id` alone, just changed here
+        (waiting for a lock another transaction holds: the watcher's pass, an audit row's key
+        lock, or another replica publishing it, after which it is no longer due), or else every
+        alert due for `OUTBOX_GRACE_S` (SKIP LOCKED: a row another replica holds is that
+        replica's to publish). Each row stays locked from the read until its `publish_due` is
+        cleared after the broker took the message, and the message is built from the row as it
+        is then; a change made meanwhile waits for the lock and is due again. So two replicas
+        never send the same change, and an earlier state never reaches managers after a later
+        one. Returns how many were published."""
+        q = select(alerts).where(alerts.c.publish_due.is_not(None))
+        if alert_id is not None:
+            q = q.where(alerts.c.id == alert_id).with_for_update()
+        else:
+            q = (
+                q.where(alerts.c.publish_due < self._clock() - OUTBOX_GRACE_S)
+                .order_by(alerts.c.id)
+                .limit(100)
+                .with_for_update(skip_locked=True)
+            )
+        sent = 0
+        with self.engine.begin() as conn:
+            for row in conn.execute(q).all():
+                alert = alert_public(row)
+                full = with_context(conn, [alert])[0]
+                escalated = alert["escalated_at"] is not None
+                body = json.dumps({**alert, "escalated": escalated, "contact": full["contact"]})
+                try:
+                    took = self._publish(alert_topic(alert["site"], alert["kind"]), body.encode())
+                except Exception:
+                    log.exception("could not publish alert %s", alert["id"])
+                    took = False
+                if took is False:
+                    log.warning("alert %s not published yet; the watcher tries again", row.id)
+                    break  # the broker is away: the rest waits for the next pass too
+                conn.execute(
+                    update(alerts).where(alerts.c.id == row.id).values(publish_due=None)
+                )
+                sent += 1
+                if alert_id is None:
+                    log.warning("alert %s published late: its replica stopped or the broker "
+                                "did not take it at first", row.id)  # fmt: skip
+        return sent
 
 
 def _audit(

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy import Engine
 
 from companion import alerts as alerts_mod
 from companion import fleet_view, ops, replicas, users
@@ -44,6 +45,15 @@ def _fleet_module() -> Any:
     return fleet
 
 
+def make_ingest(settings: Settings, engine: Engine) -> Ingest:
+    """MQTT subscriptions on one broker, or the clustered broker's shared durable queue."""
+    if settings.amqp_urls:
+        from companion.cluster_ingest import ClusterIngest
+
+        return ClusterIngest(settings, engine)
+    return Ingest(settings, engine)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service. The lifespan migrates the database, starts the MQTT ingest (when
     `settings.mqtt_url` names a broker) and the alert watcher, and stops them on shutdown."""
@@ -70,8 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "'calmcue companion user add NAME --role admin' (or set CALMCUE_ADMIN_PASSWORD)"
             )
         feed = LiveFeed()
-        ingest = Ingest(settings, engine)
-        shared = settings.mqtt_shared_group is not None
+        ingest = make_ingest(settings, engine)
+        shared = settings.replicated
         pusher = Pusher(engine, settings.data_dir, settings.push_subject)  # Web Push
         app.state.pusher = pusher
 
@@ -82,13 +92,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         manager = AlertManager(
             settings,
             engine,
-            publish=ingest.publish,
+            publish=ingest.publish_alert,
             notify=notify,
             replica=ingest.replica if shared else None,
         )
         relay = replicas.FeedRelay(engine, ingest.replica, feed) if shared else None
         ingest.on_events(lambda rows: feed.publish("event", rows))
-        ingest.on_events(manager.on_events)
+        ingest.in_commit(manager.open_with_events)  # an event commits with its alert
         ingest.handle(alerts_mod.ACK_TOPIC_FILTER, manager.on_mqtt)
         ingest.handle(fleet_view.RESULT_TOPIC_FILTER, app.state.config_results.on_mqtt)
         app.state.feed = feed

@@ -22,6 +22,11 @@ def register(sub) -> None:  # type: ignore[no-untyped-def]
         "--mqtt",
         help="mqtt://[user:pass@]host:port, mqtts://... (TLS), or 'embedded' for a private broker",
     )
+    s.add_argument(
+        "--amqp",
+        help="the clustered broker: its nodes' AMQP URLs, comma-separated (docs/cluster.md); "
+        "--mqtt then lists their MQTT URLs",
+    )
     s.add_argument("--mqtt-ca", help="mqtts: CA file that signed the broker's certificate")
     s.add_argument("--mqtt-cert", help="mqtts: client certificate file (optional)")
     s.add_argument("--mqtt-key", help="mqtts: client certificate's private key file")
@@ -67,6 +72,7 @@ def _serve(args: argparse.Namespace) -> int:
         for k, v in {
             "db_url": args.db,
             "mqtt_url": args.mqtt,
+            "amqp_urls": args.amqp,
             "host": args.host,
             "port": args.port,
             "env": args.env,

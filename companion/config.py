@@ -130,6 +130,11 @@ class Settings(BaseSettings):
     # Several replicas (each with its own mqtt_client_id) share the ingest through the MQTT
     # shared subscription $share/<group>/...; they need one PostgreSQL database.
     mqtt_shared_group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    # The clustered broker (docs/cluster.md): the nodes' AMQP URLs, comma-separated
+    # (amqp://companion:PASSWORD@node1:5672/%2F,amqp://...@node2...). Set, the ingest consumes
+    # the cluster's durable quorum queue, shared by every replica, acknowledging each message
+    # after its commit; mqtt_url then lists every node's MQTT URL (alerts, retained configs).
+    amqp_urls: str | None = None
     ingest_batch_rows: int = Field(default=500, ge=1)
     ingest_batch_ms: int = Field(default=50, ge=1)
     dead_letter_max_bytes: int = Field(default=2048, ge=64)
@@ -213,8 +218,35 @@ class Settings(BaseSettings):
                 "set CALMCUE_DB_URL=postgresql+psycopg://..., or unset CALMCUE_MQTT_SHARED_GROUP"
             )
         if self.mqtt_url not in (None, "embedded"):
-            self.mqtt_target()
+            targets = self.mqtt_targets()
+            if len(targets) > 1 and not self.amqp_urls:
+                raise SettingsError(
+                    "several MQTT URLs are for the clustered broker: set CALMCUE_AMQP_URLS to its "
+                    "nodes' AMQP URLs too (docs/cluster.md), or give one MQTT URL"
+                )
+        if self.amqp_urls:
+            self.amqp_url_list()
         return self
+
+    @property
+    def replicated(self) -> bool:
+        """Replicas may share the ingest, so each announces what it stored to the others
+        (PostgreSQL NOTIFY; companion/replicas.py)."""
+        return self.mqtt_shared_group is not None or (
+            self.amqp_urls is not None and self.db_url.startswith("postgresql")
+        )
+
+    def amqp_url_list(self) -> list[str]:
+        urls = [u.strip() for u in (self.amqp_urls or "").split(",") if u.strip()]
+        for u in urls:
+            parts = urlsplit(u)
+            if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+                raise SettingsError(
+                    f"AMQP URL {parts.scheme}://{parts.hostname}... is not of the form "
+                    "amqp://user:password@host:5672/%2F (or amqps:// for TLS); give one per node, "
+                    "comma-separated"
+                )
+        return urls
 
     @property
     def open_access(self) -> bool:
@@ -222,11 +254,18 @@ class Settings(BaseSettings):
         return self.env == "demo"
 
     def mqtt_target(self) -> MqttTarget | None:
+        """The broker (the first node's when mqtt_url lists a cluster's nodes)."""
+        targets = self.mqtt_targets()
+        return targets[0] if targets else None
+
+    def mqtt_targets(self) -> list[MqttTarget]:
         if self.mqtt_url in (None, "embedded"):
-            return None
-        return MqttTarget.parse(
-            self.mqtt_url, self.mqtt_ca_file, self.mqtt_cert_file, self.mqtt_key_file
-        )
+            return []
+        return [
+            MqttTarget.parse(u.strip(), self.mqtt_ca_file, self.mqtt_cert_file, self.mqtt_key_file)
+            for u in self.mqtt_url.split(",")
+            if u.strip()
+        ]
 
     def session_secret(self) -> str:
         """The configured key, or the one generated on first start in <data_dir>/session_secret

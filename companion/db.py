@@ -126,6 +126,9 @@ alerts = Table(
     Column("notified_at", Float, nullable=False),
     Column("notify_count", Integer, nullable=False, default=1),
     Column("escalated_at", Float),
+    # set with every change managers' devices must hear of, cleared once the broker took it: a
+    # replica that dies in between leaves it set for another replica to publish (migration 0008)
+    Column("publish_due", Float),
     Index("ix_alerts_site_state", "site", "state"),
     # one active alert per counter and kind, even with several replicas opening at once
     Index(
@@ -210,9 +213,9 @@ def event_public(row: Any) -> dict[str, Any]:
 
 
 def alert_public(row: Any) -> dict[str, Any]:
-    """An alert as the API shows it: every column."""
+    """An alert as the API shows it: every column but the publishing bookkeeping."""
     m = row._mapping if hasattr(row, "_mapping") else row
-    return {c.name: m[c.name] for c in alerts.columns}
+    return {c.name: m[c.name] for c in alerts.columns if c.name != "publish_due"}
 
 
 def alerts_with_context(conn: Connection, items: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -73,12 +73,22 @@ class CompanionProcess:
     """`python -m calmcue.cli companion serve` with a fixed MQTT client id (so its persistent
     session at the broker outlives the process), in demo mode (healthz shows the counters)."""
 
-    def __init__(self, db_url: str, mqtt_url: str, workdir: Path, client_id: str = "companion"):
+    def __init__(
+        self,
+        db_url: str,
+        mqtt_url: str,
+        workdir: Path,
+        client_id: str = "companion",
+        amqp_url: str | None = None,
+        env: dict[str, str] | None = None,
+    ):
         self.db_url, self.mqtt_url, self.workdir = db_url, mqtt_url, workdir
         self.client_id = client_id
+        self.amqp_url = amqp_url  # the clustered broker's nodes (companion/cluster_ingest.py)
+        self.env = env or {}
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = workdir / "companion.log"
+        self.log = workdir / f"{client_id}.log"
         self.starts = 0
 
     def start(self, wait_subscribed: bool = True) -> CompanionProcess:
@@ -87,11 +97,13 @@ class CompanionProcess:
             "PYTHONPATH": str(REPO),
             "CALMCUE_MQTT_CLIENT_ID": self.client_id,
             "CALMCUE_INGEST_BATCH_MS": "20",
+            **self.env,
         }
         out = open(self.log, "ab")
+        cluster = ["--amqp", self.amqp_url] if self.amqp_url else []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "calmcue.cli", "companion", "serve", "--db", self.db_url,
-             "--mqtt", self.mqtt_url, "--port", str(self.port), "--env", "demo"],
+             "--mqtt", self.mqtt_url, "--port", str(self.port), "--env", "demo", *cluster],
             cwd=self.workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.starts += 1

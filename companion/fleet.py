@@ -238,6 +238,7 @@ class FleetStore:
             site=site,
             device=device,
             password_hash=broker_access.hash_password(username, password),
+            rabbitmq_hash=broker_access.rabbitmq_hash(password),
             created_at=time.time(),
         )
         with self.engine.begin() as conn:
@@ -248,7 +249,8 @@ class FleetStore:
     def accounts(self) -> list[broker_access.Account]:
         with self.engine.connect() as conn:
             return [
-                broker_access.Account(r.username, r.password_hash, r.site, r.device)
+                broker_access.Account(r.username, r.password_hash, r.site, r.device,
+                                      r.rabbitmq_hash)  # fmt: skip
                 for r in conn.execute(select(mqtt_accounts).order_by(mqtt_accounts.c.username))
             ]
 
@@ -257,6 +259,10 @@ class FleetStore:
         return {
             "passwd": broker_access.render_password_file(accts),
             "acl": broker_access.render_acl_file(accts),
+            # the clustered broker's accounts, rules and ingest queue (docs/cluster.md)
+            "rabbitmq-definitions.json": json.dumps(
+                broker_access.rabbitmq_definitions(accts), indent=1
+            ),
         }
 
     # updates

@@ -39,6 +39,8 @@ mqtt_accounts = Table(
     Column("device", String(32)),
     Column("password_hash", Text, nullable=False),
     Column("created_at", Float, nullable=False),
+    # the clustered broker's format of the same password (migration 0007; docs/cluster.md)
+    Column("rabbitmq_hash", Text),
 )
 
 updates = Table(

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from sqlalchemy import Engine, insert, select, text, update
+from sqlalchemy import Connection, Engine, insert, select, text, update
 
 from companion import replicas, schema
 from companion.config import Settings
@@ -51,6 +51,8 @@ EVENT_COLUMNS = (
 )  # fmt: skip
 
 EventListener = Callable[[list[dict[str, Any]]], None]
+# inside the events' transaction; returns what to run after the commit (or None)
+CommitHook = Callable[[Connection, list[dict[str, Any]]], Callable[[], None] | None]
 DeviceListener = Callable[[str, str, str, dict[str, Any]], None]
 # returns None when handled, or the reason to keep the message as a dead letter
 MessageHandler = Callable[[str, bytes], "str | None"]
@@ -115,6 +117,8 @@ class Ingest:
         self._generation = 0  # bumped on every (re)connect: a mid is only valid on its connection
         self._stopping = threading.Event()
         self._event_listeners: list[EventListener] = []
+        self._commit_hooks: list[CommitHook] = []
+        self._after_commit: list[Callable[[], None]] = []  # the writer thread's, from hooks
         self._device_listeners: list[DeviceListener] = []
         self._handlers: list[tuple[str, MessageHandler]] = []
         self._known: set[tuple[str, str]] = set()
@@ -134,6 +138,12 @@ class Ingest:
         """`listener(rows)` runs on the writer thread after each commit with the newly stored
         events (duplicates excluded), oldest first."""
         self._event_listeners.append(listener)
+
+    def in_commit(self, hook: CommitHook) -> None:
+        """`hook(conn, rows)` runs inside the transaction that stores new events, after them, so
+        what it writes commits with them or not at all (alerts: companion/alerts.py); what it
+        returns, if not None, runs after the commit and the event listeners."""
+        self._commit_hooks.append(hook)
 
     def on_device(self, listener: DeviceListener) -> None:
         """`listener(site, device, what, fields)` after a status/telemetry update is stored."""
@@ -184,6 +194,15 @@ class Ingest:
             except (RuntimeError, ValueError):  # dropped from paho's queue: the reconnect resends
                 pass
         return True
+
+    def publish_alert(self, topic: str, payload: bytes) -> bool:
+        """For the alert outbox (companion/alerts.py): True once paho holds the message (QoS 1
+        on a persistent session: sent now, or from its queue after a reconnect), False when it
+        could not take it (tried again later). With no broker configured nobody listens: True."""
+        if self._client is None:
+            return self.settings.mqtt_target() is None
+        info = self._client.publish(topic, payload, qos=1)
+        return info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -528,6 +547,12 @@ class Ingest:
                     listener(out.stored)
                 except Exception as exc:
                     log.error("event listener failed: %s", _one_line(exc))
+        after, self._after_commit = self._after_commit, []
+        for fn in after:
+            try:
+                fn()
+            except Exception as exc:
+                log.error("after-commit hook failed: %s", _one_line(exc))
         for kind, data in out.dev_updates or []:
             site, device = data[0], data[1]
             fields = {"status": data[2]} if kind == "status" else {"tele": data[2]}
@@ -667,11 +692,12 @@ class Ingest:
                     stored_row = dict(by_key[(row.site, row.device, row.boot, row.seq)])
                     stored_row["id"] = row.id
                     stored.append(stored_row)
-            if stored and self.settings.mqtt_shared_group:
+            if stored and self.settings.replicated:
                 replicas.notify(conn, self.replica, "e", [r["id"] for r in stored])
             if dead_rows:
                 conn.execute(insert(dead_letters), dead_rows)
-            for (site, device), t in seen.items():
+            # one order for every replica: two batches touching the same devices never deadlock
+            for (site, device), t in sorted(seen.items()):
                 if (site, device) not in self._known:
                     conn.execute(
                         self._insert_device,
@@ -705,8 +731,10 @@ class Ingest:
                     if fields.online:
                         values["status"] = "online"  # a device that reports is online
                     conn.execute(update(devices).where(*where).values(**values))
+            stored.sort(key=lambda r: r["id"])
+            after = [hook(conn, stored) for hook in self._commit_hooks] if stored else []
         self._known.update(seen)
-        stored.sort(key=lambda r: r["id"])
+        self._after_commit.extend(fn for fn in after if fn is not None)
         return stored
 
 

@@ -3,7 +3,8 @@
 set -euo pipefail
 want=(mosquitto)
 # valgrind: the headset timing model counts the unix port's instructions (tests/test_fw_timing.py)
-if [ "${1:-run}" = test ]; then want+=(postgresql chromium valgrind); fi
+# rabbitmq-server: the clustered broker the cluster tests start (tests/test_cluster_faults.py)
+if [ "${1:-run}" = test ]; then want+=(postgresql chromium valgrind rabbitmq-server); fi
 
 have() {
   case "$1" in
@@ -11,6 +12,7 @@ have() {
     postgresql) compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null ;;
     chromium) command -v chromium >/dev/null ;;
     valgrind) command -v valgrind >/dev/null ;;
+    rabbitmq-server) [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] ;;
     *) dpkg -s "$1" >/dev/null 2>&1 ;;
   esac
 }

@@ -201,3 +201,55 @@ def test_a_failing_command_is_reported_and_the_link_carries_on(mosquitto, tmp_pa
             assert agent.link.connects == 1
     finally:
         sub.close()
+
+
+def test_the_agent_fails_over_between_the_nodes_of_a_clustered_broker(tmp_path, quiet_wav):
+    """Issue 18 item 1: `mqtt.fallback_urls` lists a clustered broker's other nodes. The first
+    address answers nothing, so the agent connects to the second; when that node goes away, it
+    moves on to the third; every event arrives once, in order (two brokers stand in for nodes,
+    bridged by one subscriber on each)."""
+    from calmcue.broker import Mosquitto, free_port
+
+    node2, node3 = Mosquitto(workdir=tmp_path / "n2").start(), Mosquitto(workdir=tmp_path / "n3")
+    node3.start()
+    subs = [Subscriber(node2.port), Subscriber(node3.port)]
+    factory = MockFactory(pin_class=MockPWMPin)
+    dead = free_port()  # nothing listens here: a node that is down
+    cfg = agent_config(tmp_path, dead, outputs={"enabled": True}, audio={"loop": True},
+                       mqtt={"fallback_urls": [f"mqtt://127.0.0.1:{node2.port}",
+                                               f"mqtt://127.0.0.1:{node3.port}"]})  # fmt: skip
+    agent = Agent(cfg, source=f"file:{quiet_wav}", realtime=True, pin_factory=factory)
+    try:
+        with RunningAgent(agent):
+            assert wait_until(lambda: agent.link.connected, 5)
+            assert agent.link.address == f"127.0.0.1:{node2.port}"
+            for _ in range(5):
+                press(factory)
+            assert wait_until(lambda: len(subs[0].events()) == 5, 5)
+            node2.stop()  # this node goes away: on to the next address
+            for _ in range(5):
+                press(factory)
+            assert wait_until(lambda: len(subs[1].events()) >= 5 and agent.queue.depth() == 0, 10)
+            assert agent.link.address == f"127.0.0.1:{node3.port}"
+        seqs = [e["seq"] for e in subs[0].events()] + [e["seq"] for e in subs[1].events()]
+        assert seqs == list(range(10))
+    finally:
+        for s in subs:
+            s.close()
+        node2.close()
+        node3.close()
+
+
+def test_fallback_urls_are_checked_like_the_url(tmp_path):
+    from firmware.pi.config import ConfigError, build
+
+    base = agent_config(tmp_path, 1883)
+    for bad, words in (
+        (["mqtts://node2:8883"], "same scheme"),
+        (["node2:1883"], "same scheme"),
+        (["mqtt://u:p@node2:1883"], "credentials"),
+        ("mqtt://node2:1883", "must be a list"),
+    ):
+        cfg = {**base, "mqtt": {**base["mqtt"], "fallback_urls": bad}}
+        with pytest.raises(ConfigError, match=words):
+            build(cfg)

@@ -185,3 +185,18 @@ def test_mqtts_headset_gets_the_broker_ca_on_flash(board, fleet, bundle, tmp_pat
     doc = json.loads((board.flash / "device.json").read_text())
     assert doc["mqtt"]["ssl"] is True and doc["mqtt"]["ca"] == "ca.der"
     assert (board.flash / "ca.der").read_bytes() == der
+
+
+def test_a_cluster_s_nodes_become_the_headset_s_fallback_list():
+    """`--mqtt URL1,URL2,URL3` (a clustered broker, docs/cluster.md): the first node in
+    device.json's mqtt.host/port, the others in mqtt.fallback for firmware/headset/net.py to fail over
+    between; mixed schemes refused."""
+    many = ident(mqtt_url="mqtt://10.0.0.1:1883, mqtt://10.0.0.2:1884,mqtt://10.0.0.3")
+    assert provision.validate(many, target="esp32") == []
+    doc = provision.device_document(many, DEVICE, {"username": DEVICE, "password": "pw"})
+    assert (doc["mqtt"]["host"], doc["mqtt"]["port"]) == ("10.0.0.1", 1883)
+    assert doc["mqtt"]["fallback"] == [["10.0.0.2", 1884], ["10.0.0.3", 1883]]
+    one = provision.device_document(ident(), DEVICE, {"username": DEVICE, "password": "pw"})
+    assert "fallback" not in one["mqtt"]
+    mixed = ident(mqtt_url="mqtt://10.0.0.1:1883,mqtts://10.0.0.2:8883")
+    assert any("all be mqtt:// or all mqtts://" in p for p in provision.validate(mixed, target="esp32"))

@@ -104,6 +104,9 @@ class Account:
     password_hash: str
     site: str | None = None  # None for the companion account
     device: str | None = None
+    # the same password in RabbitMQ's format (`rabbitmq_hash`), for the clustered broker;
+    # None for an account made before it existed (rotate it to give it one)
+    rabbitmq_hash: str | None = None
 
 
 def hash_password(username: str, password: str, use_tool: bool = True) -> str:
@@ -210,3 +213,100 @@ def write_files(accounts: list[Account], out_dir: Path) -> tuple[Path, Path]:
         os.replace(tmp, path)
         result.append(path)
     return result[0], result[1]
+
+
+# ---- the clustered broker (RabbitMQ, docs/cluster.md) ---------------------------------------------
+
+RABBITMQ_HASHING = "rabbit_password_hashing_sha256"
+INGEST_QUEUE = "calmcue.ingest"
+# what the companion's ingest queue receives, as MQTT topic filters (the broker's routing keys
+# are these with '/' -> '.', '+' -> '*')
+INGEST_FILTERS = (
+    f"{TOPIC_ROOT}/+/+/evt/+",
+    f"{TOPIC_ROOT}/+/+/status",
+    f"{TOPIC_ROOT}/+/+/tele",
+    f"{TOPIC_ROOT}/+/alert/ack",
+    f"{TOPIC_ROOT}/+/alert/resolve",
+)
+
+
+def rabbitmq_hash(password: str) -> str:
+    """RabbitMQ's `rabbit_password_hashing_sha256`: base64(salt + SHA-256(salt + password)),
+    a 4-byte random salt."""
+    salt = os.urandom(4)
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
+def routing_key(topic_filter: str) -> str:
+    """An MQTT topic or filter as the broker's AMQP routing key or binding pattern."""
+    return topic_filter.replace("/", ".").replace("+", "*")
+
+
+def mqtt_topic(key: str) -> str:
+    """A routing key of a message the broker's MQTT adapter published, as its MQTT topic
+    (calmcue's topic words never contain '.' or '/')."""
+    return key.replace(".", "/")
+
+
+def _rx(topic: str) -> str:
+    """A rule's MQTT filter as a RabbitMQ topic-permission regex over routing keys."""
+    out = []
+    for word in topic.split("/"):
+        out.append(".+" if word == "#" else "[^.]+" if word == "+" else re.escape(word))
+    return "\\.".join(out)
+
+
+def _alternatives(topics: list[str]) -> str:
+    return "^(" + "|".join(_rx(t) for t in topics) + ")$"
+
+
+def rabbitmq_definitions(accounts: Iterable[Account]) -> dict[str, object]:
+    """The cluster's accounts and rules as a RabbitMQ definitions file (`load_definitions`, read
+    at every node's boot): the same per-device and per-site topic rules as the Mosquitto ACL
+    (routing keys are topics with '.' for '/'), each account's own MQTT subscription queues,
+    and the companion's durable ingest queue (a quorum queue on every node) bound to every
+    topic it reads, declared before any device publishes. `password_hash` must be a
+    `rabbitmq_hash`. Accounts the rules refuse get no permissions at all."""
+    users: list[dict[str, object]] = []
+    perms: list[dict[str, str]] = []
+    topic_perms: list[dict[str, str]] = []
+    own_queues = "^(amq\\.topic|mqtt-subscription-.*)$"
+    for a in sorted(accounts, key=lambda a: a.username):
+        if not _safe_in_files(a) or not a.rabbitmq_hash:
+            continue
+        users.append({"name": a.username, "password_hash": a.rabbitmq_hash,
+                      "hashing_algorithm": RABBITMQ_HASHING, "tags": []})  # fmt: skip
+        try:
+            check_account(a.username, a.site, a.device)
+        except AccessError:
+            continue  # in the registry but not allowed: it may log in to nothing
+        if a.site is None:
+            perms.append({"user": a.username, "vhost": "/", "configure": ".*", "write": ".*",
+                          "read": ".*"})  # fmt: skip
+            everything = "^" + re.escape(TOPIC_ROOT.replace("/", ".")) + "\\..+$"
+            topic_perms.append({"user": a.username, "vhost": "/", "exchange": "amq.topic",
+                                "write": everything, "read": everything})  # fmt: skip
+            continue
+        topics = site_topics(a.site) if a.device is None else device_topics(a.site, a.device)
+        perms.append({"user": a.username, "vhost": "/", "configure": "^mqtt-subscription-.*$",
+                      "write": own_queues, "read": own_queues})  # fmt: skip
+        topic_perms.append({"user": a.username, "vhost": "/", "exchange": "amq.topic",
+                            "write": _alternatives(topics["write"]),
+                            "read": _alternatives(topics["read"])})  # fmt: skip
+    return {
+        "users": users,
+        "vhosts": [{"name": "/"}],
+        "permissions": perms,
+        "topic_permissions": topic_perms,
+        "queues": [{"name": INGEST_QUEUE, "vhost": "/", "durable": True, "auto_delete": False,
+                    "arguments": {"x-queue-type": "quorum"}}],
+        "bindings": [
+            {"source": "amq.topic", "vhost": "/", "destination": INGEST_QUEUE,
+             "destination_type": "queue", "routing_key": routing_key(f), "arguments": {}}
+            for f in INGEST_FILTERS
+        ],
+        "exchanges": [],
+        "parameters": [],
+        "policies": [],
+        "global_parameters": [],
+    }  # fmt: skip

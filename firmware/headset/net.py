@@ -64,7 +64,8 @@ def _packet(first, body):
 class Link:
     """Wi-Fi station + MQTT session for one device.
 
-    ident: the provisioned identity dict (site, device, wifi{ssid,password}, mqtt{host,port,...}).
+    ident: the provisioned identity dict (site, device, wifi{ssid,password}, mqtt{host,port,...};
+    mqtt.fallback: the other broker nodes to fail over between, [[host, port], ...]).
     on_message(topic, payload): for config and commands (topics under `prefix`,
     "calmcue/v1/<site>/<device>/"); topic is bytes, payload bytes, or its length (an int) when
     it was longer than _MSG_MAX and was skipped unread.
@@ -293,6 +294,13 @@ class Link:
     def fail(self, e):
         up = self.up
         self.drop(_FAILED % ("mqtt" if up else "connect", e))
+        # A cluster (docs/cluster.md): mqtt.fallback lists the other nodes, [[host, port], ...];
+        # the next try goes to the next node, round the ring, TLS names included.
+        m = self.ident.get("mqtt", {})
+        f = m.get("fallback")
+        if f:
+            f.append([m.get("host"), m.get("port")])
+            m["host"], m["port"] = f.pop(0)
         if not up:  # try again later, less often (a broken session is made again at once)
             self._next = self._now + self._backoff
             self._backoff = min(self._backoff * 2, _BACKOFF_MAX_MS)

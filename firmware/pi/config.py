@@ -36,6 +36,9 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class MqttSettings:
     url: str = "mqtt://127.0.0.1:1883"
+    # the other nodes of a clustered broker (docs/cluster.md), same scheme, account and TLS: the
+    # agent moves to the next address whenever a connect fails or the link drops
+    fallback_urls: tuple[str, ...] = ()
     username: str | None = None
     password: str | None = None
     ca_file: str | None = None  # TLS trust anchor; mqtts:// without it uses the system store
@@ -57,6 +60,15 @@ class MqttSettings:
     @property
     def port(self) -> int:
         return urlsplit(self.url).port or (8883 if self.tls else 1883)
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """(host, port) of `url`, then of each fallback URL."""
+        out = []
+        for u in (self.url, *self.fallback_urls):
+            parts = urlsplit(u)
+            out.append((parts.hostname or "127.0.0.1", parts.port or (8883 if self.tls else 1883)))
+        return out
 
 
 @dataclass(frozen=True)
@@ -210,6 +222,25 @@ def _check_mqtt(m: MqttSettings, problems: list[str]) -> None:
             problems.append(
                 "mqtt: the password is given twice (in url and mqtt.password); keep one"
             )
+    fallbacks = m.fallback_urls if isinstance(m.fallback_urls, tuple) else ()
+    for u in fallbacks:
+        fp = urlsplit(u) if isinstance(u, str) else None
+        if fp is None or fp.scheme != getattr(parts, "scheme", None) or not fp.hostname:
+            problems.append(
+                f"mqtt.fallback_urls: {u!r} is not a broker address with the same scheme as "
+                f"mqtt.url; write e.g. {'mqtts' if m.tls else 'mqtt'}://node2.example.com:"
+                f"{8883 if m.tls else 1883} (one account, one TLS setting for every node)"
+            )
+        elif fp.username or fp.password:
+            problems.append(
+                f"mqtt.fallback_urls: {fp.hostname} carries credentials; the account is "
+                "mqtt.username/password, the same on every node"
+            )
+        else:
+            try:
+                fp.port  # noqa: B018 - raises on a bad port
+            except ValueError:
+                problems.append(f"mqtt.fallback_urls: the port in {u!r} is not 1-65535")
     for key in ("ca_file", "cert_file", "key_file"):
         path = getattr(m, key)
         if isinstance(path, str) and not Path(path).is_file():
@@ -224,16 +255,14 @@ def _check_mqtt(m: MqttSettings, problems: list[str]) -> None:
         problems.append("mqtt: cert_file and key_file go together; set both or neither")
     if m.password and not m.username:
         problems.append("mqtt.password is set without mqtt.username; add the username")
+    hosts = [parts.hostname if parts is not None else None] + [
+        urlsplit(u).hostname for u in fallbacks if isinstance(u, str)
+    ]
     if (
         m.password
         and not m.tls
         and parts is not None
-        and parts.hostname
-        not in (
-            "127.0.0.1",
-            "localhost",
-            "::1",
-        )
+        and any(h not in ("127.0.0.1", "localhost", "::1") for h in hosts if h)
     ):
         problems.append(
             "mqtt: a password would cross the network in clear text; use mqtts:// "

@@ -54,6 +54,7 @@ class Link:
         self.on_command = on_command
         self.connected = False
         self.connects = 0
+        self.address = ""  # host:port of the node connected to, or last tried
         self.delivered = 0
         self._stop = threading.Event()
         self._kick = threading.Event()  # new event queued: publish now, not on the next tick
@@ -116,18 +117,24 @@ class Link:
 
     def _run(self) -> None:
         backoff = self.settings.reconnect_min_s
+        addresses = self.settings.addresses  # a clustered broker's nodes: fail over in turn
+        node = 0
         while not self._stop.is_set():
             client = self._new_client()
             self._client = client
             with self._lock:
                 self._inflight.clear()
                 self._last_sent = 0
+            host, port = addresses[node % len(addresses)]
+            self.address = f"{host}:{port}"
+            node += 1  # a failure below sends the next attempt to the next node
             try:
-                client.connect(self.settings.host, self.settings.port, self.settings.keepalive_s)
+                client.connect(host, port, self.settings.keepalive_s)
             except (OSError, ValueError) as exc:  # refused, unreachable, TLS, bad host name
                 log.warning(
-                    "broker %s unreachable (%s); events stay queued (%d), retry in %.1f s",
-                    self.settings.url,
+                    "broker %s:%d unreachable (%s); events stay queued (%d), retry in %.1f s",
+                    host,
+                    port,
                     exc,
                     self.queue.depth(),
                     backoff,
@@ -221,7 +228,7 @@ class Link:
         self.connected = True
         self.connects += 1
         log.info(
-            "connected to %s; %d queued event(s) to deliver", self.settings.url, self.queue.depth()
+            "connected to %s; %d queued event(s) to deliver", self.address, self.queue.depth()
         )
         client.publish(self.topic("status"), b"online", qos=1, retain=True)
         client.subscribe([(self.topic("config"), 1), (self.topic("cmd/+"), 1)])

@@ -56,7 +56,9 @@ def register(sub: Any) -> None:
     v.add_argument("--wifi", default="", metavar="SSID")
     v.add_argument("--wifi-password", default=os.environ.get("CALMCUE_WIFI_PASSWORD", ""),
                    help="(or env CALMCUE_WIFI_PASSWORD, kept out of shell history)")
-    v.add_argument("--mqtt", default="", metavar="URL", help="broker as the device reaches it")
+    v.add_argument("--mqtt", default="", metavar="URL",
+                   help="broker as the device reaches it; a cluster: its nodes' URLs, "
+                        "comma-separated (the device fails over between them)")
     v.add_argument("--mqtt-ca", type=Path, metavar="FILE",
                    help="with mqtts://: the CA certificate (PEM or DER) that signed the broker's; "
                    "the headset checks the broker against it")
@@ -217,6 +219,15 @@ def _write_broker_files(fleet: Any, out: Path) -> None:
         tmp.replace(out / name)
     print(f"wrote {out / 'passwd'} and {out / 'acl'}; reload the broker to apply them:\n"
           "  sudo systemctl reload mosquitto   (or: kill -HUP $(pidof mosquitto))")
+    defs = files.get("rabbitmq-definitions.json")
+    if defs is not None:  # the clustered broker's form of the same accounts and rules
+        tmp = out / "rabbitmq-definitions.json.tmp"
+        tmp.write_text(defs)
+        tmp.chmod(0o600)
+        tmp.replace(out / "rabbitmq-definitions.json")
+        print(f"and {out / 'rabbitmq-definitions.json'} for a clustered broker "
+              "(docs/cluster.md): on any one node,\n"
+              f"  rabbitmqctl import_definitions {out / 'rabbitmq-definitions.json'}")
 
 
 def cmd_ota_key(args: argparse.Namespace) -> int:

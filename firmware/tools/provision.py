@@ -116,8 +116,12 @@ def validate(ident: Identity, *, target: str, loopback_ok: bool = False) -> list
     if not 1 <= len(ident.label) <= 64 or not ident.label.isprintable():
         out.append("label must be the 1-64 printable characters on the factory label, e.g. 'CC-000123'")
     device_reaches = not loopback_ok
-    out += _url_problems("mqtt url", ident.mqtt_url, ("mqtt", "mqtts"),
-                         "mqtt://192.168.1.10:1883", device_reaches)
+    urls = mqtt_urls(ident.mqtt_url)  # a cluster's nodes: the first, then the ones to fail over to
+    for url in urls or [""]:
+        out += _url_problems("mqtt url", url, ("mqtt", "mqtts"),
+                             "mqtt://192.168.1.10:1883", device_reaches)
+    if len({urlsplit(u).scheme for u in urls}) > 1:
+        out.append("the broker nodes' URLs must all be mqtt:// or all mqtts:// (one CA for all)")
     if ident.ota_url:
         out += _url_problems("companion url", ident.ota_url, ("http", "https"),
                              "https://192.168.1.10:8443", device_reaches)
@@ -253,6 +257,11 @@ def _with_image(path: Path, manifest: dict[str, Any], files: dict[str, bytes],
 
 
 # ---- ESP32 ----------------------------------------------------------------------------------
+
+
+def mqtt_urls(value: str) -> list[str]:
+    """`--mqtt URL[,URL...]`: one broker, or a cluster's nodes (the first, then the others)."""
+    return [u.strip() for u in value.split(",") if u.strip()]
 
 
 def read_ca(path: Path, option: str = "--mqtt-ca") -> bytes:
@@ -459,8 +468,12 @@ def put_image(link: DeviceLink, image: bytes, log: Callable[[str], None] | None 
 def device_document(ident: Identity, device: str, creds: dict[str, str]) -> dict[str, Any]:
     """device.json: who the device is and how it reaches the store network; the keys are the
     firmware's (docs/firmware.md, "Files on the device's flash")."""
-    mqtt = urlsplit(ident.mqtt_url)
+    first, *others = mqtt_urls(ident.mqtt_url)
+    mqtt = urlsplit(first)
     tls = mqtt.scheme == "mqtts"
+    port = 8883 if tls else 1883
+    # the other nodes of a clustered broker, tried in turn when a node fails (docs/cluster.md)
+    fallback = [[urlsplit(u).hostname, urlsplit(u).port or port] for u in others]
     return {
         "v": 1,
         "site": ident.site,
@@ -469,9 +482,9 @@ def device_document(ident: Identity, device: str, creds: dict[str, str]) -> dict
         "label": ident.label,
         "profile": ident.profile,
         "wifi": {"ssid": ident.wifi_ssid, "password": ident.wifi_password},
-        "mqtt": {"host": mqtt.hostname, "port": mqtt.port or (8883 if tls else 1883),
+        "mqtt": {"host": mqtt.hostname, "port": mqtt.port or port,
                  "ssl": tls, "user": creds["username"], "password": creds["password"],
-                 **({"ca": CA_FILE} if tls else {})},
+                 **({"ca": CA_FILE} if tls else {}), **({"fallback": fallback} if fallback else {})},
         "ota_url": ident.ota_url,
         # signs the device's update reports (firmware/headset/ota.py report); from the companion
         **({"ota_report_key": creds["ota_report_key"]} if creds.get("ota_report_key") else {}),
@@ -624,8 +637,9 @@ def provision_pi(runner: Runner, ident: Identity, fleet: Fleet, *, restart: bool
         raise ProvisionError(problems)
     device = device_id_from_uid(pi_unique_id(runner))
     raw: dict[str, Any] = {"site": ident.site, "device": device,
-                           "mqtt": {"url": ident.mqtt_url, "username": device,
-                                    "password": "x" * 24}}
+                           "mqtt": {"url": mqtt_urls(ident.mqtt_url)[0], "username": device,
+                                    "password": "x" * 24,
+                                    "fallback_urls": mqtt_urls(ident.mqtt_url)[1:]}}
     if ident.settings:
         raw.update(ident.settings)
     try:
