@@ -39,9 +39,10 @@ def register(sub) -> None:
     t.add_argument(
         "--babble-copies",
         type=int,
-        default=0,
-        help="extra training copies with other training speakers talking underneath at 5-25 dB "
-        "below the customer (models/dataset.py _babble_table); 0 = the shipped recipe",
+        default=None,
+        help="training copies with other training speakers talking underneath at 5-25 dB "
+        "below the customer (models/dataset.py _babble_table); default: the shipped recipe's "
+        "(TrainSettings.babble_copies)",
     )
     t.set_defaults(func=_train)
     e = msub.add_parser("evaluate", help="held-out figures incl. levels, noise, gender held out")
@@ -107,12 +108,11 @@ def _train(args: argparse.Namespace) -> int:
     from models.pipeline import run_train
     from models.train import TrainSettings
 
+    extra = {} if args.babble_copies is None else {"babble_copies": args.babble_copies}
     try:
         run_train(
             args.data,
-            TrainSettings(
-                false_cue_rate=args.false_cue_rate, seed=args.seed, babble_copies=args.babble_copies
-            ),
+            TrainSettings(false_cue_rate=args.false_cue_rate, seed=args.seed, **extra),
         )
     except CorpusError as exc:
         print(f"calmcue model train: {exc}", file=sys.stderr)
