@@ -60,7 +60,9 @@ def register(sub) -> None:
         "every recording condition; figures per condition against the targets "
         "(var/model/conversations.json, and the model card)",
     )
-    e.add_argument("--per-speaker", type=int, default=3, help="conversations of each kind per speaker")
+    e.add_argument(
+        "--per-speaker", type=int, default=3, help="conversations of each kind per speaker"
+    )
     e.add_argument(
         "--condition",
         action="append",
@@ -82,6 +84,15 @@ def register(sub) -> None:
         help="benchmark the fold models of a training run not yet exported (DIR/trained.pkl, "
         "e.g. var/model) instead of models/stress_folds.npz; figures go to "
         "DIR/conversations.json and the model card is left alone",
+    )
+    e.add_argument(
+        "--records",
+        default=None,
+        metavar="DIR",
+        help="keep the front end's window records of each condition's conversations in DIR "
+        "(e.g. var/conversation-records) and replay them on later runs: model variants "
+        "(--trained) are then benchmarked in seconds per condition on onnxruntime; the "
+        "records are rebuilt when the front end, attribution or policy sources change",
     )
     e.add_argument("--seed", type=int, default=0)
     e.set_defaults(func=_evaluate)
@@ -175,13 +186,16 @@ def _conversations(args: argparse.Namespace) -> int:
         engines=engines,
         parity_slice=args.parity_slice,
         progress=lambda line: print(line, flush=True),
+        records=Path(args.records) if args.records else None,
     )
     if args.trained:
         cv.save_report(report, Path(args.trained) / "conversations.json", card=None)
     else:
         cv.save_report(report)
     missed = {k: v["misses"] for k, v in report["conditions"].items() if v["misses"]}
-    print(f"{len(report['conditions']) - len(missed)}/{len(report['conditions'])} conditions meet every target")
+    print(
+        f"{len(report['conditions']) - len(missed)}/{len(report['conditions'])} conditions meet every target"
+    )
     for k, v in missed.items():
         print(f"  {k}: misses " + "; ".join(v))
     return 0
