@@ -39,9 +39,10 @@ def register(sub) -> None:
     t.add_argument(
         "--babble-copies",
         type=int,
-        default=0,
-        help="extra training copies with other training speakers talking underneath at 5-25 dB "
-        "below the customer (models/dataset.py _babble_table); 0 = the shipped recipe",
+        default=None,
+        help="training copies with other training speakers talking underneath at 5-25 dB "
+        "below the customer (models/dataset.py _babble_table); default: the shipped recipe's "
+        "(TrainSettings.babble_copies)",
     )
     t.set_defaults(func=_train)
     e = msub.add_parser("evaluate", help="held-out figures incl. levels, noise, gender held out")
@@ -59,7 +60,9 @@ def register(sub) -> None:
         "every recording condition; figures per condition against the targets "
         "(var/model/conversations.json, and the model card)",
     )
-    e.add_argument("--per-speaker", type=int, default=3, help="conversations of each kind per speaker")
+    e.add_argument(
+        "--per-speaker", type=int, default=3, help="conversations of each kind per speaker"
+    )
     e.add_argument(
         "--condition",
         action="append",
@@ -81,6 +84,15 @@ def register(sub) -> None:
         help="benchmark the fold models of a training run not yet exported (DIR/trained.pkl, "
         "e.g. var/model) instead of models/stress_folds.npz; figures go to "
         "DIR/conversations.json and the model card is left alone",
+    )
+    e.add_argument(
+        "--records",
+        default=None,
+        metavar="DIR",
+        help="keep the front end's window records of each condition's conversations in DIR "
+        "(e.g. var/conversation-records) and replay them on later runs: model variants "
+        "(--trained) are then benchmarked in seconds per condition on onnxruntime; the "
+        "records are rebuilt when the front end, attribution or policy sources change",
     )
     e.add_argument("--seed", type=int, default=0)
     e.set_defaults(func=_evaluate)
@@ -107,12 +119,11 @@ def _train(args: argparse.Namespace) -> int:
     from models.pipeline import run_train
     from models.train import TrainSettings
 
+    extra = {} if args.babble_copies is None else {"babble_copies": args.babble_copies}
     try:
         run_train(
             args.data,
-            TrainSettings(
-                false_cue_rate=args.false_cue_rate, seed=args.seed, babble_copies=args.babble_copies
-            ),
+            TrainSettings(false_cue_rate=args.false_cue_rate, seed=args.seed, **extra),
         )
     except CorpusError as exc:
         print(f"calmcue model train: {exc}", file=sys.stderr)
@@ -175,13 +186,16 @@ def _conversations(args: argparse.Namespace) -> int:
         engines=engines,
         parity_slice=args.parity_slice,
         progress=lambda line: print(line, flush=True),
+        records=Path(args.records) if args.records else None,
     )
     if args.trained:
         cv.save_report(report, Path(args.trained) / "conversations.json", card=None)
     else:
         cv.save_report(report)
     missed = {k: v["misses"] for k, v in report["conditions"].items() if v["misses"]}
-    print(f"{len(report['conditions']) - len(missed)}/{len(report['conditions'])} conditions meet every target")
+    print(
+        f"{len(report['conditions']) - len(missed)}/{len(report['conditions'])} conditions meet every target"
+    )
     for k, v in missed.items():
         print(f"  {k}: misses " + "; ".join(v))
     return 0

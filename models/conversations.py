@@ -461,9 +461,7 @@ def summarise(results: Sequence[Result]) -> dict[str, Any]:
             if hit:
                 lat.append(hit[0][0] - r.onset_s)
             if stress_cues(r):
-                settled.append(
-                    any(c[1] == "settled" and c[0] > r.stretch_end_s for c in r.cues)
-                )
+                settled.append(any(c[1] == "settled" and c[0] > r.stretch_end_s for c in r.cues))
         out[kind] = {
             "cued": round(len(lat) / len(rs), 3),
             "latency_median_s": round(float(np.median(lat)), 2) if lat else None,
@@ -589,6 +587,101 @@ def shipped_settings(models: HeldOutModels, cond: Condition) -> dict[str, Any]:
     return policy_settings(cond)
 
 
+# ---- front-end records (model variants replayed in seconds) --------------------------------------
+
+
+@dataclass
+class Recorded:
+    """What the front end and attribution make of one rendered conversation, window by window.
+    None of it depends on the model: the front end's baseline restarts at each conversation
+    start, and the policy opens a conversation on the speech gate and the pauses alone
+    (firmware/core/policy.py step), never on a score."""
+
+    audio: Audio  # pcm dropped (the records hold what the rest of the pipeline reads)
+    features: np.ndarray  # (n, F) float32
+    rows: list[tuple[float, str, float, float, float]]  # t, speaker, rate, level_db, speech
+
+
+def record(audio: Audio, settings: dict) -> Recorded:
+    """The Pi agent's path of run_numpy up to the model: streaming features and attribution,
+    with the front end's baseline restarted where the policy opens a conversation."""
+    import os
+
+    from firmware.core.attribution_modes import make_attribution
+    from firmware.core.policy import Policy
+    from models.features import FeatureExtractor
+
+    attrib = make_attribution(settings)
+    fx = FeatureExtractor()
+    if audio.enrol is not None and hasattr(attrib, "enrol"):
+        for r in _records(fx, audio.enrol):
+            attrib.enrol(r.speech, r.level_db, r.f0_hz)
+        attrib.finish_enrolment()
+        fx.reset()
+    policy = Policy(settings, rand_bytes=os.urandom)
+    feats: list[np.ndarray] = []
+    rows: list[tuple[float, str, float, float, float]] = []
+    for r in _records(fx, audio.pcm):
+        who = attrib.process(r.speech, r.level_db, r.f0_hz)
+        feats.append(np.asarray(r.features, np.float32))
+        rows.append((r.t, who, r.rate, r.level_db, r.speech))
+        for d in policy.step(r.t, None, who, r.rate, r.level_db, r.speech):
+            if d.get("phase") == "start":
+                fx.new_conversation()
+    kept = Audio(
+        np.zeros(0, np.int16),
+        audio.onset_s,
+        audio.stretch_end_s,
+        audio.calm_speech_s,
+        audio.calm_until_s,
+    )
+    n_feat = feats[0].size if feats else 0
+    return Recorded(kept, np.array(feats, np.float32).reshape(-1, n_feat), rows)
+
+
+def replay(rec: Recorded, score: Callable[[np.ndarray], float], settings: dict) -> dict:
+    """run_numpy's cue decisions from a record: the model and the policy only."""
+    import os
+
+    from firmware.core.policy import Policy
+
+    policy = Policy(settings, rand_bytes=os.urandom)
+    cues: list[tuple[float, str]] = []
+    starts = 0
+    t = 0.0
+    for x, (t, who, rate, level_db, speech) in zip(rec.features, rec.rows, strict=True):
+        for d in policy.step(t, score(x), who, rate, level_db, speech):
+            if d["type"] == "cue":
+                cues.append((round(d["t"], 3), d["cue"]))
+            elif d.get("phase") == "start":
+                starts += 1
+    policy.finish(t)
+    return {"cues": cues, "conversations": starts}
+
+
+# Sources whose change makes saved records stale.
+_RECORD_SOURCES = (
+    "models/features.py",
+    "models/conversations.py",
+    "models/augment.py",
+    "firmware/core/policy.py",
+    "firmware/core/attribution.py",
+    "firmware/core/attribution_modes.py",
+)
+
+
+def records_path(folder: Path, cond: Condition, specs: Sequence[Spec]) -> Path:
+    """Where the records of `specs` under `cond` are kept: keyed by the conversations and by
+    the sources that make them."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for src in _RECORD_SOURCES:
+        h.update((REPO / src).read_bytes())
+    h.update(repr([(s.kind, s.speaker, s.clips, s.staff, s.seed) for s in specs]).encode())
+    return folder / f"{cond.name}-{h.hexdigest()[:16]}.pkl"
+
+
 def run_condition(
     cond: Condition,
     specs: Sequence[Spec],
@@ -597,16 +690,39 @@ def run_condition(
     cache: ClipCache,
     engine: str = "onnxruntime",
     workdir: Path | None = None,
+    records: Path | None = None,
 ) -> list[Result]:
-    """Every conversation of `specs` under `cond` through one engine."""
-    by = _by_speaker(clips)
+    """Every conversation of `specs` under `cond` through one engine. With `records` (a
+    folder, onnxruntime only), the front end's records are saved there on the first run and
+    replayed through the model and policy on the next ones: the same cues in seconds."""
+    import pickle
+
     settings = shipped_settings(models, cond)
     scorers: dict[int, _OnnxScore] = {}
+    path = records_path(records, cond, specs) if records and engine == "onnxruntime" else None
+    if path is not None and path.exists():
+        recs: list[Recorded] = pickle.loads(path.read_bytes())
+        outs = []
+        for spec, rec in zip(specs, recs, strict=True):
+            net = models.by_speaker[spec.speaker]
+            sc = scorers.get(id(net))
+            if sc is None:
+                sc = scorers[id(net)] = _OnnxScore(net)
+            outs.append(replay(rec, sc, settings))
+        return _results(cond, specs, [r.audio for r in recs], outs)
+    by = _by_speaker(clips)
     rendered = []
     for spec in specs:
-        babble = [i for s, labs in by.items() if s != spec.speaker for v in labs.values() for i in v]
+        babble = [
+            i for s, labs in by.items() if s != spec.speaker for v in labs.values() for i in v
+        ]
         staff = [i for lab in POOLS["calm"] for i in by[spec.staff].get(lab, [])]
         rendered.append(render(spec, cond, cache, babble[::7], staff))
+    if path is not None:
+        recs = [record(a, settings) for a in rendered]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pickle.dumps(recs))
+        return run_condition(cond, specs, clips, models, cache, engine, workdir, records)
     if engine == "onnxruntime":
         outs = []
         for spec, audio in zip(specs, rendered, strict=True):
@@ -634,6 +750,12 @@ def run_condition(
                 outs[k] = o
     else:
         raise ValueError(f"unknown engine {engine!r}; choose onnxruntime or micropython")
+    return _results(cond, specs, rendered, outs)
+
+
+def _results(
+    cond: Condition, specs: Sequence[Spec], rendered: Sequence[Audio], outs: Sequence[dict]
+) -> list[Result]:
     return [
         Result(
             spec,
@@ -672,10 +794,11 @@ def run_benchmark(
     parity_slice: int | None = None,
     speakers: Sequence[str] | None = None,
     progress: Callable[[str], None] = log.info,
+    records: Path | None = None,
 ) -> dict[str, Any]:
     """Figures per condition on speakers the models never saw. With two engines, the second
     replays `parity_slice` conversations per condition (all when None) and the timelines are
-    compared."""
+    compared. `records`: a folder for the front end's records (run_condition)."""
     import time
 
     from models.corpora import load_ravdess
@@ -693,7 +816,7 @@ def run_benchmark(
     for name in conditions:
         cond = CONDITIONS[name]
         t0 = time.monotonic()
-        results = run_condition(cond, specs, clips, models, cache, engines[0])
+        results = run_condition(cond, specs, clips, models, cache, engines[0], records=records)
         row = summarise(results)
         row["misses"] = misses(row)
         if len(engines) > 1:

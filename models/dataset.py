@@ -113,6 +113,25 @@ BABBLE_PREFIX = "train_babble"
 # by this many other speakers at once.
 BABBLE_SNR_DB = (5.0, 25.0)
 BABBLE_TALKERS = (1, 4)
+
+
+@dataclass(frozen=True)
+class BabbleRecipe:
+    """How a babble training copy (_babble_table) is heard: background talk `snr_db` below the
+    customer's calm voice by `talkers` other speakers, the customer's recording level drawn
+    from `gain_db`, and (with probability `floor_p`) a room floor of `floor_db` dBFS under all
+    of it. The defaults are the recipe the tables were first built with."""
+
+    snr_db: tuple[float, float] = BABBLE_SNR_DB
+    talkers: tuple[int, int] = BABBLE_TALKERS
+    gain_db: tuple[float, float] = (-20.0, 10.0)
+    floor_db: tuple[float, float] = (-75.0, -35.0)
+    floor_p: float = 0.8
+
+    def key(self) -> str:
+        """Part of the cache key; empty for the default recipe (tables cached before it)."""
+        return "" if self == BabbleRecipe() else repr(self)
+
 LEVEL_CONDITIONS = ("gain-20dB", "gain-10dB", "clean", "gain+6dB", "gain+10dB")
 NOISE_CONDITIONS = ("pink-20dB", "babble-15dB", "white-20dB", "reverb-0.5s")
 
@@ -242,6 +261,7 @@ def build_table(
     extractor: Extractor = extract,
     cache: Path | None = CACHE,
     folds: int = 6,
+    babble: BabbleRecipe = BabbleRecipe(),
 ) -> Table:
     """Window features of every clip under `condition`, with or without a lead-in baseline.
 
@@ -258,7 +278,11 @@ def build_table(
                 str(seed),
             ]
             # which speakers may babble under which (see babble_groups)
-            + ([f"own,folds={folds}"] if condition.startswith(BABBLE_PREFIX) else [])
+            + (
+                [f"own,folds={folds}" + babble.key()]
+                if condition.startswith(BABBLE_PREFIX)
+                else []
+            )
             + [str(c.path) for c in clips]
         ).encode()
     ).hexdigest()[:16]
@@ -268,7 +292,7 @@ def build_table(
         bg = z["own_speech"] if "own_speech" in z.files else None
         return Table(z["clip"], z["t"], z["speech"], z["features"], bg)
     if condition.startswith(BABBLE_PREFIX):
-        table = _babble_table(clips, condition, baseline, seed, folds)
+        table = _babble_table(clips, condition, baseline, seed, folds, babble)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             assert table.own_speech is not None
@@ -345,7 +369,12 @@ def babble_groups(clips: Sequence[Clip], folds: int = 6) -> dict[str, list[str]]
 
 
 def _babble_table(
-    clips: Sequence[Clip], condition: str, baseline: bool, seed: int, folds: int = 6
+    clips: Sequence[Clip],
+    condition: str,
+    baseline: bool,
+    seed: int,
+    folds: int = 6,
+    recipe: BabbleRecipe = BabbleRecipe(),
 ) -> Table:
     """A training copy heard in a busy room: lead-in, pause and turn as in the other training
     copies, at a random recording level over a random noise floor, with 1-4 other speakers
@@ -361,19 +390,21 @@ def _babble_table(
     parts: list[tuple[int, Windows, np.ndarray]] = []
     for i, c in enumerate(clips):
         rng = np.random.default_rng([seed, cond_id, i])
-        g = float(rng.uniform(-20.0, 10.0))
+        g = float(rng.uniform(*recipe.gain_db))
         x = augment.gain(load_float(c.path), g)
         j = leads[i]
         lead = augment.gain(load_float(clips[j].path), g) if j is not None else None
         gap = float(rng.uniform(*PAUSE_S)) if lead is not None else 0.0
         whole = x.size + (lead.size + int(gap * RATE) if lead is not None else 0)
         floor = (
-            augment.random_floor(whole, rng) if rng.random() < 0.8 else np.zeros(whole, np.float32)
+            augment.random_floor(whole, rng, *recipe.floor_db)
+            if rng.random() < recipe.floor_p
+            else np.zeros(whole, np.float32)
         )
         pool = [k for s in groups[c.speaker] for k in by_speaker[s]]
         ref = augment._active_power(lead if lead is not None else x)
-        snr = float(rng.uniform(*BABBLE_SNR_DB))
-        talkers = int(rng.integers(BABBLE_TALKERS[0], BABBLE_TALKERS[1] + 1))
+        snr = float(rng.uniform(*recipe.snr_db))
+        talkers = int(rng.integers(recipe.talkers[0], recipe.talkers[1] + 1))
         babble = np.zeros(whole, np.float32)
         for _ in range(talkers if pool else 0):
             track: list[np.ndarray] = [np.zeros(int(rng.uniform(0, 1.0) * RATE), np.float32)]

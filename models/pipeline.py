@@ -71,11 +71,20 @@ def _tables(
     seed: int,
     cache: Path | None = dataset.CACHE,
     folds: int = 6,
+    babble: dataset.BabbleRecipe | None = None,
 ) -> dict:
     out = {}
     for cond in conditions:
         log.info("features: %s (%s lead-in)", cond, "with" if baseline else "without")
-        out[cond] = dataset.build_table(clips, cond, baseline, seed, cache=cache, folds=folds)
+        out[cond] = dataset.build_table(
+            clips,
+            cond,
+            baseline,
+            seed,
+            cache=cache,
+            folds=folds,
+            babble=babble or dataset.BabbleRecipe(),
+        )
     return out
 
 
@@ -96,7 +105,7 @@ def run_train(
         raise CorpusError(f"need at least {s.folds} speakers for speaker-grouped folds")
     n = len(clips)
     babble = tuple(f"{dataset.BABBLE_PREFIX}{k + 1}" for k in range(s.babble_copies))
-    tables = _tables(clips, TRAIN_CONDITIONS + babble, True, s.seed, cache, s.folds)
+    tables = _tables(clips, TRAIN_CONDITIONS + babble, True, s.seed, cache, s.folds, s.babble)
     train_tables = list(tables.values())
     # The babble of a speaker's copies comes from their own fold's other speakers (never a
     # held-out one for the speaker folds); the gender folds hold out other speakers, so their

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.corpora import Clip
-from models.dataset import Table, speaker_folds  # noqa: F401  (train.speaker_folds, as before)
+from models.dataset import BabbleRecipe, Table, speaker_folds  # noqa: F401  (train.speaker_folds, as before)
 from models.export import Network
 
 log = logging.getLogger("calmcue.model")
@@ -60,6 +60,12 @@ class TrainSettings:
     # A window of a babble copy with less of the customer's own speech than this is background
     # (trained as not stress); one with more is labelled by the customer's turn.
     background_max: float = 0.1
+    # How the babble copies are heard (customer level, room floor, background talk level).
+    babble: BabbleRecipe = BabbleRecipe()
+    # Training weight of a background window (other people talking, the customer silent)
+    # relative to the customer's own windows: below 1, background talk teaches "not the
+    # customer's stress" without outweighing the customer's quiet or noisy stressed turns.
+    background_weight: float = 1.0
 
 
 # ---- clip aggregation ---------------------------------------------------------------------------
@@ -111,19 +117,26 @@ def training_windows(
     speech_min: float,
     negatives: Sequence[str] = (),
     background_max: float = 0.1,
-) -> tuple[np.ndarray, np.ndarray]:
-    xs, ys = [], []
+    background_weight: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Feature vectors, labels and per-window weights (`background_weight` for background
+    windows of babble copies, 1 otherwise) of the windows the model trains on."""
+    xs, ys, ws = [], [], []
     labels = np.array([-1 if (y := train_label(c, negatives)) is None else y for c in clips])
     for table in tables:
         sub = table.subset(clip_ids)
         yw = labels[sub.clip]
+        ww = np.ones(yw.size)
         if sub.own_speech is not None:
             # Other people talking while the customer pauses: not the customer, not stress.
-            yw = np.where(sub.own_speech < background_max, 0, yw)
+            background = sub.own_speech < background_max
+            yw = np.where(background, 0, yw)
+            ww = np.where(background, background_weight, 1.0)
         keep = (yw >= 0) & (sub.speech >= speech_min)
         xs.append(sub.features[keep])
         ys.append(yw[keep])
-    return np.concatenate(xs), np.concatenate(ys)
+        ws.append(ww[keep])
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
 
 
 def fit(
@@ -154,19 +167,26 @@ def fit_heads(
     from dataclasses import replace
 
     all_neg = tuple(lab for head in settings.heads for lab in head)
-    x_all, _ = training_windows(
+    x_all, _, _ = training_windows(
         tables, clips, clip_ids, settings.window_speech_min, all_neg, settings.background_max
     )
     norm = _standardisation(x_all, settings, names)
     members = []
     for h, head in enumerate(settings.heads):
         ids = np.array([i for i in clip_ids if clips[i].stress == 1 or clips[i].label in head])
-        x, y = training_windows(
-            tables, clips, ids, settings.window_speech_min, head, settings.background_max
+        x, y, w = training_windows(
+            tables,
+            clips,
+            ids,
+            settings.window_speech_min,
+            head,
+            settings.background_max,
+            settings.background_weight,
         )
         for k in range(max(1, settings.ensemble)):
             seed = settings.seed + 100 * h + k
-            members.append(fit_one(x, y, replace(settings, seed=seed), names, norm))
+            sw = None if np.all(w == 1.0) else w
+            members.append(fit_one(x, y, replace(settings, seed=seed), names, norm, sw))
     return merge_heads(members, settings)
 
 
@@ -210,8 +230,10 @@ def fit_one(
     settings: TrainSettings,
     names: Sequence[str] = (),
     norm: tuple[np.ndarray, np.ndarray] | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> Network:
-    """Standardise, then a small MLP with a logistic output; classes weighted to balance.
+    """Standardise, then a small MLP with a logistic output; classes weighted to balance (by
+    window count, each window also scaled by `sample_weight` when given).
 
     Features named in `settings.ignore` get scale 0, so the model cannot depend on them while
     the input vector keeps the front end's full order.
@@ -221,7 +243,7 @@ def fit_one(
     x = np.asarray(x, np.float64)
     mean, scale = norm if norm is not None else _standardisation(x, settings, names)
     z = (x - mean) * scale
-    weight = np.where(y == 1, 0.5 / max(np.mean(y == 1), 1e-9), 0.5 / max(np.mean(y == 0), 1e-9))
+    weight = class_weights(y, sample_weight)
     mlp = MLPClassifier(
         hidden_layer_sizes=settings.hidden,
         activation=settings.activation,
@@ -246,6 +268,19 @@ def fit_one(
         biases=[b.copy() for b in mlp.intercepts_],
         activation=settings.activation,
     )
+
+
+def class_weights(y: np.ndarray, sample_weight: np.ndarray | None = None) -> np.ndarray:
+    """Per-window training weights: each class holds half of the total, shared within the class
+    in proportion to `sample_weight` (equally when None)."""
+    if sample_weight is None:
+        return np.where(
+            y == 1, 0.5 / max(np.mean(y == 1), 1e-9), 0.5 / max(np.mean(y == 0), 1e-9)
+        )
+    sw = np.asarray(sample_weight, np.float64)
+    pos = max(float(np.sum(sw[y == 1])), 1e-9) / sw.size
+    neg = max(float(np.sum(sw[y == 0])), 1e-9) / sw.size
+    return sw * np.where(y == 1, 0.5 / pos, 0.5 / neg)
 
 
 # ---- folds and metrics ---------------------------------------------------------------------------

@@ -118,3 +118,36 @@ def test_unknown_condition_is_refused_with_the_choices(capsys):
     code = main(["model", "evaluate", "--conversations", "--condition", "fog"])
     err = capsys.readouterr().err
     assert code == 2 and "unknown condition 'fog'" in err and "white-60" in err
+
+
+def test_saved_front_end_records_replay_to_the_same_cues_for_any_model(bench, tmp_path: Path):
+    """`--records DIR`: the front end's window records are saved once and replayed through the
+    model and policy; the cues are those of the full run, for the shipped folds and for another
+    model (the records hold nothing of the model), in counter mode (enrolment, attribution)
+    and without attribution."""
+    from dataclasses import replace
+
+    clips, models, cache = bench
+    specs = cv.build_specs(clips, per_speaker=1, seed=3)
+    speakers = sorted({s.speaker for s in specs})[::8]
+    specs = [s for s in specs if s.speaker in speakers]
+    # another model: every fold network's output bias raised, so it cues more
+    other = cv.HeldOutModels(
+        {
+            k: replace(n, biases=[*n.biases[:-1], n.biases[-1] + 1.5])
+            for k, n in models.by_speaker.items()
+        },
+        None,
+    )
+    for name in ("white-60", "counter"):
+        cond = cv.CONDITIONS[name]
+        for m in (models, other):
+            ref = cv.run_condition(cond, specs, clips, m, cache)
+            got = cv.run_condition(cond, specs, clips, m, cache, records=tmp_path)
+            assert [r.cues for r in got] == [r.cues for r in ref], name
+            assert [r.conversations for r in got] == [r.conversations for r in ref]
+            assert cv.summarise(got) == cv.summarise(ref)
+        assert cv.records_path(tmp_path, cond, specs).exists()
+    a = cv.run_condition(cv.CONDITIONS["white-60"], specs, clips, models, cache, records=tmp_path)
+    b = cv.run_condition(cv.CONDITIONS["white-60"], specs, clips, other, cache, records=tmp_path)
+    assert [r.cues for r in a] != [r.cues for r in b]  # the model still decides

@@ -132,3 +132,52 @@ def test_babble_copy_marks_where_the_customer_is_silent(ravdess: Path):
     assert np.all(table.speech >= table.own_speech - 0.05)
     background = (table.own_speech < 0.1) & (table.speech >= 0.4)
     assert background.any() and (table.own_speech >= 0.4).any()
+
+
+def test_background_windows_weigh_less_and_classes_stay_balanced():
+    """`TrainSettings.background_weight` (issue 13): windows of a babble copy where the customer
+    is silent train as not stress at that weight; each class still holds half the total."""
+    from models.dataset import Table
+
+    clips = _clips(2)[:3]  # neutral, calm, angry of one speaker
+    n = 6
+    table = Table(
+        clip=np.array([0, 0, 1, 2, 2, 2]),
+        t=np.arange(n, dtype=float),
+        speech=np.full(n, 0.9),
+        features=np.arange(n * 2, dtype=np.float32).reshape(n, 2),
+        own_speech=np.array([0.9, 0.0, 0.9, 0.9, 0.05, 0.8]),
+    )
+    x, y, w = train.training_windows([table], clips, np.arange(3), 0.4, (), 0.1, 0.25)
+    assert y.tolist() == [0, 0, 0, 1, 0, 1]  # the angry clip's silent window is background
+    assert w.tolist() == [1.0, 0.25, 1.0, 1.0, 0.25, 1.0]
+    names = ("a", "b")
+    net = train.fit_one(x, y, train.TrainSettings(hidden=(2,), max_iter=5), names, None, w)
+    assert net.predict(x).shape == (n,)
+    # the weights fit_one hands the MLP: background scaled, each class half of the total
+    sw = train.class_weights(y, w)
+    assert sw.sum() == pytest.approx(n)
+    assert np.array_equal(train.class_weights(y, np.ones(n)), train.class_weights(y))
+    assert sw[y == 1].sum() == pytest.approx(sw[y == 0].sum())
+    assert sw[1] == pytest.approx(0.25 * sw[0])
+
+
+def test_babble_recipe_default_keeps_cached_tables_and_others_do_not(ravdess: Path):
+    """The default babble recipe adds nothing to the cache key (tables built before it stay
+    valid, `make model` reproduces the shipped model); another recipe is another table, heard
+    at the recipe's level."""
+    from models.dataset import BabbleRecipe, _babble_table
+
+    assert BabbleRecipe().key() == ""
+    quiet = BabbleRecipe(gain_db=(-30.0, -30.0), floor_p=0.0)
+    assert quiet.key() and quiet.key() != BabbleRecipe(floor_p=0.5).key()
+    wanted = {"ravdess_01", "ravdess_02"}
+    clips = [
+        c
+        for c in load_ravdess(ravdess)
+        if c.speaker in wanted and c.label == "angry" and "-01-01-" in c.path.name[6:]
+    ]
+    loud = _babble_table(clips, "train_babble1", False, 0, 2, BabbleRecipe(gain_db=(0.0, 0.0)))
+    soft = _babble_table(clips, "train_babble1", False, 0, 2, quiet)
+    assert not np.array_equal(loud.features, soft.features)
+    assert soft.own_speech is not None and (soft.own_speech >= 0.4).any()
