@@ -177,8 +177,8 @@ def test_counter_loud_voice_is_not_staff_for_being_loud() -> None:
 def test_counter_staff_speaking_up_gets_slow_down() -> None:
     # The staff voice raised by 5 dB and 2.5 semitones while the customer is tense: the
     # attribution keeps it "staff", so the policy nudges the staff member (mirroring).
-    from firmware.policy import Policy
-    from firmware.policy_replay import CountingRandom
+    from firmware.core.policy import Policy
+    from firmware.host.policy_replay import CountingRandom
 
     a = enrolled()
     p = Policy(rand_bytes=CountingRandom())
@@ -209,7 +209,7 @@ def test_counter_level_and_pitch_edges_identical_on_micropython(mpy) -> None:
     enrol = voice(32, 118.0, -28.5)
     code = (
         "import json\n"
-        "from firmware.attribution_modes import CounterAttribution\n"
+        "from firmware.core.attribution_modes import CounterAttribution\n"
         "c = CounterAttribution()\n"
         f"for w in {enrol!r}:\n    c.enrol(*w)\n"
         "c.finish_enrolment()\n"
