@@ -156,3 +156,66 @@ def test_counter_raised_staff_voice_stays_staff() -> None:
     assert a.process(0.85, -28.5, 118.0 * 2 ** (4 / 12)) == "unknown"
     # A clearly different voice stays the customer however loud it gets.
     assert a.process(0.85, -15.0, 260.0) == "customer"
+
+
+def test_counter_loud_voice_is_not_staff_for_being_loud() -> None:
+    a = enrolled()  # staff around 118 Hz, -28.5 dBFS, pitch tolerance 3 semitones
+    st = 2 ** (1 / 12)
+    # A customer of the staff member's pitch shouting 12 dB above the enrolled level: no staff
+    # member speaks up that much at their own counter, the customer does.
+    assert a.process(0.85, -16.5, 118.0 * st**2) == "customer"
+    assert a.process(0.85, -16.5, 0.0) == "customer"  # unvoiced, as loud
+    # 8 dB up, past the level a staff member speaking up reaches: not staff; the customer once
+    # 2 semitones above the widest staff range (3 + 3 semitones).
+    assert a.process(0.85, -20.5, 118.0 * st**8.5) == "customer"
+    assert a.process(0.85, -20.5, 118.0 * st**4) == "unknown"
+    # Speaking up by 3.4 dB with the pitch 5.3 semitones up (the demo's hurried staff turn):
+    # not far enough outside the raised staff range to be called the customer.
+    assert a.process(0.85, -25.1, 118.0 * st**5.3) == "unknown"
+
+
+def test_counter_staff_speaking_up_gets_slow_down() -> None:
+    # The staff voice raised by 5 dB and 2.5 semitones while the customer is tense: the
+    # attribution keeps it "staff", so the policy nudges the staff member (mirroring).
+    from firmware.core.policy import Policy
+    from firmware.host.policy_replay import CountingRandom
+
+    a = enrolled()
+    p = Policy(rand_bytes=CountingRandom())
+    t = 0.0
+    cues = []
+    turns = [(STAFF[:12], 0.2, 4.0), (CUSTOMER[:12], 0.3, 4.0), (STAFF[12:24], 0.2, 4.0),
+             (CUSTOMER[12:24], 0.55, 4.5),
+             ([(s, db + 5.0, f0 * 2 ** (2.5 / 12)) for s, db, f0 in STAFF[24:40]], 0.3, 5.0)]
+    labels = []
+    for voice_windows, score, rate in turns:
+        for w in voice_windows:
+            t += 0.25
+            who = a.process(*w)
+            labels.append(who)
+            cues += [d["cue"] for d in p.step(t, score, who, rate, w[1], w[0]) if d["type"] == "cue"]
+    assert "customer" not in labels[-16:] and labels[-16:].count("staff") >= 10
+    assert "slow_down" in cues
+
+
+def test_counter_level_and_pitch_edges_identical_on_micropython(mpy) -> None:
+    # A grid over the staff band's edges: level -12..+14 dB around the enrolment, pitch -6..+10
+    # semitones, voiced and unvoiced; same labels on both interpreters.
+    windows = [
+        (0.85, -28.5 + db, 118.0 * 2 ** (st / 12) if st is not None else 0.0)
+        for db in range(-12, 15, 2)
+        for st in (None, -6, -4, -2, 0, 2, 3.5, 4.5, 5.5, 7, 8.5, 10)
+    ]
+    enrol = voice(32, 118.0, -28.5)
+    code = (
+        "import json\n"
+        "from firmware.core.attribution_modes import CounterAttribution\n"
+        "c = CounterAttribution()\n"
+        f"for w in {enrol!r}:\n    c.enrol(*w)\n"
+        "c.finish_enrolment()\n"
+        f"print(json.dumps([c.process(*w) for w in {windows!r}]))\n"
+    )
+    got = json.loads(mpy(code).stdout.strip().splitlines()[-1])
+    a = enrolled()
+    want = [a.process(*w) for w in windows]
+    assert got == want and {"staff", "customer", "unknown"} <= set(want)

@@ -23,7 +23,11 @@ class NoAttribution:
 class CounterAttribution:
     """Counter microphone: enrol the staff voice at shift start (enrol() per window while
     only the staff member speaks, then finish_enrolment()), then label windows by pitch
-    distance (semitones) and level against that profile."""
+    distance (semitones) and level against that profile. Staff: within level_tol of the
+    enrolled level and within the pitch tolerance, which a voice up to level_tol louder
+    widens upwards by at most level_tol/2 semitones (a staff member speaking up). Customer:
+    2 semitones beyond that range, or level_tol + 4 dB from the enrolled level either way.
+    Unknown in between."""
 
     def __init__(self, settings=None):
         s = _settings(settings)
@@ -75,22 +79,30 @@ class CounterAttribution:
         if not self.enrolled or speech < self.min_speech:
             return "unknown"
         e = self._e
-        quieter = e[3] - level_db  # > 0: quieter than the staff voice usually is
+        lt = self.level_tol
+        louder = level_db - e[3]  # > 0: louder than the staff voice was at enrolment
+        off = louder if louder > 0.0 else -louder
+        # Far from the staff's level either way is not the staff at their place: much quieter
+        # is the customer across the counter, 10 dB louder is shouting, and at a counter the
+        # one shouting is the customer far more often than the staff member.
+        far = off >= lt + 4.0
         if f0_hz <= 0.0:
-            # Unvoiced: only a much quieter voice is clearly someone else.
-            return "customer" if quieter >= self.level_tol + 4.0 else "unknown"
+            return "customer" if far else "unknown"
         p = 12.0 * math.log(f0_hz / 100.0) / math.log(2.0) - e[1]
         tol = e[4]
         if p < 0.0:
             p = -p
-        elif quieter < 0.0:
-            # A raised voice is also a higher one (Lombard effect, about half a semitone per
-            # dB), up to 6 semitones: a staff member who speaks up under pressure stays "staff".
-            extra = -quieter * 0.5
-            tol += extra if extra < 6.0 else 6.0
-        if p <= tol and quieter <= self.level_tol:
+            extra = 0.0
+        else:
+            # Speaking up lifts the pitch too (Lombard effect, about half a semitone per dB),
+            # only within the level a staff member speaking up reaches (level_tol above the
+            # enrolment): a louder voice does not buy a wider pitch range.
+            extra = 0.5 * (louder if louder < lt else lt) if louder > 0.0 else 0.0
+        tol += extra
+        if off <= lt and p <= tol:
             return "staff"
-        if p >= tol + 2.0 or quieter >= self.level_tol + 4.0:
+        # Two semitones beyond that range is another voice, however loud it is.
+        if far or p >= tol + 2.0:
             return "customer"
         return "unknown"
 
