@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from firmware.core.cue_settings import SettingsError
 from models import conversations as cv
 
 RECORDS = cv.REPO / "var" / "conversation-records"  # as `--records` of the CLI suggests
@@ -93,15 +94,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [n for n in names if n not in cv.CONDITIONS]
     if unknown:
         p.error(f"unknown condition {unknown[0]!r}; choose from {', '.join(cv.CONDITIONS)}")
-    report = cv.run_benchmark(
-        cv.HeldOutModels.shipped(),
-        names,
-        args.per_speaker,
-        args.seed,
-        progress=lambda line: print(line, flush=True),
-        records=Path(args.records),
-        overrides=over,
-    )
+    try:
+        report = cv.run_benchmark(
+            cv.HeldOutModels.shipped(),
+            names,
+            args.per_speaker,
+            args.seed,
+            progress=lambda line: print(line, flush=True),
+            records=Path(args.records),
+            overrides=over,
+        )
+    except SettingsError as exc:  # the policy's own check of the settings given
+        p.error(str(exc))
     print(json.dumps(pooled(report["conditions"])))
     return 0
 
