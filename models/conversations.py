@@ -342,17 +342,9 @@ def run_numpy(audio: Audio, score: Callable[[np.ndarray], float], settings: dict
     [(t, cue)] and how many conversations the policy opened."""
     import os
 
-    from firmware.core.attribution_modes import make_attribution
     from firmware.core.policy import Policy
-    from models.features import FeatureExtractor
 
-    attrib = make_attribution(settings)
-    fx = FeatureExtractor()
-    if audio.enrol is not None and hasattr(attrib, "enrol"):
-        for r in _records(fx, audio.enrol):
-            attrib.enrol(r.speech, r.level_db, r.f0_hz)
-        attrib.finish_enrolment()
-        fx.reset()
+    fx, attrib = _front_end(audio, settings)
     policy = Policy(settings, rand_bytes=os.urandom)
     cues: list[tuple[float, str]] = []
     starts = 0
@@ -369,6 +361,22 @@ def run_numpy(audio: Audio, score: Callable[[np.ndarray], float], settings: dict
                 fx.new_conversation()
     policy.finish(t)
     return {"cues": cues, "conversations": starts}
+
+
+def _front_end(audio: Audio, settings: dict) -> tuple[Any, Any]:
+    """A fresh streaming front end and attribution, enrolled on `audio.enrol` where the mode
+    enrols (counter: the staff member alone at shift start), as the Pi agent starts them."""
+    from firmware.core.attribution_modes import make_attribution
+    from models.features import FeatureExtractor
+
+    attrib = make_attribution(settings)
+    fx = FeatureExtractor()
+    if audio.enrol is not None and hasattr(attrib, "enrol"):
+        for r in _records(fx, audio.enrol):
+            attrib.enrol(r.speech, r.level_db, r.f0_hz)
+        attrib.finish_enrolment()
+        fx.reset()
+    return fx, attrib
 
 
 def _records(fx: Any, pcm: np.ndarray, chunk: int = 4000) -> Iterable[Any]:
@@ -607,17 +615,9 @@ def record(audio: Audio, settings: dict) -> Recorded:
     with the front end's baseline restarted where the policy opens a conversation."""
     import os
 
-    from firmware.core.attribution_modes import make_attribution
     from firmware.core.policy import Policy
-    from models.features import FeatureExtractor
 
-    attrib = make_attribution(settings)
-    fx = FeatureExtractor()
-    if audio.enrol is not None and hasattr(attrib, "enrol"):
-        for r in _records(fx, audio.enrol):
-            attrib.enrol(r.speech, r.level_db, r.f0_hz)
-        attrib.finish_enrolment()
-        fx.reset()
+    fx, attrib = _front_end(audio, settings)
     policy = Policy(settings, rand_bytes=os.urandom)
     feats: list[np.ndarray] = []
     rows: list[tuple[float, str, float, float, float]] = []
@@ -665,8 +665,23 @@ _RECORD_SOURCES = (
     "models/conversations.py",
     "models/augment.py",
     "firmware/core/policy.py",
+    "firmware/core/cue_settings.py",
     "firmware/core/attribution.py",
     "firmware/core/attribution_modes.py",
+)
+# Settings the records depend on: the speech gate, the hop and the conversation gap decide where
+# the front end restarts its per-conversation baseline, the attribution settings who is talking.
+# They cannot be changed in a replay; every other cue setting can (`overrides`).
+RECORDED_SETTINGS = (
+    "hop_s",
+    "min_speech",
+    "conversation_gap_s",
+    "attribution",
+    "headset_wearer_db",
+    "near_field_db",
+    "pitch_tol_st",
+    "level_tol_db",
+    "enrol_min_s",
 )
 
 
@@ -691,24 +706,35 @@ def run_condition(
     engine: str = "onnxruntime",
     workdir: Path | None = None,
     records: Path | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> list[Result]:
     """Every conversation of `specs` under `cond` through one engine. With `records` (a
     folder, onnxruntime only), the front end's records are saved there on the first run and
-    replayed through the model and policy on the next ones: the same cues in seconds."""
+    replayed through the model and policy on the next ones: the same cues in seconds.
+    `overrides`: cue settings on top of the shipped defaults; with records, those that change
+    the records (RECORDED_SETTINGS) are refused."""
     import pickle
 
-    settings = shipped_settings(models, cond)
+    base = shipped_settings(models, cond)
+    settings = policy_settings(cond, overrides)
     scorers: dict[int, _OnnxScore] = {}
+
+    def scorer(spec: Spec) -> _OnnxScore:
+        net = models.by_speaker[spec.speaker]
+        sc = scorers.get(id(net))
+        if sc is None:
+            sc = scorers[id(net)] = _OnnxScore(net)
+        return sc
+
     path = records_path(records, cond, specs) if records and engine == "onnxruntime" else None
+    fixed = sorted(k for k in (overrides or {}) if k in RECORDED_SETTINGS)
+    if path is not None and fixed:
+        raise ValueError(f"{', '.join(fixed)} change what was recorded; run the benchmark instead")
     if path is not None and path.exists():
         recs: list[Recorded] = pickle.loads(path.read_bytes())
         outs = []
         for spec, rec in zip(specs, recs, strict=True):
-            net = models.by_speaker[spec.speaker]
-            sc = scorers.get(id(net))
-            if sc is None:
-                sc = scorers[id(net)] = _OnnxScore(net)
-            outs.append(replay(rec, sc, settings))
+            outs.append(replay(rec, scorer(spec), settings))
         return _results(cond, specs, [r.audio for r in recs], outs)
     by = _by_speaker(clips)
     rendered = []
@@ -719,18 +745,14 @@ def run_condition(
         staff = [i for lab in POOLS["calm"] for i in by[spec.staff].get(lab, [])]
         rendered.append(render(spec, cond, cache, babble[::7], staff))
     if path is not None:
-        recs = [record(a, settings) for a in rendered]
+        recs = [record(a, base) for a in rendered]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(pickle.dumps(recs))
-        return run_condition(cond, specs, clips, models, cache, engine, workdir, records)
+        return run_condition(cond, specs, clips, models, cache, engine, workdir, records, overrides)
     if engine == "onnxruntime":
         outs = []
         for spec, audio in zip(specs, rendered, strict=True):
-            net = models.by_speaker[spec.speaker]
-            sc = scorers.get(id(net))
-            if sc is None:
-                sc = scorers[id(net)] = _OnnxScore(net)
-            outs.append(run_numpy(audio, sc, settings))
+            outs.append(run_numpy(audio, scorer(spec), settings))
     elif engine == "micropython":
         from models.export import to_compact, to_onnx
 
@@ -795,10 +817,12 @@ def run_benchmark(
     speakers: Sequence[str] | None = None,
     progress: Callable[[str], None] = log.info,
     records: Path | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Figures per condition on speakers the models never saw. With two engines, the second
     replays `parity_slice` conversations per condition (all when None) and the timelines are
-    compared. `records`: a folder for the front end's records (run_condition)."""
+    compared. `records`: a folder for the front end's records, `overrides`: cue settings on
+    top of the shipped defaults (run_condition)."""
     import time
 
     from models.corpora import load_ravdess
@@ -816,13 +840,15 @@ def run_benchmark(
     for name in conditions:
         cond = CONDITIONS[name]
         t0 = time.monotonic()
-        results = run_condition(cond, specs, clips, models, cache, engines[0], records=records)
+        results = run_condition(
+            cond, specs, clips, models, cache, engines[0], records=records, overrides=overrides
+        )
         row = summarise(results)
         row["misses"] = misses(row)
         if len(engines) > 1:
             sl = specs if parity_slice is None else _slice(specs, parity_slice)
             first = [r for r in results if r.spec in set(sl)]
-            other = run_condition(cond, sl, clips, models, cache, engines[1])
+            other = run_condition(cond, sl, clips, models, cache, engines[1], overrides=overrides)
             diffs = compare_timelines(first, other)
             row["parity"] = {"engines": list(engines), "compared": len(sl), "differ": len(diffs)}
             if diffs:
