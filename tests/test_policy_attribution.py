@@ -80,6 +80,11 @@ def test_headset_near_field_wearer() -> None:
     assert share(wearer, "staff") == 1.0
     assert share(customer, "customer") == 1.0
     assert "staff" not in shouting
+    # A far-field customer getting louder stays the customer short of the wearer's level...
+    assert share(shouting, "customer") == 1.0
+    assert [a.process(*w) for w in voice(10, 250.0, -40.0)] == ["customer"] * 10
+    # ...and the wearer speaking up (louder than their learned level) stays the wearer.
+    assert share([a.process(*w) for w in voice(20, 140.0, -22.0)], "staff") == 1.0
 
 
 def test_headset_learns_a_different_mic_gain_within_limits() -> None:

@@ -18,10 +18,13 @@ from array import array
 
 
 class HeadsetAttribution:
-    """Near-field wearer: staff when within near_field_db/2 of the wearer's level, customer
-    when at least near_field_db below it, unknown in between. The wearer's level starts at
-    headset_wearer_db (set per hardware profile) and follows the wearer's own windows slowly,
-    at most 12 dB either way, so a different mic gain is learnt but a loud customer is not."""
+    """Near-field wearer: staff when within near_field_db/2 of the wearer's level (or louder),
+    customer (far field) below that, however much the customer raises their voice short of it:
+    a shouting customer a metre away stays well below a mouth a few cm from the mic. The level
+    is judged against the wearer's own learned level, never an absolute dBFS: it starts at
+    headset_wearer_db (set per hardware profile) and follows only the windows judged staff,
+    slowly, at most 12 dB either way, so a different mic gain is learnt but a loud customer is
+    not. Too little speech in the window: unknown."""
 
     def __init__(self, settings=None):
         # start dB, near-field dB, min speech, the wearer's dB now: one array, so following the
@@ -59,9 +62,7 @@ class HeadsetAttribution:
             hi = v[0] + 12.0
             v[3] = lo if w < lo else (hi if w > hi else w)
             return "staff"
-        if level_db <= w - v[1]:
-            return "customer"
-        return "unknown"
+        return "customer"
 
 
 def _settings(settings):
