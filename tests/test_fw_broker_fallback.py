@@ -37,14 +37,14 @@ def test_the_headset_moves_to_the_next_node_when_its_node_is_gone(
         assert st["mqtt"] and st["connects"] == 1
         dev.cmd("press 200")
         dev.cmd("audio 1")
-        seen[0].wait_for(lambda m: m[0] == SITE_DEV + "evt/button")
+        seen[0].wait_for(lambda m: m[0] == SITE_DEV + "evt/button", pump=dev.pump)
 
         mosquitto.stop()  # its node goes away: the session breaks, the next try is node 3
         st = dev.cmd("audio 4")
         assert st["mqtt"] and st["connects"] == 2
         dev.cmd("press 200")
         dev.cmd("audio 1")
-        seen[1].wait_for(lambda m: m[0] == SITE_DEV + "evt/button")
+        seen[1].wait_for(lambda m: m[0] == SITE_DEV + "evt/button", pump=dev.pump)
     finally:
         dev.close()
         for c in seen:
