@@ -62,15 +62,20 @@ def next_boot(root):
     return n
 
 
+def _pointer(root):
+    """The A/B loader's pointer (ota.json, the format ota_boot.py and ota.py share), or None."""
+    try:
+        with open(root + "ota.json") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def _stable(root):
     # This bundle has run _STABLE_MS: the A/B loader's count of starts without that goes back
     # to 0 (ota_boot.py: too many in a row roll back or stop in safe mode).
-    try:
-        with open(root + "ota.json") as f:
-            p = json.load(f)
-    except (OSError, ValueError):
-        return
-    if p.get("starts"):
+    p = _pointer(root)
+    if p and p.get("starts"):
         p["starts"] = 0
         with open(root + "ota.json.tmp", "w") as f:
             json.dump(p, f)
@@ -350,26 +355,34 @@ class Device:
 
     def _confirm_update(self):
         """Connected and reporting: tell the A/B loader (firmware/headset/ota_boot.py) that this
-        bundle is good, so it is not rolled back. Only on devices updated over the air."""
+        bundle is good, so it is not rolled back, and the companion how the update ended. Only
+        after an update: otherwise the OTA module is not loaded at all. Returns False when it
+        must be tried again (no memory to load the OTA code now: the next telemetry retries)."""
+        p = _pointer(self.root)
+        trial = p is not None and p.get("state") == "trial"
+        report = (p is not None and self.ident.get("ota_url") and p.get("update")
+                  and not p.get("reported", True))  # fmt: skip
+        if not (trial or report):
+            return True
+        gc.collect()
         try:
-            os.stat(self.root + "ota.json")
-        except OSError:
-            return
-        from firmware.headset import ota  # only once, after an update
-
+            from firmware.headset import ota  # only after an update
+        except MemoryError:
+            self.link.log("ota confirm deferred: not enough memory to load it now")
+            return False
         ota.confirm()
-        if self.ident.get("ota_url"):
+        if report or trial and self.ident.get("ota_url"):
             try:
                 ota.report_outcome(self.ident)
             except (OSError, ValueError) as e:
                 self.link.log("ota report failed: %r" % e)  # the companion sees it next boot
+        return True
 
     def _send_telemetry(self, up_ms):
         """Telemetry (due every tele_s, at each connect, after a config change or cmd/tele);
         the first one that reaches the broker after an update confirms it."""
         if self.link.publish("tele", json.dumps(self.telemetry(up_ms))) and not self._healthy:
-            self._healthy = True
-            self._confirm_update()
+            self._healthy = self._confirm_update()
 
     def telemetry(self, up_ms):
         """The health report, and the start of the next measuring period."""

@@ -142,5 +142,5 @@ def main(argv):
              "boot": dev.boot, "muted": dev.muted, "heap_min": low, "wdt_feeds": h.wdt.count,
              "dropped": dev.queue.dropped, "ts_known": dev.unix_at_boot is not None,
              "lost_ms": h.lost_ms, "late_ms": h.late_ms, "net_max_us": h.net_max_us,
-             "mic_ok": h.ok, "i2s_lost": i2s.lost,
+             "mic_ok": h.ok, "i2s_lost": i2s.lost, "ota_loaded": "firmware.headset.ota" in sys.modules,
              "outputs": machine.state}, "state" if "control" in o else "done")
