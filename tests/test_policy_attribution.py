@@ -100,6 +100,122 @@ def test_headset_learns_a_different_mic_gain_within_limits() -> None:
     assert a.wearer_db == -30.0
 
 
+def learnt_wearer(f0: float = 120.0, db: float = -30.0) -> HeadsetAttribution:
+    a = HeadsetAttribution({"headset_wearer_db": -30.0})
+    for w in voice(24, f0, db):  # 6 s of the wearer talking
+        assert a.process(*w) == "staff"
+    return a
+
+
+def st_from(f0: float, st: float) -> float:
+    return f0 * 2 ** (st / 12)
+
+
+def test_headset_loud_customer_far_from_the_wearers_pitch_is_the_customer() -> None:
+    # A customer shouting as loud as the wearer's mouth (or louder): the level cannot tell them
+    # apart, the wearer's learnt pitch can. Level alone read all of these as the wearer.
+    a = learnt_wearer(120.0)
+    higher = [a.process(*w) for w in voice(20, 220.0, -26.0)]  # +10.5 st, 4 dB louder
+    assert higher == ["customer"] * 20
+    # Below the wearer's pitch there is no speaking-up allowance: 6 st lower at their level.
+    assert a.process(0.85, -30.0, st_from(120.0, -6.0)) == "customer"
+    # The shouting neither moved the wearer's level nor their pitch.
+    assert a.wearer_db < -29.0 and abs(a.wearer_hz - 120.0) < 3.0
+    # A male customer shouting at a female wearer.
+    b = learnt_wearer(210.0, -31.0)
+    assert [b.process(*w) for w in voice(12, 110.0, -27.0)] == ["customer"] * 12
+
+
+def test_headset_wearer_speaking_up_stays_the_wearer() -> None:
+    a = learnt_wearer(120.0)
+    # Their own spread at their level: within pitch_tol_st + 2 (5 st) either way.
+    assert a.process(0.85, -30.0, st_from(120.0, 4.5)) == "staff"
+    assert a.process(0.85, -31.0, st_from(120.0, -4.5)) == "staff"
+    # Speaking up 6 dB lifts the pitch too: +7.5 st is still the wearer (5 + 0.5 per dB)...
+    assert a.process(0.85, -24.0, st_from(120.0, 7.5)) == "staff"
+    # ...but not at their usual level, and a louder voice buys at most level_tol_db/2 = 3 st.
+    a = learnt_wearer(120.0)
+    assert a.process(0.85, -30.0, st_from(120.0, 6.5)) == "customer"
+    assert a.process(0.85, -18.0, st_from(120.0, 8.5)) == "customer"
+    # Unvoiced near-field windows (no pitch) stay the wearer's, as by level alone.
+    assert a.process(0.85, -22.0, 0.0) == "staff"
+
+
+def test_headset_lively_wearer_gets_a_wider_pitch_range() -> None:
+    # As the counter's enrolment: a voice that moves around its mean (here 80-160 Hz window to
+    # window) keeps two of its own standard deviations, 2 semitones beyond that is another voice.
+    steady = learnt_wearer(120.0)
+    lively = HeadsetAttribution({"headset_wearer_db": -30.0})
+    for w in voice(40, 120.0, -30.0, f0_spread=40.0):
+        lively.process(*w)
+    up7 = (0.85, -30.0, st_from(120.0, 7.0))
+    assert steady.process(*up7) == "customer"
+    assert lively.process(*up7) == "staff"
+    assert lively.process(0.85, -30.0, st_from(120.0, 14.0)) == "customer"
+
+
+def test_headset_customer_at_the_wearers_pitch_is_read_as_the_wearer() -> None:
+    # The stated limit: a customer whose pitch is within the wearer's range (a similar voice,
+    # often the same sex) and who is as loud as the wearer's mouth is read as the wearer, as
+    # with level alone. A far-field one stays the customer.
+    a = learnt_wearer(120.0)
+    assert a.process(0.85, -27.0, 128.0) == "staff"
+    assert a.process(0.85, -45.0, 128.0) == "customer"
+
+
+def test_headset_learns_the_pitch_only_from_near_field_speech() -> None:
+    a = HeadsetAttribution({"headset_wearer_db": -30.0})
+    for w in voice(40, 220.0, -50.0):  # a far-field customer before the wearer says a word
+        assert a.process(*w) == "customer"
+    for w in voice(6, 220.0, -34.5, db_spread=0.0):  # within near_field_db/2, not /4
+        assert a.process(*w) == "staff"
+    assert a.wearer_hz == 0.0  # nothing learnt yet: level alone decides
+    for w in voice(7, 120.0, -30.0):
+        a.process(*w)
+    assert a.wearer_hz == 0.0  # 1.75 s of the wearer: not yet
+    a.process(0.85, -30.0, 120.0)
+    assert abs(a.wearer_hz - 120.0) < 3.0
+    assert a.process(0.85, -30.0, 220.0) == "customer"
+    a.forget()  # a new audio stream: the pitch is learnt again
+    assert a.wearer_hz == 0.0 and a.process(0.85, -30.0, 220.0) == "staff"
+
+
+def test_headset_pitch_rule_identical_on_micropython(mpy) -> None:
+    # Learning a steady and (after forget()) a lively wearer, each followed by a grid over the
+    # pitch range's edges (-8..+10 st, 0..+14 dB above the wearer, voiced and not): the same
+    # labels and learnt figures after each window on both interpreters.
+    learn = voice(12, 120.0, -30.0) + voice(6, 200.0, -50.0)
+    lively = voice(12, 120.0, -30.0, f0_spread=40.0)
+    grid = [
+        (0.85, -30.0 + db, st_from(120.0, st) if st is not None else 0.0)
+        for db in range(0, 15, 2)
+        for st in (None, -8, -5.5, -4.5, 0, 4.5, 5.5, 6.5, 7.5, 8.5, 10)
+    ]
+    passes = [learn + grid + [(0.2, -30.0, 120.0)], lively + grid]
+    code = (
+        "import json\n"
+        "from firmware.core.attribution import HeadsetAttribution\n"
+        "h = HeadsetAttribution({'headset_wearer_db': -30.0})\n"
+        "out = []\n"
+        f"for ws in {passes!r}:\n"
+        "    for w in ws:\n"
+        "        out.append([h.process(*w), h.wearer_db, h.wearer_hz])\n"
+        "    h.forget()\n"
+        "print(json.dumps(out))\n"
+    )
+    got = json.loads(mpy(code, heapsize="512K").stdout.strip().splitlines()[-1])
+    h = HeadsetAttribution({"headset_wearer_db": -30.0})
+    want = []
+    for ws in passes:
+        for w in ws:
+            want.append([h.process(*w), h.wearer_db, h.wearer_hz])
+        h.forget()
+    assert [g[0] for g in got] == [x[0] for x in want]
+    assert {"staff", "customer", "unknown"} <= {x[0] for x in want}
+    for g, x in zip(got, want, strict=True):
+        assert g[1] == pytest.approx(x[1], abs=1e-9) and g[2] == pytest.approx(x[2], abs=1e-6)
+
+
 def test_headset_modules_load_only_what_the_headset_runs() -> None:
     # The counter/none modes live in firmware/core/attribution_modes.py; the headset imports only
     # firmware.core.attribution, which does not reach them (no module __getattr__ forwarding).
