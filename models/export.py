@@ -36,6 +36,17 @@ class Network:
     activation: str = "relu"
     name: str = "stress"
     feature_names: tuple[str, ...] = field(default=())
+    # One activation per hidden layer when they differ (a min-of-heads tail ends in a Relu
+    # layer after the Tanh ones: merge_min); empty: `activation` after every hidden layer.
+    activations: tuple[str, ...] = field(default=())
+
+    def layer_activations(self) -> tuple[str, ...]:
+        n = len(self.weights) - 1
+        if not self.activations:
+            return (self.activation,) * n
+        if len(self.activations) != n:
+            raise ValueError(f"{len(self.activations)} activations for {n} hidden layers")
+        return tuple(self.activations)
 
     @property
     def n_params(self) -> int:
@@ -44,10 +55,11 @@ class Network:
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Reference forward pass in float64 (the ONNX graph must agree)."""
         h = (np.asarray(x, np.float64) - self.mean) * self.scale
+        acts = self.layer_activations()
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             h = h @ w.T + b
-            if i < len(self.weights) - 1:
-                h = np.maximum(h, 0.0) if self.activation == "relu" else np.tanh(h)
+            if i < len(acts):
+                h = np.maximum(h, 0.0) if acts[i] == "relu" else np.tanh(h)
         return 1.0 / (1.0 + np.exp(-h[:, 0]))
 
 
@@ -55,8 +67,10 @@ def to_onnx(net: Network, doc: str = ""):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    if net.activation not in ACTIVATIONS:
-        raise ConvertError(f"activation {net.activation!r} not supported; use one of {ACTIVATIONS}")
+    acts = net.layer_activations()
+    for a in (net.activation, *acts):
+        if a not in ACTIVATIONS:
+            raise ConvertError(f"activation {a!r} not supported; use one of {ACTIVATIONS}")
     f32 = np.float32
     inits = [
         numpy_helper.from_array(net.mean.astype(f32), "input_mean"),
@@ -78,7 +92,7 @@ def to_onnx(net: Network, doc: str = ""):
             helper.make_node("Gemm", [h, f"dense{i}_weight", f"dense{i}_bias"], [out], transB=1)
         )
         if i < last:
-            act = "Relu" if net.activation == "relu" else "Tanh"
+            act = "Relu" if acts[i] == "relu" else "Tanh"
             nodes.append(helper.make_node(act, [out], [f"act{i}"]))
             out = f"act{i}"
         h = out
@@ -248,3 +262,48 @@ def merge_ensemble(nets: list[Network], weights: list[float] | None = None) -> N
             weights_out.append(block_diag(*ws))
             biases.append(np.concatenate(bs))
     return Network(first.mean, first.scale, weights_out, biases, first.activation, first.name)
+
+
+def merge_min(
+    heads: list[list[Network]], weights: tuple[float, float] = (0.5, 0.5), softness: float = 1.0
+) -> Network:
+    """Two heads (each a list of ensemble members of one shape, one input standardisation) ->
+    one network whose logit is `wa*a + wb*b - softness*|a - b|/2`, a and b the heads' mean
+    member logits: softness 0 is their weighted mean (merge_ensemble), 1 with equal weights
+    is min(a, b), so a window scores high only when both heads call it stressed.
+
+    Still a chain the device runs: the stacked hidden layers, then the two head logits mixed
+    into (a - b, b - a, m, -m) with m = wa*a + wb*b, a Relu, and one dense row
+    (-softness/2, -softness/2, 1, -1): |a - b| = relu(a - b) + relu(b - a), and
+    m = relu(m) - relu(-m) exactly."""
+    if len(heads) != 2 or any(not h for h in heads):
+        raise ValueError("merge_min needs two heads with at least one member each")
+    members = [m for h in heads for m in h]
+    if len(members[0].weights) < 2:
+        raise ValueError("merge_min needs members with a hidden layer")
+    stacked = merge_ensemble(members)
+    # Per-head logits from the last hidden layer: each member's output row in its own block.
+    width = [m.weights[-1].shape[1] for m in members]
+    last = np.zeros((2, sum(width)))
+    bias = np.zeros(2)
+    col = 0
+    for h, head in enumerate(heads):
+        for m in head:
+            n = m.weights[-1].shape[1]
+            last[h, col : col + n] = m.weights[-1][0] / len(head)
+            bias[h] += float(m.biases[-1][0]) / len(head)
+            col += n
+    wa, wb = (float(w) for w in weights)
+    mix = np.array([[1.0, -1.0], [-1.0, 1.0], [wa, wb], [-wa, -wb]])
+    out = np.array([[-softness / 2, -softness / 2, 1.0, -1.0]])
+    first = members[0]
+    acts = stacked.layer_activations() + ("relu",)
+    return Network(
+        first.mean,
+        first.scale,
+        [*stacked.weights[:-1], mix @ last, out],
+        [*stacked.biases[:-1], mix @ bias, np.zeros(1)],
+        first.activation,
+        first.name,
+        activations=acts,
+    )

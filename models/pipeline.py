@@ -269,9 +269,24 @@ def run_export(trained: Trained | None = None, out_dir: Path = SHIPPED, work: Pa
     from models.export import to_compact, to_onnx
 
     t = trained or load_trained(work)
+    if any(len(set(n.layer_activations())) > 1 for n in (t.final, *t.fold_nets)):
+        # A min-of-heads merge (TrainSettings.head_min) ends in a Relu after Tanh layers; the
+        # ONNX and compact forms carry that, stress_folds.npz (and the conversation benchmark's
+        # loader of it) one activation for every layer. Benchmark such a run with
+        # `calmcue model evaluate --conversations --trained DIR` instead.
+        raise ValueError("export of mixed hidden activations (head_min) is not supported yet")
     net = t.final
     names = dataset.feature_names()
-    net = Network(net.mean, net.scale, net.weights, net.biases, net.activation, MODEL_ID, names)
+    net = Network(
+        net.mean,
+        net.scale,
+        net.weights,
+        net.biases,
+        net.activation,
+        MODEL_ID,
+        names,
+        net.activations,
+    )
     model = to_onnx(net, doc="calmcue voice-stress model; see models/MODEL_CARD.md")
     from onnx import helper
 

@@ -41,6 +41,10 @@ class TrainSettings:
     heads: tuple[tuple[str, ...], ...] = (("neutral", "calm"), ("happy", "surprised"))
     # Each head's weight in the merged logit (empty: the plain mean of every member's logit).
     head_weights: tuple[float, ...] = ()
+    # How far the merged logit leans from the heads' (weighted) mean towards the smaller head
+    # logit: 0 the mean; 1 (equal weights) min(calm head, happy head), so a window scores high
+    # only when both heads call it stressed (models/export.py merge_min; two heads only).
+    head_min: float = 0.0
     alpha: float = 1e-3  # L2 weight penalty
     max_iter: int = 200
     speech_min: float = 0.5  # a window counts as speech at this active-frame fraction
@@ -203,9 +207,18 @@ def merge_heads(members: Sequence[Network], settings: TrainSettings) -> Network:
         MEMBERS_LOG.append(list(members))
     if len(members) == 1:
         return members[0]
+    per = max(1, settings.ensemble)
+    if settings.head_min:
+        from models.export import merge_min
+
+        if len(settings.heads) != 2 or len(members) != 2 * per:
+            raise ValueError("head_min needs two heads")
+        w = settings.head_weights or (0.5, 0.5)
+        return merge_min(
+            [list(members[:per]), list(members[per:])], (w[0], w[1]), settings.head_min
+        )
     if not settings.head_weights:
         return merge_ensemble(list(members))
-    per = max(1, settings.ensemble)
     if len(settings.head_weights) * per != len(members):
         raise ValueError(f"{len(settings.head_weights)} head weights for {len(members)} members")
     c = [w / per for w in settings.head_weights for _ in range(per)]

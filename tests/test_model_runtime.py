@@ -160,3 +160,76 @@ def test_merged_heads_can_weigh_their_logits():
         < 1e-12
     )
     assert np.abs(_ort(to_onnx(merged), x) - want).max() < 1e-5
+
+
+@pytest.mark.parametrize("softness", [1.0, 0.5])
+def test_min_of_heads_is_one_device_chain(softness: float):
+    """`TrainSettings.head_min`: the merged logit leans from the heads' mean towards the
+    smaller head logit (softness 1: exactly min); ONNX, the compact form and nnrt agree."""
+    _min_of_heads(softness)
+
+
+def _min_of_heads(softness: float):
+    from models.export import merge_min
+
+    nets = [_net(n_in=12, hidden=(6, 4), activation="tanh", seed=s) for s in range(3)]
+    nets = [Network(nets[0].mean, nets[0].scale, m.weights, m.biases, "tanh") for m in nets]
+    heads = [nets[:2], nets[2:]]  # a two-member head and a one-member head
+    x = np.random.default_rng(4).normal(size=(200, 12)) * 2
+    lg = np.array([np.log(p / (1 - p)) for p in (m.predict(x) for m in nets)])
+    a, b = (lg[0] + lg[1]) / 2, lg[2]
+    want_logit = 0.5 * a + 0.5 * b - softness * np.abs(a - b) / 2
+    if softness == 1.0:
+        assert np.allclose(want_logit, np.minimum(a, b))
+    want = 1 / (1 + np.exp(-want_logit))
+    merged = merge_min(heads, softness=softness)
+    assert merged.layer_activations() == ("tanh", "tanh", "relu")
+    assert np.abs(merged.predict(x) - want).max() < 1e-12
+    # Both heads must call a window stressed: where they disagree, the score is not their mean.
+    assert (np.sign(a) != np.sign(b)).any()
+    model = to_onnx(merged)
+    assert [n.op_type for n in model.graph.node].count("Relu") == 1
+    assert np.abs(_ort(model, x) - want).max() < 1e-5
+    dev = nnrt.Model(to_compact(model))
+    got = np.array([dev.score(list(map(float, r))) for r in x.astype(np.float32)])
+    assert np.abs(got - want).max() < 1e-5
+    with pytest.raises(ValueError):
+        merge_min([nets])
+    return model, x, want
+
+
+def test_min_of_heads_on_micropython(mpy, tmp_path):
+    """The min-of-heads chain (a Relu after the Tanh layers) on the MicroPython unix port."""
+    model, x, want = _min_of_heads(1.0)
+    (tmp_path / "m.ccm").write_bytes(to_compact(model))
+    (tmp_path / "x.json").write_text(json.dumps(x.astype(np.float32).tolist()))
+    code = f"""
+import json
+from firmware.core import nnrt
+m = nnrt.load({str(tmp_path / "m.ccm")!r})
+print(json.dumps([m.score(r) for r in json.load(open({str(tmp_path / "x.json")!r}))]))
+"""
+    got = np.array(json.loads(mpy(code, heapsize="512K").stdout))
+    assert np.abs(got - want).max() < 1e-5
+
+
+def test_head_min_setting_merges_by_min_and_export_refuses_it(tmp_path):
+    from dataclasses import replace
+
+    from models import pipeline, train
+
+    nets = [_net(n_in=12, hidden=(6, 4), activation="tanh", seed=s) for s in range(2)]
+    nets = [Network(nets[0].mean, nets[0].scale, m.weights, m.biases, "tanh") for m in nets]
+    x = np.random.default_rng(6).normal(size=(50, 12)) * 2
+    lg = np.array([np.log(p / (1 - p)) for p in (m.predict(x) for m in nets)])
+    s = train.TrainSettings()
+    mean = train.merge_heads(nets, s)
+    assert np.abs(mean.predict(x) - 1 / (1 + np.exp(-lg.mean(axis=0)))).max() < 1e-12
+    low = train.merge_heads(nets, replace(s, head_min=1.0))
+    assert np.abs(low.predict(x) - 1 / (1 + np.exp(-lg.min(axis=0)))).max() < 1e-12
+    with pytest.raises(ValueError, match="two heads"):
+        train.merge_heads(nets, replace(s, head_min=1.0, heads=(("calm",),)))
+    t = pipeline.Trained(s, [], [], [low], {}, low, 0.5, np.zeros(0), "")
+    with pytest.raises(ValueError, match="head_min"):
+        pipeline.run_export(t, out_dir=tmp_path, work=tmp_path)
+    assert not list(tmp_path.iterdir())  # nothing half-written
