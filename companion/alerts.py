@@ -167,8 +167,9 @@ class AlertManager:
         opened: list[dict[str, Any]] = []
         later: list[dict[str, Any]] = []
         savepoints = conn.dialect.name == "postgresql"  # SQLite: one process, no replicas
+        quiet = device_config.sites_in_quiet_hours(conn, {r["site"] for r in calls})
         for row in calls:
-            if device_config.in_quiet_hours(self.engine, row["site"]):
+            if row["site"] in quiet:
                 log.info("%s at %s/%s in quiet hours: no alert", row["cue"], row["site"],
                          row["device"])  # fmt: skip
                 continue
