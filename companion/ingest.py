@@ -119,6 +119,11 @@ def _one_line(exc: BaseException) -> str:
 class Ingest:
     """Subscribe, validate, store, acknowledge. `start()`/`stop()`; counters via `counters()`."""
 
+    # a device whose telemetry arrives is online: true when telemetry and status messages come
+    # through one subscription in the order the device sent them (not on the cluster, where
+    # telemetry has a queue of its own and could arrive after the device's LWT)
+    TELEMETRY_SETS_STATUS = True
+
     def __init__(self, settings: Settings, engine: Engine):
         self.settings = settings
         self.engine = engine
@@ -716,7 +721,7 @@ class Ingest:
             # was what limited the writer (docs/fleet.md, "What limits it"). One order for every
             # replica, the devices sorted: new devices' rows first, then every update, so two
             # batches touching the same devices never deadlock.
-            changes = _device_changes(seen, dev_updates)
+            changes = _device_changes(seen, dev_updates, self.TELEMETRY_SETS_STATUS)
             new = [
                 {"site": site, "device": device, "status": "unknown", "first_seen": t,
                  "last_seen": t, "silent": False}
@@ -753,7 +758,9 @@ _DEVICE_UPDATE = (
 
 
 def _device_changes(
-    seen: dict[tuple[str, str], float], dev_updates: list[tuple[str, Any]]
+    seen: dict[tuple[str, str], float],
+    dev_updates: list[tuple[str, Any]],
+    telemetry_sets_status: bool = True,
 ) -> list[dict[str, Any]]:
     """Parameters of `_DEVICE_UPDATE`, one per device, sorted: what the batch's messages leave in
     each row when applied in arrival order (the last status wins, whether from a status message
@@ -783,7 +790,7 @@ def _device_changes(
                 r["b_firmware"] = fields.firmware
             if fields.model is not None:
                 r["b_model"] = fields.model
-            if fields.online:
+            if fields.online and telemetry_sets_status:
                 r["b_status"] = "online"  # a device that reports is online
     return [rows[k] for k in sorted(rows)]
 

@@ -120,3 +120,19 @@ def test_a_batch_stores_each_event_once_and_opens_its_alert_once(writer):
     assert audit == ["opened"]
     c = ingest.counters()
     assert (c.stored, c.duplicates) == (3, 2)
+
+
+def test_on_the_cluster_telemetry_does_not_set_the_status():
+    """The cluster's telemetry has a queue of its own (docs/cluster.md), so a device's last
+    telemetry may arrive after its LWT: there only status messages set the status."""
+    from companion import schema
+    from companion.cluster_ingest import ClusterIngest
+    from companion.ingest import _device_changes
+
+    fields = schema.Telemetry.from_dict({"agent": "1.0"})
+    updates = [("status", ("s", "d", "offline", 10.0)), ("tele", ("s", "d", {}, fields, "{}", 11.0))]
+    single, = _device_changes({("s", "d"): 11.0}, updates, Ingest.TELEMETRY_SETS_STATUS)
+    cluster, = _device_changes({("s", "d"): 11.0}, updates, ClusterIngest.TELEMETRY_SETS_STATUS)
+    assert (single["b_status"], single["b_firmware"]) == ("online", "1.0")
+    assert (cluster["b_status"], cluster["b_status_at"], cluster["b_firmware"]) == ("offline", 10.0,
+                                                                                  "1.0")
