@@ -167,18 +167,25 @@ class AlertManager:
         opened: list[dict[str, Any]] = []
         later: list[dict[str, Any]] = []
         savepoints = conn.dialect.name == "postgresql"  # SQLite: one process, no replicas
+        quiet = device_config.sites_in_quiet_hours(conn, {r["site"] for r in calls})
+        # the batch's active alerts in one query, kept up to date as this batch opens more
+        active = _active_alerts(conn, {(r["site"], r["device"], r["cue"]) for r in calls})
         for row in calls:
-            if device_config.in_quiet_hours(self.engine, row["site"]):
+            if row["site"] in quiet:
                 log.info("%s at %s/%s in quiet hours: no alert", row["cue"], row["site"],
                          row["device"])  # fmt: skip
                 continue
             for attempt in (1, 2):
+                # a second attempt (another replica opened it meanwhile) looks again
+                known = active if attempt == 1 else None
                 try:
                     if savepoints:
                         with conn.begin_nested():
-                            alert = self._open_in(conn, row["site"], row["device"], row["cue"], row)
+                            alert = self._open_in(conn, row["site"], row["device"], row["cue"],
+                                                  row, known)  # fmt: skip
                     else:
-                        alert = self._open_in(conn, row["site"], row["device"], row["cue"], row)
+                        alert = self._open_in(conn, row["site"], row["device"], row["cue"], row,
+                                              known)  # fmt: skip
                 except IntegrityError:
                     if attempt == 1:  # another replica opened it a moment ago: a repeat
                         continue
@@ -200,25 +207,37 @@ class AlertManager:
         return after_commit
 
     def _open_in(
-        self, conn: Connection, site: str, device: str, kind: str, event: dict[str, Any] | None
+        self,
+        conn: Connection,
+        site: str,
+        device: str,
+        kind: str,
+        event: dict[str, Any] | None,
+        known: dict[tuple[str, str, str], tuple[int, str]] | None = None,
     ) -> dict[str, Any] | None:
-        """Open an alert in `conn`'s transaction, or audit a repeat on the active one."""
+        """Open an alert in `conn`'s transaction, or audit a repeat on the active one. `known`:
+        the active alerts (id, state) by (site, device, kind) as read in this transaction
+        (`_active_alerts`), updated with the one opened here; None: read it now."""
         now = self._clock()
-        active = conn.execute(
-            select(alerts).where(
-                alerts.c.site == site,
-                alerts.c.device == device,
-                alerts.c.kind == kind,
-                alerts.c.state.in_(ACTIVE),
-            )
-        ).first()
-        if active is not None:
-            _audit(
-                conn, active.id, now, "repeated", "system", active.state, _event_detail(event)
-            )
+        key = (site, device, kind)
+        if known is not None:
+            hit = known.get(key)
+        else:
+            row = conn.execute(
+                select(alerts.c.id, alerts.c.state).where(
+                    alerts.c.site == site,
+                    alerts.c.device == device,
+                    alerts.c.kind == kind,
+                    alerts.c.state.in_(ACTIVE),
+                )
+            ).first()
+            hit = (row.id, row.state) if row is not None else None
+        if hit is not None:
+            _audit(conn, hit[0], now, "repeated", "system", hit[1], _event_detail(event))
             return None
-        result = conn.execute(
-            insert(alerts).values(
+        opened = conn.execute(
+            insert(alerts)
+            .values(
                 site=site,
                 device=device,
                 kind=kind,
@@ -230,10 +249,12 @@ class AlertManager:
                 notify_count=1,
                 publish_due=now,
             )
-        )
-        alert_id = result.inserted_primary_key[0]  # type: ignore[index]
-        _audit(conn, alert_id, now, "opened", "system", OPEN, _event_detail(event))
-        return alert_public(conn.execute(select(alerts).where(alerts.c.id == alert_id)).one())
+            .returning(*alerts.c)
+        ).one()
+        _audit(conn, opened.id, now, "opened", "system", OPEN, _event_detail(event))
+        if known is not None:
+            known[key] = (opened.id, OPEN)
+        return alert_public(opened)
 
     def acknowledge(self, alert_id: int, actor: str, *, site: str | None = None) -> dict[str, Any]:
         return self._change(alert_id, actor, "acknowledged", {OPEN}, ACKNOWLEDGED, site)
@@ -472,6 +493,21 @@ class AlertManager:
                     log.warning("alert %s published late: its replica stopped or the broker "
                                 "did not take it at first", row.id)  # fmt: skip
         return sent
+
+
+def _active_alerts(
+    conn: Connection, keys: set[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], tuple[int, str]]:
+    """The active alert (id, state) of each (site, device, kind) in `keys` that has one."""
+    if not keys:
+        return {}
+    rows = conn.execute(
+        select(alerts.c.id, alerts.c.site, alerts.c.device, alerts.c.kind, alerts.c.state).where(
+            alerts.c.site.in_(sorted({k[0] for k in keys})), alerts.c.state.in_(ACTIVE)
+        )
+    )
+    return {(r.site, r.device, r.kind): (r.id, r.state) for r in rows
+            if (r.site, r.device, r.kind) in keys}  # fmt: skip
 
 
 def _audit(

@@ -220,6 +220,40 @@ def _alert_figures(r: Rig, want_devices: set[str]) -> dict[str, Any]:
     return out
 
 
+def _telemetry_figures(r: Rig, fleet: ClusterFleet, counters: list[str],
+                       timeout: float = 60.0) -> dict[str, Any]:  # fmt: skip
+    """After the fault: telemetry (QoS 0) from every counter reaches the devices table through
+    the non-replicated telemetry queue (declared again if it went with a killed node), sent
+    again every second until it does; and the replicated ingest queue has no telemetry
+    binding. Returns how many counters' telemetry arrived and how long it took."""
+    t0 = time.time()
+    arrived: set[str] = set()
+    while time.time() - t0 < timeout:
+        for d in counters:
+            if d not in arrived:
+                fleet.client.publish(f"calmcue/v1/{SITE}/{d}/tele",
+                                     json.dumps({"agent": "fault-run", "sent": time.time()}), qos=0)  # fmt: skip
+        time.sleep(1.0)
+        with r.ledger.engine.connect() as conn:
+            arrived = set(conn.execute(
+                text("SELECT device FROM devices WHERE site = :s AND tele_at >= :t"),
+                {"s": SITE, "t": t0}).scalars())  # fmt: skip
+        if arrived >= set(counters):
+            break
+    node = next(n.index for n in r.cluster.nodes if n.proc is not None and n.proc.poll() is None)
+    bindings = r.cluster.ctl(node, "list_bindings", "destination_name", "routing_key")
+    tele_key = broker_access.routing_key(broker_access.TELEMETRY_FILTERS[0])
+    return {
+        "telemetry_counters": len(arrived & set(counters)),
+        "telemetry_expected": len(counters),
+        "telemetry_s": round(time.time() - t0, 1),
+        "telemetry_in_ingest_queue": sum(
+            1 for ln in bindings.splitlines()
+            if ln.split() == [broker_access.INGEST_QUEUE, tele_key]
+        ),
+    }
+
+
 def _run(cluster: RabbitCluster, db_url: str, workdir: Path, n: int, rate: float,
          fault: Callable[[Rig, ClusterFleet], None], after: int,
          fleet_node: int = 0) -> dict[str, Any]:  # fmt: skip
@@ -261,12 +295,15 @@ def _run(cluster: RabbitCluster, db_url: str, workdir: Path, n: int, rate: float
         except AssertionError:
             pass  # the figures say which are missing
         time.sleep(1.0)  # a late repeat would show
+        counters = sorted({json.loads(p)["device"] for _t, p in msgs})
+        figures_tele = _telemetry_figures(r, fleet, counters)
         fleet.close()
         figures: dict[str, Any] = r.ledger.figures(faults.keys_of(msgs))
         figures.update(_alert_figures(r, want))
         figures.update(faulted=int(done.is_set() and not errors), fault_errors=errors,
                        seconds=round(catch_up, 1), fault_seconds=fault_s,
                        fleet_nodes_used=fleet.nodes_used)  # fmt: skip
+        figures.update(figures_tele)
         figures["replica_stored"] = [
             (c.health() or {}).get("ingest", {}).get("stored", -1) if c.proc else -1
             for c in r.replicas

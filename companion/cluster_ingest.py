@@ -1,10 +1,16 @@
 """Ingest from the clustered broker (docs/cluster.md): RabbitMQ nodes take the devices' MQTT and
-route every event, status and telemetry message into one durable quorum queue,
+route every event and status message into one durable quorum queue,
 `calmcue.ingest`, replicated on every node. Each companion replica consumes that queue over
 AMQP 0-9-1 (competing consumers: the broker's own shared subscription) and acknowledges each
 message only after the transaction holding its row has committed, exactly as `Ingest` does over
 MQTT (same validation, batching, dead letters and idempotent inserts: this class only replaces
 the broker connection).
+
+Telemetry is not in that queue: it goes to `calmcue.telemetry`, a transient classic queue
+(not replicated, capped) that the replicas declare on the node they consume from and consume
+the same way; when its node dies the broker cancels the replicas' consumers and each starts
+over on the next node, declaring it there (telemetry sent meanwhile is dropped: the next one
+comes within a minute).
 
 A replica that dies leaves its unacknowledged messages to the broker, which delivers them to
 the other replicas (the unique key makes a second delivery a counted duplicate). A node that
@@ -164,6 +170,10 @@ class AlertPublisher:
 class ClusterIngest(Ingest):
     """`Ingest` over the cluster's quorum queue; see the module docstring."""
 
+    # telemetry comes through its own queue, so one sent before the device's LWT can arrive
+    # after it: only status messages (retained `online`, the LWT) set the status
+    TELEMETRY_SETS_STATUS = False
+
     def __init__(self, settings: Settings, engine: Any):
         super().__init__(settings, engine)
         self._urls = settings.amqp_url_list()
@@ -261,11 +271,20 @@ class ClusterIngest(Ingest):
                 for f in dict.fromkeys(filters):
                     ch.queue_bind(broker_access.INGEST_QUEUE, "amq.topic",
                                   broker_access.routing_key(f))  # fmt: skip
-                ch.basic_qos(prefetch_count=PREFETCH)
+                # telemetry: its own transient queue, not the replicated one (a cluster set up
+                # before keeps the binding to the quorum queue in its definitions: removed here)
+                for f in broker_access.TELEMETRY_FILTERS:
+                    ch.queue_unbind(broker_access.INGEST_QUEUE, "amq.topic",
+                                    broker_access.routing_key(f))  # fmt: skip
+                self._declare_telemetry(ch)
+                ch.basic_qos(prefetch_count=PREFETCH)  # per consumer: each queue's own window
+                cancelled = threading.Event()
+                ch.add_on_cancel_callback(lambda _frame, ev=cancelled: ev.set())
                 with self._ack_lock:
                     self._generation += 1
                     self._conn, self._channel = conn, ch
                 ch.basic_consume(broker_access.INGEST_QUEUE, self._on_delivery)
+                ch.basic_consume(broker_access.TELEMETRY_QUEUE, self._on_delivery)
                 with self._lock:
                     self._counters.connected = self._counters.subscribed = True
                     self._counters.connects += 1
@@ -273,6 +292,11 @@ class ClusterIngest(Ingest):
                 delay = 0.5
                 while not self._closing.is_set():
                     conn.process_data_events(time_limit=0.2)
+                    if cancelled.is_set():
+                        # the broker cancelled a consumer: the telemetry queue went with its
+                        # node (or a queue was deleted). Start over on the next node, which
+                        # declares it again; unacknowledged messages are delivered again.
+                        raise RuntimeError("the broker cancelled a consumer")
             except Exception as exc:  # a node gone, refused, or the channel closed under us
                 if not self._closing.is_set():
                     log.warning("cluster node %s: %s; trying the next node in %.1f s", where,
@@ -293,6 +317,17 @@ class ClusterIngest(Ingest):
                 self._node += 1
                 self._closing.wait(delay)
                 delay = min(delay * 2, 5.0)
+
+    @staticmethod
+    def _declare_telemetry(ch: Any) -> None:
+        """The telemetry queue on the node `ch` is connected to (a transient classic queue is
+        created on the node that declares it), bound to the telemetry topics; the same
+        declaration from every replica, so they share one queue as competing consumers."""
+        ch.queue_declare(broker_access.TELEMETRY_QUEUE, durable=False, auto_delete=False,
+                         arguments=broker_access.TELEMETRY_ARGUMENTS)  # fmt: skip
+        for f in broker_access.TELEMETRY_FILTERS:
+            ch.queue_bind(broker_access.TELEMETRY_QUEUE, "amq.topic",
+                          broker_access.routing_key(f))  # fmt: skip
 
     def _on_delivery(self, _ch: Any, method: Any, _props: Any, body: bytes) -> None:
         if not self._accepting:

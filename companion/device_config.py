@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from companion.db import devices, sites
 from firmware.core import cue_settings
@@ -237,8 +237,19 @@ def publish_device(engine: Engine, site: str, device: str, publish: Any) -> str:
     return topic
 
 
-def in_quiet_hours(engine: Engine, site: str, when: datetime | None = None) -> bool:
-    with engine.connect() as conn:
-        s = conn.execute(select(sites.c.config).where(sites.c.site == site)).scalar()
-    doc = _doc(s)
-    return bool(doc and doc.quiet_hours and doc.quiet_hours.contains(when or datetime.now()))
+def sites_in_quiet_hours(
+    conn: Connection, site_ids: set[str], when: datetime | None = None
+) -> set[str]:
+    """Which of `site_ids` are in their quiet hours now: one query, in the caller's transaction
+    (the ingest's, for a batch's alert-level cues)."""
+    if not site_ids:
+        return set()
+    now = when or datetime.now()
+    out = set()
+    for site, text in conn.execute(
+        select(sites.c.site, sites.c.config).where(sites.c.site.in_(sorted(site_ids)))
+    ):
+        doc = _doc(text)
+        if doc and doc.quiet_hours and doc.quiet_hours.contains(now):
+            out.add(site)
+    return out

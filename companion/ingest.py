@@ -30,7 +30,22 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from sqlalchemy import Connection, Engine, insert, select, text, update
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    Engine,
+    Float,
+    String,
+    Text,
+    bindparam,
+    case,
+    false,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 
 from companion import replicas, schema
 from companion.config import Settings
@@ -103,6 +118,11 @@ def _one_line(exc: BaseException) -> str:
 
 class Ingest:
     """Subscribe, validate, store, acknowledge. `start()`/`stop()`; counters via `counters()`."""
+
+    # a device whose telemetry arrives is online: true when telemetry and status messages come
+    # through one subscription in the order the device sent them (not on the cluster, where
+    # telemetry has a queue of its own and could arrive after the device's LWT)
+    TELEMETRY_SETS_STATUS = True
 
     def __init__(self, settings: Settings, engine: Engine):
         self.settings = settings
@@ -696,46 +716,83 @@ class Ingest:
                 replicas.notify(conn, self.replica, "e", [r["id"] for r in stored])
             if dead_rows:
                 conn.execute(insert(dead_letters), dead_rows)
-            # one order for every replica: two batches touching the same devices never deadlock
-            for (site, device), t in sorted(seen.items()):
-                if (site, device) not in self._known:
-                    conn.execute(
-                        self._insert_device,
-                        {
-                            "site": site,
-                            "device": device,
-                            "status": "unknown",
-                            "first_seen": t,
-                            "last_seen": t,
-                            "silent": False,
-                        },
-                    )
-                conn.execute(
-                    update(devices)
-                    .where(devices.c.site == site, devices.c.device == device)
-                    .values(last_seen=t, silent=False)
-                )
-            for kind, data in dev_updates:
-                where = (devices.c.site == data[0], devices.c.device == data[1])
-                if kind == "status":
-                    conn.execute(
-                        update(devices).where(*where).values(status=data[2], status_at=data[3])
-                    )
-                else:
-                    fields: schema.Telemetry = data[3]
-                    values: dict[str, Any] = {"tele": data[4], "tele_at": data[5]}
-                    if fields.firmware is not None:
-                        values["firmware"] = fields.firmware
-                    if fields.model is not None:
-                        values["model"] = fields.model
-                    if fields.online:
-                        values["status"] = "online"  # a device that reports is online
-                    conn.execute(update(devices).where(*where).values(**values))
+            # One statement per kind for the whole batch (executemany), not one per device: at
+            # fleet scale building and running an UPDATE per device and per telemetry message
+            # was what limited the writer (docs/fleet.md, "What limits it"). One order for every
+            # replica, the devices sorted: new devices' rows first, then every update, so two
+            # batches touching the same devices never deadlock.
+            changes = _device_changes(seen, dev_updates, self.TELEMETRY_SETS_STATUS)
+            new = [
+                {"site": site, "device": device, "status": "unknown", "first_seen": t,
+                 "last_seen": t, "silent": False}
+                for (site, device), t in sorted(seen.items())
+                if (site, device) not in self._known
+            ]  # fmt: skip
+            if new:
+                conn.execute(self._insert_device, new)
+            if changes:
+                conn.execute(_DEVICE_UPDATE, changes)
             stored.sort(key=lambda r: r["id"])
             after = [hook(conn, stored) for hook in self._commit_hooks] if stored else []
         self._known.update(seen)
         self._after_commit.extend(fn for fn in after if fn is not None)
         return stored
+
+
+# Everything a batch changes in one device's row, as one UPDATE executed for many devices: a
+# NULL parameter keeps the column (every value the ingest writes there is non-NULL).
+_DEVICE_UPDATE = (
+    update(devices)
+    .where(devices.c.site == bindparam("b_site"), devices.c.device == bindparam("b_device"))
+    .values(
+        last_seen=func.coalesce(bindparam("b_last_seen", type_=Float), devices.c.last_seen),
+        silent=case((bindparam("b_alive", type_=Boolean), false()), else_=devices.c.silent),
+        status=func.coalesce(bindparam("b_status", type_=String), devices.c.status),
+        status_at=func.coalesce(bindparam("b_status_at", type_=Float), devices.c.status_at),
+        tele=func.coalesce(bindparam("b_tele", type_=Text), devices.c.tele),
+        tele_at=func.coalesce(bindparam("b_tele_at", type_=Float), devices.c.tele_at),
+        firmware=func.coalesce(bindparam("b_firmware", type_=String), devices.c.firmware),
+        model=func.coalesce(bindparam("b_model", type_=String), devices.c.model),
+    )
+)
+
+
+def _device_changes(
+    seen: dict[tuple[str, str], float],
+    dev_updates: list[tuple[str, Any]],
+    telemetry_sets_status: bool = True,
+) -> list[dict[str, Any]]:
+    """Parameters of `_DEVICE_UPDATE`, one per device, sorted: what the batch's messages leave in
+    each row when applied in arrival order (the last status wins, whether from a status message
+    or a reporting device's telemetry; the last telemetry; a firmware or model name only where a
+    telemetry message carried one; `last_seen` from events and every message but an LWT)."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def row(k: tuple[str, str]) -> dict[str, Any]:
+        r = rows.get(k)
+        if r is None:
+            r = rows[k] = {"b_site": k[0], "b_device": k[1], "b_last_seen": seen.get(k),
+                           "b_alive": k in seen, "b_status": None, "b_status_at": None,
+                           "b_tele": None, "b_tele_at": None, "b_firmware": None,
+                           "b_model": None}  # fmt: skip
+        return r
+
+    for k in seen:
+        row(k)
+    for kind, data in dev_updates:
+        r = row((data[0], data[1]))
+        if kind == "status":
+            r["b_status"], r["b_status_at"] = data[2], data[3]
+        else:
+            fields: schema.Telemetry = data[3]
+            r["b_tele"], r["b_tele_at"] = data[4], data[5]
+            if fields.firmware is not None:
+                r["b_firmware"] = fields.firmware
+            if fields.model is not None:
+                r["b_model"] = fields.model
+            if fields.online and telemetry_sets_status:
+                r["b_status"] = "online"  # a device that reports is online
+    return [rows[k] for k in sorted(rows)]
 
 
 def _ascii(s: str) -> str:

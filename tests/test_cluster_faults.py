@@ -86,6 +86,9 @@ def _exactly_once(f: dict) -> None:
     assert f["stored"] == f["published"], f
     assert (f["lost"], f["duplicated"], f["unexpected"], f["dead_lettered"]) == (0, 0, 0, 0), f
     assert f["alerts_opened"] == f["alerts_expected"] > 0 and f["alerts_devices_ok"] == 1, f
+    # telemetry goes through its own non-replicated queue, declared again after the fault
+    assert f["telemetry_counters"] == f["telemetry_expected"] > 0, f
+    assert f["telemetry_in_ingest_queue"] == 0, f
     for m in ("manager-1", "manager-2"):  # on nodes 2 and 3
         assert (f[f"{m}_missed"], f[f"{m}_unknown"]) == (0, 0), f
         # QoS 1 is at-least-once: a copy sent again after a lost connection may arrive twice

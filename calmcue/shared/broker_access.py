@@ -219,15 +219,23 @@ def write_files(accounts: list[Account], out_dir: Path) -> tuple[Path, Path]:
 
 RABBITMQ_HASHING = "rabbit_password_hashing_sha256"
 INGEST_QUEUE = "calmcue.ingest"
-# what the companion's ingest queue receives, as MQTT topic filters (the broker's routing keys
-# are these with '/' -> '.', '+' -> '*')
+# what the companion's replicated ingest queue receives, as MQTT topic filters (the broker's
+# routing keys are these with '/' -> '.', '+' -> '*'): what must not be lost
 INGEST_FILTERS = (
     f"{TOPIC_ROOT}/+/+/evt/+",
     f"{TOPIC_ROOT}/+/+/status",
-    f"{TOPIC_ROOT}/+/+/tele",
     f"{TOPIC_ROOT}/+/alert/ack",
     f"{TOPIC_ROOT}/+/alert/resolve",
 )
+# Telemetry (QoS 0, sent again every ~50 s, only the last one kept) goes to a queue of its own
+# that is not replicated: a transient classic queue, declared by the replicas on the node they
+# consume from, capped, and gone with its node (the replicas declare it again on another). So
+# only what must not be lost pays for three quorum-queue members (docs/cluster.md).
+TELEMETRY_QUEUE = "calmcue.telemetry"
+TELEMETRY_FILTERS = (f"{TOPIC_ROOT}/+/+/tele",)
+TELEMETRY_MAX = 100_000  # messages held while no replica consumes; the oldest go first
+TELEMETRY_ARGUMENTS = {"x-queue-type": "classic", "x-max-length": TELEMETRY_MAX,
+                       "x-overflow": "drop-head"}  # fmt: skip
 
 
 def rabbitmq_hash(password: str) -> str:
