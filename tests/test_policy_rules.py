@@ -169,3 +169,41 @@ def test_every_setting_is_documented() -> None:
     doc = (Path(__file__).resolve().parent.parent / "docs" / "policy.md").read_text()
     missing = [row[0] for row in list(rows()) if f"`{row[0]}`" not in doc]
     assert missing == []
+
+
+def _top_score_turn(level_db: float, speaker: str = "customer", **settings) -> dict:
+    """Scenario top_score_in_a_calm_voice with its 0.95 turn at `level_db` (calm turns: -34)."""
+    sc = SCENARIOS["top_score_in_a_calm_voice"]
+    script = []
+    for seg in sc["script"]:
+        if seg.get("score") == 0.95:
+            seg = dict(seg, level_db=level_db)
+        if seg.get("speaker") == "customer":
+            seg = dict(seg, speaker=speaker)
+        script.append(seg)
+    return {"script": script, "settings": settings}
+
+
+def _stress_cues(scenario: dict) -> list[tuple[str, str]]:
+    return [
+        (d["cue"], d["reason"])
+        for d in policy_replay.run(scenario)
+        if d["type"] == "cue" and d["cue"] in ("empathize", "call_manager")
+    ]
+
+
+def test_stress_needs_a_voice_raised_above_the_own_calm_voice() -> None:
+    # At the calm turns' level the top of the scale is no stress cue (scenario
+    # top_score_in_a_calm_voice); raised 3 dB, above stress_louder_db (2 dB), it is very intense.
+    assert _stress_cues(_top_score_turn(-34.0)) == []
+    assert _stress_cues(_top_score_turn(-31.0)) == [("call_manager", "very_intense")]
+    # The setting moves the line.
+    assert _stress_cues(_top_score_turn(-31.0, stress_louder_db=4.0)) == []
+    assert _stress_cues(_top_score_turn(-34.0, stress_louder_db=0.0)) == [
+        ("call_manager", "very_intense")
+    ]
+    # An unattributed voice whose stress counts as the customer's: its level counts too.
+    assert _stress_cues(_top_score_turn(-34.0, "unknown", stress_from_unknown=True)) == []
+    assert _stress_cues(_top_score_turn(-31.0, "unknown", stress_from_unknown=True)) == [
+        ("call_manager", "very_intense")
+    ]

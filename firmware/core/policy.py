@@ -4,7 +4,8 @@
 #
 #   slow_down     staff faster or louder than the customer, or rising with them (mirroring)
 #   empathize     customer stress above stress_threshold, and stress_rise above their own
-#                 calm level, for empathize_after_s
+#                 calm level, in a voice raised stress_louder_db above their own calm voice,
+#                 for empathize_after_s
 #   call_manager  stress sustained well past an empathize, still rising, or very intense
 #   settled       customer stress back to the conversation's baseline after a cue
 #
@@ -85,6 +86,7 @@ class _Settings:
         self.rate_margin = _cell()
         self.level_rise_db = _cell()
         self.level_margin_db = _cell()
+        self.stress_louder_db = _cell()
         self.pace_alpha = _cell()
         self.ema_alpha = _cell()
         self.span = _cell()
@@ -226,6 +228,10 @@ class Policy:
         self.tense_at = _cell()
         self.empathize_score = _cell()
         self.first_cue_t = _cell()
+        # Sum of the smoothed customer scores over the windows that set the customer voice's
+        # level baseline: a level taken while the model read the customer stressed is not
+        # their calm voice.
+        self.voice_score_sum = _cell()
         # Every attribute exists before configure() loads the settings validator: the
         # instance's attribute table then reaches its full size while the heap is still in one
         # piece, not in a heap the validator's import has just cut up.
@@ -268,6 +274,7 @@ class Policy:
         s.rate_margin[0] = v["rate_margin"]
         s.level_rise_db[0] = v["level_rise_db"]
         s.level_margin_db[0] = v["level_margin_db"]
+        s.stress_louder_db[0] = v["stress_louder_db"]
         s.pace_alpha[0] = 2 / (windows(v["pace_window_s"], hop) + 1)  # EMA of pace and loudness
         s.ema_alpha[0] = v["ema_alpha"]
         mode = v["smoothing"]
@@ -343,13 +350,17 @@ class Policy:
                 x = self.customer_score.add(t, score, s)
         # Pace and loudness only from windows mostly full of speech: a window that a turn
         # starts or ends in holds fewer onsets and would read as a slower, quieter voice.
+        # An unattributed voice whose stress counts as the customer's is their voice here too.
         solid = speech >= s.pace_min_speech[0]
-        if solid and speaker != "unknown":
-            (self.staff_voice if staff else self.customer_voice).hear(
-                rate, level_db, s.speaker_baseline_n, s.pace_alpha[0]
-            )
+        if solid and staff:
+            self.staff_voice.hear(rate, level_db, s.speaker_baseline_n, s.pace_alpha[0])
+        elif solid and (speaker == "customer" or s.stress_from_unknown):
+            cust = self.customer_voice
+            if cust.heard < s.speaker_baseline_n:
+                self.voice_score_sum[0] += x if customers else self.score[0]
+            cust.hear(rate, level_db, s.speaker_baseline_n, s.pace_alpha[0])
         if customers:
-            self._stress(t, x, out)
+            self._stress(t, x, level_db, out)
         elif staff and solid:
             self._slow_down(t, out)
         return out
@@ -396,6 +407,7 @@ class Policy:
         self.staff_score.forget()
         self.staff_voice.forget()
         self.customer_voice.forget()
+        self.voice_score_sum[0] = 0
         self._end_episode()
         return d
 
@@ -495,7 +507,7 @@ class Policy:
                 self.last_slow_down[0] = t
                 self.slow_down_run = 0
 
-    def _stress(self, t, x, out):
+    def _stress(self, t, x, level_db, out):
         s = self.settings
         self.score[0] = x
         if x > self.peak[0]:
@@ -528,8 +540,21 @@ class Policy:
         if calm < b + s.settle_margin[0]:
             calm = b + s.settle_margin[0]
         above = known and x >= thr
+        intense = x >= s.intense_threshold[0]
+        # A stressed customer's voice is raised: once their calm voice's level is known (the
+        # first speaker_baseline_s of their speech, when the model read it calm), a window less
+        # than stress_louder_db above it counts as neither stressed nor very intense, whatever
+        # the score. The model alone reads some calm voices, room babble and the first words of
+        # a conversation at the top of the scale; the level tells those from a raised voice.
+        cust = self.customer_voice
+        if (
+            cust.heard >= s.speaker_baseline_n
+            and self.voice_score_sum[0] < s.stress_threshold[0] * cust.heard
+            and level_db - cust.base_db[0] < s.stress_louder_db[0]
+        ):
+            above = intense = False
         self.above_run = self.above_run + 1 if above else 0
-        self.intense_run = self.intense_run + 1 if x >= s.intense_threshold[0] else 0
+        self.intense_run = self.intense_run + 1 if intense else 0
         # An episode runs from the first empathize-worthy stretch to `settled`.
         stage = self.stage
         reason = None
