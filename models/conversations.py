@@ -70,6 +70,10 @@ class Condition:
     gain_db: float = 0.0  # recording level of the speech (clips at full scale)
     pause_s: tuple[float, float] = (0.3, 0.9)
     mode: str = "none"  # none (no attribution, stress_from_unknown), counter, headset
+    wearer: str = "calm"  # counter/headset: what the staff voice's turns are (WEARER_POOLS)
+    # Render with this condition's seeds (lead-in, pauses, floor, which turn is picked), so the
+    # two rows differ only in what this one changes: a paired comparison.
+    seed_from: str = ""
 
 
 CONDITIONS: dict[str, Condition] = {
@@ -90,7 +94,16 @@ CONDITIONS: dict[str, Condition] = {
         Condition("pauses-2s", pause_s=(2.0, 2.0)),
         Condition("counter", mode="counter"),
         Condition("headset", mode="headset"),
+        Condition("headset-lively", mode="headset", wearer="lively", seed_from="headset"),
     )
+}
+# The clips a staff voice's turns are drawn from (labels of the staff actor's clips). Its gain is
+# always set from its calm clips (POOLS["calm"]): "lively" is a wearer who sounds cheerful or
+# surprised all along, at the gain their calm speech sets. (A share of neutral turns, RAVDESS's
+# 4 neutral clips beside 8 happy and 8 surprised, made the row's cost hard to see: docs/model.md.)
+WEARER_POOLS: dict[str, tuple[str, ...]] = {
+    "calm": POOLS["calm"],
+    "lively": POOLS["aroused"],
 }
 # Headset mode's levels (docs/model.md, "Headset condition"). RAVDESS is recorded at its own
 # level (calm speech around -48 dBFS), so the headset row sets the levels a headset hears: the
@@ -234,14 +247,18 @@ def render(
     cache: ClipCache,
     babble_pool: Sequence[int] = (),
     staff_pool: Sequence[int] = (),
+    staff_turns: Sequence[int] | None = None,
 ) -> Audio:
     """The conversation's audio under `cond`, with the timeline the figures need.
 
-    Counter and headset modes put a staff turn (a calm clip of `spec.staff`) after every
-    customer clip but the last. In headset mode the wearer's calm speech is set to
-    HEADSET_WEARER_DBFS and the customer's calm speech HEADSET_CUSTOMER_BELOW_DB below it.
+    Counter and headset modes put a staff turn (a clip of `spec.staff` from `staff_turns`,
+    by default `staff_pool`: its calm clips) after every customer clip but the last. In headset
+    mode the wearer's gain puts their calm speech (`staff_pool`) at HEADSET_WEARER_DBFS, the
+    customer's calm speech HEADSET_CUSTOMER_BELOW_DB below it; turns from other clips
+    (`headset-lively`) keep that gain.
     """
-    rng = np.random.default_rng([spec.seed, list(CONDITIONS).index(cond.name)])
+    turns = staff_pool if staff_turns is None else staff_turns
+    rng = np.random.default_rng([spec.seed, list(CONDITIONS).index(cond.seed_from or cond.name)])
     lead = int(rng.uniform(0.5, 1.5) * RATE)  # silence before the first word
     parts: list[np.ndarray] = [np.zeros(lead, np.float32)]
     pos = lead
@@ -274,7 +291,7 @@ def render(
         if k < len(spec.clips) - 1:
             gap = int(rng.uniform(*cond.pause_s) * RATE)
             if cond.mode in ("counter", "headset") and staff_pool:
-                s = cache[staff_pool[int(rng.integers(len(staff_pool)))]] * np.float32(staff_gain)
+                s = cache[turns[int(rng.integers(len(turns)))]] * np.float32(staff_gain)
                 g2 = int(rng.uniform(*cond.pause_s) * RATE)
                 parts += [np.zeros(gap, np.float32), s, np.zeros(g2, np.float32)]
                 pos += gap + s.size + g2
@@ -305,6 +322,16 @@ def render(
         calm_until if calm_until is not None else pos / RATE,
         enrol,
     )
+
+
+def staff_clips(
+    cond: Condition, by: dict[str, dict[str, list[int]]], staff: str
+) -> tuple[list[int], list[int]]:
+    """The staff actor's calm clips (their level, counter mode's enrolment) and the clips their
+    turns are drawn from under `cond` (WEARER_POOLS[cond.wearer])."""
+    calm = [i for lab in POOLS["calm"] for i in by[staff].get(lab, [])]
+    turns = [i for lab in WEARER_POOLS[cond.wearer] for i in by[staff].get(lab, [])]
+    return calm, turns
 
 
 def _in_span(spec: Spec, k: int) -> bool:
@@ -770,8 +797,8 @@ def run_condition(
         babble = [
             i for s, labs in by.items() if s != spec.speaker for v in labs.values() for i in v
         ]
-        staff = [i for lab in POOLS["calm"] for i in by[spec.staff].get(lab, [])]
-        rendered.append(render(spec, cond, cache, babble[::7], staff))
+        staff, turns = staff_clips(cond, by, spec.staff)
+        rendered.append(render(spec, cond, cache, babble[::7], staff, turns))
     if path is not None:
         recs = [record(a, base) for a in rendered]
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -151,3 +151,65 @@ def test_saved_front_end_records_replay_to_the_same_cues_for_any_model(bench, tm
     a = cv.run_condition(cv.CONDITIONS["white-60"], specs, clips, models, cache, records=tmp_path)
     b = cv.run_condition(cv.CONDITIONS["white-60"], specs, clips, other, cache, records=tmp_path)
     assert [r.cues for r in a] != [r.cues for r in b]  # the model still decides
+
+
+def test_lively_headset_wearer_speaks_non_calm_clips_at_the_calm_gain(bench, monkeypatch):
+    """`headset-lively`: the headset row with the wearer's turns drawn from their happy and
+    surprised clips, at the gain their calm clips set; `headset` keeps calm turns."""
+
+    class Seen(cv.ClipCache):
+        def __init__(self, clips, cache):
+            super().__init__(clips)
+            self._cache = cache._cache  # decoded clips shared with the module's cache
+            self.seen: list[int] = []
+
+        def __getitem__(self, i: int) -> np.ndarray:
+            self.seen.append(i)
+            return super().__getitem__(i)
+
+    clips, models, cache = bench
+    names = list(cv.CONDITIONS)
+    assert cv.CONDITIONS["headset-lively"].mode == "headset"
+    assert names.index("headset-lively") == len(names) - 1  # appended: other rows' seeds kept
+    spec = next(s for s in cv.build_specs(clips, 1, 0) if s.kind == "calm")
+    by = cv._by_speaker(clips)
+    gains: dict[str, list[tuple[float, int]]] = {}
+    real = cv._gain_to
+
+    def gain_to(dbfs, xs):
+        gains[name].append((dbfs, sum(x.size for x in xs)))
+        return real(dbfs, xs)
+
+    monkeypatch.setattr(cv, "_gain_to", gain_to)
+    said: dict[str, list[str]] = {}
+    audio: dict[str, cv.Audio] = {}
+    for name in ("headset", "headset-lively"):
+        gains[name] = []
+        staff, turns = cv.staff_clips(cv.CONDITIONS[name], by, spec.staff)
+        assert {clips[i].label for i in staff} <= {"neutral", "calm"}
+        seen = Seen(clips, cache)
+        audio[name] = cv.render(spec, cv.CONDITIONS[name], seen, (), staff, turns)
+        fetched = [i for i in seen.seen if clips[i].speaker == spec.staff]
+        assert fetched[: len(staff)] == staff  # the wearer's gain, from their calm clips
+        said[name] = [clips[i].label for i in fetched[len(staff) :]]
+        assert len(said[name]) == len(spec.clips) - 1  # a turn after each customer clip but one
+    assert set(said["headset"]) <= {"neutral", "calm"}
+    assert set(said["headset-lively"]) == {"happy", "surprised"}
+    # the same gains for both rows: a lively turn is as loud as its clip is, not renormalised
+    assert gains["headset-lively"] == gains["headset"] and len(gains["headset"]) == 2
+    assert audio["headset"].calm_speech_s == audio["headset-lively"].calm_speech_s
+    # paired with the headset row (its seeds): without the floor, the same lead-in and the same
+    # first customer clip, and the wearer's first turn after the same pause
+    from dataclasses import replace
+
+    pcm = {}
+    for name in ("headset", "headset-lively"):
+        staff, turns = cv.staff_clips(cv.CONDITIONS[name], by, spec.staff)
+        quiet = replace(cv.CONDITIONS[name], floor="none")
+        pcm[name] = cv.render(spec, quiet, cache, (), staff, turns).pcm
+    a, b = pcm["headset"], pcm["headset-lively"]
+    lead = int(np.argmax(a != 0))
+    first = lead + cache[spec.clips[0]].size
+    assert lead > 0 and int(np.argmax(b != 0)) == lead
+    assert np.array_equal(a[:first], b[:first])
+    assert not np.array_equal(a[first : first + 16000 * 5], b[first : first + 16000 * 5])
