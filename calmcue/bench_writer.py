@@ -1,4 +1,4 @@
-"""The ingest writer alone, at fleet scale (`python -m companion.bench_writer`): how many events
+"""The ingest writer alone, at fleet scale (`python -m calmcue.bench_writer`): how many events
 per second the companion's writer stores when the messages come from many devices.
 
 No broker and no simulator processes compete for the CPU: `--devices` simulated devices'
