@@ -103,6 +103,26 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'companion.db'}"
 
 
+@contextmanager
+def fresh_pg_database(server: str, prefix: str = "companion") -> Iterator[str]:
+    """A new, empty PostgreSQL database on `server` (a URL) for one test, dropped afterwards
+    (connections still open to it included); yields its URL."""
+    import uuid
+
+    from sqlalchemy import create_engine
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        yield server.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
+
+
 class Subscriber:
     """Records (time, topic, payload) of everything on `topic_filter` (managers' devices)."""
 

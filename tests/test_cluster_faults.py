@@ -10,12 +10,12 @@ are printed (pytest -s)."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from companion_helpers import fresh_pg_database
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from calmcue.shared.cluster import RabbitCluster
@@ -63,18 +63,8 @@ def cluster(_cluster: RabbitCluster) -> RabbitCluster:
 
 @pytest.fixture
 def pg_db(pg_url: str) -> Iterator[str]:
-    from sqlalchemy import create_engine
-
-    name = f"cluster_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    try:
-        yield pg_url.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.dispose()
+    with fresh_pg_database(pg_url, "cluster") as url:
+        yield url
 
 
 def _report(name: str, figures: dict) -> None:
