@@ -3,8 +3,7 @@ per second the companion's writer stores when the messages come from many device
 
 No broker and no simulator processes compete for the CPU: `--devices` simulated devices'
 events and telemetry (calmcue/fleet_sim.py's payloads, one telemetry message per event as in
-the field) are handed to the real `Ingest._on_message` (validation, queueing) in a feeder
-thread as fast as the ingest's bounded queue takes them, and the writer thread stores them
+the field) are handed to the real `Ingest._on_message` (validation, queueing) as fast as the ingest's bounded queue takes them, and the writer thread stores them
 with the alert manager's hook in its transactions, as `calmcue companion serve` wires it
 (a `call_manager` cue opens its alert in its event's transaction). Before the timed part every
 device has sent `online` and one telemetry message (as after a connect storm), so the devices
@@ -21,7 +20,6 @@ from __future__ import annotations
 import argparse
 import random
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -87,9 +85,7 @@ def run(devices: int, events: int, db_url: str | None = None) -> dict[str, Any]:
                     ingest._on_message(None, None, _msg(topic, payload, i + 1))  # type: ignore[arg-type]
 
             t0, cpu0 = time.perf_counter(), time.process_time()
-            feeder = threading.Thread(target=feed, name="bench-feeder")
-            feeder.start()
-            feeder.join()
+            feed()
             ingest.flush(600)
             wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
             c = ingest.counters()

@@ -220,18 +220,7 @@ class AlertManager:
         (`_active_alerts`), updated with the one opened here; None: read it now."""
         now = self._clock()
         key = (site, device, kind)
-        if known is not None:
-            hit = known.get(key)
-        else:
-            row = conn.execute(
-                select(alerts.c.id, alerts.c.state).where(
-                    alerts.c.site == site,
-                    alerts.c.device == device,
-                    alerts.c.kind == kind,
-                    alerts.c.state.in_(ACTIVE),
-                )
-            ).first()
-            hit = (row.id, row.state) if row is not None else None
+        hit = (known if known is not None else _active_alerts(conn, {key})).get(key)
         if hit is not None:
             _audit(conn, hit[0], now, "repeated", "system", hit[1], _event_detail(event))
             return None
@@ -296,14 +285,8 @@ class AlertManager:
                     "state": OPEN, "resolved_at": None, "resolved_by": None,
                     "acked_at": None, "acked_by": None,
                 }  # fmt: skip
-            if row.state == RESOLVED and conn.execute(
-                select(alerts.c.id).where(
-                    alerts.c.site == row.site,
-                    alerts.c.device == row.device,
-                    alerts.c.kind == row.kind,
-                    alerts.c.state.in_(ACTIVE),
-                )
-            ).first():
+            key = (row.site, row.device, row.kind)
+            if row.state == RESOLVED and key in _active_alerts(conn, {key}):
                 raise AlertError(
                     f"alert {alert_id} cannot be reopened: a newer alert is active for "
                     f"{row.site}/{row.device}"
