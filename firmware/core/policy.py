@@ -85,6 +85,7 @@ class _Settings:
         self.baseline_default = _cell()
         self.baseline_max = _cell()
         self.settle_margin = _cell()
+        self.settle_quiet = _cell()
         self.rate_rise = _cell()
         self.rate_margin = _cell()
         self.level_rise_db = _cell()
@@ -235,6 +236,8 @@ class Policy:
         # level baseline: a level taken while the model read the customer stressed is not
         # their calm voice.
         self.voice_score_sum = _cell()
+        # When the customer last read stressed or very intense in this episode.
+        self.last_stressed = _cell()
         # Every attribute exists before configure() loads the settings validator: the
         # instance's attribute table then reaches its full size while the heap is still in one
         # piece, not in a heap the validator's import has just cut up.
@@ -273,6 +276,7 @@ class Policy:
         s.baseline_default[0] = v["baseline_default"]
         s.baseline_max[0] = v["baseline_max"]
         s.settle_margin[0] = v["settle_margin"]
+        s.settle_quiet[0] = v["settle_quiet_s"]
         s.rate_rise[0] = v["rate_rise"]
         s.rate_margin[0] = v["rate_margin"]
         s.level_rise_db[0] = v["level_rise_db"]
@@ -425,6 +429,7 @@ class Policy:
         self.stress_n = 0  # stressed windows
         self.empathize_score[0] = 0
         self.first_cue_t[0] = -1
+        self.last_stressed[0] = _LONG_AGO
 
     # ---- decisions -----------------------------------------------------------------------
 
@@ -549,13 +554,17 @@ class Policy:
         # than stress_louder_db above it counts as neither stressed nor very intense, whatever
         # the score. The model alone reads some calm voices, room babble and the first words of
         # a conversation at the top of the scale; the level tells those from a raised voice.
+        # The same calm voice counts towards settling, whatever the score.
         cust = self.customer_voice
-        if (
+        calm_voice = (
             cust.heard >= s.speaker_baseline_n
             and self.voice_score_sum[0] < s.stress_threshold[0] * cust.heard
             and level_db - cust.base_db[0] < s.stress_louder_db[0]
-        ):
+        )
+        if calm_voice:
             above = intense = False
+        elif above or intense:
+            self.last_stressed[0] = t
         self.above_run = self.above_run + 1 if above else 0
         self.intense_run = self.intense_run + 1 if intense else 0
         # An episode runs from the first empathize-worthy stretch to `settled`.
@@ -609,8 +618,11 @@ class Policy:
                 self.manager_called = True
                 self._cue(t, "call_manager", reason, out)
             return
-        self.calm_run = self.calm_run + 1 if x <= calm else 0
-        if self.calm_run >= s.settle_after:
+        # Settled: settle_after of calm speech (a score back near the calm level, or the calm
+        # voice), and no stressed reading for settle_quiet_s: an angry stretch holds calm-read
+        # turns, and an all-clear while the customer is still shouting is worse than a late one.
+        self.calm_run = self.calm_run + 1 if x <= calm or calm_voice else 0
+        if self.calm_run >= s.settle_after and t - self.last_stressed[0] >= s.settle_quiet[0]:
             if self.first_cue_t[0] >= 0:
                 d = self._cue(t, "settled", "baseline", out)
                 d["ttd_s"] = _r3(t - self.first_cue_t[0])
