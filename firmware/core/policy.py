@@ -37,6 +37,10 @@ _MEDIAN_MAX = const(15)  # the longest median cue_settings allows (smoothing_win
 _CALM = const(0)
 _PAST_EMPATHIZE = const(1)
 _MANAGER = const(2)
+# the customer's calm voice (Policy.calm_state)
+_COLLECTING = const(0)
+_KNOWN = const(1)
+_NO_LEVEL = 1000.0  # dB: no stretch of the customer's voice rejected yet
 _LONG_AGO = const(-1000000000)  # "never" for the last time a cue was sent
 
 
@@ -236,6 +240,9 @@ class Policy:
         # level baseline: a level taken while the model read the customer stressed is not
         # their calm voice.
         self.voice_score_sum = _cell()
+        self.calm_db_sum = _cell()
+        self.calm_db = _cell()  # the customer's calm voice's level, once known
+        self.rejected_db = _cell()  # the quietest stretch of theirs the model read stressed
         # When the customer last read stressed or very intense in this episode.
         self.last_stressed = _cell()
         # Every attribute exists before configure() loads the settings validator: the
@@ -362,10 +369,9 @@ class Policy:
         if solid and staff:
             self.staff_voice.hear(rate, level_db, s.speaker_baseline_n, s.pace_alpha[0])
         elif solid and (speaker == "customer" or s.stress_from_unknown):
-            cust = self.customer_voice
-            if cust.heard < s.speaker_baseline_n:
-                self.voice_score_sum[0] += x if customers else self.score[0]
-            cust.hear(rate, level_db, s.speaker_baseline_n, s.pace_alpha[0])
+            self.customer_voice.hear(rate, level_db, s.speaker_baseline_n, s.pace_alpha[0])
+            if self.calm_state == _COLLECTING:
+                self._calm_voice(x if customers else self.score[0], level_db)
         if customers:
             self._stress(t, x, level_db, out)
         elif staff and solid:
@@ -415,6 +421,11 @@ class Policy:
         self.staff_voice.forget()
         self.customer_voice.forget()
         self.voice_score_sum[0] = 0
+        self.calm_db_sum[0] = 0
+        self.calm_db[0] = 0
+        self.rejected_db[0] = _NO_LEVEL
+        self.calm_n = 0
+        self.calm_state = _COLLECTING
         self._end_episode()
         return d
 
@@ -466,6 +477,33 @@ class Policy:
         self.last_nudge[0] = t
         self._cue(t, cue, reason, out)
         return 0
+
+    def _calm_voice(self, x, level_db):
+        # The customer's calm voice: the level of speaker_baseline_s of their solid speech,
+        # taken when the model read it calm on average. A stretch read stressed is dropped and
+        # the next one tried (a calm voice the model reads high at first, or a customer who
+        # arrives angry and calms down), but a later stretch louder than the quietest one read
+        # stressed, by stress_louder_db or more, is no calm voice either: a raised voice the
+        # model happens to read calm.
+        s = self.settings
+        self.calm_n += 1
+        self.voice_score_sum[0] += x
+        self.calm_db_sum[0] += level_db
+        if self.calm_n < s.speaker_baseline_n:
+            return
+        db = self.calm_db_sum[0] / self.calm_n
+        if (
+            self.voice_score_sum[0] < s.stress_threshold[0] * self.calm_n
+            and db < self.rejected_db[0] + s.stress_louder_db[0]
+        ):
+            self.calm_state = _KNOWN
+            self.calm_db[0] = db
+            return
+        if db < self.rejected_db[0]:
+            self.rejected_db[0] = db
+        self.calm_n = 0
+        self.voice_score_sum[0] = 0
+        self.calm_db_sum[0] = 0
 
     def _slow_down(self, t, out):
         # slow_down: the staff voice faster or louder than the customer, or rising with them,
@@ -549,17 +587,14 @@ class Policy:
             calm = b + s.settle_margin[0]
         above = known and x >= thr
         intense = x >= s.intense_threshold[0]
-        # A stressed customer's voice is raised: once their calm voice's level is known (the
-        # first speaker_baseline_s of their speech, when the model read it calm), a window less
+        # A stressed customer's voice is raised: once their calm voice's level is known
+        # (speaker_baseline_s of their speech the model read calm: _calm_voice), a window less
         # than stress_louder_db above it counts as neither stressed nor very intense, whatever
         # the score. The model alone reads some calm voices, room babble and the first words of
         # a conversation at the top of the scale; the level tells those from a raised voice.
         # The same calm voice counts towards settling, whatever the score.
-        cust = self.customer_voice
         calm_voice = (
-            cust.heard >= s.speaker_baseline_n
-            and self.voice_score_sum[0] < s.stress_threshold[0] * cust.heard
-            and level_db - cust.base_db[0] < s.stress_louder_db[0]
+            self.calm_state == _KNOWN and level_db - self.calm_db[0] < s.stress_louder_db[0]
         )
         if calm_voice:
             above = intense = False
