@@ -236,9 +236,9 @@ class Policy:
         self.tense_at = _cell()
         self.empathize_score = _cell()
         self.first_cue_t = _cell()
-        # Sum of the smoothed customer scores over the windows that set the customer voice's
-        # level baseline: a level taken while the model read the customer stressed is not
-        # their calm voice.
+        # Sums of the smoothed customer scores and of the levels over the stretch of their
+        # speech now tried as their calm voice (_calm_voice): a level taken while the model
+        # read the customer stressed is not their calm voice.
         self.voice_score_sum = _cell()
         self.calm_db_sum = _cell()
         self.calm_db = _cell()  # the customer's calm voice's level, once known
