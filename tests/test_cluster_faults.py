@@ -116,6 +116,20 @@ def test_everything_restarted_at_once_loses_nothing(cluster, pg_db, tmp_path: Pa
     assert len(cluster.running_nodes()) == 3
 
 
+def test_a_node_in_the_cluster_with_its_mqtt_port_shut_is_restarted(cluster):
+    """The state a power cut once left node 1 in (a fresh-clone CI run): running, in the cluster
+    and in the MQTT tracker, its MQTT listener never opened. The cluster's health check must see
+    it as a straggler and restart it, not wait for a port that will not open."""
+    node = cluster.nodes[1]
+    cluster.ctl(1, "eval", "application:stop(rabbitmq_mqtt).")
+    wait_until(lambda: not cluster._listening(node), 30, "node 1's MQTT port to shut")
+    assert node.name in cluster.running_nodes()  # still in the cluster: only the port is out
+    assert cluster.stragglers() == [1]
+    took = cluster.ensure_healthy(timeout=240, rejoin_s=5)
+    assert cluster._listening(node), f"node 1's MQTT port still shut after {took:.0f} s"
+    assert len(cluster.running_nodes()) == 3 and cluster.stragglers() == []
+
+
 def _client(address: tuple[str, int], user: str, password: str, cid: str) -> mqtt.Client:
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid)
     c.username_pw_set(user, password)

@@ -310,13 +310,17 @@ class RabbitCluster:
             return False
 
     def stragglers(self) -> list[int]:
-        """The nodes that are down, not in the running cluster or not in the MQTT tracker."""
+        """The nodes that are down, not in the running cluster, not in the MQTT tracker, or
+        whose MQTT listener is not open. The last matters after a power cut: a node can be back
+        in the cluster and the tracker with its listener still shut, and left alone it stays
+        so (the whole cluster then looks healthy to every other test but that node's port)."""
         running = set(self.running_nodes())
         members = set(self.mqtt_tracker_members()) if len(running) == NODES else running
         return [
             n.index for n in self.nodes
             if n.proc is None or n.proc.poll() is not None
             or n.name not in running or n.name not in members
+            or not self._listening(n)
         ]  # fmt: skip
 
     def diagnosis(self) -> str:
