@@ -106,6 +106,8 @@ SPECIAL = {
     "manager_rise_s": lambda s: [("manager_rise_after", _windows(s["manager_rise_s"]))],
     "baseline_s": lambda s: [("baseline_n", _windows(s["baseline_s"]))],
     "speaker_baseline_s": lambda s: [("speaker_baseline_n", _windows(s["speaker_baseline_s"]))],
+    # the policy only needs to know whether it is counter attribution (settle_heard_s)
+    "attribution": lambda s: [("counter", s["attribution"] == "counter")],
 }
 
 
@@ -128,7 +130,7 @@ def held(s: dict) -> dict[str, tuple[str, float | int]]:
     return out
 
 
-SWITCHES = {place(r[0]) for r in rows() if r[1] == "bool" or isinstance(r[1], tuple)}
+SWITCHES = {place(r[0]) for r in rows() if r[1] == "bool" or isinstance(r[1], tuple)} | {"counter"}
 
 
 def given(base: dict, flip: bool) -> dict:

@@ -7,7 +7,8 @@
 #                 calm level, in a voice raised stress_louder_db above their own calm voice,
 #                 for empathize_after_s
 #   call_manager  stress sustained well past an empathize, still rising, or very intense
-#   settled       customer stress back to the conversation's baseline after a cue
+#   settled       customer stress back to the conversation's baseline after a cue (counter
+#                 mode: also a long spell with no stressed voice at all, see _heard)
 #
 # Only customer windows carry stress here. Staff windows give pace and loudness; in EU mode
 # their scores are dropped on arrival, so nothing about the staff voice is inferred or sent.
@@ -90,6 +91,7 @@ class _Settings:
         self.baseline_max = _cell()
         self.settle_margin = _cell()
         self.settle_quiet = _cell()
+        self.settle_heard = _cell()
         self.rate_rise = _cell()
         self.rate_margin = _cell()
         self.level_rise_db = _cell()
@@ -111,6 +113,7 @@ class _Settings:
         self.cue_budget = 0
         self.eu_mode = False
         self.stress_from_unknown = False
+        self.counter = False  # counter attribution (staff told apart by their enrolled voice)
 
 
 class _Voice:
@@ -245,6 +248,8 @@ class Policy:
         self.rejected_db = _cell()  # the quietest stretch of theirs the model read stressed
         # When the customer last read stressed or very intense in this episode.
         self.last_stressed = _cell()
+        # When another voice (staff, unattributed) last read stressed in this episode.
+        self.last_heard = _cell()
         # Every attribute exists before configure() loads the settings validator: the
         # instance's attribute table then reaches its full size while the heap is still in one
         # piece, not in a heap the validator's import has just cut up.
@@ -284,6 +289,7 @@ class Policy:
         s.baseline_max[0] = v["baseline_max"]
         s.settle_margin[0] = v["settle_margin"]
         s.settle_quiet[0] = v["settle_quiet_s"]
+        s.settle_heard[0] = v["settle_heard_s"]
         s.rate_rise[0] = v["rate_rise"]
         s.rate_margin[0] = v["rate_margin"]
         s.level_rise_db[0] = v["level_rise_db"]
@@ -308,6 +314,7 @@ class Policy:
         s.speaker_baseline_n = windows(v["speaker_baseline_s"], hop)
         s.cue_budget = v["cue_budget"]
         s.eu_mode = v["eu_mode"]
+        s.counter = v["attribution"] == "counter"
         # Outside EU mode only: an unattributed voice's stress may count as the customer's.
         s.stress_from_unknown = v["stress_from_unknown"] and not v["eu_mode"]
         self.reset()
@@ -374,8 +381,18 @@ class Policy:
                 self._calm_voice(x if customers else self.score[0], level_db)
         if customers:
             self._stress(t, x, level_db, out)
-        elif staff and solid:
-            self._slow_down(t, out)
+        else:
+            if staff and solid:
+                self._slow_down(t, out)
+            # Counter mode only, outside EU mode (no inference from the staff voice there).
+            if (
+                s.counter
+                and self.stage != _CALM
+                and score is not None
+                and not s.eu_mode
+                and s.settle_heard[0] > 0
+            ):
+                self._heard(t, x if staff else score, out)
         return out
 
     def finish(self, t):
@@ -441,6 +458,8 @@ class Policy:
         self.empathize_score[0] = 0
         self.first_cue_t[0] = -1
         self.last_stressed[0] = _LONG_AGO
+        self.last_heard[0] = _LONG_AGO
+        self.heard_calm = 0  # other voices' windows read calm since one read stressed
 
     # ---- decisions -----------------------------------------------------------------------
 
@@ -504,6 +523,36 @@ class Policy:
         self.calm_n = 0
         self.voice_score_sum[0] = 0
         self.calm_db_sum[0] = 0
+
+    def _heard(self, t, x, out):
+        # At the counter the staff voice is told apart by its enrolment (pitch and level): a
+        # customer whose calm voice is like the staff member's is heard as staff once they calm
+        # down, and their calm return would never settle the episode. So in counter mode
+        # settle_heard_s with no stressed reading in any voice, the customer's or another's
+        # (an angry customer heard as staff still reads stressed), and settle_after_s of
+        # another voice's calm speech is the all-clear too. Not with a headset: there the
+        # wearer is told apart by level, and the wearer's calm talk says nothing about the
+        # customer (it settled many escalations before they ended).
+        s = self.settings
+        if x >= s.stress_threshold[0]:
+            self.last_heard[0] = t
+            self.heard_calm = 0
+            return
+        self.heard_calm += 1
+        q = s.settle_heard[0]
+        if (
+            self.heard_calm >= s.settle_after
+            and t - self.last_stressed[0] >= q
+            and t - self.last_heard[0] >= q
+        ):
+            self._settled(t, out)
+
+    def _settled(self, t, out):
+        # The episode is over: `settled` if a stress cue was sent in it.
+        if self.first_cue_t[0] >= 0:
+            d = self._cue(t, "settled", "baseline", out)
+            d["ttd_s"] = _r3(t - self.first_cue_t[0])
+        self._end_episode()
 
     def _slow_down(self, t, out):
         # slow_down: the staff voice faster or louder than the customer, or rising with them,
@@ -658,10 +707,7 @@ class Policy:
         # turns, and an all-clear while the customer is still shouting is worse than a late one.
         self.calm_run = self.calm_run + 1 if x <= calm or calm_voice else 0
         if self.calm_run >= s.settle_after and t - self.last_stressed[0] >= s.settle_quiet[0]:
-            if self.first_cue_t[0] >= 0:
-                d = self._cue(t, "settled", "baseline", out)
-                d["ttd_s"] = _r3(t - self.first_cue_t[0])
-            self._end_episode()
+            self._settled(t, out)
 
 
 def event_fields(decision):
