@@ -106,7 +106,8 @@ SPECIAL = {
     "manager_rise_s": lambda s: [("manager_rise_after", _windows(s["manager_rise_s"]))],
     "baseline_s": lambda s: [("baseline_n", _windows(s["baseline_s"]))],
     "speaker_baseline_s": lambda s: [("speaker_baseline_n", _windows(s["speaker_baseline_s"]))],
-    # the policy only needs to know whether it is counter attribution (settle_heard_s)
+    # the policy only needs to know whether it is counter attribution (firmware/core/policy.py
+    # _heard)
     "attribution": lambda s: [("counter", s["attribution"] == "counter")],
 }
 

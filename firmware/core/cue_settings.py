@@ -33,7 +33,6 @@ _TABLE = (
     "settle_margin num 0.1 0.0 0.4 score back within this of the calm level",
     "settle_after_s duration 2.0 0.25 60.0 s calm speech before the all-clear",
     "settle_quiet_s num 10.0 0.0 600.0 s no stressed speech this long before the all-clear",
-    "settle_heard_s num 20.0 0.0 600.0 s counter: no stressed voice at all this long is the all-clear too (0 off)",
     "baseline_s duration 2.0 0.25 30.0 s the customer's first speech: calm level",
     "baseline_default num 0.3 0.0 0.9 score calm level until it is known",
     "baseline_max num 0.4 0.0 0.9 score highest calm level",

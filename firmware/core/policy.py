@@ -91,7 +91,6 @@ class _Settings:
         self.baseline_max = _cell()
         self.settle_margin = _cell()
         self.settle_quiet = _cell()
-        self.settle_heard = _cell()
         self.rate_rise = _cell()
         self.rate_margin = _cell()
         self.level_rise_db = _cell()
@@ -289,7 +288,6 @@ class Policy:
         s.baseline_max[0] = v["baseline_max"]
         s.settle_margin[0] = v["settle_margin"]
         s.settle_quiet[0] = v["settle_quiet_s"]
-        s.settle_heard[0] = v["settle_heard_s"]
         s.rate_rise[0] = v["rate_rise"]
         s.rate_margin[0] = v["rate_margin"]
         s.level_rise_db[0] = v["level_rise_db"]
@@ -385,13 +383,7 @@ class Policy:
             if staff and solid:
                 self._slow_down(t, out)
             # Counter mode only, outside EU mode (no inference from the staff voice there).
-            if (
-                s.counter
-                and self.stage != _CALM
-                and score is not None
-                and not s.eu_mode
-                and s.settle_heard[0] > 0
-            ):
+            if s.counter and self.stage != _CALM and score is not None and not s.eu_mode:
                 self._heard(t, x if staff else score, out)
         return out
 
@@ -528,31 +520,32 @@ class Policy:
         # At the counter the staff voice is told apart by its enrolment (pitch and level): a
         # customer whose calm voice is like the staff member's is heard as staff once they calm
         # down, and their calm return would never settle the episode. So in counter mode
-        # settle_heard_s with no stressed reading in any voice, the customer's or another's
-        # (an angry customer heard as staff still reads stressed), and settle_after_s of
-        # another voice's calm speech is the all-clear too. Not with a headset: there the
-        # wearer is told apart by level, and the wearer's calm talk says nothing about the
-        # customer (it settled many escalations before they ended).
+        # twice settle_quiet_s with no stressed reading in any voice, the customer's or
+        # another's (an angry customer heard as staff still reads stressed), and
+        # settle_after_s of another voice's calm speech is the all-clear too. Not with a
+        # headset: there the wearer is told apart by level, and the wearer's calm talk says
+        # nothing about the customer (it settled many escalations before they ended). Twice
+        # settle_quiet_s, not a setting of its own: with one more settings row the 64K headset
+        # demo failed to load the validator at boot (docs/firmware.md, Memory).
         s = self.settings
         if x >= s.stress_threshold[0]:
             self.last_heard[0] = t
             self.heard_calm = 0
             return
         self.heard_calm += 1
-        q = s.settle_heard[0]
+        q = 2 * s.settle_quiet[0]
         if (
             self.heard_calm >= s.settle_after
             and t - self.last_stressed[0] >= q
             and t - self.last_heard[0] >= q
         ):
-            self._settled(t, out)
-
-    def _settled(self, t, out):
-        # The episode is over: `settled` if a stress cue was sent in it.
-        if self.first_cue_t[0] >= 0:
-            d = self._cue(t, "settled", "baseline", out)
-            d["ttd_s"] = _r3(t - self.first_cue_t[0])
-        self._end_episode()
+            # As at the end of _stress, written twice: a method of its own is a function
+            # object in the heap (~100 B, even from the ROMFS image), and the 64K headset demo
+            # then failed to load the settings validator at boot.
+            if self.first_cue_t[0] >= 0:
+                d = self._cue(t, "settled", "baseline", out)
+                d["ttd_s"] = _r3(t - self.first_cue_t[0])
+            self._end_episode()
 
     def _slow_down(self, t, out):
         # slow_down: the staff voice faster or louder than the customer, or rising with them,
@@ -707,7 +700,10 @@ class Policy:
         # turns, and an all-clear while the customer is still shouting is worse than a late one.
         self.calm_run = self.calm_run + 1 if x <= calm or calm_voice else 0
         if self.calm_run >= s.settle_after and t - self.last_stressed[0] >= s.settle_quiet[0]:
-            self._settled(t, out)
+            if self.first_cue_t[0] >= 0:
+                d = self._cue(t, "settled", "baseline", out)
+                d["ttd_s"] = _r3(t - self.first_cue_t[0])
+            self._end_episode()
 
 
 def event_fields(decision):
