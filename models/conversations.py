@@ -657,8 +657,12 @@ def shipped_settings(models: HeldOutModels, cond: Condition) -> dict[str, Any]:
 class Recorded:
     """What the front end and attribution make of one rendered conversation, window by window.
     None of it depends on the model: the front end's baseline restarts at each conversation
-    start, and the policy opens a conversation on the speech gate and the pauses alone
-    (firmware/core/policy.py step), never on a score."""
+    start, and the record's policy opens conversations on the speech gate and the pauses alone
+    (firmware/core/policy.py step, no scores). One exception: after a stress cue the policy
+    keeps a conversation going through a voice too faint to judge, where the record's policy,
+    which gives no cue, split it and restarted the baseline. A replay differs from the
+    benchmark's own run only after such a split (at the shipped defaults, 2026-12-07: one
+    figure in each of four rows, by one conversation; docs/model.md)."""
 
     audio: Audio  # pcm dropped (the records hold what the rest of the pipeline reads)
     features: np.ndarray  # (n, F) float32

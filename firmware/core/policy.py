@@ -344,7 +344,12 @@ class Policy:
         elif voiced:
             self.last_voice[0] = t
         else:
-            if t - self.last_voice[0] >= s.conversation_gap[0]:
+            if self.first_cue_t[0] >= 0 and speech * 4 >= s.min_speech[0]:
+                # After a stress cue, a voice heard too faintly to judge (a quarter of
+                # min_speech) is the customer calming down, not the conversation's end:
+                # ending it there loses the settled that the calm return would bring.
+                self.last_voice[0] = t
+            elif t - self.last_voice[0] >= s.conversation_gap[0]:
                 out.append(self._end(t))
             # Pauses, noise and bursts shorter than min_speech neither count nor reset.
             return out
