@@ -13,7 +13,7 @@ records the conditions that have no records yet (the first run costs what the be
 costs), then prints each row, the false cues per hour pooled over all rows, and the worst row
 of each target. At the shipped defaults it gives the benchmark's onnxruntime rows
 (tests/test_conversation_records.py), but for conversations that a faint voice kept going
-after a stress cue (conversations.Recorded: one figure in each of four rows differs). Settings that change the records
+after a stress cue (conversations.Recorded: one figure in each of three rows differs). Settings that change the records
 (conversations.RECORDED_SETTINGS: speech gate, hop, conversation gap, attribution) are refused:
 they need a benchmark run.
 """

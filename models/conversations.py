@@ -662,7 +662,7 @@ class Recorded:
     keeps a conversation going through a voice too faint to judge, where the record's policy,
     which gives no cue, split it and restarted the baseline. A replay differs from the
     benchmark's own run only after such a split (at the shipped defaults, 2026-12-07: one
-    figure in each of four rows, by one conversation; docs/model.md)."""
+    figure in each of three rows, by one conversation; docs/model.md)."""
 
     audio: Audio  # pcm dropped (the records hold what the rest of the pipeline reads)
     features: np.ndarray  # (n, F) float32

@@ -236,3 +236,27 @@ def test_every_pattern_in_the_cue_table_plays_to_its_end():
         assert led.writes[-1] == (0, 0, 0) and motor.writes[-1] == (0,)
     with pytest.raises(ValueError, match="no pattern"):
         outputs.Outputs(Led(), Led(), 1.0, 1.0).show("dance", 0)
+
+
+def test_a_tick_stamped_before_the_cue_started_changes_nothing():
+    """The host runner ticks the outputs at the 20 ms steps inside a hop after the hop's cue was
+    shown at its end, so a tick can come before the pattern's start. With `settled` (no motor
+    timeline: on + off = 0) that divided by zero and stopped the 10-minute headset demo once a
+    flare-up after `settled` was cued; such a tick now leaves the pattern as it is."""
+    from firmware.headset import outputs
+
+    class Led:
+        def __init__(self):
+            self.writes = []
+
+        def set(self, *v):
+            self.writes.append(v)
+
+    for name in [row[0] for row in cue_table.rows() + cue_table.rows(signals=True)]:
+        led, motor = Led(), Led()
+        o = outputs.Outputs(led, motor, 1.0, 1.0)
+        o.show(name, 5000)
+        before = (list(led.writes), list(motor.writes))
+        for t in range(4000, 5000, 20):
+            o.tick(t)
+        assert (led.writes, motor.writes) == before and o.playing == name

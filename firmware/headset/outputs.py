@@ -85,6 +85,8 @@ class Outputs:
         if self.playing is None:
             return
         t = now_ms - self.start
+        if t < 0:
+            return  # a tick stamped before the cue started (the host runs them after the hop)
         _, c, led_pct, led_on, led_off, led_n, pct, on, off, n, repeat = self.pattern
         led = motor = -1  # the levels (%) now; -1: past the end of that timeline
         if not repeat or t < _MANAGER_GIVE_UP_MS:
