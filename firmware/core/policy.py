@@ -112,7 +112,9 @@ class _Settings:
         self.cue_budget = 0
         self.eu_mode = False
         self.stress_from_unknown = False
-        self.counter = False  # counter attribution (staff told apart by their enrolled voice)
+        # Counter attribution (staff told apart by their enrolled voice), outside EU mode: the
+        # counter-mode all-clear (_heard) infers from the staff voice, which EU mode forbids.
+        self.counter = False
 
 
 class _Voice:
@@ -312,7 +314,7 @@ class Policy:
         s.speaker_baseline_n = windows(v["speaker_baseline_s"], hop)
         s.cue_budget = v["cue_budget"]
         s.eu_mode = v["eu_mode"]
-        s.counter = v["attribution"] == "counter"
+        s.counter = v["attribution"] == "counter" and not v["eu_mode"]
         # Outside EU mode only: an unattributed voice's stress may count as the customer's.
         s.stress_from_unknown = v["stress_from_unknown"] and not v["eu_mode"]
         self.reset()
@@ -387,8 +389,7 @@ class Policy:
         else:
             if staff and solid:
                 self._slow_down(t, out)
-            # Counter mode only, outside EU mode (no inference from the staff voice there).
-            if s.counter and self.stage != _CALM and score is not None and not s.eu_mode:
+            if s.counter and self.stage != _CALM and score is not None:
                 self._heard(t, x if staff else score, out)
         return out
 
