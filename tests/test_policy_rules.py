@@ -207,3 +207,37 @@ def test_stress_needs_a_voice_raised_above_the_own_calm_voice() -> None:
     assert _stress_cues(_top_score_turn(-31.0, "unknown", stress_from_unknown=True)) == [
         ("call_manager", "very_intense")
     ]
+
+
+def test_a_flare_up_nudge_the_gap_delays_is_sent_when_the_gap_is_over() -> None:
+    # Empathize, then the manager, then settled; the customer shouts again while the last
+    # nudge is less than min_gap_s ago (20 s here, and no empathize refractory, which drops
+    # a nudge instead of delaying it; at the defaults a slow_down just before does this).
+    # The flare-up's empathize (in place of a second manager call) waits for the gap and is
+    # sent while the shouting goes on, not lost because the episode had reached the manager
+    # stage already (it was, before 2026-12-07).
+    def turn(for_s: float, score: float, level_db: float) -> dict:
+        return {"for_s": for_s, "speaker": "customer", "score": score, "rate": 3.6,
+                "level_db": level_db, "speech": 0.85}  # fmt: skip
+
+    script = [
+        {"for_s": 1, "speaker": "silence"},
+        turn(4, 0.25, -34.0),
+        turn(2.5, 0.7, -24.0),
+        turn(2, 0.97, -20.0),
+        turn(14, 0.25, -34.0),
+        turn(8, 0.97, -20.0),
+        turn(14, 0.25, -34.0),
+        {"for_s": 10, "speaker": "silence"},
+    ]
+    cues = [
+        (d["cue"], d["t"])
+        for d in policy_replay.run(
+            {"script": script, "settings": {"min_gap_s": 20.0, "empathize_refractory_s": 0.0}}
+        )
+        if d["type"] == "cue"
+    ]
+    assert [c for c, _ in cues] == ["empathize", "call_manager", "settled", "empathize", "settled"]
+    first, flare = cues[0][1], cues[3][1]
+    assert flare == pytest.approx(first + 20.0, abs=0.25)  # the first window the gap allows
+    assert 23.5 + 1.0 <= flare <= 31.5  # inside the flare-up (23.5 .. 31.5 s)

@@ -698,14 +698,17 @@ class Policy:
             # refractory or gap. A flare-up after `settled`, with the manager called already,
             # gets an empathize nudge instead: silence while the customer shouts again would
             # read as "still settled", and its own settled is sent when it is over.
-            self.stage = _MANAGER
+            sent = 0
             if not self.manager_called:
                 self.manager_called = True
                 self._cue(t, "call_manager", reason, out)
             elif self.first_cue_t[0] < 0:
                 e = self.last_empathize
-                if self._nudge(t, e[0], s.empathize_refractory[0], "empathize", reason, out) == 0:
+                sent = self._nudge(t, e[0], s.empathize_refractory[0], "empathize", reason, out)
+                if sent == 0:
                     e[0] = t
+            if sent < 2:  # a nudge the gap only delays is tried again at the next window
+                self.stage = _MANAGER
             return
         # Settled: settle_after of calm speech (a score back near the calm level, or the calm
         # voice), and no stressed reading for settle_quiet_s: an angry stretch holds calm-read
