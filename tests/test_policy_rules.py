@@ -194,17 +194,22 @@ def _stress_cues(scenario: dict) -> list[tuple[str, str]]:
 
 def test_stress_needs_a_voice_raised_above_the_own_calm_voice() -> None:
     # At the calm turns' level the top of the scale is no stress cue (scenario
-    # top_score_in_a_calm_voice); raised 3 dB, above stress_louder_db (2 dB), it is very intense.
+    # top_score_in_a_calm_voice), nor raised 3 dB (below stress_louder_db, 3.5 dB: the
+    # spread of one calm voice); raised 4 dB it is very intense.
     assert _stress_cues(_top_score_turn(-34.0)) == []
-    assert _stress_cues(_top_score_turn(-31.0)) == [("call_manager", "very_intense")]
+    assert _stress_cues(_top_score_turn(-31.0)) == []
+    assert _stress_cues(_top_score_turn(-30.0)) == [("call_manager", "very_intense")]
     # The setting moves the line.
-    assert _stress_cues(_top_score_turn(-31.0, stress_louder_db=4.0)) == []
+    assert _stress_cues(_top_score_turn(-30.0, stress_louder_db=5.0)) == []
+    assert _stress_cues(_top_score_turn(-31.0, stress_louder_db=2.0)) == [
+        ("call_manager", "very_intense")
+    ]
     assert _stress_cues(_top_score_turn(-34.0, stress_louder_db=0.0)) == [
         ("call_manager", "very_intense")
     ]
     # An unattributed voice whose stress counts as the customer's: its level counts too.
     assert _stress_cues(_top_score_turn(-34.0, "unknown", stress_from_unknown=True)) == []
-    assert _stress_cues(_top_score_turn(-31.0, "unknown", stress_from_unknown=True)) == [
+    assert _stress_cues(_top_score_turn(-30.0, "unknown", stress_from_unknown=True)) == [
         ("call_manager", "very_intense")
     ]
 

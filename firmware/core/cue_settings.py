@@ -28,7 +28,7 @@ _TABLE = (
     "manager_rise num 0.15 0.05 0.5 score rise since the empathy nudge that calls the manager",
     "manager_rise_s duration 1.0 0.25 10.0 s how long that rise lasts",
     "intense_threshold num 0.9 0.5 1.0 score very intense at or above this",
-    "stress_louder_db num 2.0 0.0 30.0 dB voice raised this far above its own calm level for stress",
+    "stress_louder_db num 3.5 0.0 30.0 dB voice raised this far above its own calm level for stress",
     "intense_after_s duration 1.0 0.25 10.0 s very intense speech that calls the manager at once",
     "settle_margin num 0.1 0.0 0.4 score back within this of the calm level",
     "settle_after_s duration 2.0 0.25 60.0 s calm speech before the all-clear",
