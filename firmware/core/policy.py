@@ -361,7 +361,8 @@ class Policy:
             score = 1.0
         staff = speaker == "staff"
         # Whose stress this score is: the customer's (an unattributed voice only when
-        # stress_from_unknown), the staff voice's (outside EU mode only, for mirroring).
+        # stress_from_unknown, or at the counter when it reads very intense), the staff
+        # voice's (outside EU mode only, for mirroring).
         customers = False
         if score is not None:
             if staff:
@@ -371,7 +372,23 @@ class Policy:
                         self.score[0] < s.tense_threshold[0] or self.score[0] < self.tense_at[0]
                     ) and x > self.staff_calm[0]:
                         self.staff_calm[0] = x
-            elif speaker == "customer" or s.stress_from_unknown:
+            elif (
+                speaker == "customer"
+                or s.stress_from_unknown
+                or (
+                    s.counter
+                    and score >= s.intense_threshold[0]
+                    and level_db - self.staff_voice.base_db[0] >= s.stress_louder_db[0]
+                    and self.staff_voice.heard >= s.speaker_baseline_n
+                )
+            ):
+                # At the counter (outside EU mode) a voice the enrolment cannot place, at the
+                # top of the scale and stress_louder_db above the staff's own voice, is someone
+                # shouting, and the one shouting at a counter is the customer far more often
+                # than the staff member: an angry customer whose voice comes near the staff's
+                # pitch and level used to go uncued until their next turn (docs/policy.md,
+                # "Not done"). Not at the staff's level: turn changes are unplaced too, and some
+                # staff voices read high when calm.
                 customers = True
                 x = self.customer_score.add(t, score, s)
         # Pace and loudness only from windows mostly full of speech: a window that a turn
