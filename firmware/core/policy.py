@@ -532,6 +532,12 @@ class Policy:
         ):
             self.calm_state = _KNOWN
             self.calm_db[0] = db
+            # Their calm level, too, when this stretch read lower than their first baseline_s:
+            # the opening reads high while the front end's baseline forms, and a calm level
+            # taken from it held the stress level at the top of the scale all conversation.
+            mean = self.voice_score_sum[0] / self.calm_n
+            if self.base_n >= s.baseline_n and mean * self.base_n < self.base_sum[0]:
+                self.base_sum[0] = mean * self.base_n
             return
         if db < self.rejected_db[0]:
             self.rejected_db[0] = db
