@@ -179,13 +179,22 @@ def test_every_setting_is_documented() -> None:
     assert missing == []
 
 
-def _top_score_turn(level_db: float, speaker: str = "customer", **settings) -> dict:
-    """Scenario top_score_in_a_calm_voice with its 0.95 turn at `level_db` (calm turns: -34)."""
+def _top_score_turn(
+    level_db: float,
+    speaker: str = "customer",
+    score: float = 0.95,
+    calm_score: float = 0.25,
+    **settings,
+) -> dict:
+    """Scenario top_score_in_a_calm_voice with its 0.95 turn at `level_db` (calm turns: -34),
+    read `score`, and the customer's calm turns read `calm_score`."""
     sc = SCENARIOS["top_score_in_a_calm_voice"]
     script = []
     for seg in sc["script"]:
         if seg.get("score") == 0.95:
-            seg = dict(seg, level_db=level_db)
+            seg = dict(seg, level_db=level_db, score=score)
+        elif seg.get("speaker") == "customer":
+            seg = dict(seg, score=calm_score)
         if seg.get("speaker") == "customer":
             seg = dict(seg, speaker=speaker)
         script.append(seg)
@@ -203,13 +212,19 @@ def _stress_cues(scenario: dict) -> list[tuple[str, str]]:
 def test_stress_needs_a_voice_raised_above_the_own_calm_voice() -> None:
     # At the calm turns' level the top of the scale is no stress cue (scenario
     # top_score_in_a_calm_voice), nor raised 3 dB (below stress_louder_db, 3.5 dB: the
-    # spread of one calm voice); raised 4 dB it is very intense.
+    # spread of one calm voice); raised 4 dB it is stress (empathize first), and very intense,
+    # the manager at once, only raised twice stress_louder_db (7 dB: shouting).
     assert _stress_cues(_top_score_turn(-34.0)) == []
     assert _stress_cues(_top_score_turn(-31.0)) == []
-    assert _stress_cues(_top_score_turn(-30.0)) == [("call_manager", "very_intense")]
-    # The setting moves the line.
+    assert _stress_cues(_top_score_turn(-30.0)) == [("empathize", "stress_sustained")]
+    assert _stress_cues(_top_score_turn(-27.5)) == [("empathize", "stress_sustained")]
+    assert _stress_cues(_top_score_turn(-26.5)) == [("call_manager", "very_intense")]
+    # The setting moves both lines.
     assert _stress_cues(_top_score_turn(-30.0, stress_louder_db=5.0)) == []
     assert _stress_cues(_top_score_turn(-31.0, stress_louder_db=2.0)) == [
+        ("empathize", "stress_sustained")
+    ]
+    assert _stress_cues(_top_score_turn(-29.5, stress_louder_db=2.0)) == [
         ("call_manager", "very_intense")
     ]
     assert _stress_cues(_top_score_turn(-34.0, stress_louder_db=0.0)) == [
@@ -218,8 +233,25 @@ def test_stress_needs_a_voice_raised_above_the_own_calm_voice() -> None:
     # An unattributed voice whose stress counts as the customer's: its level counts too.
     assert _stress_cues(_top_score_turn(-34.0, "unknown", stress_from_unknown=True)) == []
     assert _stress_cues(_top_score_turn(-30.0, "unknown", stress_from_unknown=True)) == [
+        ("empathize", "stress_sustained")
+    ]
+    assert _stress_cues(_top_score_turn(-26.0, "unknown", stress_from_unknown=True)) == [
         ("call_manager", "very_intense")
     ]
+
+
+def test_a_voice_raised_twice_is_stressed_from_the_stress_threshold() -> None:
+    # A customer whose calm voice the model reads at 0.45 must rise stress_rise above it
+    # (0.8) to count as stressed; a turn read 0.7 raised 4 dB is no cue. Raised twice
+    # stress_louder_db (8 dB) it is: that loud, the voice is not one the model merely reads
+    # high when calm, and stress_threshold (0.6) is enough. Before 2026-12-08 such turns
+    # (fearful stretches 10-17 dB up, read 0.77-0.81) went uncued.
+    assert _stress_cues(_top_score_turn(-30.0, score=0.7, calm_score=0.45)) == []
+    assert _stress_cues(_top_score_turn(-26.0, score=0.7, calm_score=0.45)) == [
+        ("empathize", "stress_sustained")
+    ]
+    # Not below stress_threshold, however loud (the model's reading still decides).
+    assert _stress_cues(_top_score_turn(-20.0, score=0.55, calm_score=0.45)) == []
 
 
 def test_a_flare_up_nudge_the_gap_delays_is_sent_when_the_gap_is_over() -> None:

@@ -663,10 +663,19 @@ class Policy:
         # than stress_louder_db above it counts as neither stressed nor very intense, whatever
         # the score. The model alone reads some calm voices, room babble and the first words of
         # a conversation at the top of the scale; the level tells those from a raised voice.
-        # The same calm voice counts towards settling, whatever the score.
-        calm_voice = (
-            self.calm_state == _KNOWN and level_db - self.calm_db[0] < s.stress_louder_db[0]
-        )
+        # The same calm voice counts towards settling, whatever the score. Very intense, which
+        # calls the manager at once, needs twice that rise (a voice raised, then raised again:
+        # shouting); a raised voice at the top of the scale is stress, and gets empathize first.
+        # A voice raised that far is stressed from stress_threshold up: the rise above their
+        # own calm level is for a voice the model reads high when calm, not for one this loud.
+        calm_voice = False
+        if self.calm_state == _KNOWN:
+            rise = level_db - self.calm_db[0]
+            calm_voice = rise < s.stress_louder_db[0]
+            if rise < 2 * s.stress_louder_db[0]:
+                intense = False
+            elif known and x >= s.stress_threshold[0]:
+                above = True
         if calm_voice:
             above = intense = False
         elif above or intense:
