@@ -689,7 +689,14 @@ class Policy:
             if self.above_run == 0 and self.intense_run == 0:
                 return
             self.stress_n += 1
-            if self.intense_run < s.intense_after:
+            # Before the customer's calm voice is known (and the level can tell a raised voice
+            # from a calm one), the top of the scale must hold as long as stress does for
+            # empathize: a conversation's first words often read there while the front end's
+            # baseline forms, and a manager called for them is the false cue staff remember.
+            n = s.intense_after
+            if self.calm_state != _KNOWN and n < s.empathize_after:
+                n = s.empathize_after
+            if self.intense_run < n:
                 # While very intense right now, wait a moment for call_manager instead.
                 if self.above_run >= s.empathize_after and self.intense_run == 0:
                     # Dropped by budget or refractory, the episode still moves on, so the
