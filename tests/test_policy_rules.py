@@ -320,3 +320,29 @@ def test_at_the_counter_an_unplaced_voice_at_the_top_of_the_scale_is_the_custome
         for seg in quiet["script"]
     ]
     assert _stress_cues(quiet) == []
+
+
+def test_before_a_calm_voice_the_top_of_the_scale_must_last_longer_unless_above_the_staff() -> None:
+    # A customer whose first words read at the top of the scale: with no calm voice of theirs
+    # to compare with, the manager waits for empathize_after_s (1.5 s) of it, not
+    # intense_after_s (1 s): a conversation's first words often read there. At the counter a
+    # voice twice stress_louder_db (7 dB) above the staff member's own is shouting, calm voice
+    # or not, and gets the manager after 1 s (the demo's tense turn, 8 dB above the staff).
+    def first_manager_call(level_db: float, **settings) -> float:
+        script = [
+            {"for_s": 1, "speaker": "silence"},
+            {"for_s": 3, "speaker": "staff", "score": 0.2, "rate": 3.5, "level_db": -30.0,
+             "speech": 0.85},
+            {"for_s": 0.5, "speaker": "silence"},
+            {"for_s": 4, "speaker": "customer", "score": 0.95, "rate": 3.6,
+             "level_db": level_db, "speech": 0.85},
+            {"for_s": 10, "speaker": "silence"},
+        ]  # fmt: skip
+        decisions = policy_replay.run({"script": script, "settings": settings})
+        return next(d["t"] for d in decisions if d.get("cue") == "call_manager")
+
+    near_staff = first_manager_call(-28.0)  # 2 dB above the staff voice
+    above_staff = first_manager_call(-22.0)  # 8 dB above it
+    assert near_staff - above_staff == 0.5  # two more windows of the top of the scale
+    # Not with a headset (no enrolled staff level): the longer wait either way.
+    assert first_manager_call(-22.0, attribution="headset") == near_staff

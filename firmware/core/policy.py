@@ -693,8 +693,18 @@ class Policy:
             # from a calm one), the top of the scale must hold as long as stress does for
             # empathize: a conversation's first words often read there while the front end's
             # baseline forms, and a manager called for them is the false cue staff remember.
+            # At the counter the enrolled staff voice is a level reference too: a customer
+            # twice stress_louder_db above it is shouting, calm voice known or not.
             n = s.intense_after
-            if self.calm_state != _KNOWN and n < s.empathize_after:
+            if (
+                self.calm_state != _KNOWN
+                and n < s.empathize_after
+                and not (
+                    s.counter
+                    and self.staff_voice.heard >= s.speaker_baseline_n
+                    and level_db - self.staff_voice.base_db[0] >= 2 * s.stress_louder_db[0]
+                )
+            ):
                 n = s.empathize_after
             if self.intense_run < n:
                 # While very intense right now, wait a moment for call_manager instead.
