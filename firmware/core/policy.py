@@ -694,7 +694,10 @@ class Policy:
             # empathize: a conversation's first words often read there while the front end's
             # baseline forms, and a manager called for them is the false cue staff remember.
             # At the counter the enrolled staff voice is a level reference too: a customer
-            # twice stress_louder_db above it is shouting, calm voice known or not.
+            # twice stress_louder_db above it is shouting, calm voice known or not. (The same
+            # test as step's unplaced-shouting rule, written twice: passed in as an argument,
+            # its one new name took the 64K headset demo's qstr pool over the edge at boot,
+            # MemoryError allocating 640 B; tests/test_fw_romfs.py.)
             n = s.intense_after
             if (
                 self.calm_state != _KNOWN
